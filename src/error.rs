@@ -1,0 +1,58 @@
+//! Exit classes: the one place where a failure becomes an exit code
+//! (`shared/reference/cli-contract.md`, "Exit status").
+
+/// The class of a failure that happened before (or instead of) the child's own exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitClass {
+    /// Unknown flag or missing required option (clap's own code).
+    Usage,
+    /// The Workload API or Infisical could not be reached before the deadline.
+    Unavailable,
+    /// A bug in svid-exec.
+    Internal,
+    /// The JWT-SVID was rejected at login, or the identity may not read what was asked.
+    Refused,
+    /// Invalid value, missing project/env/path, invalid secret name, environment
+    /// too large for exec, non-tmpfs target.
+    Config,
+    /// The command exists but could not be executed.
+    CannotExecute,
+    /// The command was not found.
+    CommandNotFound,
+}
+
+impl ExitClass {
+    /// The documented exit code of this class.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Usage => 2,
+            Self::Unavailable => 69,
+            Self::Internal => 70,
+            Self::Refused => 77,
+            Self::Config => 78,
+            Self::CannotExecute => 126,
+            Self::CommandNotFound => 127,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitClass;
+
+    #[test]
+    fn exit_codes_match_the_contract() {
+        let table = [
+            (ExitClass::Usage, 2),
+            (ExitClass::Unavailable, 69),
+            (ExitClass::Internal, 70),
+            (ExitClass::Refused, 77),
+            (ExitClass::Config, 78),
+            (ExitClass::CannotExecute, 126),
+            (ExitClass::CommandNotFound, 127),
+        ];
+        for (class, code) in table {
+            assert_eq!(class.code(), code, "{class:?}");
+        }
+    }
+}

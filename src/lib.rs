@@ -1,0 +1,7 @@
+//! svid-exec: prove the workload's identity with its SPIFFE JWT-SVID, log in to
+//! Infisical, fetch a project's secrets into zeroizing memory and hand them to a
+//! program (environment or tmpfs files), then exec it or supervise it.
+
+pub mod app;
+pub mod error;
+pub mod secrets;
