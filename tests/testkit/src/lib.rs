@@ -15,3 +15,5 @@ pub mod tls;
 pub mod pb {
     tonic::include_proto!("_");
 }
+pub mod discovery;
+pub mod keys;
