@@ -584,17 +584,38 @@ fn generation_name(now: SystemTime) -> String {
 // Per-key tree
 
 /// A generation directory being built: removed on drop unless published.
+/// Cleanup unlinks the files it created by name relative to DIR's descriptor,
+/// so it needs no new descriptor and works even when they have run out.
 struct Generation<'a> {
-    dir: &'a Path,
+    dirfd: &'a OwnedFd,
     name: String,
+    created: Vec<String>,
     published: bool,
 }
 
 impl Drop for Generation<'_> {
     fn drop(&mut self) {
-        if !self.published {
-            remove_generation(self.dir, &self.name);
+        if self.published {
+            return;
         }
+        // It may be sealed (search-only) already; a non-root writer needs
+        // write permission back to empty it. Never chmod through a link.
+        if kind_at(self.dirfd, OsStr::new(&self.name)) == Some(SFlag::S_IFDIR) {
+            let _ = stat::fchmodat(
+                self.dirfd,
+                self.name.as_str(),
+                mode(0o700),
+                stat::FchmodatFlags::FollowSymlink,
+            );
+        }
+        for file in &self.created {
+            let _ = unistd::unlinkat(
+                self.dirfd,
+                format!("{}/{file}", self.name).as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        let _ = unistd::unlinkat(self.dirfd, self.name.as_str(), UnlinkatFlags::RemoveDir);
     }
 }
 
@@ -655,6 +676,8 @@ fn write_tree(
     let gen_path = dir.join(&generation.name);
     let genfd = open_dir_nofollow(&gen_path)?;
     for (name, value) in secrets.iter() {
+        // Recorded before creation: a file that exists half-written is removed too.
+        generation.created.push(name.to_owned());
         create_file_at(
             &genfd,
             OsStr::new(name),
@@ -721,14 +744,15 @@ fn write_tree(
     Ok(files)
 }
 
-fn create_generation<'a>(dirfd: &OwnedFd, dir: &'a Path) -> Result<Generation<'a>, FilesError> {
+fn create_generation<'a>(dirfd: &'a OwnedFd, dir: &Path) -> Result<Generation<'a>, FilesError> {
     loop {
         let name = generation_name(SystemTime::now());
         match stat::mkdirat(dirfd, name.as_str(), mode(0o700)) {
             Ok(()) => {
                 return Ok(Generation {
-                    dir,
+                    dirfd,
                     name,
+                    created: Vec::new(),
                     published: false,
                 })
             }
