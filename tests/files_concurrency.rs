@@ -21,10 +21,8 @@ const GENERATIONS: u32 = 1_000;
 
 /// Large enough that a torn write would show: the marker repeated, then an end mark.
 fn value(generation: u32, key: &str) -> String {
-    let mut v = String::new();
-    while v.len() < 3000 {
-        v.push_str(&format!("{generation:06}:{key};"));
-    }
+    let unit = format!("{generation:06}:{key};");
+    let mut v = unit.repeat(3000 / unit.len() + 1);
     v.push_str("END\n");
     v
 }
@@ -71,7 +69,12 @@ fn snapshot(dir: &Path, tally: &mut Tally, last_seen: &mut u32) {
     };
     let mut seen = BTreeSet::new();
     for key in KEYS {
-        match openat(&data, key, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        match openat(
+            &data,
+            key,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => match generation_of(&read_fd(fd), key) {
                 Some(g) => {
                     seen.insert(g);
@@ -193,7 +196,10 @@ fn readers_never_see_two_generations_or_a_partial_file_across_1000_swaps() {
     assert_eq!(tally.partial_files, 0, "{tally:?}");
     assert_eq!(tally.went_backwards, 0, "{tally:?}");
     assert_eq!(tally.torn_json, 0, "{tally:?}");
-    assert!(tally.consistent_snapshots > 0, "the reader never completed a pass: {tally:?}");
+    assert!(
+        tally.consistent_snapshots > 0,
+        "the reader never completed a pass: {tally:?}"
+    );
     assert!(tally.direct_reads > 0 && tally.json_reads > 0, "{tally:?}");
 
     // After the race: exactly the last generation, and one generation directory.

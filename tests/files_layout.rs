@@ -142,7 +142,10 @@ fn an_update_swaps_generations_and_drops_old_ones_and_gone_keys_only() {
     assert_ne!(first, second);
     assert_eq!(fs::read(dir.join("A")).unwrap(), b"a2");
     assert_eq!(fs::read(dir.join("C")).unwrap(), b"c2");
-    assert!(fs::symlink_metadata(dir.join("B")).is_err(), "B's link must go");
+    assert!(
+        fs::symlink_metadata(dir.join("B")).is_err(),
+        "B's link must go"
+    );
     assert_eq!(fs::read(dir.join("README")).unwrap(), b"not ours");
     assert_eq!(
         entries(dir),
@@ -319,9 +322,16 @@ fn names_that_would_escape_or_break_the_layout_are_refused_with_nothing_written(
     ] {
         let secrets = set(&[("GOOD", "g"), (bad, "v")]);
         let err = files::write(&secrets, &opts).unwrap_err();
-        assert!(matches!(err, FilesError::InvalidName { .. }), "{bad:?}: {err}");
+        assert!(
+            matches!(err, FilesError::InvalidName { .. }),
+            "{bad:?}: {err}"
+        );
         assert_eq!(err.exit_class().code(), 78);
-        assert!(entries(&dir).is_empty(), "{bad:?} wrote {:?}", entries(&dir));
+        assert!(
+            entries(&dir).is_empty(),
+            "{bad:?} wrote {:?}",
+            entries(&dir)
+        );
     }
     assert_eq!(entries(tmp.path()), vec!["secrets"]);
 }

@@ -131,7 +131,9 @@ pub enum FilesError {
     )]
     NotTmpfs { path: PathBuf, fs_type: String },
     /// A symlink where a real directory or file must be.
-    #[error("{path} is a symbolic link; refusing to write secrets through it (give the real path)")]
+    #[error(
+        "{path} is a symbolic link; refusing to write secrets through it (give the real path)"
+    )]
     Symlink { path: PathBuf },
     /// A non-directory where the output directory must be.
     #[error("{path} exists and is not a directory")]
@@ -260,10 +262,10 @@ pub fn write(secrets: &SecretSet, opts: &FilesOptions) -> Result<Written, FilesE
         Some(path) => Some((path, render_dotenv(secrets)?)),
         None => None,
     };
-    let json = match &opts.json_file {
-        Some(path) => Some((path, render_json(secrets))),
-        None => None,
-    };
+    let json = opts
+        .json_file
+        .as_ref()
+        .map(|path| (path, render_json(secrets)));
 
     let mut written = Written::default();
     if let Some(dir) = &opts.dir {
@@ -341,7 +343,9 @@ fn check_outputs_distinct(opts: &FilesOptions) -> Result<(), FilesError> {
     if let Some(dir) = &opts.dir {
         for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
             let (_, name) = split_file_path(file)?;
-            if *file == *dir || (name.as_os_str().as_bytes().starts_with(b"..") && file.parent() == Some(dir)) {
+            if *file == *dir
+                || (name.as_os_str().as_bytes().starts_with(b"..") && file.parent() == Some(dir))
+            {
                 return Err(FilesError::Clash {
                     path: file.clone(),
                     reason: "it is the files directory or one of its reserved '..' names".into(),
@@ -800,7 +804,8 @@ fn create_file_at(
     // can only widen back up to `opts.mode`, never beyond).
     stat::fchmod(&fd, mode(opts.mode)).map_err(|e| io_err("set the mode of", path, e))?;
     let mut file = File::from(fd);
-    file.write_all(bytes).map_err(|e| io_err("write", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| io_err("write", path, e))?;
     file.sync_all().map_err(|e| io_err("sync", path, e))?;
     Ok(())
 }
@@ -1083,7 +1088,10 @@ mod tests {
     #[test]
     fn generation_names_look_like_kubernetes_and_are_recognised() {
         let name = generation_name(SystemTime::UNIX_EPOCH);
-        assert!(name.starts_with("..1970_01_01_00_00_00.000000000_"), "{name}");
+        assert!(
+            name.starts_with("..1970_01_01_00_00_00.000000000_"),
+            "{name}"
+        );
         assert!(is_generation_name(name.as_bytes()));
         assert!(!is_generation_name(b"..data"));
         assert!(!is_generation_name(b"..data_tmp"));
