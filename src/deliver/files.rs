@@ -207,7 +207,7 @@ pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
     }
     for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
         let (parent, _) = split_file_path(file)?;
-        check_not_symlink_file(&parent, file)?;
+        check_not_symlink_file(file)?;
         let fd = open_or_create_dir(&parent, opts)?;
         probe(&fd, &parent, opts)?;
     }
@@ -538,7 +538,7 @@ fn split_file_path(path: &Path) -> Result<(PathBuf, PathBuf), FilesError> {
     }
 }
 
-fn check_not_symlink_file(parent: &Path, file: &Path) -> Result<(), FilesError> {
+fn check_not_symlink_file(file: &Path) -> Result<(), FilesError> {
     let Ok(meta) = std::fs::symlink_metadata(file) else {
         return Ok(());
     };
@@ -552,7 +552,6 @@ fn check_not_symlink_file(parent: &Path, file: &Path) -> Result<(), FilesError> 
             what: "not a regular file",
         })
     } else {
-        let _ = parent;
         Ok(())
     }
 }
