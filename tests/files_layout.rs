@@ -359,6 +359,15 @@ fn a_symlinked_directory_or_file_target_is_refused() {
         assert!(matches!(err, FilesError::Symlink { .. }), "{err}");
         assert_eq!(err.exit_class().code(), 78);
     }
+    // Refused before the per-key tree beside it is written.
+    let both = FilesOptions {
+        dotenv_file: Some(link_file.clone()),
+        ..opts_dir(&tmp.path().join("secrets"))
+    };
+    let err = files::write(&set(&[("K", "v")]), &both).unwrap_err();
+    assert!(matches!(err, FilesError::Symlink { .. }), "{err}");
+    assert!(!tmp.path().join("secrets").exists());
+
     assert_eq!(entries(&victim), vec!["file"]);
     assert_eq!(fs::read(victim.join("file")).unwrap(), b"untouched");
 }
@@ -423,4 +432,19 @@ fn a_dotenv_file_inside_the_directory_may_not_share_a_keys_name() {
     let err = files::write(&set(&[("A", "v")]), &opts).unwrap_err();
     assert!(matches!(err, FilesError::Clash { .. }), "{err}");
     assert!(entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_disk_backed_dotenv_target_is_refused_before_the_tree_beside_it_is_written() {
+    let (Some(tmp), Some(disk)) = (tmpfs_scratch(), disk_scratch()) else {
+        return;
+    };
+    let opts = FilesOptions {
+        dotenv_file: Some(disk.path().join("app.env")),
+        ..opts_dir(tmp.path())
+    };
+    let err = files::write(&set(&[("K", "v")]), &opts).unwrap_err();
+    assert!(matches!(err, FilesError::NotTmpfs { .. }), "{err}");
+    assert!(entries(tmp.path()).is_empty());
+    assert!(entries(disk.path()).is_empty());
 }

@@ -258,6 +258,11 @@ pub fn write(secrets: &SecretSet, opts: &FilesOptions) -> Result<Written, FilesE
         validate_names(secrets)?;
         check_keys_clear_of_single_files(secrets, opts)?;
     }
+    // A refused dotenv/JSON target must not be found only after the tree is
+    // already swapped in.
+    for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
+        precheck_single(file, opts)?;
+    }
     let dotenv = match &opts.dotenv_file {
         Some(path) => Some((path, render_dotenv(secrets)?)),
         None => None,
@@ -535,6 +540,19 @@ fn split_file_path(path: &Path) -> Result<(PathBuf, PathBuf), FilesError> {
             name: path.display().to_string(),
             reason: "a dotenv/JSON target must end in a file name",
         }),
+    }
+}
+
+/// What can be refused about a dotenv/JSON target without writing: a link or
+/// non-file in its place, a disk-backed existing parent.
+fn precheck_single(file: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    let (parent, _) = split_file_path(file)?;
+    check_not_symlink_file(file)?;
+    match open_dir_nofollow(&parent) {
+        Ok(fd) => check_tmpfs(&fd, &parent, opts),
+        // Created (and checked) when it is written.
+        Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
