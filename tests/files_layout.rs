@@ -55,7 +55,9 @@ fn disk_scratch() -> Option<tempfile::TempDir> {
     for base in [env!("CARGO_TARGET_TMPDIR"), "/var/tmp"] {
         let base = Path::new(base);
         if base.is_dir() && !is_tmpfs(base) {
-            return Some(tempfile::tempdir_in(base).unwrap());
+            if let Ok(dir) = tempfile::tempdir_in(base) {
+                return Some(dir);
+            }
         }
     }
     eprintln!("skipped: no disk-backed scratch directory found");
