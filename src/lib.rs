@@ -3,5 +3,6 @@
 //! program (environment or tmpfs files), then exec it or supervise it.
 
 pub mod app;
+pub mod deliver;
 pub mod error;
 pub mod secrets;
