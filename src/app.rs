@@ -1,6 +1,316 @@
-//! Entry point placeholder; replaced by the real flow.
+//! The flow, one call per arrow: command line -> `Config` -> (JWT-SVID ->
+//! access token -> `SecretSet`) -> delivery plan -> exec. Also the one place
+//! where an error is printed (`svid-exec: <error>: <cause>…` and its hint) and
+//! turned into an exit code, and where a panic becomes exit 70 without a secret.
 
-/// Runs the launcher.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::config::{CommandConfig, Config, ConfigError, FetchConfig};
+use crate::deliver::env::{EnvError, EnvPlan, EnvSource, ExecLimits};
+use crate::error::ExitClass;
+use crate::launch::exec::{self, ExecError};
+use crate::secrets::SecretSet;
+
+/// Every failure of the launcher itself, each with its exit class and hint.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The child's environment cannot be built.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// The program could not be executed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The server returned no secrets.
+    #[error("no secrets were found in {where_}")]
+    Empty {
+        /// Project, environment and paths asked for.
+        where_: String,
+    },
+    /// `--require`d keys are absent.
+    #[error("required secrets are missing: {}", .0.join(", "))]
+    MissingRequired(Vec<String>),
+    /// A part of the flow that is not connected yet.
+    #[error("internal error: {0} is not wired yet")]
+    NotWired(&'static str),
+    /// The async runtime could not start.
+    #[error("internal error: cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl AppError {
+    /// The exit class of this failure.
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            Self::Config(e) => e.exit_class(),
+            Self::Env(e) => e.exit_class(),
+            Self::Exec(e) => e.exit_class(),
+            Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
+            Self::NotWired(_) | Self::Runtime(_) => ExitClass::Internal,
+        }
+    }
+
+    /// What to check, if there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Config(e) => Some(e.hint().to_owned()),
+            Self::Env(e) => Some(e.hint()),
+            Self::Exec(e) => Some(e.hint().to_owned()),
+            Self::Empty { .. } => Some(
+                "check --env and --path (some servers answer a mistyped environment or path with an \
+                 empty list) and that the identity may read them; pass --allow-empty if empty is expected"
+                    .to_owned(),
+            ),
+            Self::MissingRequired(_) => Some(
+                "check the keys in Infisical, --path, --tag and the identity's access to imports".to_owned(),
+            ),
+            Self::NotWired(_) | Self::Runtime(_) => {
+                Some("this is a bug in svid-exec, please report it".to_owned())
+            }
+        }
+    }
+}
+
+/// Runs the launcher: the body of the binary's `main`.
+pub fn main() -> ExitCode {
+    install_panic_hook();
+    // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
+            report(&error);
+            ExitCode::from(error.exit_class().code())
+        }
+        // The hook already printed the location.
+        Err(_) => ExitCode::from(ExitClass::Internal.code()),
+    }
+}
+
+/// A panic message could quote a value (an `expect` on a parse, an index into
+/// a secret); print only where it happened.
+fn install_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(|| "an unknown location".to_owned(), ToString::to_string);
+        eprintln!("svid-exec: internal error at {location}, please report it");
+    }));
+}
+
+/// Prints `svid-exec: <error>: <cause>: <cause>` and the hint, once.
+fn report(error: &AppError) {
+    let mut line = format!("svid-exec: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("{line}");
+    if let Some(hint) = error.hint() {
+        eprintln!("svid-exec: hint: {hint}");
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    if let Command::Completions(args) = &cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(
+            args.shell,
+            &mut command,
+            "svid-exec",
+            &mut std::io::stdout(),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = Config::from_cli(cli.command)?;
+    crate::logging::init(config.output);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    match &config.command {
+        CommandConfig::Run { program, args } if !config.watch.enabled => {
+            run_exec(&config, program, args)
+        }
+        CommandConfig::Run { .. } => Err(AppError::NotWired("the supervisor (run --watch)")),
+        CommandConfig::Write => Err(AppError::NotWired("write")),
+        CommandConfig::Check { .. } => Err(AppError::NotWired("check")),
+    }
+}
+
+/// `run` without `--watch`: fetch, deliver, exec. Returns only on failure.
+fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<ExitCode, AppError> {
+    let secrets = {
+        // The runtime (and with it every connection, the JWT-SVID and the
+        // access token) is gone before exec: only the secret set survives.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(AppError::Runtime)?;
+        runtime.block_on(fetch_secrets(config))?
+    };
+    check_fetched(&config.fetch, &secrets)?;
+
+    let file_paths = match &config.delivery.files {
+        Some(_) => write_files(config, &secrets)?,
+        None => BTreeMap::new(),
+    };
+    let Some(env_options) = &config.delivery.env else {
+        // Files only: the child inherits our environment minus bootstrap variables.
+        let empty = SecretSet::new();
+        let options = crate::config::EnvDelivery {
+            prefix: String::new(),
+            override_inherited: true,
+            file_refs: false,
+        };
+        let plan = EnvPlan::build(
+            crate::deliver::env::inherited(),
+            &empty,
+            &options,
+            EnvSource::Values,
+        )?;
+        return exec_with(plan, program, args);
+    };
+    let source = if env_options.file_refs {
+        EnvSource::FileRefs(&file_paths)
+    } else {
+        EnvSource::Values
+    };
+    let plan = EnvPlan::build(
+        crate::deliver::env::inherited(),
+        &secrets,
+        env_options,
+        source,
+    )?;
+    for warning in plan.warnings() {
+        tracing::warn!("{warning}");
+    }
+    if !plan.shadowed_names().is_empty() {
+        tracing::info!(
+            names = %plan.shadowed_names().join(","),
+            "--no-override: kept inherited values for these secrets"
+        );
+    }
+    tracing::info!(
+        count = plan.delivered_names().len(),
+        program = %program.to_string_lossy(),
+        "starting the program with secrets in its environment"
+    );
+    tracing::debug!(names = %plan.delivered_names().join(","), "delivered variables");
+    exec_with(plan, program, args)
+}
+
+fn exec_with(
+    plan: EnvPlan<'_>,
+    program: &OsString,
+    args: &[OsString],
+) -> Result<ExitCode, AppError> {
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(program.clone());
+    argv.extend_from_slice(args);
+    plan.check_size(&argv, ExecLimits::current())?;
+    Err(exec::exec(program, args, &plan).into())
+}
+
+/// Fail closed on what the server returned: an empty set (unless allowed) and
+/// missing `--require`d keys are configuration errors, before anything runs.
+fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppError> {
+    if secrets.is_empty() && !fetch.allow_empty {
+        return Err(AppError::Empty {
+            where_: format!(
+                "{}, environment {}, path {}",
+                fetch.project,
+                fetch.environment,
+                fetch.paths.join(",")
+            ),
+        });
+    }
+    let missing: Vec<String> = fetch
+        .require
+        .iter()
+        .filter(|key| !secrets.contains(key))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::MissingRequired(missing))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// NETWORK LAYER (to be wired by the lead): Config -> JWT-SVID -> access token
+// -> SecretSet. Everything that holds the JWT or the token must be dropped
+// before this returns; only the secret set leaves.
+// ---------------------------------------------------------------------------
+async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
+    let _ = (&config.identity, &config.server, &config.fetch);
+    Err(AppError::NotWired(
+        "fetching secrets (JWT-SVID -> login -> secrets)",
+    ))
+}
+
+// FILE DELIVERY (to be wired by the lead): write the configured targets and
+// return key -> path of its per-key file (for `--env-file-refs`).
+fn write_files(
+    config: &Config,
+    secrets: &SecretSet,
+) -> Result<BTreeMap<String, PathBuf>, AppError> {
+    let _ = (&config.delivery.files, secrets);
+    Err(AppError::NotWired("file delivery"))
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::ProjectRef;
+
+    fn fetch(require: &[&str], allow_empty: bool) -> FetchConfig {
+        FetchConfig {
+            project: ProjectRef::Id("p".into()),
+            environment: "prod".into(),
+            paths: vec!["/".into()],
+            recursive: false,
+            include_imports: true,
+            expand: true,
+            tags: vec![],
+            require: require.iter().map(|s| (*s).to_owned()).collect(),
+            allow_empty,
+        }
+    }
+
+    #[test]
+    fn empty_result_is_refused_unless_allowed() {
+        let empty = SecretSet::new();
+        let err = check_fetched(&fetch(&[], false), &empty).unwrap_err();
+        assert_eq!(err.exit_class(), ExitClass::Config);
+        assert!(err.to_string().contains("environment prod"));
+        check_fetched(&fetch(&[], true), &empty).unwrap();
+    }
+
+    #[test]
+    fn missing_required_keys_are_listed() {
+        let mut set = SecretSet::new();
+        set.insert("A", SecretString::from("1"));
+        let err = check_fetched(&fetch(&["A", "B", "C"], false), &set).unwrap_err();
+        assert_eq!(err.to_string(), "required secrets are missing: B, C");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+
+    #[test]
+    fn not_wired_parts_are_internal_errors() {
+        assert_eq!(AppError::NotWired("x").exit_class(), ExitClass::Internal);
+    }
 }

@@ -1,0 +1,3 @@
+//! Delivery: how fetched secrets reach the program (environment, files).
+
+pub mod env;
