@@ -179,7 +179,7 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
             &options,
             EnvSource::Values,
         )?;
-        return exec_with(plan, program, args);
+        return exec_with(&plan, program, args);
     };
     let source = if env_options.file_refs {
         EnvSource::FileRefs(&file_paths)
@@ -207,19 +207,19 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
         "starting the program with secrets in its environment"
     );
     tracing::debug!(names = %plan.delivered_names().join(","), "delivered variables");
-    exec_with(plan, program, args)
+    exec_with(&plan, program, args)
 }
 
 fn exec_with(
-    plan: EnvPlan<'_>,
+    plan: &EnvPlan<'_>,
     program: &OsString,
     args: &[OsString],
 ) -> Result<ExitCode, AppError> {
-    let mut argv = Vec::with_capacity(args.len() + 1);
-    argv.push(program.clone());
-    argv.extend_from_slice(args);
-    plan.check_size(&argv, ExecLimits::current())?;
-    Err(exec::exec(program, args, &plan).into())
+    let mut command_line = Vec::with_capacity(args.len() + 1);
+    command_line.push(program.clone());
+    command_line.extend_from_slice(args);
+    plan.check_size(&command_line, ExecLimits::current())?;
+    Err(exec::exec(program, args, plan).into())
 }
 
 /// Fail closed on what the server returned: an empty set (unless allowed) and
@@ -253,6 +253,7 @@ fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppErro
 // -> SecretSet. Everything that holds the JWT or the token must be dropped
 // before this returns; only the secret set leaves.
 // ---------------------------------------------------------------------------
+#[allow(clippy::unused_async)] // the network layer is async
 async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
     let _ = (&config.identity, &config.server, &config.fetch);
     Err(AppError::NotWired(

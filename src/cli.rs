@@ -219,6 +219,7 @@ pub struct IdentityArgs {
 /// What to fetch.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "What to fetch")]
+#[allow(clippy::struct_excessive_bools)] // clap flags
 pub struct FetchArgs {
     /// Project (workspace) ID; required unless --project-slug.
     #[arg(long, env = "INFISICAL_PROJECT_ID", value_name = "ID")]
@@ -280,6 +281,7 @@ pub struct FetchArgs {
 /// Delivery (the directory flag lives on each command: `--files-dir`, or `--dir` for write).
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Delivery")]
+#[allow(clippy::struct_excessive_bools)] // clap flags
 pub struct DeliveryArgs {
     /// Do not put secrets in the child's environment.
     #[arg(long, env = "SVID_EXEC_NO_ENV")]

@@ -129,6 +129,7 @@ pub enum ProjectRef {
 
 /// What to fetch.
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of the contract
 pub struct FetchConfig {
     /// The project.
     pub project: ProjectRef,
@@ -590,7 +591,7 @@ fn list(flag: &str, values: Vec<String>) -> Result<Vec<String>> {
         .collect()
 }
 
-/// `a/b/` -> `/a/b`; `//a//b` -> `/a/b`; `` -> error; `..` segments refused.
+/// `a/b/` -> `/a/b`; `//a//b` -> `/a/b`; empty -> error; `.` and `..` segments refused.
 fn normalise_secret_path(raw: &str) -> Result<String> {
     let raw = raw.trim();
     if raw.is_empty() {
@@ -661,7 +662,7 @@ fn delivery_config(
                     "--env-file-refs puts KEY_FILE=<path> in the environment; drop one of them",
                 ));
             }
-            (!args.no_env).then(|| EnvDelivery {
+            (!args.no_env).then_some(EnvDelivery {
                 prefix,
                 override_inherited: !args.no_override,
                 file_refs: args.env_file_refs,

@@ -348,9 +348,9 @@ impl<'a> EnvPlan<'a> {
                 });
             }
         }
-        let args: usize = argv.iter().map(|a| a.len() + 1 + ptr).sum();
+        let argv_bytes: usize = argv.iter().map(|a| a.len() + 1 + ptr).sum();
         // argv and envp are each NULL-terminated.
-        let total = args + self.exec_size() + 2 * ptr;
+        let total = argv_bytes + self.exec_size() + 2 * ptr;
         if total > limits.arg_max {
             return Err(EnvError::TooLarge {
                 total,
@@ -587,7 +587,7 @@ mod tests {
         );
         let hint = err.hint();
         assert!(
-            hint.contains(&format!("BIG ({} bytes)", MAX_ARG_STRLEN)),
+            hint.contains(&format!("BIG ({MAX_ARG_STRLEN} bytes)")),
             "{hint}"
         );
         assert!(hint.contains("--files-dir"));

@@ -72,7 +72,7 @@ impl ExecError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     /// Not there: try the next PATH entry.
-    TryNext,
+    Continue,
     /// There but not permitted: remember, try the next entry (126 if none works).
     Denied,
     /// A definite failure for this file: stop.
@@ -82,7 +82,7 @@ enum Next {
 fn after_failure(errno: Errno) -> Next {
     match errno {
         Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {
-            Next::TryNext
+            Next::Continue
         }
         Errno::EACCES => Next::Denied,
         _ => Next::Stop,
@@ -101,7 +101,7 @@ pub fn exec(program: &OsStr, args: &[OsString], env: &EnvPlan<'_>) -> ExecError 
     if program.is_empty() {
         return not_found();
     }
-    let Ok(argv) = std::iter::once(program)
+    let Ok(c_args) = std::iter::once(program)
         .chain(args.iter().map(OsString::as_os_str))
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<Vec<CString>, _>>()
@@ -120,10 +120,10 @@ pub fn exec(program: &OsStr, args: &[OsString], env: &EnvPlan<'_>) -> ExecError 
         let Ok(path) = CString::new(candidate) else {
             continue;
         };
-        let Err(errno) = nix::unistd::execve(path.as_c_str(), &argv, &envp);
+        let Err(errno) = nix::unistd::execve(path.as_c_str(), &c_args, &envp);
         match (errno, after_failure(errno)) {
             (Errno::E2BIG, _) => return ExecError::TooLarge { command: shown },
-            (_, Next::TryNext) => {}
+            (_, Next::Continue) => {}
             (_, Next::Denied) => {
                 denied.get_or_insert_with(|| (display(&path), errno));
             }
@@ -230,9 +230,9 @@ mod tests {
     #[test]
     fn non_executable_file_directory_and_non_binary_are_126() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("plain");
-        std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
-        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
         let garbage = dir.path().join("garbage");
         std::fs::write(&garbage, [0u8, 1, 2, 3, 4, 5, 6, 7]).unwrap();
         std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -242,8 +242,8 @@ mod tests {
         let plan = plan_with_path(&set, dir.path().to_str().unwrap());
         // Root may execute a 0644 file only if some x bit is set, so EACCES holds for root too.
         for (cmd, what) in [
-            (plain.as_os_str(), "by path"),
-            (OsStr::new("plain"), "through PATH"),
+            (script.as_os_str(), "by path"),
+            (OsStr::new("script"), "through PATH"),
             (garbage.as_os_str(), "not a binary"),
             (sub.as_os_str(), "a directory"),
         ] {
@@ -255,8 +255,8 @@ mod tests {
 
     #[test]
     fn errno_classification_matches_execvp() {
-        assert_eq!(after_failure(Errno::ENOENT), Next::TryNext);
-        assert_eq!(after_failure(Errno::ENOTDIR), Next::TryNext);
+        assert_eq!(after_failure(Errno::ENOENT), Next::Continue);
+        assert_eq!(after_failure(Errno::ENOTDIR), Next::Continue);
         assert_eq!(after_failure(Errno::EACCES), Next::Denied);
         assert_eq!(after_failure(Errno::ENOEXEC), Next::Stop);
         assert_eq!(after_failure(Errno::ETXTBSY), Next::Stop);
