@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
-use crate::config::{CommandConfig, Config, ConfigError, FetchConfig};
+use crate::config::{CommandConfig, Config, ConfigError, FetchConfig, LogFormat};
 use crate::deliver::env::{EnvError, EnvPlan, EnvSource, ExecLimits};
 use crate::error::ExitClass;
 use crate::launch::exec::{self, ExecError};
@@ -107,17 +107,34 @@ fn install_panic_hook() {
     }));
 }
 
-/// Prints `svid-exec: <error>: <cause>: <cause>` and the hint, once.
-fn report(error: &AppError) {
-    let mut line = format!("svid-exec: {error}");
+/// `<error>: <cause>: <cause>`.
+fn chain(error: &AppError) -> String {
+    let mut line = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         line.push_str(": ");
         line.push_str(&cause.to_string());
         source = cause.source();
     }
-    eprintln!("{line}");
-    if let Some(hint) = error.hint() {
+    line
+}
+
+/// Prints the error with its cause chain and hint, once: as
+/// `svid-exec: <chain>` / `svid-exec: hint: <hint>` lines, or as one JSON log
+/// object when the user asked for JSON logs.
+fn report(error: &AppError) {
+    let message = chain(error);
+    let hint = error.hint();
+    if crate::logging::active_format() == Some(LogFormat::Json) {
+        tracing::error!(
+            exit_code = error.exit_class().code(),
+            hint = hint.as_deref().unwrap_or(""),
+            "{message}"
+        );
+        return;
+    }
+    eprintln!("svid-exec: {message}");
+    if let Some(hint) = hint {
         eprintln!("svid-exec: hint: {hint}");
     }
 }
@@ -143,23 +160,38 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
             run_exec(&config, program, args)
         }
         CommandConfig::Run { .. } => Err(AppError::NotWired("the supervisor (run --watch)")),
-        CommandConfig::Write => Err(AppError::NotWired("write")),
+        CommandConfig::Write if config.watch.enabled => {
+            Err(AppError::NotWired("the file refresher (write --watch)"))
+        }
+        CommandConfig::Write => run_write(&config),
         CommandConfig::Check { .. } => Err(AppError::NotWired("check")),
     }
 }
 
+/// Fetches the secrets on a current-thread runtime that is gone when this
+/// returns, and with it every connection, the JWT-SVID and the access token:
+/// only the secret set survives.
+fn fetch_blocking(config: &Config) -> Result<SecretSet, AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    let secrets = runtime.block_on(fetch_secrets(config))?;
+    check_fetched(&config.fetch, &secrets)?;
+    Ok(secrets)
+}
+
+/// `write` without `--watch`: fetch, write every target, exit 0.
+fn run_write(config: &Config) -> Result<ExitCode, AppError> {
+    let secrets = fetch_blocking(config)?;
+    write_files(config, &secrets)?;
+    tracing::info!(count = secrets.len(), "secrets written");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `run` without `--watch`: fetch, deliver, exec. Returns only on failure.
 fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<ExitCode, AppError> {
-    let secrets = {
-        // The runtime (and with it every connection, the JWT-SVID and the
-        // access token) is gone before exec: only the secret set survives.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(AppError::Runtime)?;
-        runtime.block_on(fetch_secrets(config))?
-    };
-    check_fetched(&config.fetch, &secrets)?;
+    let secrets = fetch_blocking(config)?;
 
     let file_paths = match &config.delivery.files {
         Some(_) => write_files(config, &secrets)?,

@@ -5,6 +5,7 @@
 //! bodies, i.e. tokens and secrets. No field we log ever carries a secret.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -15,6 +16,15 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, OutputConfig};
+
+/// The format of the installed subscriber, once one is installed.
+static ACTIVE: OnceLock<LogFormat> = OnceLock::new();
+
+/// The format logs go out in, if logging is initialised (the final error is
+/// printed as a JSON object too when the user asked for JSON).
+pub fn active_format() -> Option<LogFormat> {
+    ACTIVE.get().copied()
+}
 
 /// Libraries never log above this level through us.
 const LIBRARY_LEVEL: LevelFilter = LevelFilter::WARN;
@@ -52,7 +62,9 @@ pub fn init(output: OutputConfig) {
             .try_init(),
     };
     // Already initialised: keep the first subscriber.
-    drop(result);
+    if result.is_ok() {
+        let _ = ACTIVE.set(output.format);
+    }
 }
 
 /// Installs a text subscriber at `info` for errors that happen before the

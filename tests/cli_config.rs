@@ -194,6 +194,13 @@ fn text_log_lines_are_prefixed_and_json_lines_are_objects_and_quiet_hides_warnin
         .unwrap_or_else(|| panic!("no warning in {json}"));
     let object: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
     assert_eq!(object["level"], "WARN");
+    for line in json.lines() {
+        let value: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(
+            value.is_ok(),
+            "with --log-format json every stderr line is JSON: {line}"
+        );
+    }
 
     let quiet = insecure_warning(&["-q"]);
     assert!(

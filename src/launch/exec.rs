@@ -253,6 +253,85 @@ mod tests {
         }
     }
 
+    /// Set in the environment of the subprocess that runs [`exec_helper`].
+    const HELPER: &str = "SVID_EXEC_TEST_EXEC_HELPER";
+    const MARKER: &str = "--- exec ---";
+
+    /// Runs in a subprocess (see the test below): execs `env -0` through the
+    /// child's PATH with a planned environment. Returning from `exec` is a failure.
+    #[test]
+    #[ignore = "helper: run in a subprocess by exec_replaces_the_process_and_the_child_sees_exactly_the_plan"]
+    fn exec_helper() {
+        if std::env::var_os(HELPER).is_none() {
+            return;
+        }
+        let mut set = SecretSet::new();
+        set.insert(
+            "PEM",
+            secrecy::SecretString::from("-----BEGIN-----\nAB=\n-----END-----\n"),
+        );
+        set.insert("HOME", secrecy::SecretString::from("from-secret"));
+        set.insert("UNICODE", secrecy::SecretString::from("héllo ✓ 'q' \"d\""));
+        let options = EnvDelivery {
+            prefix: String::new(),
+            override_inherited: true,
+            file_refs: false,
+        };
+        let plan = EnvPlan::build(
+            crate::deliver::env::inherited(),
+            &set,
+            &options,
+            EnvSource::Values,
+        )
+        .unwrap();
+        // Everything after this marker on stdout is the exec'd program's.
+        println!("\n{MARKER}");
+        let err = exec(OsStr::new("env"), &[OsString::from("-0")], &plan);
+        panic!("exec returned: {err}");
+    }
+
+    #[test]
+    fn exec_replaces_the_process_and_the_child_sees_exactly_the_plan() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "launch::exec::tests::exec_helper",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env_clear()
+            .env(HELPER, "1")
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/root")
+            .env("INFISICAL_API_URL", "bootstrap")
+            .env("SPIFFE_ENDPOINT_SOCKET", "unix:///x")
+            .env("KEEP", "kept")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, env_output) = stdout
+            .split_once(&format!("{MARKER}\n"))
+            .expect("the helper ran");
+        let mut vars: Vec<&str> = env_output.split('\0').filter(|v| !v.is_empty()).collect();
+        vars.sort_unstable();
+        assert_eq!(
+            vars,
+            [
+                "HOME=from-secret",
+                "KEEP=kept",
+                "PATH=/usr/bin:/bin",
+                "PEM=-----BEGIN-----\nAB=\n-----END-----\n",
+                "UNICODE=héllo ✓ 'q' \"d\"",
+            ]
+        );
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("exec returned"));
+    }
+
     #[test]
     fn errno_classification_matches_execvp() {
         assert_eq!(after_failure(Errno::ENOENT), Next::Continue);
