@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 /// Text appended to the long help of every command.
@@ -155,7 +156,7 @@ pub struct IdentityArgs {
     pub api_url: String,
 
     /// Allow `http://` to a non-loopback host (dangerous: the token then crosses the network in clear).
-    #[arg(long, env = "SVID_EXEC_ALLOW_INSECURE_HTTP")]
+    #[arg(long, env = "SVID_EXEC_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
     pub allow_insecure_http: bool,
 
     /// Machine identity ID (required).
@@ -244,15 +245,15 @@ pub struct FetchArgs {
     pub path: Vec<String>,
 
     /// Include sub-folders.
-    #[arg(long, env = "SVID_EXEC_RECURSIVE")]
+    #[arg(long, env = "SVID_EXEC_RECURSIVE", value_parser = BoolishValueParser::new())]
     pub recursive: bool,
 
     /// Do not include imported secrets.
-    #[arg(long, env = "SVID_EXEC_NO_IMPORTS")]
+    #[arg(long, env = "SVID_EXEC_NO_IMPORTS", value_parser = BoolishValueParser::new())]
     pub no_imports: bool,
 
     /// Do not expand `${...}` references.
-    #[arg(long, env = "SVID_EXEC_NO_EXPAND")]
+    #[arg(long, env = "SVID_EXEC_NO_EXPAND", value_parser = BoolishValueParser::new())]
     pub no_expand: bool,
 
     /// Only secrets with these tag slugs (repeatable; env: comma-separated).
@@ -274,7 +275,7 @@ pub struct FetchArgs {
     pub require: Vec<String>,
 
     /// Accept an empty result (by default zero secrets is exit 78).
-    #[arg(long, env = "SVID_EXEC_ALLOW_EMPTY")]
+    #[arg(long, env = "SVID_EXEC_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
     pub allow_empty: bool,
 }
 
@@ -284,7 +285,7 @@ pub struct FetchArgs {
 #[allow(clippy::struct_excessive_bools)] // clap flags
 pub struct DeliveryArgs {
     /// Do not put secrets in the child's environment.
-    #[arg(long, env = "SVID_EXEC_NO_ENV")]
+    #[arg(long, env = "SVID_EXEC_NO_ENV", value_parser = BoolishValueParser::new())]
     pub no_env: bool,
 
     /// Prepend this to every variable name.
@@ -292,7 +293,7 @@ pub struct DeliveryArgs {
     pub env_prefix: Option<String>,
 
     /// Keep inherited variables that clash with a secret (by default secrets override).
-    #[arg(long, env = "SVID_EXEC_NO_OVERRIDE")]
+    #[arg(long, env = "SVID_EXEC_NO_OVERRIDE", value_parser = BoolishValueParser::new())]
     pub no_override: bool,
 
     /// Write all secrets to one dotenv file (safe to `source`).
@@ -317,11 +318,11 @@ pub struct DeliveryArgs {
     pub file_owner: Option<String>,
 
     /// Allow writing secrets to a disk-backed filesystem.
-    #[arg(long, env = "SVID_EXEC_ALLOW_NON_TMPFS")]
+    #[arg(long, env = "SVID_EXEC_ALLOW_NON_TMPFS", value_parser = BoolishValueParser::new())]
     pub allow_non_tmpfs: bool,
 
     /// With --files-dir: give the child `KEY_FILE=<path>` instead of the value.
-    #[arg(long, env = "SVID_EXEC_ENV_FILE_REFS")]
+    #[arg(long, env = "SVID_EXEC_ENV_FILE_REFS", value_parser = BoolishValueParser::new())]
     pub env_file_refs: bool,
 }
 
@@ -330,7 +331,7 @@ pub struct DeliveryArgs {
 #[command(next_help_heading = "Supervision")]
 pub struct WatchArgs {
     /// Stay resident: renew credentials, poll, restart/signal on change.
-    #[arg(long, env = "SVID_EXEC_WATCH")]
+    #[arg(long, env = "SVID_EXEC_WATCH", value_parser = BoolishValueParser::new())]
     pub watch: bool,
 
     /// How often to check for changed secrets (jittered).
@@ -379,7 +380,7 @@ pub struct WatchArgs {
     pub forward_to: String,
 
     /// Lock the supervisor's memory so secrets are never swapped.
-    #[arg(long, env = "SVID_EXEC_MLOCK")]
+    #[arg(long, env = "SVID_EXEC_MLOCK", value_parser = BoolishValueParser::new())]
     pub mlock: bool,
 }
 

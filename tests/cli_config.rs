@@ -166,6 +166,38 @@ fn check_refuses_watch_and_unknown_output_format() {
     }
 }
 
+#[test]
+fn boolean_environment_variables_accept_the_usual_spellings() {
+    let check = |value: &str| {
+        Command::new(BIN)
+            .args([
+                "check",
+                "--identity-id",
+                "i",
+                "--project-id",
+                "p",
+                "--env",
+                "e",
+            ])
+            .env_clear()
+            .env("SVID_EXEC_WATCH", value)
+            .output()
+            .unwrap()
+    };
+    for on in ["1", "true", "yes", "on"] {
+        let out = check(on);
+        assert_eq!(out.status.code(), Some(78), "{on}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--watch does not apply to check"),
+            "{on}"
+        );
+    }
+    for off in ["0", "false", "no", "off"] {
+        let out = check(off);
+        assert!(!stderr(&out).contains("--watch"), "{off}: {}", stderr(&out));
+    }
+}
+
 /// `--allow-insecure-http` to a non-loopback host logs a warning as soon as
 /// logging is up, which shows the log format without needing a server.
 fn insecure_warning(extra: &[&str]) -> String {
