@@ -189,69 +189,75 @@ fn run_write(config: &Config) -> Result<ExitCode, AppError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `run` without `--watch`: fetch, deliver, exec. Returns only on failure.
+/// `run` without `--watch`: fetch, plan the environment (and refuse a bad
+/// one) before writing any file, write files, exec. Returns only on failure.
 fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<ExitCode, AppError> {
     let secrets = fetch_blocking(config)?;
+    let file_paths = per_key_paths(config, &secrets);
+    let plan = env_plan(config, &secrets, &file_paths)?;
+    let mut command_line = Vec::with_capacity(args.len() + 1);
+    command_line.push(program.clone());
+    command_line.extend_from_slice(args);
+    plan.check_size(&command_line, ExecLimits::current())?;
+    if config.delivery.files.is_some() {
+        write_files(config, &secrets)?;
+    }
+    tracing::info!(
+        secrets = secrets.len(),
+        in_environment = plan.delivered_names().len(),
+        program = %program.to_string_lossy(),
+        "starting the program"
+    );
+    tracing::debug!(names = %plan.delivered_names().join(","), "variables delivered");
+    Err(exec::exec(program, args, &plan).into())
+}
 
-    let file_paths = match &config.delivery.files {
-        Some(_) => write_files(config, &secrets)?,
-        None => BTreeMap::new(),
+/// Where each key's file is in the per-key layout (`DIR/KEY`, a link into
+/// the current generation), for `--env-file-refs`.
+fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<String, PathBuf> {
+    let dir = config
+        .delivery
+        .files
+        .as_ref()
+        .and_then(|f| f.targets.dir.as_ref());
+    dir.map(|dir| {
+        secrets
+            .names()
+            .map(|name| (name.to_owned(), dir.join(name)))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The child's environment: inherited minus bootstrap variables, plus the
+/// secrets (or `KEY_FILE` paths) unless `--no-env`.
+fn env_plan<'a>(
+    config: &Config,
+    secrets: &'a SecretSet,
+    file_paths: &'a BTreeMap<String, PathBuf>,
+) -> Result<EnvPlan<'a>, AppError> {
+    let inherited = crate::deliver::env::inherited();
+    let plan = match &config.delivery.env {
+        Some(options) => {
+            let source = if options.file_refs {
+                EnvSource::FileRefs(file_paths)
+            } else {
+                EnvSource::Values
+            };
+            EnvPlan::build(inherited, secrets, options, source)?
+        }
+        None => EnvPlan::inherited_only(inherited),
     };
-    let Some(env_options) = &config.delivery.env else {
-        // Files only: the child inherits our environment minus bootstrap variables.
-        let empty = SecretSet::new();
-        let options = crate::config::EnvDelivery {
-            prefix: String::new(),
-            override_inherited: true,
-            file_refs: false,
-        };
-        let plan = EnvPlan::build(
-            crate::deliver::env::inherited(),
-            &empty,
-            &options,
-            EnvSource::Values,
-        )?;
-        return exec_with(&plan, program, args);
-    };
-    let source = if env_options.file_refs {
-        EnvSource::FileRefs(&file_paths)
-    } else {
-        EnvSource::Values
-    };
-    let plan = EnvPlan::build(
-        crate::deliver::env::inherited(),
-        &secrets,
-        env_options,
-        source,
-    )?;
     for warning in plan.warnings() {
         tracing::warn!("{warning}");
     }
     if !plan.shadowed_names().is_empty() {
         tracing::info!(
             names = %plan.shadowed_names().join(","),
-            "--no-override: kept inherited values for these secrets"
+            "--no-override: kept the inherited values of these variables"
         );
     }
-    tracing::info!(
-        count = plan.delivered_names().len(),
-        program = %program.to_string_lossy(),
-        "starting the program with secrets in its environment"
-    );
-    tracing::debug!(names = %plan.delivered_names().join(","), "delivered variables");
-    exec_with(&plan, program, args)
-}
-
-fn exec_with(
-    plan: &EnvPlan<'_>,
-    program: &OsString,
-    args: &[OsString],
-) -> Result<ExitCode, AppError> {
-    let mut command_line = Vec::with_capacity(args.len() + 1);
-    command_line.push(program.clone());
-    command_line.extend_from_slice(args);
-    plan.check_size(&command_line, ExecLimits::current())?;
-    Err(exec::exec(program, args, plan).into())
+    Ok(plan)
 }
 
 /// Fail closed on what the server returned: an empty set (unless allowed) and
@@ -293,8 +299,9 @@ async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
     ))
 }
 
-// FILE DELIVERY (to be wired by the lead): write the configured targets and
-// return key -> path of its per-key file (for `--env-file-refs`).
+// FILE DELIVERY (to be wired by the lead): write the configured targets
+// (`config.delivery.files`); the per-key layout must keep `DIR/KEY` as the
+// path of KEY's file, which `--env-file-refs` hands to the child.
 fn write_files(
     config: &Config,
     secrets: &SecretSet,

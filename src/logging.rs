@@ -91,7 +91,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let level = *event.metadata().level();
-        write!(writer, "svid-exec: {level:>5} ")?;
+        write!(writer, "svid-exec: {level} ")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }

@@ -180,13 +180,17 @@ pub struct ExecLimits {
 }
 
 impl ExecLimits {
-    /// The running system's limits (`ARG_MAX` follows the stack rlimit).
+    /// The running system's limits. `sysconf(_SC_ARG_MAX)` is a quarter of
+    /// the stack rlimit, but the kernel also caps it at 3/4 of `_STK_LIM`
+    /// (6 MiB) and never goes below 128 KiB (`bprm_stack_limits` in fs/exec.c).
     pub fn current() -> Self {
+        const KERNEL_CAP: usize = 6 * 1024 * 1024;
+        const KERNEL_FLOOR: usize = 128 * 1024;
         let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
             .ok()
             .flatten()
             .and_then(|v| usize::try_from(v).ok())
-            .unwrap_or(128 * 1024);
+            .map_or(KERNEL_FLOOR, |v| v.clamp(KERNEL_FLOOR, KERNEL_CAP));
         Self {
             arg_max,
             max_strlen: MAX_ARG_STRLEN,
@@ -264,6 +268,22 @@ impl<'a> EnvPlan<'a> {
             shadowed,
             warnings,
         })
+    }
+
+    /// The inherited environment minus the bootstrap variables, no secrets
+    /// (`--no-env`: secrets go to files only).
+    pub fn inherited_only(inherited: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        let vars = inherited
+            .into_iter()
+            .filter(|(name, _)| !is_bootstrap(name))
+            .map(|(name, value)| (name, Value::Inherited(value)))
+            .collect();
+        Self {
+            vars,
+            delivered: Vec::new(),
+            shadowed: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// Warnings to log (non-portable names).
@@ -509,6 +529,21 @@ mod tests {
             .collect();
         assert_eq!(names, ["INFISICAL_API_URL", "PATH", "SPIFFE_OTHER"]);
         assert_eq!(value(&plan, "INFISICAL_API_URL"), Some("from-secret"));
+    }
+
+    #[test]
+    fn without_env_delivery_only_the_bootstrap_variables_are_removed() {
+        let plan = EnvPlan::inherited_only(inherited(&[
+            ("HOME", "/root"),
+            ("SVID_EXEC_FILES_DIR", "/run/s"),
+            ("INFISICAL_PROJECT_ID", "p"),
+        ]));
+        let names: Vec<_> = plan
+            .names()
+            .map(|n| n.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["HOME"]);
+        assert!(plan.delivered_names().is_empty());
     }
 
     #[test]
