@@ -83,6 +83,7 @@ pub struct WriteArgs {
         env = "SVID_EXEC_FILES_DIR",
         value_name = "DIR",
         help_heading = "Delivery",
+        alias = "files-dir",
         required_unless_present_any = ["dotenv_file", "json_file"]
     )]
     pub dir: Option<PathBuf>,

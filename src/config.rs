@@ -432,12 +432,21 @@ fn identity_config(
             ));
         }
     }
+    let spiffe_id = non_empty(args.spiffe_id);
+    if let Some(id) = &spiffe_id {
+        if !id.starts_with("spiffe://") {
+            return Err(ConfigError::new(
+                format!("--spiffe-id {id:?} is not a SPIFFE ID"),
+                "give the full ID, e.g. spiffe://example.org/ns/app/sa/web",
+            ));
+        }
+    }
     let identity = IdentityConfig {
         identity_id,
         auth_method,
         organization_slug: non_empty(args.organization_slug),
         audiences,
-        spiffe_id: non_empty(args.spiffe_id),
+        spiffe_id,
         workload_api_socket: socket,
         jwt_file: args.jwt_file,
     };
@@ -678,13 +687,21 @@ fn delivery_config(
     Ok(DeliveryConfig { env, files })
 }
 
+/// A file target, made absolute (against the current directory) so that
+/// `KEY_FILE` paths given to the child and log lines are unambiguous.
 fn non_empty_path(flag: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>> {
     match path {
         Some(p) if p.as_os_str().is_empty() => Err(ConfigError::new(
             format!("{flag} is empty"),
             "give a path, or unset its environment variable",
         )),
-        other => Ok(other),
+        Some(p) => std::path::absolute(&p).map(Some).map_err(|e| {
+            ConfigError::new(
+                format!("{flag} {}: cannot resolve the path ({e})", p.display()),
+                "give an absolute path",
+            )
+        }),
+        None => Ok(None),
     }
 }
 
@@ -916,6 +933,7 @@ mod tests {
                 "cannot update secrets delivered in the environment",
             ),
             (&["--env-prefix", "A=B"], "--env-prefix"),
+            (&["--spiffe-id", "example.org/web"], "not a SPIFFE ID"),
         ];
         for (extra, expected) in table {
             let err = run_with(extra).expect_err(&format!("{extra:?} must be refused"));
@@ -1028,6 +1046,15 @@ mod tests {
         assert_eq!(c.watch.stop_signal, Signal::SIGTERM);
         assert_eq!(c.watch.forward_to, ForwardTo::Child);
         assert_eq!(c.output.level, tracing::Level::ERROR);
+    }
+
+    #[test]
+    fn relative_file_targets_are_made_absolute() {
+        let c = run_with(&["--files-dir", "run/s", "--dotenv-file", "./s.env"]).unwrap();
+        let targets = c.delivery.files.unwrap().targets;
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(targets.dir.unwrap(), cwd.join("run/s"));
+        assert!(targets.dotenv_file.unwrap().is_absolute());
     }
 
     #[test]
