@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ pub enum AppError {
     /// A part of the flow that is not connected yet.
     #[error("internal error: {0} is not wired yet")]
     NotWired(&'static str),
+    /// Standard output could not be written.
+    #[error("cannot write to standard output")]
+    Stdout(#[source] std::io::Error),
     /// The async runtime could not start.
     #[error("internal error: cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
@@ -55,7 +59,7 @@ impl AppError {
             Self::Env(e) => e.exit_class(),
             Self::Exec(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
-            Self::NotWired(_) | Self::Runtime(_) => ExitClass::Internal,
+            Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
     }
 
@@ -73,6 +77,7 @@ impl AppError {
             Self::MissingRequired(_) => Some(
                 "check the keys in Infisical, --path, --tag and the identity's access to imports".to_owned(),
             ),
+            Self::Stdout(_) => Some("check where standard output goes (a closed or full file?)".to_owned()),
             Self::NotWired(_) | Self::Runtime(_) => {
                 Some("this is a bug in svid-exec, please report it".to_owned())
             }
@@ -141,14 +146,15 @@ fn report(error: &AppError) {
 
 fn run(cli: Cli) -> Result<ExitCode, AppError> {
     if let Command::Completions(args) = &cli.command {
-        let mut command = Cli::command();
-        clap_complete::generate(
-            args.shell,
-            &mut command,
-            "svid-exec",
-            &mut std::io::stdout(),
-        );
-        return Ok(ExitCode::SUCCESS);
+        // Generated into memory first: clap_complete panics on a write error,
+        // and a reader that stops early (`| head`) is not a bug.
+        let mut script = Vec::new();
+        clap_complete::generate(args.shell, &mut Cli::command(), "svid-exec", &mut script);
+        return match std::io::stdout().write_all(&script) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(AppError::Stdout(e)),
+        };
     }
     let config = Config::from_cli(cli.command)?;
     crate::logging::init(config.output);

@@ -182,3 +182,21 @@ fn bash_completion_script_is_valid_bash() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn completions_to_an_unwritable_stdout_fail_with_a_message_not_a_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("/dev/full is not available; skipping");
+        return;
+    };
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .env_clear()
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert!(!err.contains("internal error at"), "panicked: {err}");
+}
