@@ -3,6 +3,10 @@
 //! program (environment or tmpfs files), then exec it or supervise it.
 
 pub mod app;
+pub mod cli;
+pub mod config;
 pub mod deliver;
 pub mod error;
+pub mod launch;
+pub mod logging;
 pub mod secrets;
