@@ -14,7 +14,10 @@ use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::config::{CommandConfig, Config, ConfigError, FetchConfig, LogFormat};
+use nix::unistd::{Gid, Uid};
+
 use crate::deliver::env::{EnvError, EnvPlan, EnvSource, ExecLimits};
+use crate::deliver::files::{self, FilesError, FilesOptions};
 use crate::error::ExitClass;
 use crate::launch::exec::{self, ExecError};
 use crate::secrets::SecretSet;
@@ -31,6 +34,9 @@ pub enum AppError {
     /// The program could not be executed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// Secrets could not be written to files.
+    #[error(transparent)]
+    Files(#[from] FilesError),
     /// The server returned no secrets.
     #[error("no secrets were found in {where_}")]
     Empty {
@@ -58,6 +64,7 @@ impl AppError {
             Self::Config(e) => e.exit_class(),
             Self::Env(e) => e.exit_class(),
             Self::Exec(e) => e.exit_class(),
+            Self::Files(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
             Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
@@ -69,6 +76,7 @@ impl AppError {
             Self::Config(e) => Some(e.hint().to_owned()),
             Self::Env(e) => Some(e.hint()),
             Self::Exec(e) => Some(e.hint().to_owned()),
+            Self::Files(_) => None,
             Self::Empty { .. } => Some(
                 "check --env and --path (some servers answer a mistyped environment or path with an \
                  empty list) and that the identity may read them; pass --allow-empty if empty is expected"
@@ -178,6 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
 /// returns, and with it every connection, the JWT-SVID and the access token:
 /// only the secret set survives.
 fn fetch_blocking(config: &Config) -> Result<SecretSet, AppError> {
+    preflight_files(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -205,9 +214,7 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
     command_line.push(program.clone());
     command_line.extend_from_slice(args);
     plan.check_size(&command_line, ExecLimits::current())?;
-    if config.delivery.files.is_some() {
-        write_files(config, &secrets)?;
-    }
+    write_files(config, &secrets)?;
     tracing::info!(
         secrets = secrets.len(),
         in_environment = plan.delivered_names().len(),
@@ -305,15 +312,45 @@ async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
     ))
 }
 
-// FILE DELIVERY (to be wired by the lead): write the configured targets
-// (`config.delivery.files`); the per-key layout must keep `DIR/KEY` as the
-// path of KEY's file, which `--env-file-refs` hands to the child.
-fn write_files(
-    config: &Config,
-    secrets: &SecretSet,
-) -> Result<BTreeMap<String, PathBuf>, AppError> {
-    let _ = (&config.delivery.files, secrets);
-    Err(AppError::NotWired("file delivery"))
+/// The file writer's options for this configuration, when files are asked for.
+fn files_options(config: &Config) -> Option<FilesOptions> {
+    config.delivery.files.as_ref().map(|files| FilesOptions {
+        dir: files.targets.dir.clone(),
+        dotenv_file: files.targets.dotenv_file.clone(),
+        json_file: files.targets.json_file.clone(),
+        mode: files.mode,
+        owner: files
+            .owner
+            .map(|o| (Uid::from_raw(o.uid), o.gid.map(Gid::from_raw))),
+        allow_non_tmpfs: files.allow_non_tmpfs,
+    })
+}
+
+/// Checks the file targets (tmpfs, permissions, planted links) before
+/// anything is fetched, so a bad target fails without contacting anyone.
+fn preflight_files(config: &Config) -> Result<(), AppError> {
+    match files_options(config) {
+        Some(options) => Ok(files::preflight(&options)?),
+        None => Ok(()),
+    }
+}
+
+/// Writes the configured targets (`config.delivery.files`); the per-key
+/// layout keeps `DIR/KEY` as the path of KEY's file, which
+/// `--env-file-refs` hands to the child.
+fn write_files(config: &Config, secrets: &SecretSet) -> Result<(), AppError> {
+    let Some(options) = files_options(config) else {
+        return Ok(());
+    };
+    files::validate_names(secrets)?;
+    let written = files::write(secrets, &options)?;
+    tracing::info!(
+        files = written.files.len(),
+        dotenv = written.dotenv_file.is_some(),
+        json = written.json_file.is_some(),
+        "secrets written to files"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
