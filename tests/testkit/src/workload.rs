@@ -5,6 +5,7 @@
 //! that is not registered yet, an agent that cannot attest, and a crash.
 //! Facts: `shared/reference/spiffe.md` §2 (protocol), §3 (claims), §1.9 (serving).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,10 @@ pub const SECURITY_HEADER_MISSING: &str = "security header missing from request"
 pub const AUDIENCE_REQUIRED: &str = "audience must be specified";
 /// SPIRE's text when the caller cannot be attested (returned as Unavailable).
 pub const ATTESTATION_FAILED: &str = "workload attestation failed";
+/// SPIRE's text for a `ValidateJWTSVID` call without a token.
+pub const SVID_REQUIRED: &str = "svid must be specified";
+/// The environment variable that names the Workload API endpoint.
+pub const ENDPOINT_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
 /// How often an open `FetchJWTBundles` stream checks the key ring for a
 /// change (SPIRE re-sends a snapshot only when the bundle changed).
@@ -97,6 +102,18 @@ pub struct AgentConfig {
     /// Sign with this ring (shared with a `Discovery` or another agent)
     /// instead of a fresh one.
     pub keys: Option<KeyRing>,
+    /// `FetchJWTSVID` answers only after this long (slow workload
+    /// attestation: the k8s attestor may take up to ~30 s).
+    pub latency: Duration,
+    /// SVIDs are minted as if issued this long ago (`iat = now - age`,
+    /// `exp = iat + ttl`): a token the agent's cache already half used, or,
+    /// beyond the TTL, an expired one.
+    pub age: Duration,
+    /// Imitate the SPIRE agent's JWT-SVID cache: the same token for the same
+    /// SPIFFE ID and audience set until less than half its lifetime is left
+    /// (SPIRE jitters that to 45–55 %; this uses exactly 50 %). Off by
+    /// default so every fetch mints a fresh token.
+    pub agent_cache: bool,
 }
 
 impl Default for AgentConfig {
@@ -111,6 +128,9 @@ impl Default for AgentConfig {
             deny_first: 0,
             unavailable_first: 0,
             keys: None,
+            latency: Duration::ZERO,
+            age: Duration::ZERO,
+            agent_cache: false,
         }
     }
 }
@@ -178,6 +198,27 @@ impl AgentConfig {
         self.keys = Some(keys);
         self
     }
+
+    /// Delays every `FetchJWTSVID` answer.
+    #[must_use]
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Mints SVIDs as if issued `age` ago.
+    #[must_use]
+    pub fn age(mut self, age: Duration) -> Self {
+        self.age = age;
+        self
+    }
+
+    /// Turns the agent's JWT-SVID cache on or off.
+    #[must_use]
+    pub fn agent_cache(mut self, on: bool) -> Self {
+        self.agent_cache = on;
+        self
+    }
 }
 
 /// One call the agent received, as recorded by [`FakeAgent::calls`].
@@ -202,6 +243,44 @@ struct Knobs {
     issuer: Option<String>,
     deny: u32,
     unavailable: u32,
+    latency: Duration,
+    age: Duration,
+    agent_cache: bool,
+    /// (SPIFFE ID, sorted audiences) -> (token, iat, exp).
+    cache: HashMap<(String, Vec<String>), (String, u64, u64)>,
+}
+
+impl Knobs {
+    /// A JWT-SVID for `spiffe_id`: fresh, or from the agent cache when that
+    /// is on and the cached one has at least half its lifetime left.
+    fn token(&mut self, keys: &KeyRing, spiffe_id: &str, audiences: &[String]) -> String {
+        let now = now_secs();
+        let mut sorted = audiences.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let key = (spiffe_id.to_string(), sorted);
+        if self.agent_cache {
+            if let Some((token, iat, exp)) = self.cache.get(&key) {
+                let lifetime = exp.saturating_sub(*iat);
+                if exp.saturating_sub(now) * 2 >= lifetime && *exp > now {
+                    return token.clone();
+                }
+            }
+        }
+        let iat = now.saturating_sub(self.age.as_secs());
+        let exp = iat + self.ttl.as_secs();
+        let token = keys.sign(&svid_claims(
+            spiffe_id,
+            audiences,
+            iat,
+            exp,
+            self.issuer.as_deref(),
+        ));
+        if self.agent_cache {
+            self.cache.insert(key, (token.clone(), iat, exp));
+        }
+        token
+    }
 }
 
 #[derive(Debug)]
@@ -270,6 +349,10 @@ impl FakeAgent {
                 issuer: config.issuer,
                 deny: config.deny_first,
                 unavailable: config.unavailable_first,
+                latency: config.latency,
+                age: config.age,
+                agent_cache: config.agent_cache,
+                cache: HashMap::new(),
             }),
             calls: Mutex::new(Vec::new()),
         });
@@ -292,6 +375,11 @@ impl FakeAgent {
     /// or `--socket` takes it.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// `("SPIFFE_ENDPOINT_SOCKET", endpoint)`, for a child's environment.
+    pub fn env(&self) -> (&'static str, String) {
+        (ENDPOINT_ENV, self.endpoint())
     }
 
     /// The key ring that signs the SVIDs (share it with a `Discovery`).
@@ -329,14 +417,29 @@ impl FakeAgent {
         self.shared.knobs().svids = svids.into_iter().collect();
     }
 
+    /// Delays every `FetchJWTSVID` answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.knobs().latency = latency;
+    }
+
+    /// Mints SVIDs from now on as if issued `age` ago.
+    pub fn set_age(&self, age: Duration) {
+        self.shared.knobs().age = age;
+    }
+
     /// Mints a JWT-SVID as `FetchJWTSVID` would, with the current issuer, for
     /// tests that hand the token over by file (`--jwt-file`).
     pub fn mint(&self, spiffe_id: &str, audiences: &[&str], ttl: Duration) -> String {
         let audiences: Vec<String> = audiences.iter().map(ToString::to_string).collect();
         let issuer = self.shared.knobs().issuer.clone();
-        self.shared
-            .keys
-            .sign(&svid_claims(spiffe_id, &audiences, ttl, issuer.as_deref()))
+        let iat = now_secs();
+        self.shared.keys.sign(&svid_claims(
+            spiffe_id,
+            &audiences,
+            iat,
+            iat + ttl.as_secs(),
+            issuer.as_deref(),
+        ))
     }
 
     /// Every call received so far, in order.
@@ -362,6 +465,14 @@ impl FakeAgent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => panic!("remove agent socket {}: {e}", self.socket.display()),
         }
+    }
+
+    /// Crashes the agent but leaves its socket file behind with nothing
+    /// listening: clients get `ConnectionRefused` instead of `NotFound`.
+    pub fn stop_leaving_stale_socket(&mut self) {
+        self.stop();
+        // Dropping a bound listener closes it but keeps the file.
+        drop(bind(&self.socket));
     }
 
     /// Stops (if running) and serves again on the same socket path, at once.
@@ -460,10 +571,10 @@ fn now_secs() -> u64 {
 fn svid_claims(
     spiffe_id: &str,
     audiences: &[String],
-    ttl: Duration,
+    iat: u64,
+    exp: u64,
     issuer: Option<&str>,
 ) -> Value {
-    let now = now_secs();
     let aud = match audiences {
         [one] => json!(one),
         many => json!(many),
@@ -471,8 +582,8 @@ fn svid_claims(
     let mut claims = json!({
         "sub": spiffe_id,
         "aud": aud,
-        "exp": now + ttl.as_secs(),
-        "iat": now,
+        "exp": exp,
+        "iat": iat,
     });
     if let Some(issuer) = issuer {
         claims["iss"] = json!(issuer);
@@ -567,7 +678,14 @@ impl SpiffeWorkloadApi for Agent {
                 )));
             }
         }
-        let (svids, ttl, issuer) = {
+        let latency = self.shared.knobs().latency;
+        if !latency.is_zero() {
+            // Attestation is slow; the call is already in the log.
+            tokio::time::sleep(latency).await;
+        }
+        // SPIRE drops empty audience values from the claim.
+        let audiences: Vec<String> = req.audience.into_iter().filter(|a| !a.is_empty()).collect();
+        let svids: Vec<Jwtsvid> = {
             let mut knobs = self.shared.knobs();
             if knobs.unavailable > 0 {
                 knobs.unavailable -= 1;
@@ -577,24 +695,21 @@ impl SpiffeWorkloadApi for Agent {
                 knobs.deny -= 1;
                 return Err(Status::permission_denied(NO_IDENTITY_ISSUED));
             }
-            (knobs.svids.clone(), knobs.ttl, knobs.issuer.clone())
+            let wanted: Vec<Svid> = knobs
+                .svids
+                .iter()
+                .filter(|s| req.spiffe_id.is_empty() || s.spiffe_id == req.spiffe_id)
+                .cloned()
+                .collect();
+            wanted
+                .into_iter()
+                .map(|s| Jwtsvid {
+                    svid: knobs.token(&self.shared.keys, &s.spiffe_id, &audiences),
+                    spiffe_id: s.spiffe_id,
+                    hint: s.hint.unwrap_or_default(),
+                })
+                .collect()
         };
-        // SPIRE drops empty audience values from the claim.
-        let audiences: Vec<String> = req.audience.into_iter().filter(|a| !a.is_empty()).collect();
-        let svids: Vec<Jwtsvid> = svids
-            .into_iter()
-            .filter(|s| req.spiffe_id.is_empty() || s.spiffe_id == req.spiffe_id)
-            .map(|s| Jwtsvid {
-                svid: self.shared.keys.sign(&svid_claims(
-                    &s.spiffe_id,
-                    &audiences,
-                    ttl,
-                    issuer.as_deref(),
-                )),
-                spiffe_id: s.spiffe_id,
-                hint: s.hint.unwrap_or_default(),
-            })
-            .collect();
         if svids.is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY_ISSUED));
         }
@@ -647,39 +762,193 @@ impl SpiffeWorkloadApi for Agent {
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        let audience = request.get_ref().audience.clone();
-        self.admit(&request, "ValidateJWTSVID", vec![audience], String::new())?;
-        Err(Status::unimplemented(
-            "ValidateJWTSVID is not served by this stand-in",
-        ))
+        let req = request.get_ref().clone();
+        self.admit(
+            &request,
+            "ValidateJWTSVID",
+            vec![req.audience.clone()],
+            String::new(),
+        )?;
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument(SVID_REQUIRED));
+        }
+        // SPIRE answers every validation failure with InvalidArgument.
+        let (spiffe_id, claims) = validate(&self.shared.keys, &req.svid, &req.audience)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id,
+            claims: Some(to_struct(claims)),
+        }))
     }
+}
+
+/// Checks a JWT-SVID against the ring: known `kid`, signature, `exp`, the
+/// audience among `aud`, and `sub` a SPIFFE ID. Returns `sub` and the claims.
+fn validate(keys: &KeyRing, token: &str, audience: &str) -> Result<(String, Value), String> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| format!("unable to parse JWT token: {e}"))?;
+    let kid = header
+        .kid
+        .ok_or_else(|| "token header missing key id".to_string())?;
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(keys.jwks()).map_err(|e| format!("bundle: {e}"))?;
+    let jwk = jwks
+        .find(&kid)
+        .ok_or_else(|| format!("no JWT authority {kid:?} found"))?;
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| format!("JWT authority: {e}"))?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.leeway = 0;
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map_err(|e| format!("unable to validate JWT-SVID: {e}"))?
+        .claims;
+    let sub = claims["sub"].as_str().unwrap_or_default().to_string();
+    spiffe::SpiffeId::new(&sub).map_err(|e| format!("token has an invalid subject claim: {e}"))?;
+    Ok((sub, claims))
+}
+
+/// A JSON object as a protobuf `Struct` (the `claims` of `ValidateJWTSVID`).
+fn to_struct(value: Value) -> prost_types::Struct {
+    match to_proto(value).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => s,
+        _ => prost_types::Struct::default(),
+    }
+}
+
+fn to_proto(value: Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(to_proto).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(prost_types::Struct {
+            fields: map.into_iter().map(|(k, v)| (k, to_proto(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn knobs(agent_cache: bool) -> Knobs {
+        Knobs {
+            svids: Vec::new(),
+            ttl: Duration::from_secs(300),
+            issuer: None,
+            deny: 0,
+            unavailable: 0,
+            latency: Duration::ZERO,
+            age: Duration::ZERO,
+            agent_cache,
+            cache: HashMap::new(),
+        }
+    }
+
+    fn payload(token: &str) -> Value {
+        use base64::Engine as _;
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn one_audience_is_a_string_several_are_an_array() {
-        let one = svid_claims(
-            "spiffe://e.org/w",
-            &["a".into()],
-            Duration::from_secs(60),
-            None,
-        );
+        let one = svid_claims("spiffe://e.org/w", &["a".into()], 10, 70, None);
         assert_eq!(one["aud"], json!("a"));
         assert!(one.get("iss").is_none());
         let two = svid_claims(
             "spiffe://e.org/w",
             &["a".into(), "b".into()],
-            Duration::from_secs(60),
+            10,
+            70,
             Some("https://oidc"),
         );
         assert_eq!(two["aud"], json!(["a", "b"]));
         assert_eq!(two["iss"], "https://oidc");
         assert_eq!(
-            two["exp"].as_u64().unwrap() - two["iat"].as_u64().unwrap(),
+            (two["iat"].as_u64(), two["exp"].as_u64()),
+            (Some(10), Some(70))
+        );
+    }
+
+    #[test]
+    fn an_aged_token_was_issued_age_ago_and_expires_ttl_after_that() {
+        let ring = KeyRing::new(KeyAlg::Es256);
+        let mut k = knobs(false);
+        k.age = Duration::from_secs(200);
+        let claims = payload(&k.token(&ring, "spiffe://e.org/w", &["a".into()]));
+        let iat = claims["iat"].as_u64().unwrap();
+        assert!(now_secs() - iat >= 200);
+        assert_eq!(claims["exp"].as_u64().unwrap() - iat, 300);
+    }
+
+    #[test]
+    fn the_agent_cache_reuses_a_token_per_audience_set_until_half_its_life_is_gone() {
+        let ring = KeyRing::new(KeyAlg::Es256);
+        let id = "spiffe://e.org/w";
+        let mut k = knobs(true);
+        let first = k.token(&ring, id, &["a".into(), "b".into()]);
+        k.ttl = Duration::from_secs(60);
+        // Same set in another order: the cached token, still with the old TTL.
+        let again = k.token(&ring, id, &["b".into(), "a".into()]);
+        assert_eq!(again, first);
+        // Another audience set: a fresh token with the new TTL.
+        let other = payload(&k.token(&ring, id, &["a".into()]));
+        assert_eq!(
+            other["exp"].as_u64().unwrap() - other["iat"].as_u64().unwrap(),
             60
         );
+
+        // A cached token with less than half its lifetime left is replaced.
+        let now = now_secs();
+        let key = (id.to_string(), vec!["c".to_string()]);
+        k.cache
+            .insert(key.clone(), ("stale".into(), now - 200, now + 100));
+        assert_ne!(k.token(&ring, id, &["c".into()]), "stale");
+        k.cache.insert(key, ("kept".into(), now - 100, now + 200));
+        assert_eq!(k.token(&ring, id, &["c".into()]), "kept");
+
+        // Without the cache every call mints.
+        let mut k = knobs(false);
+        k.token(&ring, id, &["a".into()]);
+        assert!(k.cache.is_empty());
+    }
+
+    #[test]
+    fn validate_accepts_the_rings_tokens_for_their_audience_only() {
+        let ring = KeyRing::new(KeyAlg::Rs256);
+        let mut k = knobs(false);
+        let token = k.token(&ring, "spiffe://e.org/w", &["a".into(), "b".into()]);
+        let (sub, claims) = validate(&ring, &token, "b").unwrap();
+        assert_eq!(sub, "spiffe://e.org/w");
+        let st = to_struct(claims);
+        assert!(matches!(
+            st.fields["sub"].kind,
+            Some(prost_types::value::Kind::StringValue(ref s)) if s == "spiffe://e.org/w"
+        ));
+        assert!(matches!(
+            st.fields["aud"].kind,
+            Some(prost_types::value::Kind::ListValue(ref l)) if l.values.len() == 2
+        ));
+        assert!(validate(&ring, &token, "c").is_err());
+        let other = KeyRing::new(KeyAlg::Rs256);
+        assert!(validate(&other, &token, "a").is_err());
+        k.age = Duration::from_secs(400);
+        let expired = k.token(&ring, "spiffe://e.org/w", &["a".into()]);
+        assert!(validate(&ring, &expired, "a").is_err());
     }
 }

@@ -231,3 +231,47 @@ fn the_bundle_stream_is_refused_while_the_workload_has_no_identity() {
         client.fetch_jwt_bundles().await.unwrap();
     });
 }
+
+#[test]
+fn a_stale_socket_left_by_a_crash_refuses_connections() {
+    let mut agent = FakeAgent::start(AgentConfig::default());
+    agent.stop_leaving_stale_socket();
+    assert!(agent.socket_path().exists(), "the socket file stays");
+    run(async {
+        let err = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap_err();
+        assert!(
+            is_connect_error(&err, std::io::ErrorKind::ConnectionRefused),
+            "{err:?}"
+        );
+    });
+    agent.restart();
+    run(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        client.fetch_jwt_svid(["aud"], None).await.unwrap();
+    });
+}
+
+#[test]
+fn a_slow_agent_holds_the_call_until_its_latency_has_passed() {
+    let agent = FakeAgent::start(AgentConfig::default().latency(Duration::from_secs(20)));
+    run(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        // A caller's own deadline fires first; the agent has seen the call.
+        let held = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.fetch_jwt_svid(["aud"], None),
+        )
+        .await;
+        assert!(held.is_err(), "answered before its latency");
+        assert_eq!(agent.calls().len(), 1);
+
+        agent.set_latency(Duration::ZERO);
+        client.fetch_jwt_svid(["aud"], None).await.unwrap();
+    });
+}

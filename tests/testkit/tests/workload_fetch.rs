@@ -14,7 +14,7 @@ use spiffe::workload_api::error::WorkloadApiError;
 use spiffe::{JwtSvid, SpiffeId, WorkloadApiClient};
 use svid_exec_testkit::keys::{KeyAlg, KeyRing};
 use svid_exec_testkit::pb::{JwtsvidRequest, JwtsvidResponse};
-use svid_exec_testkit::workload::{AgentConfig, FakeAgent, Svid};
+use svid_exec_testkit::workload::{AgentConfig, FakeAgent, Svid, ENDPOINT_ENV};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -337,4 +337,59 @@ fn agents_sharing_a_key_ring_sign_with_the_same_key() {
     assert_eq!(ta.key_id(), ring.current().kid());
     assert_eq!(tb.key_id(), ring.current().kid());
     verify(&ring, tb.token(), Algorithm::ES256, "x");
+}
+
+#[test]
+fn validate_jwt_svid_accepts_the_agents_tokens_and_refuses_others_with_invalid_argument() {
+    let agent = FakeAgent::start(AgentConfig::default());
+    let stranger = KeyRing::new(KeyAlg::Es256);
+    run(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        let token = client.fetch_jwt_token(["svc"], None).await.unwrap();
+        let svid = client.validate_jwt_token("svc", &token).await.unwrap();
+        assert_eq!(
+            svid.spiffe_id().to_string(),
+            "spiffe://example.org/workload"
+        );
+
+        let err = client
+            .validate_jwt_token("other", &token)
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_argument(), "wrong audience: {err:?}");
+        let forged = stranger.sign(&serde_json::json!({
+            "sub": "spiffe://example.org/workload", "aud": "svc", "exp": now() + 60,
+        }));
+        let err = client.validate_jwt_token("svc", &forged).await.unwrap_err();
+        assert!(err.is_invalid_argument(), "unknown key: {err:?}");
+        let err = client.validate_jwt_token("svc", "").await.unwrap_err();
+        assert!(err.to_string().contains("svid must be specified"), "{err}");
+    });
+    assert!(agent
+        .calls()
+        .iter()
+        .any(|c| c.method == "ValidateJWTSVID" && c.audience == ["other"]));
+}
+
+#[test]
+fn an_aged_svid_has_only_the_rest_of_its_ttl_left() {
+    let agent = FakeAgent::start(AgentConfig::default().age(Duration::from_secs(170)));
+    let (name, value) = agent.env();
+    assert_eq!(
+        (name, value.as_str()),
+        (ENDPOINT_ENV, agent.endpoint().as_str())
+    );
+    let svid = run(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        client.fetch_jwt_svid(["aud"], None).await.unwrap()
+    });
+    let left = svid.claims().exp() - now();
+    assert!(
+        (120..=130).contains(&left),
+        "300 s TTL issued 170 s ago, got +{left}s"
+    );
 }
