@@ -235,8 +235,8 @@ pub struct AgentCall {
     pub had_security_header: bool,
 }
 
-/// Settings that tests may change while the agent runs.
-#[derive(Debug)]
+/// Settings that tests may change while the agent runs. No `Debug`: the
+/// cache holds bearer tokens.
 struct Knobs {
     svids: Vec<Svid>,
     ttl: Duration,
@@ -283,7 +283,6 @@ impl Knobs {
     }
 }
 
-#[derive(Debug)]
 struct Shared {
     trust_domain: String,
     keys: KeyRing,
@@ -317,13 +316,22 @@ struct Running {
 }
 
 /// A running fake SPIRE agent. Stops (and removes its socket) when dropped.
-#[derive(Debug)]
 pub struct FakeAgent {
     // Held for its Drop: removes the socket's directory.
     _dir: tempfile::TempDir,
     socket: PathBuf,
     shared: Arc<Shared>,
     running: Option<Running>,
+}
+
+impl std::fmt::Debug for FakeAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeAgent")
+            .field("endpoint", &self.endpoint())
+            .field("trust_domain", &self.shared.trust_domain)
+            .field("running", &self.running.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl FakeAgent {

@@ -275,3 +275,25 @@ fn a_slow_agent_holds_the_call_until_its_latency_has_passed() {
         client.fetch_jwt_svid(["aud"], None).await.unwrap();
     });
 }
+
+#[tokio::test]
+async fn the_agent_can_be_driven_from_inside_an_async_test() {
+    // Its runtime lives on its own thread, so stopping or dropping it here
+    // does not panic about blocking inside a runtime.
+    let mut agent = FakeAgent::start(AgentConfig::default());
+    let bounded = tokio::time::timeout(Duration::from_secs(30), async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        client.fetch_jwt_svid(["aud"], None).await.unwrap();
+        agent.restart();
+        WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap()
+            .fetch_jwt_svid(["aud"], None)
+            .await
+            .unwrap();
+    });
+    bounded.await.expect("test timed out");
+    drop(agent);
+}

@@ -393,3 +393,27 @@ fn an_aged_svid_has_only_the_rest_of_its_ttl_left() {
         "300 s TTL issued 170 s ago, got +{left}s"
     );
 }
+
+#[test]
+fn with_the_agent_cache_a_second_fetch_returns_the_cached_token_which_debug_never_shows() {
+    let agent = FakeAgent::start(AgentConfig::default().agent_cache(true));
+    let (first, second, other) = run(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        let first = client.fetch_jwt_svid(["a", "b"], None).await.unwrap();
+        agent.set_ttl(Duration::from_secs(60));
+        let second = client.fetch_jwt_svid(["b", "a"], None).await.unwrap();
+        let other = client.fetch_jwt_svid(["c"], None).await.unwrap();
+        (first, second, other)
+    });
+    assert_eq!(second.token(), first.token(), "same ID and audience set");
+    let left = other.claims().exp() - now();
+    assert!(
+        (50..=61).contains(&left),
+        "a new audience set is minted afresh"
+    );
+    let debug = format!("{agent:?}");
+    assert!(debug.contains(&agent.endpoint()));
+    assert!(!debug.contains(first.token()));
+}
