@@ -17,3 +17,4 @@ pub mod pb {
 }
 pub mod discovery;
 pub mod keys;
+pub mod workload;
