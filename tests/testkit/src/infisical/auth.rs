@@ -530,3 +530,30 @@ fn spiffe_verify(jwt: &str, cfg: &super::SpiffeAuth, now_ms: u64) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyAlg, KeyRing};
+
+    #[test]
+    fn spiffe_bundles_keep_jwt_svid_keys_and_drop_x509_authorities() {
+        let ring = KeyRing::new(KeyAlg::Es256);
+        ring.rotate(KeyAlg::Rs256);
+        let mut bundle = ring.jwks();
+        bundle["keys"][0]["use"] = json!("jwt-svid");
+        bundle["keys"][1]["use"] = json!("x509-svid");
+        assert_eq!(jwks_keys(&bundle, true).len(), 1);
+        assert_eq!(jwks_keys(&json!({"keys": "nope"}), true).len(), 0);
+    }
+
+    #[test]
+    fn bound_claims_compare_booleans_numbers_arrays_and_globs() {
+        assert!(claim_allowed(&json!(true), "true"));
+        assert!(!claim_allowed(&json!(false), "true"));
+        assert!(claim_allowed(&json!(42), "7, 42"));
+        assert!(claim_allowed(&json!(["x", "team-a"]), "team-*"));
+        assert!(!claim_allowed(&json!([1, 2]), "1"));
+        assert!(claim_allowed(&json!("spiffe://td/a/b"), "spiffe://td/**"));
+    }
+}
