@@ -12,7 +12,7 @@ use infisical_support::*;
 use serde_json::json;
 use svid_exec_testkit::discovery::Discovery;
 use svid_exec_testkit::infisical::{
-    AuthMethod, FakeInfisical, Identity, InfisicalConfig, JwtAuth, JwtKeys, OidcAuth,
+    AuthMethod, FakeInfisical, Identity, InfisicalConfig, JwtAuth, JwtKeys, OidcAuth, SpiffeAuth,
 };
 use svid_exec_testkit::keys::{KeyAlg, KeyRing};
 use svid_exec_testkit::tls::TestCa;
@@ -170,7 +170,8 @@ fn a_token_signed_by_another_key_is_refused() {
     stack
         .client
         .login("jwt", JWT_ID, &forged)
-        .error(401, "UnauthorizedError");
+        // JWT Auth does not wrap jwks-rsa's "signing key not found": a 500.
+        .error(500, "InternalServerError");
     stack
         .client
         .login("spiffe", SPIFFE_ID_IDENTITY, &forged)
@@ -367,6 +368,26 @@ fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
         Some("https://issuer.example"),
     ));
     assert_eq!(stack.client.login("jwt", "jwks", &with_iss).status, 200);
+    let mut expired = svid_claims(WORKLOAD, AUDIENCE, None);
+    expired["exp"] = json!(now() - 1);
+    let body = stack
+        .client
+        .login("jwt", "pem", &stack.ring.sign(&expired))
+        .error(401, "UnauthorizedError");
+    assert_eq!(
+        body["message"],
+        "Access denied: JWT verification failed with all keys. Errors - jwt expired"
+    );
+    let mut no_aud = svid_claims(WORKLOAD, AUDIENCE, None);
+    no_aud.as_object_mut().unwrap().remove("aud");
+    let body = stack
+        .client
+        .login("jwt", JWT_ID, &stack.ring.sign(&no_aud))
+        .error(401, "UnauthorizedError");
+    assert_eq!(
+        body["message"],
+        "Access denied: token has no audience field"
+    );
 }
 
 #[test]
@@ -376,25 +397,44 @@ fn spiffe_auth_uses_the_static_bundle_without_checking_iss() {
     let sign = |sub: &str, aud: &str| stack.ring.sign(&svid_claims(sub, aud, None));
     let r = c.login("spiffe", SPIFFE_ID_IDENTITY, &sign(WORKLOAD, AUDIENCE));
     assert_eq!(r.status, 200, "{}", r.text);
-    c.login("spiffe", SPIFFE_ID_IDENTITY, &sign(WORKLOAD, "other"))
-        .error(401, "UnauthorizedError");
-    c.login(
-        "spiffe",
-        SPIFFE_ID_IDENTITY,
+    let refused = |jwt: &str, message: &str| {
+        let body = c
+            .login("spiffe", SPIFFE_ID_IDENTITY, jwt)
+            .error(401, "UnauthorizedError");
+        assert_eq!(body["message"], message);
+    };
+    refused(
+        &sign(WORKLOAD, "other"),
+        "JWT-SVID audience validation failed",
+    );
+    refused(
         &sign("spiffe://other.org/ns/prod/sa/web", AUDIENCE),
-    )
-    .error(403, "ForbiddenError");
+        "Access denied",
+    );
     // allowedSpiffeIds "spiffe://example.org/ns/prod/*/web": one segment only.
-    c.login(
-        "spiffe",
-        SPIFFE_ID_IDENTITY,
+    refused(
         &sign("spiffe://example.org/ns/prod/a/b/web", AUDIENCE),
-    )
-    .error(403, "ForbiddenError");
+        "Access denied",
+    );
     let mut expired = svid_claims(WORKLOAD, AUDIENCE, None);
     expired["exp"] = json!(now() - 1);
-    c.login("spiffe", SPIFFE_ID_IDENTITY, &stack.ring.sign(&expired))
+    refused(&stack.ring.sign(&expired), "JWT-SVID has expired");
+    // A bundle whose keys are marked x509-svid only has no JWT authority.
+    let mut x509_only = stack.ring.jwks();
+    x509_only["keys"][0]["use"] = json!("x509-svid");
+    stack.infisical.add_identity(Identity::new(
+        "x509",
+        AuthMethod::Spiffe(SpiffeAuth {
+            trust_domain: "example.org".into(),
+            allowed_spiffe_ids: "**".into(),
+            allowed_audiences: AUDIENCE.into(),
+            bundle: x509_only,
+        }),
+    ));
+    let body = c
+        .login("spiffe", "x509", &sign(WORKLOAD, AUDIENCE))
         .error(401, "UnauthorizedError");
+    assert_eq!(body["message"], "JWT-SVID verification failed");
 }
 
 #[test]

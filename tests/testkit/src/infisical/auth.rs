@@ -109,17 +109,10 @@ pub(crate) async fn login(
         .get(identity_id)
         .cloned()
         .ok_or_else(|| kind.not_configured())?;
+    let now = state.now_ms() / 1000;
     match (&identity.auth, kind) {
         (AuthMethod::Oidc(cfg), LoginKind::Oidc) => {
-            let key_source = oidc_keys(&cfg.oidc_discovery_url, cfg.ca_cert.as_deref()).await?;
-            let claims = verify_jwt(jwt, &key_source)?;
-            time_claims(&claims, state.now_ms())?;
-            if claims.get("iss").and_then(Value::as_str) != Some(cfg.bound_issuer.as_str()) {
-                return Err(ApiError::unauthorized(format!(
-                    "Access denied: jwt issuer invalid. expected: {}",
-                    cfg.bound_issuer
-                )));
-            }
+            let claims = oidc_verify(jwt, cfg, now).await?;
             if state
                 .array_aud_bug
                 .load(std::sync::atomic::Ordering::SeqCst)
@@ -128,7 +121,7 @@ pub(crate) async fn login(
                 return Err(ApiError::internal());
             }
             bound_checks(
-                "OIDC",
+                &OIDC_MESSAGES,
                 &claims,
                 &cfg.bound_subject,
                 &cfg.bound_audiences,
@@ -136,32 +129,14 @@ pub(crate) async fn login(
             )?;
         }
         (AuthMethod::Jwt(cfg), LoginKind::Jwt) => {
-            let key_source = match &cfg.keys {
-                JwtKeys::JwksUrl { url, ca_cert } => {
-                    let client = outbound_client(ca_cert.as_deref())?;
-                    let jwks = fetch_json(&client, url).await.map_err(|e| {
-                        ApiError::unauthorized(format!(
-                            "Access denied: Failed to fetch JWKS from {url}. {e}"
-                        ))
-                    })?;
-                    KeySource::Jwks(jwks_keys(&jwks, false))
-                }
-                JwtKeys::Jwks(jwks) => {
-                    KeySource::Static(jwks_keys(jwks, false).into_iter().map(|(_, k)| k).collect())
-                }
-                JwtKeys::PublicKeysPem(pems) => {
-                    KeySource::Static(pems.iter().filter_map(|p| pem_key(p)).collect())
-                }
-            };
-            let claims = verify_jwt(jwt, &key_source)?;
-            time_claims(&claims, state.now_ms())?;
+            let claims = jwt_auth_verify(jwt, &cfg.keys, now).await?;
             if !cfg.bound_issuer.is_empty()
                 && claims.get("iss").and_then(Value::as_str) != Some(cfg.bound_issuer.as_str())
             {
                 return Err(ApiError::forbidden("Access denied: issuer mismatch"));
             }
             bound_checks(
-                "JWT",
+                &JWT_MESSAGES,
                 &claims,
                 &cfg.bound_subject,
                 &cfg.bound_audiences,
@@ -182,15 +157,12 @@ pub(crate) async fn login(
     ))
 }
 
-/// Where verification keys come from.
-enum KeySource {
-    /// `(kid, key)` pairs from a JWKS: pick by `kid` (all when the header has none).
-    Jwks(Vec<(Option<String>, DecodingKey)>),
-    /// Try each key in turn.
-    Static(Vec<DecodingKey>),
-}
-
-fn outbound_client(ca_cert: Option<&str>) -> Result<reqwest::Client, ApiError> {
+/// An outbound client like the server's: no redirects; with a CA, only that
+/// CA is trusted; `dangerous_no_verify` imitates `rejectUnauthorized: false`.
+fn outbound_client(
+    ca_cert: Option<&str>,
+    dangerous_no_verify: bool,
+) -> Result<reqwest::Client, ApiError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10));
@@ -198,6 +170,8 @@ fn outbound_client(ca_cert: Option<&str>) -> Result<reqwest::Client, ApiError> {
         let cert = reqwest::Certificate::from_pem(pem.as_bytes())
             .map_err(|_| ApiError::bad_request("Invalid CA certificate"))?;
         builder = builder.add_root_certificate(cert);
+    } else if dangerous_no_verify {
+        builder = builder.danger_accept_invalid_certs(true);
     }
     builder.build().map_err(|_| ApiError::internal())
 }
@@ -226,42 +200,27 @@ async fn fetch_json(client: &reqwest::Client, url: &str) -> Result<Value, String
     response.json::<Value>().await.map_err(|e| chain(&e))
 }
 
-async fn oidc_keys(discovery_url: &str, ca_cert: Option<&str>) -> Result<KeySource, ApiError> {
-    let client = outbound_client(ca_cert)?;
-    let doc_url = format!("{discovery_url}/.well-known/openid-configuration");
-    let doc = fetch_json(&client, &doc_url).await.map_err(|e| {
-        ApiError::unauthorized(format!(
-            "Access denied: Failed to fetch OIDC discovery document from {discovery_url}. {e}"
-        ))
-    })?;
-    let Some(jwks_uri) = doc.get("jwks_uri").and_then(Value::as_str) else {
-        return Err(ApiError::unauthorized(
-            "Access denied: OIDC discovery document does not contain jwks_uri",
-        ));
-    };
-    let jwks = fetch_json(&client, jwks_uri).await.map_err(|e| {
-        ApiError::unauthorized(format!(
-            "Access denied: Failed to fetch JWKS from {jwks_uri}. {e}"
-        ))
-    })?;
-    Ok(KeySource::Jwks(jwks_keys(&jwks, false)))
+/// How keys of a JWKS are selected.
+#[derive(Clone, Copy)]
+enum JwksMode {
+    /// `jwks-rsa` (OIDC and JWT Auth): only keys with `use` absent or `sig`.
+    JwksRsa,
+    /// The SPIFFE service: `jwt-svid` counts as `sig`; X.509/WIT authorities dropped.
+    Spiffe,
 }
 
-/// Usable keys of a JWKS. With `spiffe`, SPIRE's `use: "jwt-svid"` counts as
-/// `sig` and X.509/WIT authorities are dropped (the fixed server's behaviour).
-fn jwks_keys(jwks: &Value, spiffe: bool) -> Vec<(Option<String>, DecodingKey)> {
+/// Usable `(kid, key)` pairs of a JWKS document.
+fn jwks_keys(jwks: &Value, mode: JwksMode) -> Vec<(Option<String>, DecodingKey)> {
     let Some(keys) = jwks.get("keys").and_then(Value::as_array) else {
         return Vec::new();
     };
     keys.iter()
         .filter_map(|k| {
             let mut k = k.clone();
-            if spiffe {
-                match k.get("use").and_then(Value::as_str) {
-                    None | Some("sig") => {}
-                    Some("jwt-svid") => k["use"] = json!("sig"),
-                    Some(_) => return None,
-                }
+            match (k.get("use").and_then(Value::as_str), mode) {
+                (None | Some("sig"), _) => {}
+                (Some("jwt-svid"), JwksMode::Spiffe) => k["use"] = json!("sig"),
+                _ => return None,
             }
             let jwk: Jwk = serde_json::from_value(k).ok()?;
             if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
@@ -279,32 +238,11 @@ fn pem_key(pem: &str) -> Option<DecodingKey> {
         .ok()
 }
 
-fn decode_header(jwt: &str) -> Result<Header, ApiError> {
-    jsonwebtoken::decode_header(jwt).map_err(|_| ApiError::unauthorized("Invalid JWT"))
-}
-
-/// Only a signature check: claims are checked afterwards with the real messages.
-fn signature_validation(alg: Algorithm) -> Validation {
-    let mut v = Validation::new(alg);
-    v.required_spec_claims.clear();
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v
-}
-
-fn jwt_message(kind: &ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::InvalidSignature => "invalid signature",
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "invalid algorithm",
-        _ => "jwt malformed",
-    }
-}
-
-fn verify_jwt(jwt: &str, source: &KeySource) -> Result<Value, ApiError> {
-    let header = decode_header(jwt)?;
-    if !matches!(
-        header.alg,
+/// Asymmetric algorithms only: jsonwebtoken picks them from the key type, so
+/// `HS*` and `none` never verify against a public key.
+fn asymmetric(alg: Algorithm) -> bool {
+    matches!(
+        alg,
         Algorithm::RS256
             | Algorithm::RS384
             | Algorithm::RS512
@@ -313,59 +251,170 @@ fn verify_jwt(jwt: &str, source: &KeySource) -> Result<Value, ApiError> {
             | Algorithm::PS512
             | Algorithm::ES256
             | Algorithm::ES384
-    ) {
-        return Err(ApiError::unauthorized("Access denied: invalid algorithm"));
-    }
-    let candidates: Vec<&DecodingKey> = match source {
-        KeySource::Jwks(keys) => {
-            if let Some(kid) = &header.kid {
-                let found: Vec<&DecodingKey> = keys
-                    .iter()
-                    .filter(|(k, _)| k.as_deref() == Some(kid.as_str()))
-                    .map(|(_, key)| key)
-                    .collect();
-                if found.is_empty() {
-                    return Err(ApiError::unauthorized(format!(
-                        "Access denied: Unable to find a signing key that matches '{kid}'"
-                    )));
-                }
-                found
-            } else {
-                if keys.len() > 10 {
-                    return Err(ApiError::unauthorized(
-                        "Tokens must include 'kid' header when provider has more than 10 keys",
-                    ));
-                }
-                keys.iter().map(|(_, key)| key).collect()
-            }
-        }
-        KeySource::Static(keys) => keys.iter().collect(),
-    };
-    let validation = signature_validation(header.alg);
-    let mut last = "invalid signature";
-    for key in candidates {
-        match jsonwebtoken::decode::<Value>(jwt, key, &validation) {
-            Ok(data) => return Ok(data.claims),
-            Err(e) => last = jwt_message(e.kind()),
-        }
-    }
-    Err(ApiError::unauthorized(format!("Access denied: {last}")))
+    )
 }
 
-/// `nbf` and `exp`, checked only when present, with zero tolerance (jsonwebtoken defaults).
-fn time_claims(claims: &Value, now_ms: u64) -> Result<(), ApiError> {
-    let now = now_ms / 1000;
-    if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64) {
-        if nbf > now {
-            return Err(ApiError::unauthorized("Access denied: jwt not active"));
+/// node-jsonwebtoken's `verify(jwt, key, {issuer?})`: signature, then `nbf`,
+/// `exp` (only when present, zero tolerance), then `iss`. The error is its message.
+fn node_verify(
+    jwt: &str,
+    header: &Header,
+    key: &DecodingKey,
+    issuer: Option<&str>,
+    now: u64,
+) -> Result<Value, String> {
+    if !asymmetric(header.alg) {
+        return Err("invalid algorithm".into());
+    }
+    let mut v = Validation::new(header.alg);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    let claims = jsonwebtoken::decode::<Value>(jwt, key, &v)
+        .map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => "invalid signature",
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    "invalid algorithm"
+                }
+                _ => "jwt malformed",
+            }
+            .to_string()
+        })?
+        .claims;
+    if claims
+        .get("nbf")
+        .and_then(Value::as_u64)
+        .is_some_and(|nbf| nbf > now)
+    {
+        return Err("jwt not active".into());
+    }
+    if claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|exp| now >= exp)
+    {
+        return Err("jwt expired".into());
+    }
+    if let Some(issuer) = issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+            return Err(format!("jwt issuer invalid. expected: {issuer}"));
         }
     }
-    if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-        if now >= exp {
-            return Err(ApiError::unauthorized("Access denied: jwt expired"));
+    Ok(claims)
+}
+
+/// OIDC Auth (§1.3): discovery, JWKS, key by `kid` (or each key), verify with `issuer`.
+async fn oidc_verify(jwt: &str, cfg: &super::OidcAuth, now: u64) -> Result<Value, ApiError> {
+    let client = outbound_client(cfg.ca_cert.as_deref(), false)?;
+    let url = &cfg.oidc_discovery_url;
+    let doc = fetch_json(&client, &format!("{url}/.well-known/openid-configuration"))
+        .await
+        .map_err(|e| {
+            ApiError::unauthorized(format!(
+                "Access denied: Failed to fetch OIDC discovery document from {url}. {e}"
+            ))
+        })?;
+    let Some(jwks_uri) = doc.get("jwks_uri").and_then(Value::as_str) else {
+        return Err(ApiError::unauthorized(
+            "Access denied: OIDC discovery document does not contain a jwks_uri. The identity provider may be misconfigured.",
+        ));
+    };
+    let header =
+        jsonwebtoken::decode_header(jwt).map_err(|_| ApiError::unauthorized("Invalid JWT"))?;
+    let issuer = Some(cfg.bound_issuer.as_str());
+    let jwks = fetch_json(&client, jwks_uri).await;
+    if let Some(kid) = &header.kid {
+        let jwks = jwks.map_err(|e| {
+            ApiError::unauthorized(format!(
+                "Access denied: Failed to retrieve signing key from OIDC provider: {e}"
+            ))
+        })?;
+        let keys = jwks_keys(&jwks, JwksMode::JwksRsa);
+        let Some((_, key)) = keys
+            .iter()
+            .find(|(k, _)| k.as_deref() == Some(kid.as_str()))
+        else {
+            return Err(ApiError::unauthorized(format!(
+                "Access denied: Unable to verify JWT signature. The signing key '{kid}' was not found in the OIDC provider's JWKS endpoint. This may indicate an invalid token or misconfigured OIDC provider."
+            )));
+        };
+        return node_verify(jwt, &header, key, issuer, now)
+            .map_err(|m| ApiError::unauthorized(format!("Access denied: {m}")));
+    }
+    let jwks = jwks.map_err(|e| {
+        ApiError::unauthorized(format!(
+            "Access denied: Failed to retrieve signing keys from OIDC provider: {e}"
+        ))
+    })?;
+    let keys = jwks_keys(&jwks, JwksMode::JwksRsa);
+    if keys.is_empty() {
+        return Err(ApiError::unauthorized(
+            "Access denied: No signing keys available from OIDC provider's JWKS endpoint.",
+        ));
+    }
+    if keys.len() > 10 {
+        return Err(ApiError::unauthorized(format!(
+            "Access denied: OIDC provider has {} signing keys. Tokens must include 'kid' header when provider has more than 10 keys.",
+            keys.len()
+        )));
+    }
+    let mut last = String::from("Invalid token");
+    for (_, key) in &keys {
+        match node_verify(jwt, &header, key, issuer, now) {
+            Ok(claims) => return Ok(claims),
+            Err(m) => last = m,
         }
     }
-    Ok(())
+    Err(ApiError::unauthorized(format!(
+        "Access denied: Unable to verify JWT signature with any available signing key. {last}"
+    )))
+}
+
+/// JWT Auth: a JWKS URL through jwks-rsa (whose failures the service does not
+/// wrap: 500), or static keys tried in turn.
+async fn jwt_auth_verify(jwt: &str, keys: &JwtKeys, now: u64) -> Result<Value, ApiError> {
+    let header =
+        jsonwebtoken::decode_header(jwt).map_err(|_| ApiError::unauthorized("Invalid JWT"))?;
+    let statics: Vec<DecodingKey> = match keys {
+        JwtKeys::JwksUrl { url, ca_cert } => {
+            // `rejectUnauthorized: !!jwksCaCert`: no CA configured = no TLS verification.
+            let client = outbound_client(ca_cert.as_deref(), true)?;
+            let jwks = fetch_json(&client, url)
+                .await
+                .map_err(|_| ApiError::internal())?;
+            let keys = jwks_keys(&jwks, JwksMode::JwksRsa);
+            let key = match &header.kid {
+                Some(kid) => keys
+                    .iter()
+                    .find(|(k, _)| k.as_deref() == Some(kid.as_str())),
+                None if keys.len() == 1 => keys.first(),
+                None => None,
+            };
+            let Some((_, key)) = key else {
+                return Err(ApiError::internal());
+            };
+            return node_verify(jwt, &header, key, None, now)
+                .map_err(|m| ApiError::unauthorized(format!("Access denied: {m}")));
+        }
+        JwtKeys::Jwks(jwks) => jwks_keys(jwks, JwksMode::JwksRsa)
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect(),
+        JwtKeys::PublicKeysPem(pems) => pems.iter().filter_map(|p| pem_key(p)).collect(),
+    };
+    let mut errors = Vec::new();
+    for key in &statics {
+        match node_verify(jwt, &header, key, None, now) {
+            Ok(claims) => return Ok(claims),
+            Err(m) => errors.push(m),
+        }
+    }
+    Err(ApiError::unauthorized(format!(
+        "Access denied: JWT verification failed with all keys. Errors - {}",
+        errors.join("; ")
+    )))
 }
 
 /// `aud` as a list (a string is one element).
@@ -405,9 +454,34 @@ fn claim_allowed(value: &Value, policy: &str) -> bool {
     })
 }
 
-/// `boundSubject` (403), `boundAudiences` and `boundClaims` (401), in the service's order.
+/// The refusal messages of one auth method's bound checks.
+struct BoundMessages {
+    no_subject: Option<&'static str>,
+    subject: &'static str,
+    no_audience: Option<&'static str>,
+    audience: &'static str,
+    claim: fn(&str) -> String,
+}
+
+const OIDC_MESSAGES: BoundMessages = BoundMessages {
+    no_subject: None,
+    subject: "Access denied: OIDC subject not allowed.",
+    no_audience: None,
+    audience: "Access denied: OIDC audience not allowed.",
+    claim: |_| "Access denied: OIDC claim not allowed.".to_string(),
+};
+
+const JWT_MESSAGES: BoundMessages = BoundMessages {
+    no_subject: Some("Access denied: token has no subject field"),
+    subject: "Access denied: subject not allowed",
+    no_audience: Some("Access denied: token has no audience field"),
+    audience: "Access denied: token audience not allowed",
+    claim: |key| format!("Access denied: claim mismatch for field {key}"),
+};
+
+/// `boundSubject` (403), `boundAudiences` and `boundClaims` (401), in the services' order.
 fn bound_checks(
-    name: &str,
+    messages: &BoundMessages,
     claims: &Value,
     subject: &str,
     audience_list: &str,
@@ -415,19 +489,25 @@ fn bound_checks(
 ) -> Result<(), ApiError> {
     if !subject.is_empty() {
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
+        if sub.is_empty() {
+            if let Some(message) = messages.no_subject {
+                return Err(ApiError::unauthorized(message));
+            }
+        }
         if sub.is_empty() || !matches(subject, sub) {
-            return Err(ApiError::forbidden(format!(
-                "Access denied: {name} subject not allowed."
-            )));
+            return Err(ApiError::forbidden(messages.subject));
         }
     }
     if !audience_list.is_empty() {
         let auds = audiences(claims);
+        if auds.is_empty() {
+            if let Some(message) = messages.no_audience {
+                return Err(ApiError::unauthorized(message));
+            }
+        }
         let patterns = split_list(audience_list);
         if !patterns.iter().any(|p| auds.iter().any(|a| matches(p, a))) {
-            return Err(ApiError::unauthorized(format!(
-                "Access denied: {name} audience not allowed."
-            )));
+            return Err(ApiError::unauthorized(messages.audience));
         }
     }
     for (key, policy) in bound_claims {
@@ -437,96 +517,71 @@ fn bound_checks(
             )));
         };
         if !claim_allowed(value, policy) {
-            return Err(ApiError::unauthorized(format!(
-                "Access denied: {name} claim not allowed."
-            )));
+            return Err(ApiError::unauthorized((messages.claim)(key)));
         }
     }
     Ok(())
 }
 
-/// SPIFFE Auth: jose-style verification against the static bundle (no `iss`
-/// check), then trust domain and allowed SPIFFE IDs.
+/// SPIFFE Auth: jose `jwtVerify` against the static bundle (no `iss` check),
+/// then trust domain and allowed SPIFFE IDs. Every refusal is 401, with the
+/// service's messages.
 fn spiffe_verify(jwt: &str, cfg: &super::SpiffeAuth, now_ms: u64) -> Result<(), ApiError> {
-    let header = decode_header(jwt)?;
-    if !matches!(
-        header.alg,
-        Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512
-            | Algorithm::ES256
-            | Algorithm::ES384
-    ) {
-        return Err(ApiError::unauthorized(
-            "Access denied: \"alg\" (Algorithm) Header Parameter value not allowed",
-        ));
+    let failed = || ApiError::unauthorized("JWT-SVID verification failed");
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| failed())?;
+    if !asymmetric(header.alg) {
+        return Err(failed());
     }
-    let keys = jwks_keys(&cfg.bundle, true);
+    let keys = jwks_keys(&cfg.bundle, JwksMode::Spiffe);
     let candidates: Vec<&DecodingKey> = keys
         .iter()
         .filter(|(kid, _)| header.kid.is_none() || kid.as_deref() == header.kid.as_deref())
         .map(|(_, k)| k)
         .collect();
     if candidates.is_empty() {
-        return Err(ApiError::unauthorized(
-            "Access denied: no applicable key found in the JSON Web Key Set",
-        ));
+        // jose: "no applicable key found in the JSON Web Key Set".
+        return Err(failed());
     }
-    let validation = signature_validation(header.alg);
+    let mut validation = Validation::new(header.alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
     let claims = candidates
         .iter()
         .find_map(|key| jsonwebtoken::decode::<Value>(jwt, key, &validation).ok())
         .map(|d| d.claims)
-        .ok_or_else(|| ApiError::unauthorized("Access denied: signature verification failed"))?;
+        .ok_or_else(|| ApiError::unauthorized("JWT-SVID signature verification failed"))?;
     let now = now_ms / 1000;
     if claims
         .get("exp")
         .and_then(Value::as_u64)
         .is_some_and(|exp| now >= exp)
     {
-        return Err(ApiError::unauthorized(
-            "Access denied: \"exp\" claim timestamp check failed",
-        ));
+        return Err(ApiError::unauthorized("JWT-SVID has expired"));
     }
+    // jose reports nbf and aud failures alike (JWTClaimValidationFailed).
+    let claim_failed = || ApiError::unauthorized("JWT-SVID audience validation failed");
     if claims
         .get("nbf")
         .and_then(Value::as_u64)
         .is_some_and(|nbf| nbf > now)
     {
-        return Err(ApiError::unauthorized(
-            "Access denied: \"nbf\" claim timestamp check failed",
-        ));
-    }
-    let auds = audiences(&claims);
-    if auds.is_empty() {
-        return Err(ApiError::unauthorized(
-            "Access denied: missing required \"aud\" claim",
-        ));
+        return Err(claim_failed());
     }
     let allowed = split_list(&cfg.allowed_audiences);
-    if !auds.iter().any(|a| allowed.contains(a)) {
-        return Err(ApiError::unauthorized(
-            "Access denied: unexpected \"aud\" claim value",
-        ));
+    if !audiences(&claims).iter().any(|a| allowed.contains(a)) {
+        return Err(claim_failed());
     }
     let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
-    let Some(rest) = sub.strip_prefix("spiffe://") else {
-        return Err(ApiError::forbidden("Access denied: invalid SPIFFE ID."));
-    };
-    let trust_domain = rest.split('/').next().unwrap_or("");
-    if trust_domain != cfg.trust_domain {
-        return Err(ApiError::forbidden(
-            "Access denied: SPIFFE ID trust domain mismatch.",
-        ));
-    }
-    if !split_list(&cfg.allowed_spiffe_ids)
+    let trust_domain = sub
+        .strip_prefix("spiffe://")
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    let allowed_id = split_list(&cfg.allowed_spiffe_ids)
         .iter()
-        .any(|p| matches(p, sub))
-    {
-        return Err(ApiError::forbidden("Access denied: SPIFFE ID not allowed."));
+        .any(|p| matches(p, sub));
+    if trust_domain != Some(cfg.trust_domain.as_str()) || !allowed_id {
+        return Err(ApiError::unauthorized("Access denied"));
     }
     Ok(())
 }
@@ -543,8 +598,13 @@ mod tests {
         let mut bundle = ring.jwks();
         bundle["keys"][0]["use"] = json!("jwt-svid");
         bundle["keys"][1]["use"] = json!("x509-svid");
-        assert_eq!(jwks_keys(&bundle, true).len(), 1);
-        assert_eq!(jwks_keys(&json!({"keys": "nope"}), true).len(), 0);
+        assert_eq!(jwks_keys(&bundle, JwksMode::Spiffe).len(), 1);
+        // jwks-rsa (OIDC, JWT Auth) ignores `jwt-svid` keys.
+        assert_eq!(jwks_keys(&bundle, JwksMode::JwksRsa).len(), 0);
+        assert_eq!(
+            jwks_keys(&json!({"keys": "nope"}), JwksMode::Spiffe).len(),
+            0
+        );
     }
 
     #[test]

@@ -199,11 +199,20 @@ pub(crate) fn authenticate(
             "Failed to authorize: token has been revoked",
         ));
     }
-    if rec.legacy && ttl_over(rec, now) {
-        inner.tokens.remove(&id);
-        return Err(ApiError::unauthorized(
-            "Failed to authorize: identity access token has expired due to TTL expiration",
-        ));
+    if rec.legacy {
+        // The old server ran its renew checks on every request, messages included.
+        if rec.uses_limit > 0 && rec.uses >= rec.uses_limit {
+            inner.tokens.remove(&id);
+            return Err(ApiError::unauthorized(
+                "Unable to renew because access token number of uses limit reached",
+            ));
+        }
+        if ttl_over(rec, now) {
+            inner.tokens.remove(&id);
+            return Err(ApiError::unauthorized(
+                "Failed to renew MI access token due to TTL expiration",
+            ));
+        }
     }
     if rec.uses_limit > 0 && rec.uses >= rec.uses_limit {
         return Err(ApiError::unauthorized(
@@ -240,10 +249,17 @@ pub(crate) fn renew(state: &State, inner: &mut Inner, token: &str) -> Result<Val
                 "Failed to renew MI access token due to TTL expiration",
             ));
         }
-        if rec.max_ttl > 0 && now + rec.ttl * 1000 > rec.created_ms + rec.max_ttl * 1000 {
+        let max_end = rec.created_ms + rec.max_ttl * 1000;
+        if rec.max_ttl > 0 && now > max_end {
             inner.tokens.remove(&id);
             return Err(ApiError::unauthorized(
-                "Failed to renew MI access token as it's past its Max TTL expiration",
+                "Failed to renew MI access token due to Max TTL expiration",
+            ));
+        }
+        if rec.max_ttl > 0 && now + rec.ttl * 1000 > max_end {
+            inner.tokens.remove(&id);
+            return Err(ApiError::unauthorized(
+                "Failed to renew MI access token past its Max TTL expiration",
             ));
         }
         rec.last_renewed_ms = now;
