@@ -132,7 +132,10 @@ fn a_per_minute_rate_limit_applies_to_its_route_class_only() {
     let token = stack.token();
     let inf = &stack.infisical;
     inf.set_rate_limit(RateClass::Secrets, Some(2));
-    assert_eq!(stack.client.get(&list_path(), Some(&token)).status, 200);
+    let first = stack.client.get(&list_path(), Some(&token));
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["x-ratelimit-limit"], "2");
+    assert_eq!(first.headers["x-ratelimit-remaining"], "1");
     assert_eq!(stack.client.get(&list_path(), Some(&token)).status, 200);
     let limited = stack.client.get(&list_path(), Some(&token));
     let body = limited.error(429, "RateLimitExceeded");

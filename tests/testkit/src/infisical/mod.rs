@@ -255,6 +255,14 @@ impl FakeInfisical {
     /// Serves again on the same port with the same state (a restart).
     pub fn restart(&mut self) {
         self.server.stop();
+        // The old runtime shuts down in the background: wait until its
+        // listener has released the port.
+        for _ in 0..100 {
+            if std::net::TcpListener::bind(self.server.addr()).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         self.server = HttpServer::start_on(
             self.server.addr(),
             routes::router(Arc::clone(&self.state)),
