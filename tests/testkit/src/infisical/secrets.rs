@@ -389,24 +389,31 @@ impl Project {
             .collect();
         own.sort_by(|a, b| (&a.path, &a.key).cmp(&(&b.path, &b.key)));
         let secrets: Vec<Value> = own.iter().map(|s| self.secret_json(s, q, true)).collect();
+        if !q.include_imports {
+            // The service answers `{ secrets }` alone: no `imports` key at all.
+            return json!({ "secrets": secrets });
+        }
+        // Imports of every folder listed (the whole subtree when recursive).
+        let listed = |i: &&Import| {
+            i.env == q.env
+                && if q.recursive {
+                    in_subtree(&path, &i.path)
+                } else {
+                    i.path == path
+                }
+        };
         let mut imports = Vec::new();
-        if q.include_imports {
-            for imp in self
-                .imports
-                .iter()
-                .filter(|i| i.env == q.env && i.path == path)
-            {
-                let mut list = Vec::new();
-                let mut seen = HashSet::new();
-                seen.insert((q.env.clone(), path.clone()));
-                self.import_secrets(&imp.from_env, &imp.from_path, q, 0, &mut seen, &mut list);
-                imports.push(json!({
-                    "secretPath": imp.from_path,
-                    "environment": imp.from_env,
-                    "folderId": self.folders.get(&(imp.from_env.clone(), imp.from_path.clone())),
-                    "secrets": list,
-                }));
-            }
+        for imp in self.imports.iter().filter(listed) {
+            let mut list = Vec::new();
+            let mut seen = HashSet::new();
+            seen.insert((q.env.clone(), imp.path.clone()));
+            self.import_secrets(&imp.from_env, &imp.from_path, q, 0, &mut seen, &mut list);
+            imports.push(json!({
+                "secretPath": imp.from_path,
+                "environment": imp.from_env,
+                "folderId": self.folders.get(&(imp.from_env.clone(), imp.from_path.clone())),
+                "secrets": list,
+            }));
         }
         json!({"secrets": secrets, "imports": imports})
     }
