@@ -59,6 +59,11 @@ fn random_id() -> String {
 fn sign(state: &State, id: &str, rec: &TokenRecord, iat: u64, exp: Option<u64>) -> String {
     let mut claims = json!({
         "identityId": rec.identity_id,
+        "identityName": rec.identity_id,
+        "orgId": "testkit-org",
+        "rootOrgId": "testkit-org",
+        "parentOrgId": "testkit-org",
+        "identityAuth": {},
         "identityAccessTokenId": id,
         "jti": id,
         "authMethod": rec.auth_method,
@@ -67,12 +72,14 @@ fn sign(state: &State, id: &str, rec: &TokenRecord, iat: u64, exp: Option<u64>) 
         "accessTokenMaxTTL": rec.max_ttl,
         "accessTokenPeriod": 0,
         "creationEpoch": rec.created_ms / 1000,
-        "numUsesLimit": rec.uses_limit,
         "ipRestrictionEnabled": false,
         // Makes each renewal's string distinct even within one second.
         "tokenVersion": rec.version,
         "iat": iat,
     });
+    if rec.uses_limit > 0 {
+        claims["numUsesLimit"] = json!(rec.uses_limit);
+    }
     if let Some(exp) = exp {
         claims["exp"] = json!(exp);
     }
@@ -234,7 +241,7 @@ pub(crate) fn renew(state: &State, inner: &mut Inner, token: &str) -> Result<Val
     };
     if rec.revoked {
         return Err(ApiError::unauthorized(
-            "Failed to authorize: token has been revoked",
+            "Cannot renew: token has been revoked",
         ));
     }
     if rec.uses_limit > 0 && rec.uses >= rec.uses_limit {
