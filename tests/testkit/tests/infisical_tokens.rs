@@ -64,11 +64,16 @@ fn revoked_tokens_get_401_everywhere() {
     let r = stack.client.revoke(&token);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["message"], "Successfully revoked access token");
-    stack
+    let body = stack
         .client
         .v4(&token, SECRETS)
         .error(401, "UnauthorizedError");
-    stack.client.renew(&token).error(401, "UnauthorizedError");
+    assert_eq!(
+        body["message"],
+        "Failed to authorize: token has been revoked"
+    );
+    let body = stack.client.renew(&token).error(401, "UnauthorizedError");
+    assert_eq!(body["message"], "Cannot renew: token has been revoked");
     stack.client.revoke(&token).error(401, "UnauthorizedError");
     assert_eq!(stack.infisical.counters().revocations, 1);
     assert_eq!(stack.infisical.live_tokens(), 0);
