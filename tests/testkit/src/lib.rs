@@ -18,4 +18,5 @@ pub mod pb {
 }
 pub mod discovery;
 pub mod keys;
+pub mod stack;
 pub mod workload;
