@@ -123,8 +123,15 @@ impl Stack {
             .keys
             .clone()
             .unwrap_or_else(|| KeyRing::new(options.agent.alg));
+        let StackOptions {
+            agent: agent_options,
+            infisical: mut infisical_config,
+            https,
+            token_ttl,
+            demo_secrets,
+        } = options;
         let discovery = Discovery::start(ring.clone(), Some(&ca));
-        let mut agent_config = options.agent.clone().keys(ring.clone());
+        let mut agent_config = agent_options.keys(ring.clone());
         if agent_config.issuer.is_none() {
             agent_config.issuer = Some(discovery.url());
         }
@@ -133,19 +140,18 @@ impl Stack {
         }
         let agent = FakeAgent::start(agent_config);
 
-        let mut infisical_config = options.infisical.clone();
-        if options.https {
+        if https {
             infisical_config.tls = Some(ca.server_config());
         }
         let infisical = FakeInfisical::start(infisical_config);
-        let (ttl, max_ttl) = options.token_ttl;
+        let (ttl, max_ttl) = token_ttl;
         add_identities(&infisical, &ring, &discovery, &ca, ttl, max_ttl);
         infisical.add_project(PROJECT_ID, PROJECT_SLUG);
         infisical.add_environment(PROJECT_ID, ENVIRONMENT);
         for id in [OIDC_IDENTITY, JWT_IDENTITY, SPIFFE_IDENTITY] {
             infisical.grant_read(id, PROJECT_ID);
         }
-        if options.demo_secrets {
+        if demo_secrets {
             for (key, value) in DEMO_SECRETS {
                 infisical.set_secret(PROJECT_ID, ENVIRONMENT, "/", key, value);
             }
