@@ -4,4 +4,8 @@
 
 pub mod app;
 pub mod error;
+pub mod infisical;
+pub mod retry;
 pub mod secrets;
+pub mod session;
+pub mod svid;
