@@ -384,7 +384,7 @@ pub struct SvidSource {
 }
 
 impl SvidSource {
-    /// A source; refuses an empty audience list up front (SPIRE would answer InvalidArgument).
+    /// A source; refuses an empty audience list up front (SPIRE would answer `InvalidArgument`).
     pub fn new(options: SvidSourceOptions) -> Result<Self, SvidError> {
         if let SvidSourceOptions::WorkloadApi(w) = &options {
             if w.audiences.iter().all(|a| a.trim().is_empty()) {
@@ -443,7 +443,7 @@ impl SvidSource {
                 log_fetched(&jwt, &endpoint);
                 Ok(jwt)
             }
-            Err(Stop::Fatal(Attempt::Fatal(e))) => Err(e),
+            Err(Stop::Fatal(Attempt::Fatal(e)) | Stop::Deadline(Attempt::Fatal(e))) => Err(e),
             Err(
                 Stop::Fatal(Attempt::Wait { reason, check })
                 | Stop::Deadline(Attempt::Wait { reason, check }),
@@ -453,7 +453,6 @@ impl SvidSource {
                 last: reason,
                 check,
             }),
-            Err(Stop::Deadline(Attempt::Fatal(e))) => Err(e),
         }
     }
 }
@@ -716,12 +715,11 @@ mod tests {
         ];
         for (input, want) in table {
             let got = parse_endpoint(input);
-            match want {
-                Some(e) => assert_eq!(got.as_ref().ok(), Some(e), "{input:?} -> {got:?}"),
-                None => {
-                    let err = got.expect_err(input);
-                    assert_eq!(err.class(), ExitClass::Config, "{input:?}");
-                }
+            if let Some(e) = want {
+                assert_eq!(got.as_ref().ok(), Some(e), "{input:?} -> {got:?}");
+            } else {
+                let err = got.expect_err(input);
+                assert_eq!(err.class(), ExitClass::Config, "{input:?}");
             }
         }
     }

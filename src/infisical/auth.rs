@@ -237,12 +237,12 @@ impl Client {
                     claims.iss.as_deref(),
                     &claims.aud,
                 ),
-                server,
+                server: Box::new(server),
             },
             404 => InfisicalError::NoSuchAuthMethod {
                 method,
                 identity_id: identity_id.to_owned(),
-                server,
+                server: Box::new(server),
             },
             _ => error::status_error(Call::Login, &endpoint, server, None),
         })

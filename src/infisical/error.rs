@@ -240,7 +240,7 @@ pub enum InfisicalError {
         /// The identity.
         identity_id: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
         /// What to check.
         hint: String,
     },
@@ -252,7 +252,7 @@ pub enum InfisicalError {
         /// The identity.
         identity_id: String,
         /// What the server said (old servers name the wrong method in it).
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// An authenticated call was refused for lack of permission (403, not a token problem).
     #[error("Infisical refused {endpoint}: {server}; check that the identity has read access to this project, environment and path (and the trusted IPs of its auth method)")]
@@ -260,7 +260,7 @@ pub enum InfisicalError {
         /// What was asked.
         endpoint: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// The project, environment or path does not exist (404).
     #[error("Infisical found nothing at {endpoint}: {server}; check --project-id/--project-slug, --env and --path")]
@@ -268,7 +268,7 @@ pub enum InfisicalError {
         /// What was asked.
         endpoint: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// 400/422: the server rejected the request's values.
     #[error("Infisical rejected {endpoint} as invalid: {server}; check the identity, project, environment and path values")]
@@ -276,7 +276,7 @@ pub enum InfisicalError {
         /// What was asked.
         endpoint: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// The access token is expired, revoked or used up (401, or 403 `TokenError`): log in again.
     #[error("Infisical no longer accepts the access token at {endpoint}: {server}; a fresh login is needed")]
@@ -284,13 +284,13 @@ pub enum InfisicalError {
         /// What was asked.
         endpoint: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// Renewal was refused (max TTL reached, uses exhausted, token expired): log in again.
     #[error("Infisical refused to renew the access token: {server}")]
     RenewRefused {
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// The server redirected; svid-exec does not follow redirects with credentials.
     #[error("Infisical answered {endpoint} with a redirect (HTTP {status}) to {location}; set --api-url to the server's final origin")]
@@ -308,7 +308,7 @@ pub enum InfisicalError {
         /// What was asked.
         endpoint: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
     },
     /// 429 or 5xx: worth retrying.
     #[error("Infisical is not serving {endpoint} right now: {server}")]
@@ -316,7 +316,7 @@ pub enum InfisicalError {
         /// What was asked.
         endpoint: String,
         /// What the server said.
-        server: ServerError,
+        server: Box<ServerError>,
         /// The wait the server asked for (`Retry-After` or the message text).
         retry_after: Option<Duration>,
     },
@@ -431,8 +431,10 @@ pub(crate) fn status_error(
 ) -> InfisicalError {
     let endpoint = endpoint.to_owned();
     let status = server.status;
+    let retry_in_message = server.wait_in_message();
+    let server = Box::new(server);
     if status == 429 || status >= 500 {
-        let retry_after = retry_after_header.or_else(|| server.wait_in_message());
+        let retry_after = retry_after_header.or(retry_in_message);
         return InfisicalError::Busy {
             endpoint,
             server,

@@ -1,5 +1,5 @@
 //! Listing secrets: `GET /api/v4/secrets` (falling back to `/api/v3/secrets/raw`
-//! on servers without v4), project slug resolution, ETags for polling, and the
+//! on servers without v4), project slug resolution, `ETag`s for polling, and the
 //! client-side merge of paths and imports.
 //!
 //! Precedence (cli-contract.md "What to fetch"): paths are fetched in order and
@@ -58,12 +58,12 @@ pub enum ApiVersion {
     V3,
 }
 
-/// Per-path ETags of the last fetch, for `If-None-Match` on the next poll.
+/// Per-path `ETag`s of the last fetch, for `If-None-Match` on the next poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Etags(Vec<Option<String>>);
 
 impl Etags {
-    /// Whether every path had an ETag (otherwise a poll can never be "not modified").
+    /// Whether every path had an `ETag` (otherwise a poll can never be "not modified").
     pub fn is_complete(&self) -> bool {
         !self.0.is_empty() && self.0.iter().all(Option::is_some)
     }
@@ -100,7 +100,7 @@ pub struct Fetched {
 pub enum FetchOutcome {
     /// New content (or the first fetch).
     Fetched(Fetched),
-    /// Every path answered 304 to the ETags given.
+    /// Every path answered 304 to the `ETag`s given.
     NotModified,
 }
 
@@ -289,7 +289,7 @@ impl Client {
         Ok(id)
     }
 
-    /// Fetches the secrets of `spec`, merged. With `previous` ETags (from the last
+    /// Fetches the secrets of `spec`, merged. With `previous` `ETag`s (from the last
     /// fetch of the same spec), answers [`FetchOutcome::NotModified`] when every
     /// path is unchanged.
     pub async fn fetch(
@@ -318,7 +318,7 @@ impl Client {
                         for (j, earlier) in paths[..i].iter().enumerate() {
                             match self.list(token, spec, earlier, None, deadline).await? {
                                 Listed::Body { listing, etag } => {
-                                    listings[j] = Some((listing, etag))
+                                    listings[j] = Some((listing, etag));
                                 }
                                 Listed::NotModified => {
                                     return Err(InfisicalError::BadResponse {
