@@ -404,24 +404,25 @@ fn transport_error(endpoint: &str, err: &reqwest::Error) -> InfisicalError {
 fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        // io::Error hides its inner error from `source()`; look inside.
-        let inner = e
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::InvalidCertRevocationList(_)
+            );
+        }
+        // An io::Error hides the error it wraps from `source()` (it returns that
+        // error's own source), and wrappers nest: step into it explicitly.
+        cur = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
-                return matches!(
-                    tls,
-                    rustls::Error::InvalidCertificate(_)
-                        | rustls::Error::NoCertificatesPresented
-                        | rustls::Error::UnsupportedNameType
-                        | rustls::Error::PeerIncompatible(_)
-                        | rustls::Error::InvalidCertRevocationList(_)
-                );
-            }
-        }
-        cur = e.source();
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }
