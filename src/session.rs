@@ -71,6 +71,21 @@ fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
+/// When the token stops working, as far as is known: the shortest of `expiresIn`,
+/// its own `exp` and the max-TTL budget, from when it was obtained.
+pub fn expires_at(t: &TokenTimes) -> Option<Instant> {
+    life(t).map(|l| t.obtained_at + l)
+}
+
+fn life(t: &TokenTimes) -> Option<Duration> {
+    let budget_left =
+        nonzero(t.max_ttl).map(|m| (t.login_at + m).saturating_duration_since(t.obtained_at));
+    [nonzero(t.expires_in), t.exp_left, budget_left]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
 /// Plans the next refresh of a token.
 ///
 /// - The token's life is the shortest of `expiresIn`, its own `exp`, and what is
@@ -82,12 +97,7 @@ fn nonzero(d: Duration) -> Option<Duration> {
 ///   servers such a renewal only buys a stub of a token.
 pub fn plan(t: &TokenTimes) -> Plan {
     let budget_end = nonzero(t.max_ttl).map(|m| t.login_at + m);
-    let budget_left = budget_end.map(|end| end.saturating_duration_since(t.obtained_at));
-    let life = [nonzero(t.expires_in), t.exp_left, budget_left]
-        .into_iter()
-        .flatten()
-        .min();
-    let Some(life) = life else {
+    let Some(life) = life(t) else {
         return Plan {
             action: Refresh::Renew,
             at: t.obtained_at + UNKNOWN_LIFETIME_RENEW_EVERY,
@@ -415,6 +425,16 @@ mod tests {
             t.exp_left = Some(end - p.at);
         }
         panic!("never planned a re-login before the max TTL");
+    }
+
+    #[test]
+    fn expiry_is_the_shortest_known_life() {
+        let (login_at, t) = times(60, 90, Some(600), 80);
+        assert_eq!(expires_at(&t), Some(login_at + S(90)));
+        let (login_at, t) = times(60, 0, Some(30), 0);
+        assert_eq!(expires_at(&t), Some(login_at + S(30)));
+        let (_, t) = times(0, 0, None, 0);
+        assert_eq!(expires_at(&t), None);
     }
 
     #[test]

@@ -344,8 +344,12 @@ impl Client {
         let mut summaries = Vec::with_capacity(paths.len());
         let mut etags = Vec::with_capacity(paths.len());
         for (path, listed) in paths.iter().zip(listings) {
+            // Once a change is seen every path has a body; guard anyway rather than panic.
             let Some((listing, etag)) = listed else {
-                unreachable!("every path is listed once a change was seen");
+                return Err(InfisicalError::BadResponse {
+                    endpoint: format!("GET secrets (path {path})"),
+                    detail: "no listing for this path".to_owned(),
+                });
             };
             summaries.push(merge_path(path, listing, &mut secrets, &mut hidden));
             etags.push(etag);
