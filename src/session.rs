@@ -427,6 +427,40 @@ mod tests {
         panic!("never planned a re-login before the max TTL");
     }
 
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn session_futures_can_be_spawned() {
+        // The supervisor drives the session from spawned tasks: its futures must be Send.
+        let client = Arc::new(Client::new(&crate::infisical::ClientOptions::default()).unwrap());
+        let svid = Arc::new(
+            SvidSource::new(crate::svid::SvidSourceOptions::File("/nonexistent".into())).unwrap(),
+        );
+        let mut session = Session::new(
+            client,
+            svid,
+            SessionOptions {
+                method: AuthMethod::Oidc,
+                identity_id: "id".into(),
+                organization_slug: None,
+            },
+        );
+        let spec = FetchSpec {
+            project_id: "p".into(),
+            environment: "e".into(),
+            paths: vec![],
+            recursive: false,
+            include_imports: true,
+            expand: true,
+            tags: vec![],
+        };
+        let deadline = Instant::now();
+        assert_send(&session.fetch(&spec, None, deadline));
+        assert_send(&session.refresh(deadline));
+        assert_send(&session.resolve_project_slug("s", deadline));
+        assert_send(&session.revoke(deadline));
+    }
+
     #[test]
     fn expiry_is_the_shortest_known_life() {
         let (login_at, t) = times(60, 90, Some(600), 80);
