@@ -7,7 +7,7 @@
 //! tested without a server; [`Session`] is the thin async part the supervisor drives.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -21,6 +21,10 @@ use crate::svid::{SvidError, SvidSource};
 /// When nothing about the token's lifetime is known, renew this often anyway:
 /// renewing is cheap and tells us early if the token died.
 pub const UNKNOWN_LIFETIME_RENEW_EVERY: Duration = Duration::from_secs(3600);
+
+/// Login retries stop this long before the JWT's `exp`: the server checks `exp`
+/// with zero clock tolerance.
+const JWT_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 
 /// What to do next with the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,21 +191,41 @@ impl Session {
     }
 
     /// Logs in with a JWT fetched now (waiting for the agent until `deadline`).
-    /// The JWT is dropped as soon as the login returns.
+    /// The JWT is dropped as soon as the login returns. Retries of a failing
+    /// server stop before the JWT expires (a retry with an expired JWT would look
+    /// like a refusal); a fresh JWT is then fetched while the deadline allows.
     pub async fn login(&mut self, deadline: Instant) -> Result<&AccessToken, SessionError> {
-        let jwt = self.svid.fetch(deadline).await?;
-        let token = self
-            .client
-            .login(
-                self.options.method,
-                &self.options.identity_id,
-                self.options.organization_slug.as_deref(),
-                &jwt,
-                deadline,
-            )
-            .await?;
-        drop(jwt);
-        Ok(self.token.insert(token))
+        loop {
+            let jwt = self.svid.fetch(deadline).await?;
+            let jwt_deadline = jwt
+                .claims()
+                .remaining(SystemTime::now())
+                // A JWT already (nearly) expired is sent as is: the server's refusal says why.
+                .filter(|left| *left > JWT_EXPIRY_MARGIN * 2)
+                .map(|left| Instant::now() + left.saturating_sub(JWT_EXPIRY_MARGIN));
+            let login_deadline = jwt_deadline.map_or(deadline, |d| d.min(deadline));
+            let result = self
+                .client
+                .login(
+                    self.options.method,
+                    &self.options.identity_id,
+                    self.options.organization_slug.as_deref(),
+                    &jwt,
+                    login_deadline,
+                )
+                .await;
+            drop(jwt);
+            match result {
+                Ok(token) => return Ok(self.token.insert(token)),
+                Err(InfisicalError::GaveUp { .. })
+                    if login_deadline < deadline
+                        && Instant::now() + JWT_EXPIRY_MARGIN < deadline =>
+                {
+                    tracing::info!("the JWT-SVID is about to expire while Infisical is unavailable; fetching a fresh one");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Takes the planned step now: renews, or logs in again when renewal is not
