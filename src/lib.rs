@@ -3,8 +3,13 @@
 //! program (environment or tmpfs files), then exec it or supervise it.
 
 pub mod app;
+pub mod cli;
+pub mod config;
+pub mod deliver;
 pub mod error;
 pub mod infisical;
+pub mod launch;
+pub mod logging;
 pub mod retry;
 pub mod secrets;
 pub mod session;

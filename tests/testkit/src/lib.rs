@@ -15,3 +15,6 @@ pub mod tls;
 pub mod pb {
     tonic::include_proto!("_");
 }
+pub mod discovery;
+pub mod keys;
+pub mod workload;

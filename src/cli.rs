@@ -1,0 +1,425 @@
+//! The command line as clap types, and nothing else: every flag and environment
+//! variable of the contract (`shared/reference/cli-contract.md`), raw. Values are
+//! kept as strings here on purpose: `config.rs` validates them, so an invalid
+//! value is a configuration error (exit 78) with a hint, not a usage error (2).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand};
+
+/// Text appended to the long help of every command.
+const EXIT_STATUS: &str = "\
+EXIT STATUS:
+  run      the program's own exit status; a program killed by signal N gives 128+N
+  0        write/check: success
+  2        usage error (unknown flag, missing required option)
+  69       unavailable: the Workload API or Infisical could not be reached before --startup-timeout
+  70       internal error (a bug: please report)
+  77       refused: the JWT-SVID was rejected at login, or the identity may not read what was asked
+  78       configuration: invalid value, missing project/env/path, invalid secret name,
+           environment too large for exec, non-tmpfs target
+  126      the command exists but could not be executed
+  127      the command was not found";
+
+/// Prove this workload's SPIFFE identity to Infisical, fetch a project's
+/// secrets and hand them to a program as environment variables or tmpfs files.
+#[derive(Debug, Parser)]
+#[command(name = "svid-exec", version, after_long_help = EXIT_STATUS, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inject the secrets, then exec the program (or supervise it with --watch).
+    #[command(after_long_help = EXIT_STATUS)]
+    Run(RunArgs),
+    /// Write the secrets as files and exit 0 (init container), or keep them fresh with --watch.
+    #[command(after_long_help = EXIT_STATUS)]
+    Write(WriteArgs),
+    /// Diagnose every step (identity, login, paths, targets); prints names, never values.
+    #[command(after_long_help = EXIT_STATUS)]
+    Check(CheckArgs),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// `svid-exec run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Options shared by run, write and check.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Write one file per secret, named by its key, into this directory (tmpfs).
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILES_DIR",
+        value_name = "DIR",
+        help_heading = "Delivery"
+    )]
+    pub files_dir: Option<PathBuf>,
+
+    /// The program to run and its arguments (after `--`). Found through PATH.
+    #[arg(required = true, last = true, value_name = "COMMAND", num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+/// `svid-exec write`.
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// Options shared by run, write and check.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Write one file per secret, named by its key, into this directory (tmpfs).
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILES_DIR",
+        value_name = "DIR",
+        help_heading = "Delivery",
+        alias = "files-dir",
+        required_unless_present_any = ["dotenv_file", "json_file"]
+    )]
+    pub dir: Option<PathBuf>,
+}
+
+/// `svid-exec check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Options shared by run, write and check.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// File target to check: one file per secret in this directory.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILES_DIR",
+        value_name = "DIR",
+        help_heading = "Delivery"
+    )]
+    pub files_dir: Option<PathBuf>,
+
+    /// Report format: `text` (one line per step) or `json`.
+    #[arg(
+        long,
+        default_value = "text",
+        value_name = "FORMAT",
+        help_heading = "Output"
+    )]
+    pub output: String,
+}
+
+/// `svid-exec completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Everything `run`, `write` and `check` share, by section of the contract.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Identity and server.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// What to fetch.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// Delivery.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// Supervision.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// Output.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Identity and server.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Identity and server")]
+pub struct IdentityArgs {
+    /// Infisical instance origin; a trailing `/api` or `/` is accepted. `http://` only to a loopback host.
+    #[arg(
+        long,
+        env = "INFISICAL_API_URL",
+        default_value = "https://app.infisical.com",
+        value_name = "URL"
+    )]
+    pub api_url: String,
+
+    /// Allow `http://` to a non-loopback host (dangerous: the token then crosses the network in clear).
+    #[arg(long, env = "SVID_EXEC_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
+    pub allow_insecure_http: bool,
+
+    /// Machine identity ID (required).
+    #[arg(long, env = "INFISICAL_MACHINE_IDENTITY_ID", value_name = "ID")]
+    pub identity_id: Option<String>,
+
+    /// Login method: `oidc-auth`, `jwt-auth` or `spiffe-auth`.
+    #[arg(
+        long,
+        env = "INFISICAL_AUTH_METHOD",
+        default_value = "oidc-auth",
+        value_name = "METHOD"
+    )]
+    pub auth_method: String,
+
+    /// Sub-organization to log in to.
+    #[arg(long, env = "INFISICAL_ORGANIZATION_SLUG", value_name = "SLUG")]
+    pub organization_slug: Option<String>,
+
+    /// Audience requested for the JWT-SVID (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_AUDIENCE",
+        default_value = "infisical",
+        value_delimiter = ',',
+        value_name = "AUDIENCE"
+    )]
+    pub audience: Vec<String>,
+
+    /// Pick this SVID when the workload has several.
+    #[arg(long, env = "SVID_EXEC_SPIFFE_ID", value_name = "SPIFFE_ID")]
+    pub spiffe_id: Option<String>,
+
+    /// Workload API address: `unix:///path`, `unix:/path` or `/path`.
+    #[arg(
+        long,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        default_value = "unix:///tmp/spire-agent/public/api.sock",
+        value_name = "ADDR"
+    )]
+    pub workload_api_socket: String,
+
+    /// Read the JWT from this file at every login instead of the Workload API.
+    #[arg(long, env = "SVID_EXEC_JWT_FILE", value_name = "PATH")]
+    pub jwt_file: Option<PathBuf>,
+
+    /// PEM bundle trusted for the Infisical server (added to the system roots).
+    #[arg(long, env = "SVID_EXEC_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// How long to keep retrying (agent not ready, server unavailable) before giving up.
+    #[arg(
+        long,
+        env = "SVID_EXEC_STARTUP_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub startup_timeout: String,
+}
+
+/// What to fetch.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "What to fetch")]
+#[allow(clippy::struct_excessive_bools)] // clap flags
+pub struct FetchArgs {
+    /// Project (workspace) ID; required unless --project-slug.
+    #[arg(long, env = "INFISICAL_PROJECT_ID", value_name = "ID")]
+    pub project_id: Option<String>,
+
+    /// Project slug, resolved to an ID once at start.
+    #[arg(long, env = "INFISICAL_PROJECT_SLUG", value_name = "SLUG")]
+    pub project_slug: Option<String>,
+
+    /// Environment slug, e.g. `prod` (required).
+    #[arg(long = "env", env = "INFISICAL_ENVIRONMENT", value_name = "SLUG")]
+    pub environment: Option<String>,
+
+    /// Secret folder; repeatable, later paths win on the same key (env: comma-separated).
+    #[arg(
+        long,
+        env = "INFISICAL_SECRET_PATH",
+        default_value = "/",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub path: Vec<String>,
+
+    /// Include sub-folders.
+    #[arg(long, env = "SVID_EXEC_RECURSIVE", value_parser = BoolishValueParser::new())]
+    pub recursive: bool,
+
+    /// Do not include imported secrets.
+    #[arg(long, env = "SVID_EXEC_NO_IMPORTS", value_parser = BoolishValueParser::new())]
+    pub no_imports: bool,
+
+    /// Do not expand `${...}` references.
+    #[arg(long, env = "SVID_EXEC_NO_EXPAND", value_parser = BoolishValueParser::new())]
+    pub no_expand: bool,
+
+    /// Only secrets with these tag slugs (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_TAGS",
+        value_delimiter = ',',
+        value_name = "SLUG"
+    )]
+    pub tag: Vec<String>,
+
+    /// These keys must be present, else exit 78 before anything runs (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_REQUIRE",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub require: Vec<String>,
+
+    /// Accept an empty result (by default zero secrets is exit 78).
+    #[arg(long, env = "SVID_EXEC_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
+    pub allow_empty: bool,
+}
+
+/// Delivery (the directory flag lives on each command: `--files-dir`, or `--dir` for write).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Delivery")]
+#[allow(clippy::struct_excessive_bools)] // clap flags
+pub struct DeliveryArgs {
+    /// Do not put secrets in the child's environment.
+    #[arg(long, env = "SVID_EXEC_NO_ENV", value_parser = BoolishValueParser::new())]
+    pub no_env: bool,
+
+    /// Prepend this to every variable name.
+    #[arg(long, env = "SVID_EXEC_ENV_PREFIX", value_name = "PREFIX")]
+    pub env_prefix: Option<String>,
+
+    /// Keep inherited variables that clash with a secret (by default secrets override).
+    #[arg(long, env = "SVID_EXEC_NO_OVERRIDE", value_parser = BoolishValueParser::new())]
+    pub no_override: bool,
+
+    /// Write all secrets to one dotenv file (safe to `source`).
+    #[arg(long, env = "SVID_EXEC_DOTENV_FILE", value_name = "PATH")]
+    pub dotenv_file: Option<PathBuf>,
+
+    /// Write all secrets to one JSON object file.
+    #[arg(long, env = "SVID_EXEC_JSON_FILE", value_name = "PATH")]
+    pub json_file: Option<PathBuf>,
+
+    /// Mode of written files (octal).
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILE_MODE",
+        default_value = "0400",
+        value_name = "MODE"
+    )]
+    pub file_mode: String,
+
+    /// Owner of written files, `UID[:GID]` (default: the current user).
+    #[arg(long, env = "SVID_EXEC_FILE_OWNER", value_name = "UID[:GID]")]
+    pub file_owner: Option<String>,
+
+    /// Allow writing secrets to a disk-backed filesystem.
+    #[arg(long, env = "SVID_EXEC_ALLOW_NON_TMPFS", value_parser = BoolishValueParser::new())]
+    pub allow_non_tmpfs: bool,
+
+    /// With --files-dir: give the child `KEY_FILE=<path>` instead of the value.
+    #[arg(long, env = "SVID_EXEC_ENV_FILE_REFS", value_parser = BoolishValueParser::new())]
+    pub env_file_refs: bool,
+}
+
+/// Supervision (`--watch`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Supervision")]
+pub struct WatchArgs {
+    /// Stay resident: renew credentials, poll, restart/signal on change.
+    #[arg(long, env = "SVID_EXEC_WATCH", value_parser = BoolishValueParser::new())]
+    pub watch: bool,
+
+    /// How often to check for changed secrets (jittered).
+    #[arg(
+        long,
+        env = "SVID_EXEC_POLL_INTERVAL",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub poll_interval: String,
+
+    /// On change: `restart`, `signal:<SIG>` (e.g. `signal:HUP`) or `none`.
+    #[arg(
+        long,
+        env = "SVID_EXEC_ON_CHANGE",
+        default_value = "restart",
+        value_name = "ACTION"
+    )]
+    pub on_change: String,
+
+    /// Signal used to stop the child on restart/shutdown.
+    #[arg(
+        long,
+        env = "SVID_EXEC_STOP_SIGNAL",
+        default_value = "TERM",
+        value_name = "SIG"
+    )]
+    pub stop_signal: String,
+
+    /// Grace period before SIGKILL.
+    #[arg(
+        long,
+        env = "SVID_EXEC_STOP_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub stop_timeout: String,
+
+    /// Forward signals to the child's process `group` or to the `child` alone.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FORWARD_TO",
+        default_value = "group",
+        value_name = "TARGET"
+    )]
+    pub forward_to: String,
+
+    /// Lock the supervisor's memory so secrets are never swapped.
+    #[arg(long, env = "SVID_EXEC_MLOCK", value_parser = BoolishValueParser::new())]
+    pub mlock: bool,
+}
+
+/// Output.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Log format on stderr: `text` or `json` (one object per line).
+    #[arg(
+        long,
+        env = "SVID_EXEC_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: String,
+
+    /// Log level: `error`, `warn`, `info`, `debug`, `trace`; no level ever prints a secret.
+    #[arg(
+        long,
+        env = "SVID_EXEC_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: String,
+
+    /// Errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,4 @@
+//! Delivery: how fetched secrets reach the program (environment, files).
+
+pub mod files;
+pub mod env;

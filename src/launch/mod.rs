@@ -1,0 +1,3 @@
+//! Launch: replace svid-exec with the program (`exec`), or supervise it.
+
+pub mod exec;
