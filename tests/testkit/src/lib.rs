@@ -8,6 +8,7 @@
 //! infisical-api.md).
 
 pub mod http;
+pub mod infisical;
 pub mod tls;
 
 /// Generated Workload API messages and server stubs.
