@@ -1,0 +1,294 @@
+//! The one retry policy of the program: capped exponential backoff with full
+//! jitter (on top of `backon`), bounded by a deadline, honouring a minimum wait
+//! the server asks for (`Retry-After`).
+//!
+//! Why full jitter: when a thousand pods start at once, every launcher hits the
+//! agent and Infisical at the same instant; drawing each wait uniformly from
+//! `[0, ceiling]` spreads the retries instead of moving the whole herd together.
+//! `backon`'s own jitter is additive (`[d, 2d)`) and, without its `std` feature,
+//! uses a fixed seed, so every process would draw the same sequence: the
+//! ceilings come from `backon`, the draw is ours (seeded per process by `fastrand`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use tokio::time::Instant;
+
+/// Exponential backoff ceilings: the n-th wait is drawn from `[0, min(initial * factor^n, max)]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Ceiling of the first wait.
+    pub initial: Duration,
+    /// Largest ceiling.
+    pub max: Duration,
+    /// Growth of the ceiling per attempt.
+    pub factor: f32,
+}
+
+impl Backoff {
+    /// The program's policy: 200 ms doubling up to 5 s. Short enough that a
+    /// launcher notices the agent coming up within seconds, long enough that a
+    /// fleet waiting on a down server does not hammer it.
+    pub const DEFAULT: Self = Self {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        factor: 2.0,
+    };
+
+    /// The endless sequence of jittered waits.
+    pub fn waits(&self) -> FullJitter<<ExponentialBuilder as BackoffBuilder>::Backoff> {
+        let ceilings = ExponentialBuilder::new()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_factor(self.factor)
+            .without_max_times()
+            .build();
+        FullJitter {
+            ceilings,
+            rng: fastrand::Rng::new(),
+        }
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Maps each ceiling `d` of an inner backoff to a uniform draw from `[0, d]`.
+#[derive(Debug)]
+pub struct FullJitter<B> {
+    ceilings: B,
+    rng: fastrand::Rng,
+}
+
+impl<B: Iterator<Item = Duration>> Iterator for FullJitter<B> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let ceiling = self.ceilings.next()?;
+        Some(jitter(ceiling, self.rng.f64()))
+    }
+}
+
+/// `ceiling * unit`, with `unit` in `[0, 1]` (clamped).
+fn jitter(ceiling: Duration, unit: f64) -> Duration {
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// The wait before the next attempt, or `None` when that attempt could not
+/// start before the deadline (then the caller gives up with the last error).
+///
+/// `proposed` is the jittered backoff; `min_wait` is what the server asked for
+/// (`Retry-After`); the wait is the larger of the two.
+pub fn next_wait(
+    proposed: Duration,
+    min_wait: Option<Duration>,
+    remaining: Duration,
+) -> Option<Duration> {
+    let wait = min_wait.map_or(proposed, |m| m.max(proposed));
+    (wait < remaining).then_some(wait)
+}
+
+/// What a retried operation's error must say about itself.
+pub trait Transient {
+    /// Whether another attempt may succeed (agent starting, 429, 5xx, timeouts…).
+    fn is_transient(&self) -> bool;
+    /// A wait the other side asked for before the next attempt.
+    fn min_wait(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Why [`retry_until`] stopped without a result.
+#[derive(Debug)]
+pub enum Stop<E> {
+    /// A non-transient error: retrying would not help.
+    Fatal(E),
+    /// The last transient error, when the deadline left no room for another attempt.
+    Deadline(E),
+}
+
+impl<E> Stop<E> {
+    /// The underlying error, whatever the reason.
+    pub fn into_inner(self) -> E {
+        match self {
+            Self::Fatal(e) | Self::Deadline(e) => e,
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the deadline leaves no
+/// room for another try. Each attempt receives its own time bound: at most
+/// `per_attempt`, never past the deadline (the caller applies it, since only
+/// the caller knows how to turn a timeout into its own error).
+/// `on_retry(error, wait)` is called before each wait, for logging.
+pub async fn retry_until<T, E, F, Fut>(
+    backoff: &Backoff,
+    deadline: Instant,
+    per_attempt: Duration,
+    mut attempt: F,
+    mut on_retry: impl FnMut(&E, Duration),
+) -> Result<T, Stop<E>>
+where
+    E: Transient,
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut gave_up_at_deadline = false;
+    let result = (|| attempt(per_attempt.min(deadline.saturating_duration_since(Instant::now()))))
+        .retry(backoff.waits())
+        .sleep(tokio::time::sleep)
+        .when(Transient::is_transient)
+        .adjust(|err: &E, proposed| {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let wait = proposed.and_then(|p| next_wait(p, err.min_wait(), remaining));
+            gave_up_at_deadline = wait.is_none();
+            wait
+        })
+        .notify(|err, wait| on_retry(err, wait))
+        .await;
+    result.map_err(|err| {
+        if gave_up_at_deadline && err.is_transient() {
+            Stop::Deadline(err)
+        } else {
+            Stop::Fatal(err)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_zero_and_the_ceiling() {
+        let c = Duration::from_secs(4);
+        assert_eq!(jitter(c, 0.0), Duration::ZERO);
+        assert_eq!(jitter(c, 1.0), c);
+        assert_eq!(jitter(c, 0.5), Duration::from_secs(2));
+        assert_eq!(jitter(c, 7.0), c, "out-of-range draws are clamped");
+    }
+
+    #[test]
+    fn waits_are_capped_and_never_above_the_growing_ceiling() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(800),
+            factor: 2.0,
+        };
+        let ceilings = [100u64, 200, 400, 800, 800, 800, 800];
+        for (wait, ceiling) in b.waits().zip(ceilings) {
+            assert!(
+                wait <= Duration::from_millis(ceiling),
+                "{wait:?} > {ceiling}ms"
+            );
+        }
+        assert!(b.waits().take(1000).all(|w| w <= b.max));
+    }
+
+    #[test]
+    fn waits_are_spread_not_all_equal() {
+        let waits: Vec<_> = Backoff::DEFAULT.waits().skip(5).take(50).collect();
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "full jitter spreads waits"
+        );
+    }
+
+    #[test]
+    fn next_wait_honours_the_server_minimum_and_the_deadline() {
+        let s = Duration::from_secs;
+        // plain backoff
+        assert_eq!(next_wait(s(1), None, s(10)), Some(s(1)));
+        // Retry-After longer than the backoff wins
+        assert_eq!(next_wait(s(1), Some(s(3)), s(10)), Some(s(3)));
+        // backoff longer than Retry-After wins
+        assert_eq!(next_wait(s(4), Some(s(3)), s(10)), Some(s(4)));
+        // an attempt that could not start before the deadline is not made
+        assert_eq!(next_wait(s(1), Some(s(30)), s(10)), None);
+        assert_eq!(next_wait(s(10), None, s(10)), None);
+        assert_eq!(next_wait(Duration::ZERO, None, Duration::ZERO), None);
+    }
+
+    #[derive(Debug)]
+    struct E(bool);
+    impl Transient for E {
+        fn is_transient(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_until_stops_at_once_on_a_fatal_error() {
+        let mut calls = 0;
+        let r: Result<(), _> = retry_until(
+            &Backoff::DEFAULT,
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(1),
+            |_| {
+                calls += 1;
+                async { Err(E(false)) }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert!(matches!(r, Err(Stop::Fatal(E(false)))));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn retry_until_gives_up_with_the_last_error_at_the_deadline() {
+        let fast = Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+            factor: 2.0,
+        };
+        let mut calls = 0;
+        let r: Result<(), _> = retry_until(
+            &fast,
+            Instant::now() + Duration::from_millis(200),
+            Duration::from_secs(1),
+            |bound| {
+                calls += 1;
+                assert!(bound <= Duration::from_millis(200));
+                async { Err(E(true)) }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert!(matches!(r, Err(Stop::Deadline(E(true)))));
+        assert!(calls > 1, "transient errors are retried");
+    }
+
+    #[tokio::test]
+    async fn retry_until_returns_the_first_success() {
+        let fast = Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            factor: 2.0,
+        };
+        let mut calls = 0;
+        let r = retry_until(
+            &fast,
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(1),
+            |_| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(E(true))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(r.unwrap(), 3);
+    }
+}
