@@ -4,4 +4,6 @@
 
 pub mod app;
 pub mod error;
+pub mod launch;
 pub mod secrets;
+pub mod sys;

@@ -1,0 +1,5 @@
+//! Launching the program: supervise mode (signals, reaping, restarts).
+
+pub mod reaper;
+pub mod signals;
+pub mod supervise;
