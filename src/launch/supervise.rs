@@ -311,6 +311,8 @@ pub struct State {
     next_poll: Option<Instant>,
     poll_in_flight: bool,
     poll_failures: u32,
+    /// The last poll was refused for its token: poll again once a new one is there.
+    poll_after_login: bool,
     token: Token,
     /// When changes were applied, for the per-window cap.
     applied: VecDeque<Instant>,
@@ -351,6 +353,7 @@ impl State {
             next_poll: None,
             poll_in_flight: false,
             poll_failures: 0,
+            poll_after_login: false,
             token: Token {
                 due: renew_in.map(|d| now + d),
                 op: TokenOp::Renew,
@@ -554,9 +557,9 @@ impl State {
                 self.poll_in_flight = false;
                 self.poll_failures = 0;
                 // 304 repeats the previous fetch: it confirms a pending change.
-                if let Some(pending) = self.pending.take() {
-                    let fingerprint = pending.fingerprint;
-                    self.on_content(now, pending.set, fingerprint, out);
+                if let Some(pending) = &self.pending {
+                    let (set, fingerprint) = (pending.set.clone(), pending.fingerprint);
+                    self.on_content(now, set, fingerprint, out);
                 } else {
                     self.schedule_poll(now);
                 }
@@ -573,6 +576,11 @@ impl State {
                     failures: 0,
                 };
                 tracing::debug!(?renew_in, "access token ready");
+                if self.poll_after_login {
+                    self.poll_after_login = false;
+                    self.next_poll = Some(now);
+                    self.on_tick(now, out);
+                }
             }
             Reply::RenewFailed { reason } => {
                 tracing::warn!(%reason, "token renewal refused; logging in again");
@@ -603,12 +611,16 @@ impl State {
         let delay = backoff(self.settings.poll_interval, self.poll_failures, cap);
         tracing::warn!(%reason, retry_in = ?delay, "poll failed; the child keeps running with the last good secrets");
         self.next_poll = Some(now + delay);
-        if auth && !self.token.in_flight {
-            self.token.op = TokenOp::Relogin;
-            self.token.due = Some(now);
-            // Poll again as soon as the new token is there.
-            self.next_poll = Some(now);
-            self.on_tick(now, out);
+        if auth {
+            // Polling with a refused token is pointless: poll again as soon as a new
+            // token is there (after the renewal in flight, or a fresh login).
+            self.next_poll = None;
+            self.poll_after_login = true;
+            if !self.token.in_flight {
+                self.token.op = TokenOp::Relogin;
+                self.token.due = Some(now);
+                self.on_tick(now, out);
+            }
         }
     }
 
