@@ -87,7 +87,8 @@ pub fn isolate_child(command: &mut Command) {
     };
     // SAFETY: the hook runs in the forked child before exec; it only calls
     // async-signal-safe functions (isatty, getpgrp, tcsetpgrp, pthread_sigmask,
-    // sigaction via signal) and does not allocate or take locks.
+    // getrlimit/setrlimit, signal) and reads an already-initialised OnceLock; it
+    // does not allocate or take locks.
     unsafe {
         command.pre_exec(hook);
     }
@@ -107,10 +108,28 @@ fn reset_child_signals() {
             libc::pthread_sigmask(libc::SIG_BLOCK, &raw const ttou, std::ptr::null_mut());
             libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
         }
+        if let Some(&soft) = ORIGINAL_CORE_SOFT.get() {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_CORE, &raw mut limit) == 0 {
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_CORE, &raw const limit);
+            }
+        }
+        // The raw system call, not libc's signal(): glibc refuses to touch its own
+        // reserved signals (32, 33), yet glibc's posix_spawn leaves them *ignored* in
+        // processes that Rust programs start, and an ignored disposition survives exec.
+        // An all-zero kernel sigaction is SIG_DFL, no flags, empty mask (4 words cover
+        // the layouts with and without sa_restorer).
+        let default_action = [0_u64; 4];
         for signal in 1..=libc::SIGRTMAX() {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                // Fails with EINVAL for the C library's reserved real-time signals: fine.
-                libc::signal(signal, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    libc::c_long::from(signal),
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    std::mem::size_of::<u64>(),
+                );
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -119,11 +138,19 @@ fn reset_child_signals() {
     }
 }
 
+/// The soft core-size limit we started with, restored in the child so the program
+/// can still dump core if its owner wants that (only our own process holds back).
+static ORIGINAL_CORE_SOFT: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
+
 /// No core dumps (they would hold the secrets) and not ptrace-able by other
-/// processes of the same user: `PR_SET_DUMPABLE 0` and `RLIMIT_CORE 0`.
+/// processes of the same user: `PR_SET_DUMPABLE 0` (reset by the kernel when the
+/// child execs) and a soft `RLIMIT_CORE` of 0 (restored in the child).
 pub fn harden() -> Result<(), Errno> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
     nix::sys::prctl::set_dumpable(false)?;
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE)?;
+    let _ = ORIGINAL_CORE_SOFT.set(soft);
+    setrlimit(Resource::RLIMIT_CORE, 0, hard)
 }
 
 /// Registers as child subreaper, so orphaned descendants are re-parented to us and

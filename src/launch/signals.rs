@@ -164,7 +164,10 @@ mod tests {
         let rt = "RTMIN+2".parse::<Signal>().unwrap();
         assert_eq!(rt.raw(), sys::min_rt_signal() + 2);
         assert_eq!(rt.to_string(), "SIGRTMIN+2");
-        assert_eq!("SIGRTMAX".parse::<Signal>().unwrap().raw(), sys::max_signal());
+        assert_eq!(
+            "SIGRTMAX".parse::<Signal>().unwrap().raw(),
+            sys::max_signal()
+        );
     }
 
     #[test]

@@ -546,7 +546,12 @@ impl State {
             Reply::Fetched(set) => {
                 self.poll_in_flight = false;
                 if set.is_empty() && !self.settings.allow_empty {
-                    self.poll_failed(now, "the server returned no secrets; keeping the last good set", false, out);
+                    self.poll_failed(
+                        now,
+                        "the server returned no secrets; keeping the last good set",
+                        false,
+                        out,
+                    );
                     return;
                 }
                 self.poll_failures = 0;
@@ -624,7 +629,13 @@ impl State {
         }
     }
 
-    fn on_content(&mut self, now: Instant, set: SecretSet, fingerprint: [u8; 32], out: &mut Vec<Action>) {
+    fn on_content(
+        &mut self,
+        now: Instant,
+        set: SecretSet,
+        fingerprint: [u8; 32],
+        out: &mut Vec<Action>,
+    ) {
         if fingerprint == self.fingerprint {
             if self.pending.take().is_some() {
                 tracing::info!("secrets changed back before the change settled; nothing to do");
@@ -635,14 +646,22 @@ impl State {
         let first_seen = match &self.pending {
             Some(p) if p.fingerprint == fingerprint => {
                 // Confirmed: the same content one settle window later.
-                self.pending = Some(Pending { set, fingerprint, first_seen: p.first_seen });
+                self.pending = Some(Pending {
+                    set,
+                    fingerprint,
+                    first_seen: p.first_seen,
+                });
                 self.apply(now, out);
                 return;
             }
             Some(p) => p.first_seen,
             None => now,
         };
-        self.pending = Some(Pending { set, fingerprint, first_seen });
+        self.pending = Some(Pending {
+            set,
+            fingerprint,
+            first_seen,
+        });
         if now.duration_since(first_seen) >= self.settings.max_settle {
             tracing::info!("secrets keep changing; applying the latest set");
             self.apply(now, out);
@@ -657,7 +676,9 @@ impl State {
         if self.applied.len() < self.settings.max_changes {
             return None;
         }
-        self.applied.front().map(|first| *first + self.settings.change_window)
+        self.applied
+            .front()
+            .map(|first| *first + self.settings.change_window)
     }
 
     /// Makes the pending set current and acts on it, unless the cap says wait.
@@ -776,7 +797,9 @@ pub enum SuperviseError {
     #[error("could not start the signal thread: {0}")]
     SignalThread(std::io::Error),
     /// `--mlock` was asked for and the kernel refused.
-    #[error("--mlock: could not lock memory ({0}); check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK")]
+    #[error(
+        "--mlock: could not lock memory ({0}); check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK"
+    )]
     Mlock(nix::errno::Errno),
     /// The async runtime could not start.
     #[error("could not start the async runtime: {0}")]
@@ -828,9 +851,16 @@ pub struct ChildCommand {
 /// Spawns the child: own process group, clean signal state, an explicit
 /// environment. Only the pid is kept: the reaper owns the exit status. An exec
 /// failure maps to 127 (not found) or 126 (cannot execute).
-fn spawn_child<D: Delivery>(child: &ChildCommand, delivery: &D, secrets: &SecretSet) -> Result<i32, u8> {
+fn spawn_child<D: Delivery>(
+    child: &ChildCommand,
+    delivery: &D,
+    secrets: &SecretSet,
+) -> Result<i32, u8> {
     let mut command = Command::new(&child.program);
-    command.args(&child.args).env_clear().stdin(Stdio::inherit());
+    command
+        .args(&child.args)
+        .env_clear()
+        .stdin(Stdio::inherit());
     if let Some(cwd) = &child.cwd {
         command.current_dir(cwd);
     }
@@ -876,7 +906,9 @@ where
         .enable_time()
         .build()
         .map_err(SuperviseError::Runtime)?;
-    Ok(runtime.block_on(drive(signals.0, child, settings, secrets, renew_in, network, delivery)))
+    Ok(runtime.block_on(drive(
+        signals.0, child, settings, secrets, renew_in, network, delivery,
+    )))
 }
 
 async fn drive<N, D>(

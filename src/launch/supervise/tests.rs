@@ -317,10 +317,7 @@ fn none_mode_only_rewrites_files() {
         ..settings()
     });
     sim.poll(Reply::Fetched(v("two")));
-    assert_eq!(
-        sim.poll(Reply::Fetched(v("two"))),
-        vec![Action::WriteFiles]
-    );
+    assert_eq!(sim.poll(Reply::Fetched(v("two"))), vec![Action::WriteFiles]);
 }
 
 #[test]
@@ -389,7 +386,10 @@ fn shutdown_forwards_stops_polling_removes_files_revokes_and_exits_with_the_chil
         sim.reaped(PID, ChildEnd::Signaled(Signal::TERM)),
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
     );
-    assert_eq!(sim.ev(Event::Reply(Reply::Revoked)), vec![Action::Exit(143)]);
+    assert_eq!(
+        sim.ev(Event::Reply(Reply::Revoked)),
+        vec![Action::Exit(143)]
+    );
 }
 
 #[test]
