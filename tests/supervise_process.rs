@@ -78,10 +78,13 @@ impl Delivery for PassThrough {
         let Some(dir) = &self.files_dir else {
             return Ok(());
         };
-        let text: String = secrets
-            .iter()
-            .map(|(k, v)| format!("{k}={}\n", v.expose_secret()))
-            .collect();
+        let mut text = String::new();
+        for (k, v) in secrets.iter() {
+            text.push_str(k);
+            text.push('=');
+            text.push_str(v.expose_secret());
+            text.push('\n');
+        }
         let tmp = dir.join(".secrets.env.tmp");
         fs::write(&tmp, text)?;
         fs::rename(&tmp, dir.join("secrets.env"))?;

@@ -247,8 +247,7 @@ fn an_empty_set_counts_as_a_failed_poll_unless_allowed() {
 #[test]
 fn the_restart_cap_defers_a_flapping_secret_until_the_window_allows() {
     let mut sim = Sim::new(settings());
-    let mut pid = PID;
-    for value in ["two", "three"] {
+    for (pid, value) in (PID..).zip(["two", "three"]) {
         sim.poll(Reply::Fetched(v(value)));
         let out = sim.poll(Reply::Fetched(v(value)));
         assert_eq!(
@@ -265,8 +264,7 @@ fn the_restart_cap_defers_a_flapping_secret_until_the_window_allows() {
             sim.reaped(pid, ChildEnd::Exited(0)),
             vec![Action::StartChild]
         );
-        pid += 1;
-        sim.ev(Event::Spawned { pid });
+        sim.ev(Event::Spawned { pid: pid + 1 });
     }
     let window_start = sim.now;
     // Third change within the window: seen, confirmed, but deferred.
