@@ -187,20 +187,18 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(options: &[&str], command: &[&str]) -> Self {
-        Self::start_via(None, options, command)
+        Self::start_via(&[], options, command)
     }
 
-    /// Starts the supervisor, optionally through `sh -c '<prefix>; exec "$@"'`.
-    fn start_via(shell_prefix: Option<&str>, options: &[&str], command: &[&str]) -> Self {
+    /// Starts the supervisor through `launcher` (a command that ends by exec'ing its
+    /// arguments), e.g. `unshare ... --fork`.
+    fn start_via(launcher: &[&str], options: &[&str], command: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let exe = std::env::current_exe().expect("current exe");
-        let mut cmd = match shell_prefix {
-            Some(prefix) => {
-                let mut cmd = Command::new("sh");
-                cmd.arg("-c")
-                    .arg(format!("{prefix}; exec \"$@\""))
-                    .arg("sh")
-                    .arg(&exe);
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&exe);
                 cmd
             }
             None => Command::new(&exe),
@@ -401,7 +399,11 @@ fn an_orphaned_grandchild_is_reaped_by_the_subreaper() {
 fn the_child_starts_with_a_clean_signal_mask_and_default_dispositions() {
     // Start the supervisor with HUP and INT ignored (as `nohup` would) to show the
     // child does not inherit that, nor our blocked mask.
-    let sup = Supervisor::start_via(Some("trap '' HUP INT"), &[], &["cat", "/proc/self/status"]);
+    let sup = Supervisor::start_via(
+        &["sh", "-c", "trap '' HUP INT; exec \"$@\"", "sh"],
+        &[],
+        &["cat", "/proc/self/status"],
+    );
     let (code, out, err) = sup.finish();
     assert_eq!(code, 0, "stderr:\n{err}");
     for field in ["SigBlk", "SigIgn"] {
@@ -427,6 +429,39 @@ fn exec_failures_exit_127_not_found_and_126_not_executable() {
     let (code, _, err) = sup.finish();
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("not-executable"), "{err}");
+}
+
+const PID_NAMESPACE: &[&str] = &[
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+];
+
+/// Whether this machine lets an unprivileged user create user + PID namespaces.
+fn pid_namespaces_available() -> bool {
+    Command::new(PID_NAMESPACE[0])
+        .args(&PID_NAMESPACE[1..])
+        .arg("true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn as_pid_1_orphans_are_reaped_and_the_exit_code_passes_through() {
+    let script = "(sleep 0.5 & echo $! > \"$D/orphan\"); o=$(cat \"$D/orphan\"); \
+         grep '^PPid:' /proc/$o/status > \"$D/ppid\"; echo $PPID > \"$D/parent\"; sleep 2; \
+         if [ -e /proc/$o ]; then exit 1; fi; exit 42";
+    let sup = Supervisor::start_via(PID_NAMESPACE, &[], &sh(script));
+    let ppid = sup.wait_file("ppid");
+    let parent = sup.wait_file("parent");
+    let (code, _, err) = sup.finish();
+    assert_eq!(parent.trim(), "1", "the supervisor runs as PID 1");
+    assert_eq!(ppid.split_whitespace().nth(1), Some("1"));
+    assert_eq!(code, 42, "stderr:\n{err}");
 }
 
 fn write_secrets(path: &Path, content: &str) {
@@ -526,44 +561,62 @@ fn a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout() {
 // ---------------------------------------------------------------------------
 // A minimal runner
 
-type Test = (&'static str, fn());
+/// A test: its name, a precondition (None: always runs) and the body.
+type Test = (&'static str, Option<(fn() -> bool, &'static str)>, fn());
 
 const TESTS: &[Test] = &[
-    ("exit_codes_pass_through", exit_codes_pass_through),
+    (
+        "as_pid_1_orphans_are_reaped_and_the_exit_code_passes_through",
+        Some((
+            pid_namespaces_available,
+            "needs unprivileged user + PID namespaces (unshare)",
+        )),
+        as_pid_1_orphans_are_reaped_and_the_exit_code_passes_through,
+    ),
+    ("exit_codes_pass_through", None, exit_codes_pass_through),
     (
         "signalled_child_exits_128_plus_signal",
+        None,
         signalled_child_exits_128_plus_signal,
     ),
     (
         "term_usr1_usr2_are_forwarded_to_the_child",
+        None,
         term_usr1_usr2_are_forwarded_to_the_child,
     ),
     (
         "group_forwarding_reaches_a_grandchild_and_child_forwarding_does_not",
+        None,
         group_forwarding_reaches_a_grandchild_and_child_forwarding_does_not,
     ),
     (
         "an_orphaned_grandchild_is_reaped_by_the_subreaper",
+        None,
         an_orphaned_grandchild_is_reaped_by_the_subreaper,
     ),
     (
         "the_child_starts_with_a_clean_signal_mask_and_default_dispositions",
+        None,
         the_child_starts_with_a_clean_signal_mask_and_default_dispositions,
     ),
     (
         "exec_failures_exit_127_not_found_and_126_not_executable",
+        None,
         exec_failures_exit_127_not_found_and_126_not_executable,
     ),
     (
         "a_changed_secret_restarts_the_child_once_with_the_new_environment",
+        None,
         a_changed_secret_restarts_the_child_once_with_the_new_environment,
     ),
     (
         "signal_mode_signals_the_child_after_rewriting_its_files",
+        None,
         signal_mode_signals_the_child_after_rewriting_its_files,
     ),
     (
         "a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout",
+        None,
         a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout,
     ),
 ];
@@ -579,7 +632,7 @@ fn main() -> ExitCode {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     if names.iter().any(|a| a == "--list") {
-        for (name, _) in TESTS {
+        for (name, _, _) in TESTS {
             println!("{name}: test");
         }
         return ExitCode::SUCCESS;
@@ -587,11 +640,17 @@ fn main() -> ExitCode {
     let filter = names.iter().find(|a| !a.starts_with('-')).cloned();
     let selected: Vec<&Test> = TESTS
         .iter()
-        .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .filter(|(name, _, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
         .collect();
     println!("\nrunning {} tests", selected.len());
     let mut failed = Vec::new();
-    for (name, test) in selected {
+    for (name, precondition, test) in selected {
+        if let Some((available, why)) = precondition {
+            if !available() {
+                println!("test {name} ... ignored, {why}");
+                continue;
+            }
+        }
         let outcome = std::panic::catch_unwind(test);
         println!(
             "test {name} ... {}",
