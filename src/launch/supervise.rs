@@ -18,6 +18,15 @@
 //! re-login, revoking) plugs in through [`Network`], one request at a time; file and
 //! environment delivery through [`Delivery`].
 //!
+//! Every signal but SIGCHLD is forwarded as it is, TSTP/TTIN/TTOU included (tini);
+//! SIGTTIN/SIGTTOU being blocked in the supervisor also lets it write its log from
+//! the background once the child owns the terminal. SIGPIPE is never seen: the Rust
+//! runtime ignores it in our process (the child gets it back at default). SIGTERM
+//! and SIGINT also start the shutdown: forward, wait `--stop-timeout`, SIGKILL the
+//! group, remove the files, revoke the token, exit with the child's status. When the
+//! child exits on its own the supervisor ends the same way (restarting a crashed
+//! program is the platform's job).
+//!
 //! Signals are forwarded to the child's process group by default (`--forward-to
 //! group`): the child is the leader of a group we created, so a shell wrapper
 //! (`sh -c 'app'`) or a pre-fork server receives Ctrl-C/TERM the way it would in a
@@ -192,6 +201,12 @@ impl std::fmt::Debug for Reply {
 }
 
 /// The network side (session + secret fetch), as the supervisor sees it.
+///
+/// The supervisor schedules renewals from [`Reply::TokenReady`]'s `renew_in`; the
+/// session computes it (about 2/3 of the shorter of `expiresIn` and the token's
+/// `exp`) and may answer a `Renew` by logging in again itself when the max-TTL
+/// window is near. Calls are made one at a time, so the implementation owns its
+/// token without locks.
 pub trait Network {
     /// Performs `request`. Failures are replies, not errors: the supervisor decides.
     fn call(&mut self, request: Request) -> impl Future<Output = Reply>;
@@ -950,6 +965,11 @@ where
                     actions.extend(state.step(Instant::now(), event));
                 }
                 Action::Send { signal, to } => signals::send(to, signal),
+                Action::Request(Request::Revoke) => {
+                    // Shutting down: queued polls or renewals no longer matter.
+                    requests.clear();
+                    requests.push_back(Request::Revoke);
+                }
                 Action::Request(request) => requests.push_back(request),
                 Action::RemoveFiles => delivery.remove_files(),
                 Action::Exit(code) => return code,
