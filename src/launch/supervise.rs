@@ -416,7 +416,8 @@ impl State {
             if !self.token.in_flight {
                 deadlines.extend(self.token.due);
             }
-            if self.pending.is_some() {
+            // A deferred change is applied on a tick with no poll in flight.
+            if self.pending.is_some() && !self.poll_in_flight {
                 deadlines.extend(self.cap_opens_at());
             }
         }
@@ -618,7 +619,7 @@ impl State {
                 self.token.due = Some(now + delay);
             }
             Reply::Revoked => {
-                if let Some((code, _)) = self.finishing {
+                if let Some((code, _)) = self.finishing.take() {
                     out.push(Action::Exit(code));
                 }
             }
@@ -770,6 +771,7 @@ impl State {
         if let Some((code, deadline)) = self.finishing {
             if deadline <= now {
                 tracing::warn!("token revocation did not finish in time; exiting anyway");
+                self.finishing = None;
                 out.push(Action::Exit(code));
             }
             return;

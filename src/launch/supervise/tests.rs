@@ -72,7 +72,12 @@ impl Sim {
         let deadline = self.state.next_deadline().expect("a deadline is set");
         assert!(deadline >= self.now, "deadlines never lie in the past");
         self.now = deadline;
-        self.ev(Event::Tick)
+        let out = self.ev(Event::Tick);
+        // A tick must consume every deadline it was woken for, or the driver spins.
+        if let Some(next) = self.state.next_deadline() {
+            assert!(next > self.now, "a tick left a deadline due: busy loop");
+        }
+        out
     }
 
     /// Ticks to the next poll and answers it.
