@@ -159,14 +159,23 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
         .and_then(read_secrets)
         .unwrap_or_default();
     settings.allow_empty = secrets.is_empty();
-    let child = ChildCommand {
+    // No command: the sidecar form (`write --watch`).
+    let child = (!command.is_empty()).then(|| ChildCommand {
         program: command.remove(0),
         args: command,
         cwd: None,
-    };
+    });
     let network = FileNetwork { secrets_file, log };
     let delivery = PassThrough { files_dir };
-    match supervise::run(reader, &child, settings, secrets, None, network, delivery) {
+    match supervise::run(
+        reader,
+        child.as_ref(),
+        settings,
+        secrets,
+        None,
+        network,
+        delivery,
+    ) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("harness: {err}");
@@ -558,6 +567,45 @@ fn a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout() {
     assert_eq!(code, 128 + 9, "stderr:\n{err}");
 }
 
+fn the_sidecar_keeps_files_fresh_and_exits_0_on_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secrets, files, log) = (
+        dir.path().join("secrets"),
+        dir.path().join("files"),
+        dir.path().join("revoke.log"),
+    );
+    fs::create_dir(&files).unwrap();
+    write_secrets(&secrets, "KEY=one\n");
+    let sup = Supervisor::start(
+        &[
+            "--poll-ms",
+            "100",
+            "--secrets-file",
+            secrets.to_str().unwrap(),
+            "--files-dir",
+            files.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let file = files.join("secrets.env");
+    wait_for("the first files", || fs::read_to_string(&file).ok());
+    write_secrets(&secrets, "KEY=two\n");
+    wait_for("the files to change", || {
+        (fs::read_to_string(&file).ok()? == "KEY=two\n").then_some(())
+    });
+    sup.signal("TERM");
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 0, "stderr:\n{err}");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "KEY=two\n",
+        "files stay"
+    );
+    assert_eq!(fs::read_to_string(&log).unwrap(), "revoked\n");
+}
+
 // ---------------------------------------------------------------------------
 // A minimal runner
 
@@ -618,6 +666,11 @@ const TESTS: &[Test] = &[
         "a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout",
         None,
         a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout,
+    ),
+    (
+        "the_sidecar_keeps_files_fresh_and_exits_0_on_term",
+        None,
+        the_sidecar_keeps_files_fresh_and_exits_0_on_term,
     ),
 ];
 

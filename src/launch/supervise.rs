@@ -295,6 +295,8 @@ enum Child {
         then: AfterStop,
     },
     Gone,
+    /// Sidecar mode (`write --watch`): there is no child, only files to keep fresh.
+    Absent,
 }
 
 struct Pending {
@@ -357,11 +359,35 @@ impl State {
         renew_in: Option<Duration>,
         now: Instant,
     ) -> (Self, Vec<Action>) {
+        let state = Self::build(settings, secrets, renew_in, now, Child::Starting);
+        (state, vec![Action::WriteFiles, Action::StartChild])
+    }
+
+    /// The sidecar form (`write --watch`): no child; keep the files fresh, and on
+    /// SIGTERM/SIGINT revoke the token and exit 0, leaving the files in place (they
+    /// are what `write` produces). Returns the first action: write the files.
+    pub fn new_sidecar(
+        settings: Settings,
+        secrets: SecretSet,
+        renew_in: Option<Duration>,
+        now: Instant,
+    ) -> (Self, Vec<Action>) {
+        let state = Self::build(settings, secrets, renew_in, now, Child::Absent);
+        (state, vec![Action::WriteFiles])
+    }
+
+    fn build(
+        settings: Settings,
+        secrets: SecretSet,
+        renew_in: Option<Duration>,
+        now: Instant,
+        child: Child,
+    ) -> Self {
         let rng = fastrand::Rng::with_seed(settings.jitter_seed);
         let fingerprint = secrets.fingerprint();
         let mut state = Self {
             settings,
-            child: Child::Starting,
+            child,
             secrets,
             fingerprint,
             pending: None,
@@ -381,7 +407,7 @@ impl State {
             rng,
         };
         state.schedule_poll(now);
-        (state, vec![Action::WriteFiles, Action::StartChild])
+        state
     }
 
     /// The secrets delivered now (the last good set).
@@ -393,7 +419,7 @@ impl State {
     pub fn child_pid(&self) -> Option<i32> {
         match self.child {
             Child::Running { pid } | Child::Stopping { pid, .. } => Some(pid),
-            Child::Starting | Child::Gone => None,
+            Child::Starting | Child::Gone | Child::Absent => None,
         }
     }
 
@@ -511,12 +537,21 @@ impl State {
                 };
                 self.child = Child::Stopping { pid, kill_at, then };
             }
-            Child::Starting | Child::Gone => {}
+            Child::Starting | Child::Gone | Child::Absent => {}
         }
     }
 
     fn on_signal(&mut self, now: Instant, signal: Signal, out: &mut Vec<Action>) {
         if signal == Signal::CHLD {
+            return;
+        }
+        if (signal == Signal::TERM || signal == Signal::INT) && self.child == Child::Absent {
+            if !self.shutting_down {
+                tracing::info!(%signal, "shutting down");
+                self.shutting_down = true;
+                self.finishing = Some((0, now + self.settings.revoke_timeout));
+                out.push(Action::Request(Request::Revoke));
+            }
             return;
         }
         if signal == Signal::TERM || signal == Signal::INT {
@@ -905,10 +940,11 @@ type InFlight<N> = Pin<Box<dyn Future<Output = (N, Reply)>>>;
 
 /// Supervises `child` until it exits, and returns the exit code: the child's own
 /// (128+N when killed by signal N), or 126/127 when it cannot be started, or 78
-/// when the first file delivery fails. [`prepare`] must have run.
+/// when the first file delivery fails. Without a child (`write --watch`) it keeps
+/// the files fresh until SIGTERM/SIGINT and returns 0. [`prepare`] must have run.
 pub fn run<N, D>(
     signals: SignalReader,
-    child: &ChildCommand,
+    child: Option<&ChildCommand>,
     settings: Settings,
     secrets: SecretSet,
     renew_in: Option<Duration>,
@@ -930,7 +966,7 @@ where
 
 async fn drive<N, D>(
     mut signals: UnboundedReceiver<Signal>,
-    child: &ChildCommand,
+    child: Option<&ChildCommand>,
     settings: Settings,
     secrets: SecretSet,
     renew_in: Option<Duration>,
@@ -941,7 +977,11 @@ where
     N: Network + 'static,
     D: Delivery,
 {
-    let (mut state, first) = State::new(settings, secrets, renew_in, Instant::now());
+    let (mut state, first) = if child.is_some() {
+        State::new(settings, secrets, renew_in, Instant::now())
+    } else {
+        State::new_sidecar(settings, secrets, renew_in, Instant::now())
+    };
     let mut actions: VecDeque<Action> = first.into();
     let mut requests: VecDeque<Request> = VecDeque::new();
     let mut idle: Option<N> = Some(network);
@@ -960,6 +1000,7 @@ where
                     first_delivery = false;
                 }
                 Action::StartChild => {
+                    let child = child.expect("UNWRAP: the sidecar state never starts a child");
                     let event = match spawn_child(child, &delivery, state.secrets()) {
                         Ok(pid) => Event::Spawned { pid },
                         Err(code) => Event::SpawnFailed { code },

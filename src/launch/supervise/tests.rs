@@ -507,3 +507,24 @@ fn on_change_and_forward_to_parse_their_documented_forms() {
     assert_eq!("child".parse::<ForwardTo>(), Ok(ForwardTo::Child));
     assert!("pid".parse::<ForwardTo>().is_err());
 }
+
+#[test]
+fn the_sidecar_rewrites_files_on_change_and_exits_0_on_term_keeping_the_files() {
+    let now = Instant::now();
+    let (state, first) = State::new_sidecar(settings(), v("one"), None, now);
+    assert_eq!(first, vec![Action::WriteFiles]);
+    let mut sim = Sim {
+        state,
+        now,
+        log: Vec::new(),
+    };
+    sim.poll(Reply::Fetched(v("two")));
+    assert_eq!(sim.poll(Reply::Fetched(v("two"))), vec![Action::WriteFiles]);
+    assert!(sim.ev(Event::Signal(Signal::HUP)).is_empty());
+    assert_eq!(
+        sim.ev(Event::Signal(Signal::TERM)),
+        vec![Action::Request(Request::Revoke)]
+    );
+    assert_eq!(sim.ev(Event::Reply(Reply::Revoked)), vec![Action::Exit(0)]);
+    assert_eq!(sim.state.child_pid(), None);
+}
