@@ -112,7 +112,12 @@ impl Delivery for PassThrough {
 }
 
 fn supervise_main(args: &[OsString]) -> ExitCode {
-    // First, before any thread: block signals, start the reader, harden, subreaper.
+    // Logging first (it starts no thread), so prepare's warnings are seen; then,
+    // before any thread: block signals, start the reader, harden, subreaper.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::DEBUG)
+        .init();
     let reader = match supervise::prepare(false) {
         Ok(reader) => reader,
         Err(err) => {
@@ -120,10 +125,6 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
             return ExitCode::from(err.exit_class().code());
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::DEBUG)
-        .init();
     let mut settings = Settings::new(Duration::from_secs(3600));
     settings.stop_timeout = Duration::from_secs(5);
     settings.jitter_seed = 1;
