@@ -560,7 +560,14 @@ impl State {
             }
             self.shutting_down = true;
             self.pending = None;
-            // Forward the signal we got (so the child sees what we saw), then stop.
+            // SIGTERM (docker stop, systemd, kubelet) becomes `--stop-signal`, the
+            // program's own graceful-stop signal (QUIT for nginx); SIGINT is passed on
+            // as it is. Then wait for the stop timeout.
+            let signal = if signal == Signal::TERM {
+                self.settings.stop_signal
+            } else {
+                signal
+            };
             if let Some(pid) = self.child_pid() {
                 out.push(Action::Send {
                     signal,

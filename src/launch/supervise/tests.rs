@@ -528,3 +528,27 @@ fn the_sidecar_rewrites_files_on_change_and_exits_0_on_term_keeping_the_files() 
     assert_eq!(sim.ev(Event::Reply(Reply::Revoked)), vec![Action::Exit(0)]);
     assert_eq!(sim.state.child_pid(), None);
 }
+
+#[test]
+fn sigterm_to_the_supervisor_becomes_the_stop_signal_and_sigint_passes_as_is() {
+    let quit = Settings {
+        stop_signal: Signal::QUIT,
+        ..settings()
+    };
+    let mut sim = Sim::new(quit.clone());
+    assert_eq!(
+        sim.ev(Event::Signal(Signal::TERM)),
+        vec![Action::Send {
+            signal: Signal::QUIT,
+            to: Target::Group(PID)
+        }]
+    );
+    let mut sim = Sim::new(quit);
+    assert_eq!(
+        sim.ev(Event::Signal(Signal::INT)),
+        vec![Action::Send {
+            signal: Signal::INT,
+            to: Target::Group(PID)
+        }]
+    );
+}
