@@ -129,6 +129,7 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
     settings.stop_timeout = Duration::from_secs(5);
     settings.jitter_seed = 1;
     let (mut secrets_file, mut log, mut files_dir) = (None, None, None);
+    let mut self_report = None;
     let mut it = args.iter().map(|a| a.to_str().expect("utf-8 option"));
     let mut command = Vec::new();
     while let Some(arg) = it.next() {
@@ -148,12 +149,20 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
             "--secrets-file" => secrets_file = Some(PathBuf::from(value())),
             "--log" => log = Some(PathBuf::from(value())),
             "--files-dir" => files_dir = Some(PathBuf::from(value())),
+            "--self-report" => self_report = Some(PathBuf::from(value())),
             "--" => {
                 command.extend(args[args.len() - it.len()..].iter().cloned());
                 break;
             }
             other => panic!("harness: unknown option {other}"),
         }
+    }
+    if let Some(path) = self_report {
+        // What prepare() did to this process, seen from inside it.
+        let dumpable = nix::sys::prctl::get_dumpable().expect("PR_GET_DUMPABLE");
+        let (core, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)
+            .expect("getrlimit");
+        fs::write(path, format!("dumpable={dumpable} core={core}\n")).expect("self report");
     }
     let secrets = secrets_file
         .as_deref()
@@ -426,6 +435,31 @@ fn the_child_starts_with_a_clean_signal_mask_and_default_dispositions() {
     }
 }
 
+fn the_supervisor_cannot_dump_core_but_its_child_keeps_its_core_limit() {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let report_path = report.path().to_str().unwrap();
+    let sup = Supervisor::start_via(
+        &["sh", "-c", "ulimit -c 4096; exec \"$@\"", "sh"],
+        &["--self-report", report_path],
+        &["cat", "/proc/self/limits"],
+    );
+    let (code, out, err) = sup.finish();
+    assert_eq!(code, 0, "stderr:\n{err}");
+    assert_eq!(
+        fs::read_to_string(report.path()).unwrap(),
+        "dumpable=false core=0\n"
+    );
+    let core_line = out
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("no core limit in:\n{out}"));
+    let soft = core_line.split_whitespace().nth(4).unwrap();
+    assert_ne!(
+        soft, "0",
+        "the child's core limit was not restored: {core_line}"
+    );
+}
+
 fn exec_failures_exit_127_not_found_and_126_not_executable() {
     let sup = Supervisor::start(&[], &["/nonexistent/svid-exec-test-cmd"]);
     let (code, _, err) = sup.finish();
@@ -667,6 +701,11 @@ const TESTS: &[Test] = &[
         "a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout",
         None,
         a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout,
+    ),
+    (
+        "the_supervisor_cannot_dump_core_but_its_child_keeps_its_core_limit",
+        None,
+        the_supervisor_cannot_dump_core_but_its_child_keeps_its_core_limit,
     ),
     (
         "the_sidecar_keeps_files_fresh_and_exits_0_on_term",
