@@ -14,3 +14,4 @@ pub mod retry;
 pub mod secrets;
 pub mod session;
 pub mod svid;
+pub mod sys;

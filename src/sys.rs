@@ -1,0 +1,176 @@
+//! The raw process-level system calls of the supervisor: the signal mask, the
+//! signal wait, raw `kill`, the child's set-up between fork and exec, and the
+//! supervisor's own hardening (no core dumps, not ptrace-able, subreaper, mlock).
+//!
+//! This is the one module allowed `unsafe`; everything here is a thin, documented
+//! wrapper so the rest of the crate stays safe.
+#![allow(
+    unsafe_code,
+    reason = "sigwaitinfo, kill with raw (real-time) signal numbers and Command::pre_exec have no safe wrapper"
+)]
+
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::{SigSet, Signal as NixSignal};
+
+/// Synchronous fault signals: raised by the faulting thread itself, so blocking them
+/// would only hide a crash. They keep their default action (tini does the same).
+const FAULT_SIGNALS: [NixSignal; 7] = [
+    NixSignal::SIGFPE,
+    NixSignal::SIGILL,
+    NixSignal::SIGSEGV,
+    NixSignal::SIGBUS,
+    NixSignal::SIGABRT,
+    NixSignal::SIGTRAP,
+    NixSignal::SIGSYS,
+];
+
+/// Every signal except the synchronous fault signals (includes the real-time ones).
+pub fn supervised_signals() -> SigSet {
+    let mut set = SigSet::all();
+    for signal in FAULT_SIGNALS {
+        set.remove(signal);
+    }
+    set
+}
+
+/// Blocks [`supervised_signals`] in the calling thread. Called first thing in `main`,
+/// before any thread or runtime exists, so every later thread inherits the mask and
+/// the only way a signal is consumed is [`wait_signal`].
+///
+/// SIGTTIN/SIGTTOU are blocked too: the kernel lets a blocked-SIGTTOU process write
+/// to its terminal from the background, which is what tini gets by ignoring them,
+/// without changing a disposition the child would inherit.
+pub fn block_signals() -> Result<(), Errno> {
+    supervised_signals().thread_block()
+}
+
+/// Waits for one of `set` (which must be blocked in every thread) and returns its
+/// raw number. Raw, because nix's `SigSet::wait` cannot return real-time signals.
+pub fn wait_signal(set: &SigSet) -> io::Result<i32> {
+    let raw: &libc::sigset_t = set.as_ref();
+    loop {
+        // SAFETY: `raw` points to a valid, initialised sigset_t borrowed for the call;
+        // a null siginfo pointer is allowed by sigwaitinfo(2).
+        let n = unsafe { libc::sigwaitinfo(raw, std::ptr::null_mut()) };
+        if n >= 0 {
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `kill(pid, signal)` with a raw signal number (`pid < 0` addresses a process group).
+/// `Errno::ESRCH` means nobody was there.
+pub fn kill_raw(pid: i32, signal: i32) -> Result<(), Errno> {
+    // SAFETY: kill(2) takes plain integers and has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, signal) };
+    Errno::result(rc).map(drop)
+}
+
+/// Prepares `command` so the child starts in a clean state: its own process group
+/// (foreground of the terminal when stdin is one, as tini does), every signal
+/// disposition back to default (std only resets SIGPIPE; an ignored SIGHUP from
+/// `nohup` would otherwise be inherited) and an empty signal mask (std clears it).
+pub fn isolate_child(command: &mut Command) {
+    command.process_group(0);
+    let hook = || {
+        reset_child_signals();
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec; it only calls
+    // async-signal-safe functions (isatty, getpgrp, tcsetpgrp, pthread_sigmask,
+    // getrlimit/setrlimit, signal) and reads an already-initialised OnceLock; it
+    // does not allocate or take locks.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// Runs in the forked child (see [`isolate_child`]): async-signal-safe calls only.
+fn reset_child_signals() {
+    // SAFETY (whole function): only async-signal-safe libc calls on values owned by
+    // this stack frame; errors are deliberately ignored (best effort, like tini).
+    unsafe {
+        // Take the terminal's foreground for our new group. A background group calling
+        // tcsetpgrp gets SIGTTOU, so keep it blocked for the call (std cleared the mask).
+        if libc::isatty(libc::STDIN_FILENO) == 1 {
+            let mut ttou: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&raw mut ttou);
+            libc::sigaddset(&raw mut ttou, libc::SIGTTOU);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const ttou, std::ptr::null_mut());
+            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        }
+        if let Some(&soft) = ORIGINAL_CORE_SOFT.get() {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_CORE, &raw mut limit) == 0 {
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_CORE, &raw const limit);
+            }
+        }
+        // The raw system call, not libc's signal(): glibc refuses to touch its own
+        // reserved signals (32, 33), yet glibc's posix_spawn leaves them *ignored* in
+        // processes that Rust programs start, and an ignored disposition survives exec.
+        // An all-zero kernel sigaction is SIG_DFL, no flags, empty mask (4 words cover
+        // the layouts with and without sa_restorer).
+        let default_action = [0_u64; 4];
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    libc::c_long::from(signal),
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    std::mem::size_of::<u64>(),
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
+    }
+}
+
+/// The soft core-size limit we started with, restored in the child so the program
+/// can still dump core if its owner wants that (only our own process holds back).
+static ORIGINAL_CORE_SOFT: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
+
+/// No core dumps (they would hold the secrets) and not ptrace-able by other
+/// processes of the same user: `PR_SET_DUMPABLE 0` (reset by the kernel when the
+/// child execs) and a soft `RLIMIT_CORE` of 0 (restored in the child).
+pub fn harden() -> Result<(), Errno> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    nix::sys::prctl::set_dumpable(false)?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE)?;
+    let _ = ORIGINAL_CORE_SOFT.set(soft);
+    setrlimit(Resource::RLIMIT_CORE, 0, hard)
+}
+
+/// Registers as child subreaper, so orphaned descendants are re-parented to us and
+/// reaped by our `waitpid(-1)` loop rather than by the host's init.
+pub fn become_subreaper() -> Result<(), Errno> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Locks current and future memory so secrets are never swapped out.
+pub fn lock_memory() -> Result<(), Errno> {
+    use nix::sys::mman::{mlockall, MlockAllFlags};
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE)
+}
+
+/// The highest valid signal number.
+pub fn max_signal() -> i32 {
+    libc::SIGRTMAX()
+}
+
+/// The lowest real-time signal number usable by applications.
+pub fn min_rt_signal() -> i32 {
+    libc::SIGRTMIN()
+}
