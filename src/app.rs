@@ -19,6 +19,7 @@ use nix::unistd::{Gid, Uid};
 use crate::deliver::env::{EnvError, EnvPlan, EnvSource, ExecLimits};
 use crate::deliver::files::{self, FilesError, FilesOptions};
 use crate::error::ExitClass;
+use crate::flow::FlowError;
 use crate::launch::exec::{self, ExecError};
 use crate::secrets::SecretSet;
 
@@ -34,6 +35,9 @@ pub enum AppError {
     /// The program could not be executed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// Getting the JWT-SVID, logging in or fetching failed.
+    #[error(transparent)]
+    Flow(#[from] FlowError),
     /// Secrets could not be written to files.
     #[error(transparent)]
     Files(#[from] FilesError),
@@ -65,6 +69,7 @@ impl AppError {
             Self::Env(e) => e.exit_class(),
             Self::Exec(e) => e.exit_class(),
             Self::Files(e) => e.exit_class(),
+            Self::Flow(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
             Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
@@ -76,7 +81,7 @@ impl AppError {
             Self::Config(e) => Some(e.hint().to_owned()),
             Self::Env(e) => Some(e.hint()),
             Self::Exec(e) => Some(e.hint().to_owned()),
-            Self::Files(_) => None,
+            Self::Files(_) | Self::Flow(_) => None,
             Self::Empty { .. } => Some(
                 "check --env and --path (some servers answer a mistyped environment or path with an \
                  empty list) and that the identity may read them; pass --allow-empty if empty is expected"
@@ -299,17 +304,13 @@ fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppErro
     }
 }
 
-// ---------------------------------------------------------------------------
-// NETWORK LAYER (to be wired by the lead): Config -> JWT-SVID -> access token
-// -> SecretSet. Everything that holds the JWT or the token must be dropped
-// before this returns; only the secret set leaves.
-// ---------------------------------------------------------------------------
-#[allow(clippy::unused_async)] // the network layer is async
+/// Config -> JWT-SVID -> access token -> `SecretSet`. The session (JWT source,
+/// client, token) is dropped here: only the secret set leaves, and the token
+/// is never handed to the child.
 async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
-    let _ = (&config.identity, &config.server, &config.fetch);
-    Err(AppError::NotWired(
-        "fetching secrets (JWT-SVID -> login -> secrets)",
-    ))
+    let (secrets, session, _spec) = crate::flow::fetch_once(config).await?;
+    drop(session);
+    Ok(secrets)
 }
 
 /// The file writer's options for this configuration, when files are asked for.

@@ -64,27 +64,9 @@ pub enum CheckOutput {
     Json,
 }
 
-/// Login method: the path segment of `POST /api/v1/auth/<method>/login`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// OIDC Auth (needs `iss` in the JWT-SVID).
-    Oidc,
-    /// JWT Auth (static keys or JWKS).
-    Jwt,
-    /// SPIFFE Auth.
-    Spiffe,
-}
-
-impl AuthMethod {
-    /// The URL path segment.
-    pub const fn path_segment(self) -> &'static str {
-        match self {
-            Self::Oidc => "oidc-auth",
-            Self::Jwt => "jwt-auth",
-            Self::Spiffe => "spiffe-auth",
-        }
-    }
-}
+/// Login method: the path segment of `POST /api/v1/auth/<method>/login`
+/// (one type for the command line and the client).
+pub use crate::infisical::AuthMethod;
 
 /// Identity: how we obtain and present the JWT-SVID.
 #[derive(Debug, Clone)]

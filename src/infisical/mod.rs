@@ -41,7 +41,7 @@ pub struct ClientOptions {
     pub api_url: String,
     /// Extra PEM bundle trusted for the server, in addition to the built-in roots.
     pub ca_cert: Option<PathBuf>,
-    /// Allow `http://` to a host that is not loopback (logs a warning).
+    /// Allow `http://` to a host that is not loopback (the caller warns).
     pub allow_insecure_http: bool,
     /// TCP + TLS connect bound.
     pub connect_timeout: Duration,
@@ -131,13 +131,10 @@ impl Client {
         let url = normalize_api_url(&options.api_url)?;
         if url.scheme() == "http" && !is_loopback(&url) {
             let host = url.host_str().unwrap_or_default().to_owned();
+            // Allowed: the configuration has already warned, once per start.
             if !options.allow_insecure_http {
                 return Err(InfisicalError::InsecureHttp { host });
             }
-            tracing::warn!(
-                host,
-                "--allow-insecure-http: the access token and secrets cross the network in clear text"
-            );
         }
         let builder = |native_roots: bool| {
             reqwest::Client::builder()
