@@ -28,7 +28,7 @@ pub enum FlowError {
     /// A session step failed.
     #[error(transparent)]
     Session(#[from] SessionError),
-    /// The first fetch answered "not modified", which cannot happen without an ETag.
+    /// The first fetch answered "not modified", which cannot happen without an `ETag`.
     #[error("the server answered 304 Not Modified to a request without If-None-Match")]
     UnexpectedNotModified,
 }
