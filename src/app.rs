@@ -343,7 +343,8 @@ fn write_files(config: &Config, secrets: &SecretSet) -> Result<(), AppError> {
     let Some(options) = files_options(config) else {
         return Ok(());
     };
-    files::validate_names(secrets)?;
+    // `files::write` refuses names that cannot be files when (and only when)
+    // per-key files are asked for: a JSON-only target can carry any key.
     let written = files::write(secrets, &options)?;
     tracing::info!(
         files = written.files.len(),

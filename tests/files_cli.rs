@@ -230,7 +230,10 @@ fn sourced_value(file: &Path, key: &str) -> Vec<u8> {
         .arg(file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "sh could not source {file:?}: {out:?}");
+    assert!(
+        out.status.success(),
+        "sh could not source {file:?}: {out:?}"
+    );
     out.stdout
 }
 
@@ -307,7 +310,10 @@ fn write_produces_per_key_dotenv_and_json_layouts_with_exact_bytes() {
     // Nothing about the values reached the log.
     let log = stderr(&out);
     for value in secrets.values().filter(|v| v.len() > 3) {
-        assert!(!log.contains(value.as_str()), "a value is in the log:\n{log}");
+        assert!(
+            !log.contains(value.as_str()),
+            "a value is in the log:\n{log}"
+        );
     }
 }
 
@@ -529,7 +535,10 @@ fn file_owner_is_applied_and_the_owner_and_group_can_read_but_others_cannot() {
     assert!(as_group.status.success(), "group member: {as_group:?}");
     assert_eq!(as_group.stdout, want.as_bytes());
     let as_other = cat_as(1001, 1001, &tls).unwrap();
-    assert!(!as_other.status.success(), "others must not read: {as_other:?}");
+    assert!(
+        !as_other.status.success(),
+        "others must not read: {as_other:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -569,7 +578,11 @@ fn a_disk_backed_target_is_refused_78_before_any_request_and_nothing_runs() {
         assert!(err.contains("disk-backed"), "{args:?}: {err}");
         assert!(err.contains("--allow-non-tmpfs"), "{args:?}: {err}");
         assert!(!marker.exists(), "{args:?}: the program ran");
-        assert!(entries(disk.path()).is_empty(), "{args:?}: wrote {:?}", entries(disk.path()));
+        assert!(
+            entries(disk.path()).is_empty(),
+            "{args:?}: wrote {:?}",
+            entries(disk.path())
+        );
     }
     assert!(
         stack.infisical.requests().is_empty(),
@@ -603,7 +616,10 @@ fn a_tmpfs_target_is_accepted_without_the_flag() {
     let existing = scratch.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
     for dir in [existing, scratch.path().join("created")] {
-        let out = run(svid_exec(&stack, &["write", "--dir", dir.to_str().unwrap()]));
+        let out = run(svid_exec(
+            &stack,
+            &["write", "--dir", dir.to_str().unwrap()],
+        ));
         assert_code(&out, 0);
         assert_per_key_layout(&dir, &all_secrets(), &[]);
     }
@@ -750,7 +766,11 @@ fn assert_no_secret_value_in(env: &BTreeMap<String, String>) {
             );
         }
     }
-    for bootstrap in ["INFISICAL_API_URL", "SPIFFE_ENDPOINT_SOCKET", "SVID_EXEC_CA_CERT"] {
+    for bootstrap in [
+        "INFISICAL_API_URL",
+        "SPIFFE_ENDPOINT_SOCKET",
+        "SVID_EXEC_CA_CERT",
+    ] {
         assert!(!env.contains_key(bootstrap), "{bootstrap} leaked");
     }
 }
@@ -875,10 +895,107 @@ fn a_failed_write_leaves_the_previous_generation_intact() {
     assert_eq!(std::fs::read(&json).unwrap(), before_json);
 
     // Server failing until the startup timeout.
-    stack.infisical.fail_next("/api/*", 100_000, Fault::Status(500));
+    stack
+        .infisical
+        .fail_next("/api/*", 100_000, Fault::Status(500));
     let out = run(svid_exec(&stack, &args));
     assert_code(&out, 69);
     assert_eq!(snapshot(&dir), before_dir, "after the unavailable server");
     assert_eq!(std::fs::read(&json).unwrap(), before_json);
     assert_eq!(entries(scratch.path()), ["app.json", "secrets"]);
+}
+
+#[test]
+fn a_json_only_target_carries_keys_that_could_not_be_file_names() {
+    let Some(scratch) = tmpfs_scratch() else {
+        return;
+    };
+    let stack = stack();
+    stack
+        .infisical
+        .set_secret(PROJECT_ID, ENVIRONMENT, "/", "a/b", "slash");
+    let json = scratch.path().join("app.json");
+    let out = run(svid_exec(
+        &stack,
+        &["write", "--json-file", json.to_str().unwrap()],
+    ));
+    assert_code(&out, 0);
+    let mut secrets = all_secrets();
+    secrets.insert("a/b".into(), "slash".into());
+    assert_eq!(std::fs::read(&json).unwrap(), expected_json(&secrets));
+    // The same key with per-key files is refused.
+    let dir = scratch.path().join("secrets");
+    let out = run(svid_exec(
+        &stack,
+        &[
+            "write",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--json-file",
+            json.to_str().unwrap(),
+        ],
+    ));
+    assert_code(&out, 78);
+    assert_eq!(std::fs::read(&json).unwrap(), expected_json(&secrets));
+}
+
+/// An owner this process may not give files to is refused (78, "not
+/// permitted") by the preflight: before any request and with nothing written.
+/// Needs root to drop to an unprivileged user for the run.
+#[test]
+fn an_owner_change_that_is_not_permitted_is_refused_78_before_any_request() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run svid-exec as an unprivileged user");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: setpriv is not installed");
+        return;
+    }
+    let Some(scratch) = tmpfs_scratch() else {
+        return;
+    };
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let stack = stack();
+    let dir = scratch.path().join("secrets");
+    let marker = scratch.path().join("child-ran");
+    for args in [
+        vec![
+            "write",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--file-owner",
+            "0:0",
+        ],
+        vec![
+            "run",
+            "--files-dir",
+            dir.to_str().unwrap(),
+            "--file-owner",
+            "0",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    ] {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--", BIN])
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(stack.launcher_env());
+        let out = run(cmd);
+        assert_code(&out, 78);
+        let err = stderr(&out);
+        assert!(err.contains("not permitted"), "{args:?}: {err}");
+        assert!(!marker.exists(), "{args:?}: the program ran");
+        if dir.exists() {
+            assert!(entries(&dir).is_empty(), "{args:?}: {:?}", entries(&dir));
+        }
+    }
+    assert!(
+        stack.infisical.requests().is_empty(),
+        "requests were sent: {:?}",
+        stack.infisical.requests()
+    );
 }
