@@ -205,11 +205,14 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
 /// The dotenv bytes the contract promises, derived independently: one
 /// `NAME='value'` line per secret in name order, `'` written as `'\''`.
 fn expected_dotenv(secrets: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (k, v) in secrets {
-        out.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"='");
+        out.extend_from_slice(v.replace('\'', r"'\''").as_bytes());
+        out.extend_from_slice(b"'\n");
     }
-    out.into_bytes()
+    out
 }
 
 /// The JSON bytes: one compact object in name order and a newline (none of
@@ -232,7 +235,8 @@ fn sourced_value(file: &Path, key: &str) -> Vec<u8> {
         .unwrap();
     assert!(
         out.status.success(),
-        "sh could not source {file:?}: {out:?}"
+        "sh could not source {}: {out:?}",
+        file.display()
     );
     out.stdout
 }
@@ -998,4 +1002,41 @@ fn an_owner_change_that_is_not_permitted_is_refused_78_before_any_request() {
         "requests were sent: {:?}",
         stack.infisical.requests()
     );
+}
+
+/// A link planted where svid-exec writes (the directory, a key's slot, the
+/// dotenv file) is refused with 78; the file it points at is not touched.
+#[test]
+fn a_planted_symlink_cannot_redirect_a_write() {
+    let Some(scratch) = tmpfs_scratch() else {
+        return;
+    };
+    let stack = stack();
+    let victim = scratch.path().join("victim");
+    std::fs::write(&victim, b"do not touch").unwrap();
+    let real = scratch.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+
+    // DIR itself is a link.
+    let linked_dir = scratch.path().join("linked");
+    std::os::unix::fs::symlink(&real, &linked_dir).unwrap();
+    // A key's slot in DIR is a link that is not ours.
+    let dir = scratch.path().join("secrets");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("TLS_KEY")).unwrap();
+    // The dotenv target is a link.
+    let dotenv = scratch.path().join("app.env");
+    std::os::unix::fs::symlink(&victim, &dotenv).unwrap();
+
+    for args in [
+        vec!["write", "--dir", linked_dir.to_str().unwrap()],
+        vec!["write", "--dir", dir.to_str().unwrap()],
+        vec!["write", "--dotenv-file", dotenv.to_str().unwrap()],
+    ] {
+        let out = run(svid_exec(&stack, &args));
+        assert_code(&out, 78);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch", "{args:?}");
+        assert!(entries(&real).is_empty(), "{args:?}: {:?}", entries(&real));
+        assert_eq!(entries(&dir), ["TLS_KEY"], "{args:?}");
+    }
 }
