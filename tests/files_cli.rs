@@ -463,6 +463,11 @@ fn a_group_readable_file_mode_gives_the_group_search_on_directories_only() {
 
 /// Runs `cat PATH` as `uid:gid` (no supplementary groups) through `setpriv`.
 fn cat_as(uid: u32, gid: u32, path: &Path) -> Option<Output> {
+    as_user(uid, gid, "cat", path)
+}
+
+/// Runs `PROGRAM PATH` as `uid:gid` (no supplementary groups) through `setpriv`.
+fn as_user(uid: u32, gid: u32, program: &str, path: &Path) -> Option<Output> {
     if Command::new("setpriv").arg("--version").output().is_err() {
         return None;
     }
@@ -473,7 +478,7 @@ fn cat_as(uid: u32, gid: u32, path: &Path) -> Option<Output> {
                 &format!("--regid={gid}"),
                 "--clear-groups",
                 "--",
-                "cat",
+                program,
             ])
             .arg(path)
             .env_clear()
