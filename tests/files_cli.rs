@@ -598,6 +598,10 @@ fn a_disk_backed_target_is_refused_78_before_any_request_and_nothing_runs() {
         "requests were sent: {:?}",
         stack.infisical.requests()
     );
+    assert!(
+        stack.agent.calls().is_empty(),
+        "the Workload API was called"
+    );
 }
 
 #[test]
@@ -613,6 +617,9 @@ fn allow_non_tmpfs_accepts_a_disk_backed_target() {
     ));
     assert_code(&out, 0);
     assert_per_key_layout(&dir, &all_secrets(), &[]);
+    // The counterpart of the refusal's "no call at all".
+    assert!(!stack.agent.calls().is_empty());
+    assert!(!stack.infisical.requests().is_empty());
 }
 
 #[test]
@@ -1006,6 +1013,10 @@ fn an_owner_change_that_is_not_permitted_is_refused_78_before_any_request() {
         stack.infisical.requests().is_empty(),
         "requests were sent: {:?}",
         stack.infisical.requests()
+    );
+    assert!(
+        stack.agent.calls().is_empty(),
+        "the Workload API was called"
     );
 }
 
