@@ -910,7 +910,30 @@ fn a_failed_write_leaves_the_previous_generation_intact() {
     assert_eq!(snapshot(&dir), before_dir, "after the refused login");
     assert_eq!(std::fs::read(&json).unwrap(), before_json);
 
-    // Server failing until the startup timeout.
+    // Logged in, then the secrets route fails until the startup timeout.
+    let earlier = stack.infisical.requests().len();
+    for route in ["/api/v4/secrets", "/api/v3/secrets/raw"] {
+        stack
+            .infisical
+            .fail_next(route, 100_000, Fault::Status(500));
+    }
+    let out = run(svid_exec(&stack, &args));
+    assert_code(&out, 69);
+    assert_eq!(
+        snapshot(&dir),
+        before_dir,
+        "after the failing secrets route"
+    );
+    assert_eq!(std::fs::read(&json).unwrap(), before_json);
+    let requests = stack.infisical.requests().split_off(earlier);
+    assert!(requests
+        .iter()
+        .any(|r| r.path.ends_with("/login") && r.status == 200));
+    assert!(requests
+        .iter()
+        .any(|r| r.path == "/api/v4/secrets" && r.status == 500));
+
+    // The whole server failing until the startup timeout.
     stack
         .infisical
         .fail_next("/api/*", 100_000, Fault::Status(500));
