@@ -121,32 +121,65 @@ fn is_memory_backed(path: &Path) -> bool {
     })
 }
 
+/// A temp dir that can be removed even by a non-root user although svid-exec
+/// sealed its generation directories read-only (0500).
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut dirs = vec![self.0.path().to_owned()];
+        while let Some(dir) = dirs.pop() {
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+    }
+}
+
 /// A scratch directory on tmpfs (`/dev/shm`), or `None` (with a message)
 /// where there is none.
-fn tmpfs_scratch() -> Option<tempfile::TempDir> {
+fn tmpfs_scratch() -> Option<Scratch> {
     let shm = Path::new("/dev/shm");
     if !is_memory_backed(shm) {
         eprintln!("skipped: /dev/shm is not a tmpfs on this machine");
         return None;
     }
-    Some(
+    Some(Scratch(
         tempfile::Builder::new()
             .prefix("svid-exec-files-cli")
             .tempdir_in(shm)
             .unwrap(),
-    )
+    ))
 }
 
-/// A scratch directory on a disk-backed filesystem (cargo's target tmp), or
-/// `None` (with a message) where even that is memory-backed.
-fn disk_scratch() -> Option<tempfile::TempDir> {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(base).unwrap();
-    if is_memory_backed(base) {
-        eprintln!("skipped: {} is memory-backed here", base.display());
-        return None;
+/// A scratch directory on a disk-backed filesystem (cargo's target tmp, else
+/// the system temp dir or `/var/tmp`), or `None` (with a message) where
+/// there is none.
+fn disk_scratch() -> Option<Scratch> {
+    let candidates = [
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        std::env::temp_dir(),
+        PathBuf::from("/var/tmp"),
+    ];
+    for base in &candidates {
+        let _ = std::fs::create_dir_all(base);
+        if base.exists() && !is_memory_backed(base) {
+            if let Ok(dir) = tempfile::tempdir_in(base) {
+                return Some(Scratch(dir));
+            }
+        }
     }
-    Some(tempfile::tempdir_in(base).unwrap())
+    eprintln!("skipped: no writable disk-backed directory among {candidates:?}");
+    None
 }
 
 fn is_root() -> bool {
