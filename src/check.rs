@@ -329,20 +329,19 @@ async fn check(config: &Config) -> Report {
     let deadline = Instant::now() + config.server.startup_timeout;
     configuration_step(&mut report, config);
 
-    let mut secrets: Option<SecretSet> = None;
-    let mut session: Option<Session> = None;
-    if identity_steps(&mut report, config, deadline).await {
-        session = login_step(&mut report, config, deadline).await;
+    let mut session = if identity_steps(&mut report, config, deadline).await {
+        login_step(&mut report, config, deadline).await
     } else {
         report.skip("login", "no JWT to log in with");
-    }
-    match session.as_mut() {
-        Some(session) => secrets = fetch_steps(&mut report, config, session, deadline).await,
-        None => {
-            report.skip("project", "not logged in");
-            report.skip("paths", "not logged in");
-        }
-    }
+        None
+    };
+    let secrets = if let Some(session) = session.as_mut() {
+        fetch_steps(&mut report, config, session, deadline).await
+    } else {
+        report.skip("project", "not logged in");
+        report.skip("paths", "not logged in");
+        None
+    };
     files_step(&mut report, config, secrets.as_ref());
     environment_step(&mut report, config, secrets.as_ref());
     drop(secrets);
@@ -516,7 +515,7 @@ async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> 
     };
     match session.login(deadline).await {
         Ok(token) => {
-            let ttl = TokenTimes::from(&*token).expires_in;
+            let ttl = TokenTimes::from(token).expires_in;
             report.ok(
                 "login",
                 format!(

@@ -373,8 +373,7 @@ fn a_disk_backed_files_dir_fails_78_with_the_tmpfs_hint() {
         .args(["-f", "-c", "%T"])
         .arg(stack.dir())
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("tmpfs"))
-        .unwrap_or(false);
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("tmpfs"));
     if fs_is_tmpfs {
         eprintln!("skipped: the temp dir is a tmpfs here");
         return;
