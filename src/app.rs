@@ -173,8 +173,13 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
     let is_check = matches!(&cli.command, Command::Check(_));
     let config = match Config::from_cli(cli.command) {
         Ok(config) => config,
-        // `check` reports an invalid configuration as its first failed step.
-        Err(e) if is_check => return crate::check::config_failed(&e, check_json),
+        // `check` reports an invalid configuration as its first failed step
+        // (stdout) and, like every command, as an error on stderr.
+        Err(e) if is_check => {
+            let code = crate::check::config_failed(&e, check_json);
+            report(&AppError::Config(e));
+            return code;
+        }
         Err(e) => return Err(e.into()),
     };
     crate::logging::init(config.output);

@@ -437,5 +437,37 @@ fn an_invalid_configuration_is_the_first_failed_step_78() {
     assert_eq!(doc["steps"][0]["status"], "fail");
     let steps = doc["steps"].as_array().expect("steps");
     assert!(steps[1..].iter().all(|s| s["status"] == "skip"), "{doc:#}");
+    assert!(
+        o.stderr.contains("--startup-timeout"),
+        "and on stderr: {}",
+        o.stderr
+    );
     assert_eq!(stack.infisical.requests().len(), 0);
+}
+
+#[test]
+fn a_jwt_file_replaces_the_workload_api_step() {
+    let stack = Stack::start();
+    let file = stack.write_jwt_file(Duration::from_secs(300));
+    let path = file.display().to_string();
+    let o = check(
+        &stack,
+        &[],
+        &["--jwt-file", &path, "--startup-timeout", "20s"],
+    );
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.line("✓", "jwt-file").contains(&path));
+    assert!(o.line("✓", "svid").contains(WORKLOAD));
+    assert!(!o.stdout.contains("workload-api"), "{}", o.stdout);
+    assert_no_secret(&o);
+
+    let missing = stack.dir().join("absent.token").display().to_string();
+    let o = check(
+        &stack,
+        &[],
+        &["--jwt-file", &missing, "--startup-timeout", "20s"],
+    );
+    assert_eq!(o.code, 78, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.line("✗", "jwt-file").contains("hint: check --jwt-file"));
+    o.line("-", "login");
 }
