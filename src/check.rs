@@ -204,6 +204,15 @@ fn split_hint(message: &str) -> (String, Option<String>) {
     (message.to_owned(), None)
 }
 
+/// "1 secret", "3 secrets".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `<error>: <cause>: …`, skipping causes the message already quotes.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
@@ -581,10 +590,9 @@ async fn fetch_steps(
                 let names: Vec<&str> = fetched.secrets.names().collect();
                 let imported = fetched.paths.first().map_or(0, |p| p.imported);
                 let mut detail = format!(
-                    "readable in {}: {} secret{}",
+                    "readable in {}: {}",
                     fetch.environment,
-                    names.len(),
-                    if names.len() == 1 { "" } else { "s" }
+                    plural(names.len(), "secret")
                 );
                 if imported > 0 {
                     let _ = write!(detail, " ({imported} imported)");
@@ -658,7 +666,10 @@ fn secrets_step(report: &mut Report, config: &Config, merged: &SecretSet) {
             ExitClass::Config,
         );
     } else {
-        let mut detail = format!("{} in total after merging the paths", merged.len());
+        let mut detail = format!(
+            "{} in total after merging the paths",
+            plural(merged.len(), "secret")
+        );
         if !fetch.require.is_empty() {
             let _ = write!(detail, "; every --require'd key is present");
         }
@@ -676,6 +687,12 @@ fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>)
         );
         return;
     };
+    // preflight creates a missing last component; say so rather than hide it.
+    let existed: Vec<bool> = [&options.dir, &options.dotenv_file, &options.json_file]
+        .into_iter()
+        .flatten()
+        .map(|p| options.dir.as_ref() != Some(p) || p.exists())
+        .collect();
     let result = files::preflight(&options).and_then(|()| match (secrets, &options.dir) {
         (Some(secrets), Some(_)) => files::validate_names(secrets),
         _ => Ok(()),
@@ -687,7 +704,14 @@ fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>)
     let targets: Vec<String> = [&options.dir, &options.dotenv_file, &options.json_file]
         .into_iter()
         .flatten()
-        .map(|p| p.display().to_string())
+        .zip(existed)
+        .map(|(p, existed)| {
+            if existed {
+                p.display().to_string()
+            } else {
+                format!("{} (created)", p.display())
+            }
+        })
         .collect();
     let fs = if options.allow_non_tmpfs {
         "writable (--allow-non-tmpfs: the filesystem type is not checked)"

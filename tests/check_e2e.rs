@@ -108,6 +108,13 @@ fn assert_no_secret(o: &Outcome) {
     }
 }
 
+/// "138ns" or "544us": a wait printed below the millisecond.
+fn has_sub_millis(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0].is_ascii_digit() && (&w[1..] == b"ns" || &w[1..] == b"us"))
+}
+
 fn tmpfs_dir() -> Option<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
     shm.is_dir()
@@ -155,7 +162,8 @@ fn a_working_setup_passes_every_step_lists_names_and_prints_no_secret() {
     }
     o.line("✓", "secrets");
     if files_dir.is_some() {
-        assert!(o.line("✓", "files").contains("tmpfs"), "{}", o.stdout);
+        let files = o.line("✓", "files");
+        assert!(files.contains("secrets (created): on tmpfs"), "{files}");
     } else {
         eprintln!("note: no /dev/shm here; the files step was not exercised");
     }
@@ -167,6 +175,13 @@ fn a_working_setup_passes_every_step_lists_names_and_prints_no_secret() {
     assert_eq!(stack.infisical.live_tokens(), 0);
 
     let j = check(&stack, &[], &[&args[..], &["--output", "json"]].concat());
+    if files_dir.is_some() {
+        assert!(
+            !j.stdout.contains("(created)"),
+            "it exists now: {}",
+            j.stdout
+        );
+    }
     assert_eq!(j.code, 0, "{}", j.stdout);
     let doc = j.json();
     assert_eq!(doc["ok"], true);
@@ -470,4 +485,20 @@ fn a_jwt_file_replaces_the_workload_api_step() {
     assert_eq!(o.code, 78, "{}\n{}", o.stdout, o.stderr);
     assert!(o.line("✗", "jwt-file").contains("hint: check --jwt-file"));
     o.line("-", "login");
+}
+
+#[test]
+fn an_unreachable_infisical_fails_login_69_within_the_startup_timeout() {
+    let mut stack = Stack::start();
+    stack.infisical.stop();
+    let o = check(&stack, &[], &["--startup-timeout", "2s"]);
+    assert_eq!(o.code, 69, "{}\n{}", o.stdout, o.stderr);
+    o.line("✓", "workload-api");
+    let login = o.line("✗", "login");
+    assert!(login.contains("hint: check --api-url"), "{login}");
+    assert!(
+        !login.contains("ns:") && !login.contains("us "),
+        "whole milliseconds: {login}"
+    );
+    o.line("-", "revoke");
 }
