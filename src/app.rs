@@ -169,7 +169,19 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
             Err(e) => Err(AppError::Stdout(e)),
         };
     }
-    let config = Config::from_cli(cli.command)?;
+    let check_json = matches!(&cli.command, Command::Check(a) if a.output == "json");
+    let is_check = matches!(&cli.command, Command::Check(_));
+    let config = match Config::from_cli(cli.command) {
+        Ok(config) => config,
+        // `check` reports an invalid configuration as its first failed step
+        // (stdout) and, like every command, as an error on stderr.
+        Err(e) if is_check => {
+            let code = crate::check::config_failed(&e, check_json);
+            report(&AppError::Config(e));
+            return code;
+        }
+        Err(e) => return Err(e.into()),
+    };
     crate::logging::init(config.output);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -183,7 +195,7 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
             Err(AppError::NotWired("the file refresher (write --watch)"))
         }
         CommandConfig::Write => run_write(&config),
-        CommandConfig::Check { .. } => Err(AppError::NotWired("check")),
+        CommandConfig::Check { output } => crate::check::run(&config, *output),
     }
 }
 
@@ -232,7 +244,7 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
 
 /// Where each key's file is in the per-key layout (`DIR/KEY`, a link into
 /// the current generation), for `--env-file-refs`.
-fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<String, PathBuf> {
+pub(crate) fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<String, PathBuf> {
     let dir = config
         .delivery
         .files
@@ -314,7 +326,7 @@ async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
 }
 
 /// The file writer's options for this configuration, when files are asked for.
-fn files_options(config: &Config) -> Option<FilesOptions> {
+pub(crate) fn files_options(config: &Config) -> Option<FilesOptions> {
     config.delivery.files.as_ref().map(|files| FilesOptions {
         dir: files.targets.dir.clone(),
         dotenv_file: files.targets.dotenv_file.clone(),

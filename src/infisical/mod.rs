@@ -219,7 +219,10 @@ impl Client {
         result.map_err(|stop| match stop {
             Stop::Fatal(e) => e,
             Stop::Deadline(e) => InfisicalError::GaveUp {
-                waited: started.elapsed(),
+                // Whole milliseconds: nanoseconds are noise in the message.
+                waited: Duration::from_millis(
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ),
                 last: Box::new(e),
             },
         })
