@@ -1047,6 +1047,72 @@ mod program {
         );
     }
 
+    /// The bit of signal `n` in a `/proc/PID/status` signal mask line.
+    fn sig_bit(status: &str, field: &str, n: u32) -> bool {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+            .trim();
+        u64::from_str_radix(hex, 16).expect("hex mask") & (1 << (n - 1)) != 0
+    }
+
+    /// Regression: Rust's runtime ignores SIGPIPE, and an ignored signal
+    /// survives exec, so the program used to start with SIGPIPE ignored
+    /// (`yes | head` then printed "Broken pipe" instead of ending quietly).
+    #[test]
+    fn the_program_starts_with_sigpipe_at_its_default_action() {
+        let stack = Stack::start();
+        let outcome = run_program(&stack, &["cat", "/proc/self/status"]);
+        outcome.expect_code(0);
+        let status = String::from_utf8_lossy(&outcome.stdout);
+        assert!(
+            !sig_bit(&status, "SigIgn:", 13),
+            "SIGPIPE ignored:\n{status}"
+        );
+        assert!(
+            !sig_bit(&status, "SigBlk:", 13),
+            "SIGPIPE blocked:\n{status}"
+        );
+
+        // Behaviour: a shell's SIGPIPE kills it, as it would without svid-exec.
+        let outcome = run_program(&stack, &["sh", "-c", "kill -PIPE $$; echo survived"]);
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                outcome.status.signal(),
+                Some(13),
+                "stderr:\n{}",
+                outcome.stderr
+            );
+        }
+        assert!(outcome.stdout.is_empty());
+    }
+
+    #[test]
+    fn arguments_reach_the_program_intact() {
+        let stack = Stack::start();
+        let outcome = run_program(
+            &stack,
+            &[
+                "sh",
+                "-c",
+                "printf '%s|' \"$@\"",
+                "sh",
+                "a b",
+                "",
+                "--flag",
+                "ü=1",
+                "$HOME",
+            ],
+        );
+        outcome.expect_code(0);
+        assert_eq!(
+            String::from_utf8_lossy(&outcome.stdout),
+            "a b||--flag|ü=1|$HOME|"
+        );
+    }
+
     #[test]
     fn command_not_found_is_127_naming_it() {
         let stack = Stack::start();
