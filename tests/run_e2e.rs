@@ -362,6 +362,79 @@ mod auth {
     }
 
     #[test]
+    fn every_workload_api_address_form_works() {
+        let stack = Stack::start();
+        let socket = stack.agent.socket_path().display().to_string();
+        for address in [
+            socket.clone(),
+            format!("unix:{socket}"),
+            format!("unix://{socket}"),
+        ] {
+            let mut command = launcher(&stack);
+            command.env("SPIFFE_ENDPOINT_SOCKET", &address).args([
+                "run",
+                "--startup-timeout",
+                "2s",
+                "--",
+                "true",
+            ]);
+            let outcome = run(command);
+            assert_eq!(outcome.code(), 0, "{address}: {}", outcome.stderr);
+        }
+        assert_eq!(jwt_svid_calls(&stack).len(), 3);
+    }
+
+    #[test]
+    fn api_url_with_a_trailing_api_or_slash_is_normalised() {
+        let stack = Stack::start();
+        for suffix in ["/", "/api", "/api/"] {
+            let mut command = launcher(&stack);
+            command
+                .env(
+                    "INFISICAL_API_URL",
+                    format!("{}{suffix}", stack.infisical.url()),
+                )
+                .args(["run", "--startup-timeout", "2s", "--", "true"]);
+            let outcome = run(command);
+            assert_eq!(outcome.code(), 0, "{suffix}: {}", outcome.stderr);
+        }
+        let paths: Vec<String> = stack
+            .infisical
+            .requests()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.starts_with("/api/v") && !p.contains("//")),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn spiffe_auth_works_with_a_jwt_file_too() {
+        let stack = Stack::start();
+        let jwt = stack.write_jwt_file(Duration::from_secs(300));
+        let jwt_arg = jwt.display().to_string();
+        let outcome = run_env(
+            &stack,
+            &[
+                "--auth-method",
+                "spiffe-auth",
+                "--identity-id",
+                SPIFFE_IDENTITY,
+                "--jwt-file",
+                &jwt_arg,
+            ],
+        );
+        outcome.expect_code(0);
+        assert_demo_delivered(&outcome);
+        assert_logged_in_with(&stack, "spiffe-auth");
+        assert!(jwt_svid_calls(&stack).is_empty());
+    }
+
+    #[test]
     fn audience_is_repeatable_and_all_are_requested() {
         let stack = Stack::start();
         let outcome = run_env(&stack, &["--audience", "infisical", "--audience", "extra"]);
@@ -513,6 +586,49 @@ mod environment {
                 "{key} was altered"
             );
         }
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_shell_identifier_is_delivered_with_a_warning() {
+        let stack = Stack::start();
+        stack
+            .infisical
+            .set_secret(PROJECT_ID, ENVIRONMENT, "/", "my-key.v2", "dotted");
+        let outcome = run_env(&stack, &[]);
+        outcome
+            .expect_code(0)
+            .expect_stderr("\"my-key.v2\" is not a portable shell variable name");
+        assert_eq!(
+            outcome.child_env().get("my-key.v2").map(Vec::as_slice),
+            Some(&b"dotted"[..])
+        );
+    }
+
+    #[test]
+    fn a_name_execve_cannot_carry_is_78_naming_it() {
+        let stack = Stack::start();
+        stack
+            .infisical
+            .set_secret(PROJECT_ID, ENVIRONMENT, "/", "A=B", "x");
+        assert_refused(
+            &stack,
+            launcher(&stack),
+            &[],
+            78,
+            "\"A=B\" cannot be an environment variable name",
+        )
+        .expect_stderr("--files-dir");
+    }
+
+    #[test]
+    fn a_value_with_a_nul_byte_is_78_naming_it() {
+        let stack = Stack::start();
+        stack
+            .infisical
+            .set_secret(PROJECT_ID, ENVIRONMENT, "/", "NUL_VALUE", "before\0after");
+        let outcome = assert_refused(&stack, launcher(&stack), &[], 78, "\"NUL_VALUE\"");
+        outcome.expect_stderr("NUL byte");
+        assert!(!outcome.stderr.contains("before"), "the value was printed");
     }
 }
 
@@ -1131,6 +1247,33 @@ mod program {
         run_program(&stack, &[&path])
             .expect_code(126)
             .expect_stderr(&format!("cannot execute {path}"));
+    }
+
+    #[test]
+    fn a_missing_relative_path_is_127_and_a_directory_is_126() {
+        let stack = Stack::start();
+        run_program(&stack, &["./no-such-file"])
+            .expect_code(127)
+            .expect_stderr("command not found: ./no-such-file");
+        let dir = stack.dir().display().to_string();
+        run_program(&stack, &[&dir])
+            .expect_code(126)
+            .expect_stderr(&format!("cannot execute {dir}"));
+    }
+
+    #[test]
+    fn quiet_prints_nothing_on_success_and_still_reports_errors() {
+        let stack = Stack::start();
+        let mut command = launcher(&stack);
+        command.args(["run", "-q", "--", "true"]);
+        let outcome = run(command);
+        outcome.expect_code(0);
+        assert_eq!(outcome.stderr, "", "-q printed something");
+        let mut command = launcher(&stack);
+        command.args(["run", "-q", "--", "no-such-program-xyz"]);
+        run(command)
+            .expect_code(127)
+            .expect_stderr("command not found: no-such-program-xyz");
     }
 
     #[test]
