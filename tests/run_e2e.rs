@@ -842,6 +842,65 @@ mod fetching {
     }
 
     #[test]
+    fn several_tags_select_secrets_with_any_of_them_also_from_the_environment() {
+        let stack = Stack::start();
+        for (key, tag) in [
+            ("WEB_ONLY", "web"),
+            ("WORKER_ONLY", "worker"),
+            ("CRON_ONLY", "cron"),
+        ] {
+            stack
+                .infisical
+                .set_secret_tagged(PROJECT_ID, ENVIRONMENT, "/", key, tag, &[tag]);
+        }
+        let outcome = run_env(&stack, &["--tag", "web", "--tag", "worker"]);
+        outcome.expect_code(0);
+        let keys: Vec<String> = outcome
+            .child_env()
+            .into_keys()
+            .filter(|k| k != "PATH")
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["WEB_ONLY".to_string(), "WORKER_ONLY".to_string()]
+        );
+
+        let mut command = launcher(&stack);
+        command
+            .env("SVID_EXEC_TAGS", "web,cron")
+            .args(["run", "--", "env", "-0"]);
+        let outcome = run(command);
+        outcome.expect_code(0);
+        let keys: Vec<String> = outcome
+            .child_env()
+            .into_keys()
+            .filter(|k| k != "PATH")
+            .collect();
+        assert_eq!(keys, vec!["CRON_ONLY".to_string(), "WEB_ONLY".to_string()]);
+    }
+
+    #[test]
+    fn a_later_paths_import_beats_an_earlier_paths_own_secret() {
+        // Precedence (own over imports) applies within one path; across
+        // paths the later path wins, whatever the source in that path.
+        let stack = Stack::start();
+        secret(&stack, "/a", "X", "own in /a");
+        secret(&stack, "/b", "B_OWN", "b");
+        secret(&stack, "/c", "X", "imported into /b");
+        stack
+            .infisical
+            .add_import(PROJECT_ID, ENVIRONMENT, "/b", ENVIRONMENT, "/c");
+        let outcome = run_env(&stack, &["--path", "/a", "--path", "/b"]);
+        outcome.expect_code(0);
+        assert_eq!(value(&outcome, "X").as_deref(), Some("imported into /b"));
+        assert_eq!(value(&outcome, "B_OWN").as_deref(), Some("b"));
+
+        let outcome = run_env(&stack, &["--path", "/b", "--path", "/a"]);
+        outcome.expect_code(0);
+        assert_eq!(value(&outcome, "X").as_deref(), Some("own in /a"));
+    }
+
+    #[test]
     fn references_are_expanded_unless_no_expand() {
         let stack = Stack::start();
         secret(&stack, "/", "DB_HOST", "db.internal");
@@ -949,6 +1008,21 @@ mod fail_closed {
             .find(|l| l.contains("required secrets are missing"))
             .expect("message line");
         assert!(!message_line.contains("DATABASE_URL"), "{message_line}");
+    }
+
+    #[test]
+    fn required_keys_from_the_environment_are_comma_separated() {
+        let stack = Stack::start();
+        let mut command = launcher(&stack);
+        command.env("SVID_EXEC_REQUIRE", "GREETING,STRIPE_KEY");
+        let outcome = assert_refused(
+            &stack,
+            command,
+            &[],
+            78,
+            "required secrets are missing: STRIPE_KEY",
+        );
+        assert!(!outcome.stderr.contains("missing: GREETING"));
     }
 
     #[test]
