@@ -49,7 +49,8 @@ fn parse_help(command: &str, text: &str) -> Vec<Opt> {
         let trimmed = line.trim();
         if indent == 0 && trimmed.ends_with(':') {
             opts.extend(current.take());
-            heading = trimmed.trim_end_matches(':').to_owned();
+            heading.clear();
+            heading.push_str(trimmed.trim_end_matches(':'));
             if heading == "EXIT STATUS" {
                 break;
             }
