@@ -188,13 +188,16 @@ fn write_demo(binary: &Path, env: &[(String, String)], stack: &Stack) -> Result<
         if link.file_type().is_symlink() {
             let target = std::fs::read_link(&path).map_err(|e| e.to_string())?;
             let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
-            let kind = if meta.is_dir() { "dir " } else { "file" };
+            let size = if meta.is_dir() {
+                "directory".to_owned()
+            } else {
+                format!("{} bytes", meta.len())
+            };
             println!(
-                "    {name:<14} -> {:<22} {kind} mode {:04o} uid {} {} bytes",
+                "    {name:<14} -> {:<22} mode {:04o} uid {} {size}",
                 target.display(),
                 meta.permissions().mode() & 0o7777,
                 meta.uid(),
-                meta.len()
             );
         } else {
             println!(
@@ -205,7 +208,21 @@ fn write_demo(binary: &Path, env: &[(String, String)], stack: &Stack) -> Result<
     }
     println!("  each secret is a symlink into the current generation; an update writes a new");
     println!("  generation and swaps `..data` in one rename, so a reader never sees half of it.");
+    make_removable(&dir);
     Ok(())
+}
+
+/// The generation directories are read-only (0500); give them back write
+/// permission so the scratch directory can be removed when it is dropped.
+fn make_removable(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700));
+        }
+    }
 }
 
 /// Turns svid-exec's JSON log lines into plain sentences, from the fields
@@ -245,6 +262,7 @@ fn narrate_logs(stderr: &str, env: &[(String, String)]) {
                 field("in_environment")
             ),
             "secrets written to files" => format!("wrote {} secret files", field("files")),
+            "secrets written" => format!("done: {} secrets written", field("count")),
             "logged in to Infisical" => format!(
                 "logged in to Infisical as machine identity {} with {} (token valid {}, max TTL {})",
                 field("identity_id"),
