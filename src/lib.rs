@@ -16,3 +16,4 @@ pub mod secrets;
 pub mod session;
 pub mod svid;
 pub mod sys;
+pub mod watch;
