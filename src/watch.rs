@@ -214,7 +214,14 @@ impl WatchNetwork {
     }
 
     async fn poll(&mut self) -> Reply {
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        // Retrying one poll for longer than the interval is pointless (the next
+        // poll comes anyway), but give a short interval a few tries.
+        let bound = self
+            .config
+            .watch
+            .poll_interval
+            .clamp(Duration::from_secs(5), CALL_TIMEOUT);
+        let deadline = Instant::now() + bound;
         match self
             .session
             .fetch(&self.spec, self.etags.as_ref(), deadline)
