@@ -155,8 +155,9 @@ fn check_deliverable(
 /// `--stop-signal`, `--stop-timeout`, `--forward-to`, `--allow-empty`.
 fn settings(config: &Config) -> Settings {
     let watch = &config.watch;
-    let signal =
-        |s: nix::sys::signal::Signal| Signal::from_raw(s as i32).expect("UNWRAP: nix signals exist");
+    let signal = |s: nix::sys::signal::Signal| {
+        Signal::from_raw(s as i32).expect("UNWRAP: nix signals exist")
+    };
     let mut settings = Settings::new(watch.poll_interval);
     settings.on_change = match watch.on_change {
         config::OnChange::Restart => OnChange::Restart,
@@ -208,9 +209,11 @@ impl std::fmt::Debug for WatchNetwork {
 impl WatchNetwork {
     /// Time until the session's next planned refresh.
     fn renew_in(&self) -> Duration {
-        self.session.plan().map_or(UNKNOWN_LIFETIME_RENEW_EVERY, |p| {
-            p.at.saturating_duration_since(Instant::now())
-        })
+        self.session
+            .plan()
+            .map_or(UNKNOWN_LIFETIME_RENEW_EVERY, |p| {
+                p.at.saturating_duration_since(Instant::now())
+            })
     }
 
     async fn poll(&mut self) -> Reply {
@@ -263,9 +266,7 @@ impl WatchNetwork {
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
                 let transient = match &err {
-                    SessionError::Infisical(e) => {
-                        e.class() == crate::error::ExitClass::Unavailable
-                    }
+                    SessionError::Infisical(e) => e.class() == crate::error::ExitClass::Unavailable,
                     SessionError::Svid(_) => false,
                 };
                 let left = self
@@ -307,14 +308,12 @@ impl WatchNetwork {
 }
 
 impl Network for WatchNetwork {
-    fn call(&mut self, request: Request) -> impl std::future::Future<Output = Reply> {
-        async move {
-            match request {
-                Request::Poll => self.poll().await,
-                Request::Renew => self.renew().await,
-                Request::Relogin => self.relogin().await,
-                Request::Revoke => self.revoke().await,
-            }
+    async fn call(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Poll => self.poll().await,
+            Request::Renew => self.renew().await,
+            Request::Relogin => self.relogin().await,
+            Request::Revoke => self.revoke().await,
         }
     }
 }
@@ -377,7 +376,9 @@ impl Delivery for WatchDelivery {
             // Every set is checked with the same plan before it is accepted
             // (`check_deliverable`), so this is a bug; the child then gets an
             // empty environment rather than a partial one.
-            Err(err) => tracing::error!(%err, "internal error: could not plan the child's environment"),
+            Err(err) => {
+                tracing::error!(%err, "internal error: could not plan the child's environment");
+            }
         }
     }
 

@@ -80,7 +80,10 @@ impl Launcher {
             .env("PATH", "/usr/bin:/bin")
             .env("D", dir.path())
             .envs(stack.launcher_env())
-            .args(args.iter().map(|a| a.replace("$D", &dir.path().to_string_lossy())))
+            .args(
+                args.iter()
+                    .map(|a| a.replace("$D", &dir.path().to_string_lossy())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -214,7 +217,10 @@ mod lifecycle {
         let counters = stack.infisical.counters();
         let stderr = launcher.stderr();
         assert!(counters.renewals >= 2, "{counters:?}\n{stderr}");
-        assert!(counters.logins >= 2, "no fresh login: {counters:?}\n{stderr}");
+        assert!(
+            counters.logins >= 2,
+            "no fresh login: {counters:?}\n{stderr}"
+        );
         let reads = secret_reads(&stack);
         assert!(reads.len() >= 10, "too few polls: {reads:?}");
         assert!(
@@ -275,7 +281,7 @@ mod lifecycle {
     }
 
     /// The server's clock jumps past the token's expiry (a suspended VM, a
-    /// stopped container): the next poll answers 403 TokenError.
+    /// stopped container): the next poll answers 403 `TokenError`.
     #[test]
     fn an_expired_token_mid_run_is_recovered_with_a_fresh_login() {
         let stack = stack_with((60, 600), false);
@@ -337,7 +343,11 @@ mod changes {
         wait_for("5 unchanged polls", WAIT, || {
             (secret_reads(&stack).len() >= reads + 5).then_some(())
         });
-        assert_eq!(launcher.starts(), first, "an unchanged poll restarted the child");
+        assert_eq!(
+            launcher.starts(),
+            first,
+            "an unchanged poll restarted the child"
+        );
         // Unchanged polls are answered 304 (If-None-Match).
         assert!(secret_reads(&stack).contains(&304));
 
@@ -433,11 +443,12 @@ mod changes {
     #[test]
     fn signal_on_change_with_secrets_in_the_environment_is_refused_at_start_up() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher =
-            Launcher::run(&stack, "1s", &["--on-change", "signal:HUP"], RECORDER);
+        let mut launcher = Launcher::run(&stack, "1s", &["--on-change", "signal:HUP"], RECORDER);
         assert_eq!(launcher.finish(), 78);
         assert!(
-            launcher.stderr().contains("cannot update secrets delivered in the environment"),
+            launcher
+                .stderr()
+                .contains("cannot update secrets delivered in the environment"),
             "{}",
             launcher.stderr()
         );
@@ -463,7 +474,10 @@ mod changes {
         assert!(alive(first[0].0));
         let starts = launcher.wait_starts(2);
         let failures = secret_reads(&stack).iter().filter(|s| **s == 500).count();
-        assert_eq!(failures, 12, "the restart came only after the server recovered");
+        assert_eq!(
+            failures, 12,
+            "the restart came only after the server recovered"
+        );
         assert_eq!(starts[1].1, "two");
         assert_eq!(launcher.stop(), 128 + 15);
     }
@@ -577,7 +591,12 @@ mod pid1 {
         let stack = stack_with((3600, 86_400), false);
         for (name, n) in [("TERM", 15), ("HUP", 1), ("KILL", 9)] {
             let mut launcher = Launcher::run(&stack, "60s", &[], &format!("kill -{name} $$"));
-            assert_eq!(launcher.finish(), 128 + n, "SIG{name}: {}", launcher.stderr());
+            assert_eq!(
+                launcher.finish(),
+                128 + n,
+                "SIG{name}: {}",
+                launcher.stderr()
+            );
         }
     }
 
@@ -630,7 +649,15 @@ fn idle_cost() {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .envs(stack.launcher_env())
-        .args(["run", "--watch", "--poll-interval", "5s", "--", "sleep", "600"])
+        .args([
+            "run",
+            "--watch",
+            "--poll-interval",
+            "5s",
+            "--",
+            "sleep",
+            "600",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(dir.path().join("stderr")).unwrap())
