@@ -564,6 +564,26 @@ mod shutdown {
     }
 
     #[test]
+    fn term_during_a_slow_start_up_exits_128_plus_15_without_starting_the_child() {
+        let stack = stack_with((3600, 86_400), false);
+        stack
+            .infisical
+            .fail_next("/api/v1/auth/oidc-auth/login", 1000, Fault::Status(503));
+        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        wait_for("a login attempt", WAIT, || {
+            stack
+                .infisical
+                .requests()
+                .iter()
+                .any(|r| r.path == "/api/v1/auth/oidc-auth/login")
+                .then_some(())
+        });
+        assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().logins, 0);
+        assert!(launcher.starts().is_empty());
+    }
+
+    #[test]
     fn a_start_up_failure_exits_like_exec_mode_before_anything_runs() {
         let stack = stack_with((3600, 86_400), false);
         let mut launcher = Launcher::run(&stack, "1s", &["--path", "/nothing-here"], RECORDER);
