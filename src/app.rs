@@ -53,6 +53,9 @@ pub enum AppError {
     /// A part of the flow that is not connected yet.
     #[error("internal error: {0} is not wired yet")]
     NotWired(&'static str),
+    /// The supervisor could not be set up (`--watch`).
+    #[error(transparent)]
+    Supervise(#[from] crate::launch::supervise::SuperviseError),
     /// Standard output could not be written.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -70,6 +73,7 @@ impl AppError {
             Self::Exec(e) => e.exit_class(),
             Self::Files(e) => e.exit_class(),
             Self::Flow(e) => e.exit_class(),
+            Self::Supervise(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
             Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
@@ -82,6 +86,10 @@ impl AppError {
             Self::Env(e) => Some(e.hint()),
             Self::Exec(e) => Some(e.hint().to_owned()),
             Self::Files(_) | Self::Flow(_) => None,
+            Self::Supervise(e) => match e.exit_class() {
+                ExitClass::Internal => Some("this is a bug in svid-exec, please report it".to_owned()),
+                _ => None,
+            },
             Self::Empty { .. } => Some(
                 "check --env and --path (some servers answer a mistyped environment or path with an \
                  empty list) and that the identity may read them; pass --allow-empty if empty is expected"
@@ -190,10 +198,10 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
         CommandConfig::Run { program, args } if !config.watch.enabled => {
             run_exec(&config, program, args)
         }
-        CommandConfig::Run { .. } => Err(AppError::NotWired("the supervisor (run --watch)")),
-        CommandConfig::Write if config.watch.enabled => {
-            Err(AppError::NotWired("the file refresher (write --watch)"))
+        CommandConfig::Run { program, args } => {
+            crate::watch::run(&config, Some((program, args.as_slice())))
         }
+        CommandConfig::Write if config.watch.enabled => crate::watch::run(&config, None),
         CommandConfig::Write => run_write(&config),
         CommandConfig::Check { output } => crate::check::run(&config, *output),
     }
@@ -261,7 +269,7 @@ pub(crate) fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<St
 
 /// The child's environment: inherited minus bootstrap variables, plus the
 /// secrets (or `KEY_FILE` paths) unless `--no-env`.
-fn env_plan<'a>(
+pub(crate) fn env_plan<'a>(
     config: &Config,
     secrets: &'a SecretSet,
     file_paths: &'a BTreeMap<String, PathBuf>,
@@ -292,7 +300,7 @@ fn env_plan<'a>(
 
 /// Fail closed on what the server returned: an empty set (unless allowed) and
 /// missing `--require`d keys are configuration errors, before anything runs.
-fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppError> {
+pub(crate) fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppError> {
     if secrets.is_empty() && !fetch.allow_empty {
         return Err(AppError::Empty {
             where_: format!(
@@ -341,7 +349,7 @@ pub(crate) fn files_options(config: &Config) -> Option<FilesOptions> {
 
 /// Checks the file targets (tmpfs, permissions, planted links) before
 /// anything is fetched, so a bad target fails without contacting anyone.
-fn preflight_files(config: &Config) -> Result<(), AppError> {
+pub(crate) fn preflight_files(config: &Config) -> Result<(), AppError> {
     match files_options(config) {
         Some(options) => Ok(files::preflight(&options)?),
         None => Ok(()),

@@ -17,3 +17,4 @@ pub mod secrets;
 pub mod session;
 pub mod svid;
 pub mod sys;
+pub mod watch;

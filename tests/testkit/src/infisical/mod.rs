@@ -391,6 +391,19 @@ impl FakeInfisical {
         self.state.lock().counters
     }
 
+    /// The current strings of the access tokens alive on the server (not revoked,
+    /// not deleted), as an operator could see them: lets a test revoke a client's
+    /// token out of band through `POST /api/v1/auth/token/revoke`.
+    pub fn live_token_strings(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .tokens
+            .values()
+            .filter(|t| !t.revoked)
+            .map(tokens::TokenRecord::current)
+            .collect()
+    }
+
     /// Access tokens currently alive on the server (not revoked, not deleted).
     pub fn live_tokens(&self) -> usize {
         self.state
