@@ -1,6 +1,6 @@
 //! The one retry policy of the program: capped exponential backoff with full
 //! jitter (on top of `backon`), bounded by a deadline, honouring a minimum wait
-//! the server asks for (`Retry-After`).
+//! the server asks for (`Retry-After`) with the jitter added on top.
 //!
 //! Why full jitter: when a thousand pods start at once, every launcher hits the
 //! agent and Infisical at the same instant; drawing each wait uniformly from
@@ -82,13 +82,17 @@ fn jitter(ceiling: Duration, unit: f64) -> Duration {
 /// start before the deadline (then the caller gives up with the last error).
 ///
 /// `proposed` is the jittered backoff; `min_wait` is what the server asked for
-/// (`Retry-After`); the wait is the larger of the two.
+/// (`Retry-After`, or the seconds in a 429 message). With a server minimum the
+/// wait is that minimum *plus* the jittered backoff: a rate limiter tells every
+/// client of the herd the same "retry in 1 s", and waiting exactly that long
+/// (or the larger of the two, which is the same at first) brings the whole herd
+/// back at the same instant, to be refused again.
 pub fn next_wait(
     proposed: Duration,
     min_wait: Option<Duration>,
     remaining: Duration,
 ) -> Option<Duration> {
-    let wait = min_wait.map_or(proposed, |m| m.max(proposed));
+    let wait = min_wait.map_or(proposed, |m| m.saturating_add(proposed));
     (wait < remaining).then_some(wait)
 }
 
@@ -203,10 +207,10 @@ mod tests {
         let s = Duration::from_secs;
         // plain backoff
         assert_eq!(next_wait(s(1), None, s(10)), Some(s(1)));
-        // Retry-After longer than the backoff wins
-        assert_eq!(next_wait(s(1), Some(s(3)), s(10)), Some(s(3)));
-        // backoff longer than Retry-After wins
-        assert_eq!(next_wait(s(4), Some(s(3)), s(10)), Some(s(4)));
+        // Retry-After is a minimum: the jittered backoff comes on top, so a
+        // herd told the same wait does not come back at the same instant
+        assert_eq!(next_wait(s(1), Some(s(3)), s(10)), Some(s(4)));
+        assert_eq!(next_wait(Duration::ZERO, Some(s(3)), s(10)), Some(s(3)));
         // an attempt that could not start before the deadline is not made
         assert_eq!(next_wait(s(1), Some(s(30)), s(10)), None);
         assert_eq!(next_wait(s(10), None, s(10)), None);
