@@ -78,22 +78,55 @@ fn jitter(ceiling: Duration, unit: f64) -> Duration {
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
+/// The time left for the last attempt when a backoff is shortened to fit
+/// before the deadline.
+pub const LAST_ATTEMPT: Duration = Duration::from_millis(500);
+
 /// The wait before the next attempt, or `None` when that attempt could not
 /// start before the deadline (then the caller gives up with the last error).
 ///
 /// `proposed` is the jittered backoff; `min_wait` is what the server asked for
-/// (`Retry-After`, or the seconds in a 429 message). With a server minimum the
-/// wait is that minimum *plus* the jittered backoff: a rate limiter tells every
-/// client of the herd the same "retry in 1 s", and waiting exactly that long
-/// (or the larger of the two, which is the same at first) brings the whole herd
-/// back at the same instant, to be refused again.
+/// (`Retry-After`, or the seconds in a 429 message). A rate limiter tells every
+/// client of a herd the same "retry in 1 s": waiting exactly that long brings
+/// the herd back at one instant, to be refused again. So with a server minimum
+/// the wait is that minimum, plus the jittered backoff, plus a second draw
+/// (`unit` in `[0, 1]`) over the minimum itself, capped at `spread_cap`: the
+/// herd spreads over about as long as the server's window again. When that
+/// would pass the deadline but the minimum alone would not, the wait is the
+/// minimum: one more attempt beats giving up early. Likewise a plain backoff
+/// that would pass the deadline is shortened to leave [`LAST_ATTEMPT`] for a
+/// final try (a server's minimum is never shortened).
 pub fn next_wait(
     proposed: Duration,
     min_wait: Option<Duration>,
+    unit: f64,
+    spread_cap: Duration,
     remaining: Duration,
 ) -> Option<Duration> {
-    let wait = min_wait.map_or(proposed, |m| m.saturating_add(proposed));
+    let wait = match min_wait {
+        // A backoff that would sleep past the deadline is shortened to leave
+        // one last attempt: the agent or server may be up by then, and giving
+        // up seconds before the deadline the user set would waste them.
+        None if proposed >= remaining && remaining > LAST_ATTEMPT * 2 => remaining - LAST_ATTEMPT,
+        None => proposed,
+        Some(m) => {
+            let spread = m
+                .saturating_add(proposed)
+                .saturating_add(jitter(m.min(spread_cap), unit));
+            if spread < remaining {
+                spread
+            } else {
+                m
+            }
+        }
+    };
     (wait < remaining).then_some(wait)
+}
+
+/// `d` rounded down to whole milliseconds, for messages ("1s 750ms", not
+/// "1s 749ms 424us 766ns").
+pub fn to_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a retried operation's error must say about itself.
@@ -142,13 +175,15 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut gave_up_at_deadline = false;
+    let mut rng = fastrand::Rng::new();
     let result = (|| attempt(per_attempt.min(deadline.saturating_duration_since(Instant::now()))))
         .retry(backoff.waits())
         .sleep(tokio::time::sleep)
         .when(Transient::is_transient)
         .adjust(|err: &E, proposed| {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let wait = proposed.and_then(|p| next_wait(p, err.min_wait(), remaining));
+            let wait = proposed
+                .and_then(|p| next_wait(p, err.min_wait(), rng.f64(), backoff.max, remaining));
             gave_up_at_deadline = wait.is_none();
             wait
         })
@@ -194,6 +229,15 @@ mod tests {
     }
 
     #[test]
+    fn durations_in_messages_are_whole_milliseconds() {
+        let d = Duration::new(1, 749_424_766);
+        assert_eq!(
+            humantime::format_duration(to_millis(d)).to_string(),
+            "1s 749ms"
+        );
+    }
+
+    #[test]
     fn waits_are_spread_not_all_equal() {
         let waits: Vec<_> = Backoff::DEFAULT.waits().skip(5).take(50).collect();
         assert!(
@@ -205,16 +249,33 @@ mod tests {
     #[test]
     fn next_wait_honours_the_server_minimum_and_the_deadline() {
         let s = Duration::from_secs;
+        let cap = s(5);
         // plain backoff
-        assert_eq!(next_wait(s(1), None, s(10)), Some(s(1)));
-        // Retry-After is a minimum: the jittered backoff comes on top, so a
-        // herd told the same wait does not come back at the same instant
-        assert_eq!(next_wait(s(1), Some(s(3)), s(10)), Some(s(4)));
-        assert_eq!(next_wait(Duration::ZERO, Some(s(3)), s(10)), Some(s(3)));
+        assert_eq!(next_wait(s(1), None, 0.7, cap, s(10)), Some(s(1)));
+        // Retry-After is a minimum: the backoff and a draw over the minimum
+        // come on top, so a herd told the same wait does not come back at once
+        assert_eq!(next_wait(s(1), Some(s(3)), 0.0, cap, s(20)), Some(s(4)));
+        assert_eq!(next_wait(s(1), Some(s(3)), 1.0, cap, s(20)), Some(s(7)));
+        assert_eq!(
+            next_wait(Duration::ZERO, Some(s(2)), 0.5, cap, s(20)),
+            Some(s(3))
+        );
+        // the draw over the minimum is capped
+        assert_eq!(next_wait(s(1), Some(s(40)), 1.0, cap, s(60)), Some(s(46)));
+        // spread past the deadline, minimum not: wait just the minimum
+        assert_eq!(next_wait(s(4), Some(s(5)), 1.0, cap, s(10)), Some(s(5)));
         // an attempt that could not start before the deadline is not made
-        assert_eq!(next_wait(s(1), Some(s(30)), s(10)), None);
-        assert_eq!(next_wait(s(10), None, s(10)), None);
-        assert_eq!(next_wait(Duration::ZERO, None, Duration::ZERO), None);
+        assert_eq!(next_wait(s(1), Some(s(30)), 0.0, cap, s(10)), None);
+        assert_eq!(
+            next_wait(Duration::ZERO, None, 0.0, cap, Duration::ZERO),
+            None
+        );
+        // a backoff past the deadline leaves time for one last attempt…
+        let ms = Duration::from_millis;
+        assert_eq!(next_wait(s(4), None, 0.0, cap, s(3)), Some(ms(2500)));
+        assert_eq!(next_wait(s(10), None, 0.0, cap, s(10)), Some(ms(9500)));
+        // …unless too little is left for one
+        assert_eq!(next_wait(s(4), None, 0.0, cap, ms(900)), None);
     }
 
     #[derive(Debug)]
