@@ -107,7 +107,9 @@ pub fn next_wait(
         // A backoff that would sleep past the deadline is shortened to leave
         // one last attempt: the agent or server may be up by then, and giving
         // up seconds before the deadline the user set would waste them.
-        None if proposed >= remaining && remaining > LAST_ATTEMPT * 2 => remaining - LAST_ATTEMPT,
+        None if proposed >= remaining && remaining > LAST_ATTEMPT * 2 => {
+            remaining.saturating_sub(LAST_ATTEMPT)
+        }
         None => proposed,
         Some(m) => {
             let spread = m
