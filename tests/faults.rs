@@ -108,8 +108,11 @@ impl<'a> Launch<'a> {
             .filter(|(k, _)| !self.unset.contains(&k.as_str()))
             .chain(self.set.iter().cloned())
             .collect();
+        // Trace level: the no-secret check below then covers every log line
+        // each failure path can print.
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
+            .env("SVID_EXEC_LOG_LEVEL", "trace")
             .envs(env)
             .arg("run")
             .args(&self.args)
@@ -248,6 +251,20 @@ mod agent {
         assert!(
             stack.infisical.requests().is_empty(),
             "no login without a JWT"
+        );
+    }
+
+    #[test]
+    fn refusing_connections_until_the_deadline_exits_69() {
+        let mut stack = Stack::start();
+        // A crashed agent's socket file, with nothing listening on it.
+        stack.agent.stop_leaving_stale_socket();
+        let out = Launch::new(&stack, "stale")
+            .arg("--startup-timeout=2s")
+            .run();
+        out.assert_refused(
+            69,
+            &["no JWT-SVID from the Workload API", "nothing is listening"],
         );
     }
 
