@@ -190,7 +190,9 @@ fn assert_no_secret(stderr: &str) {
         }
     }
     assert!(!stderr.contains("eyJ"), "a JWT in stderr:\n{stderr}");
+    // libtest's wording, and the launcher's own panic hook's.
     assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");
+    assert!(!stderr.contains("internal error at"), "a panic:\n{stderr}");
 }
 
 fn statuses(stack: &Stack, path: &str) -> Vec<u16> {
