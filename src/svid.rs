@@ -105,7 +105,7 @@ pub enum SvidError {
         detail: String,
     },
     /// Nothing usable before the deadline.
-    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(*.waited))]
+    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// The address.
         endpoint: String,
@@ -671,6 +671,15 @@ fn classify(err: &WorkloadApiError, endpoint: &Endpoint) -> Attempt {
             }),
             GrpcStatusCode::Unavailable => wait(
                 format!("the SPIRE agent is unavailable (Unavailable: {})", s.message()),
+                CHECK_AGENT,
+            ),
+            // tonic reports a connection that broke mid-call (the agent
+            // crashed or restarted) as Unknown "transport error".
+            GrpcStatusCode::Unknown => wait(
+                format!(
+                    "the Workload API call failed (Unknown: {}); the agent may have restarted",
+                    s.message()
+                ),
                 CHECK_AGENT,
             ),
             code => wait(

@@ -381,6 +381,13 @@ impl FakeInfisical {
         self.state.lock().faults.set_rate_limit(class, per_minute);
     }
 
+    /// Limits every rate-limited request together (all classes; `/api/status`
+    /// exempt) to `limit` per `window`, e.g. 50 per second for a load test;
+    /// `None` lifts it. Over the limit: 429 with `Retry-After` (whole seconds).
+    pub fn set_total_rate_limit(&self, limit: Option<(u32, std::time::Duration)>) {
+        self.state.lock().faults.set_total_rate_limit(limit);
+    }
+
     /// Every request served so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state.lock().faults.log.clone()
