@@ -218,7 +218,21 @@ fn fetch_blocking(config: &Config) -> Result<SecretSet, AppError> {
         .map_err(AppError::Runtime)?;
     let secrets = runtime.block_on(fetch_secrets(config))?;
     check_fetched(&config.fetch, &secrets)?;
+    #[cfg(debug_assertions)]
+    debug_panic_with_secrets(&secrets);
     Ok(secrets)
+}
+
+/// Debug builds only: `SVID_EXEC_DEBUG_PANIC=1` panics with every fetched
+/// value in the panic message, so a test can prove that the panic hook prints
+/// none of it and exits 70. Release builds do not contain this.
+#[cfg(debug_assertions)]
+fn debug_panic_with_secrets(secrets: &SecretSet) {
+    use secrecy::ExposeSecret as _;
+    if std::env::var_os("SVID_EXEC_DEBUG_PANIC").is_some() {
+        let values: Vec<&str> = secrets.iter().map(|(_, v)| v.expose_secret()).collect();
+        panic!("debug panic carrying the secrets: {values:?}");
+    }
 }
 
 /// `write` without `--watch`: fetch, write every target, exit 0.

@@ -751,3 +751,38 @@ fn load_200_launchers_against_50_requests_per_second() {
         "{total} requests for a minimum of {minimum}: the herd is not spread"
     );
 }
+
+/// A panic (a bug) exits 70 and prints where it happened, never the message:
+/// the debug-only `SVID_EXEC_DEBUG_PANIC` hook panics with every fetched value
+/// in its message, and none of them may reach stderr.
+#[test]
+fn a_panic_exits_70_without_printing_its_message() {
+    let stack = Stack::start();
+    let marker = stack.dir().join("panic.ran");
+    let out = Command::new(env!("CARGO_BIN_EXE_svid-exec"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SVID_EXEC_DEBUG_PANIC", "1")
+        .envs(stack.launcher_env())
+        .args(["run", "--log-level", "trace", "--", "touch"])
+        .arg(&marker)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run svid-exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(stderr.contains("internal error at"), "{stderr}");
+    assert!(
+        !stderr.contains("debug panic"),
+        "the panic message leaked:\n{stderr}"
+    );
+    for (name, value) in DEMO_SECRETS {
+        for line in value.lines().filter(|l| l.len() >= 8) {
+            assert!(
+                !stderr.contains(line),
+                "{name}'s value in stderr:\n{stderr}"
+            );
+        }
+    }
+    assert!(!marker.exists(), "the program ran after a panic");
+}
