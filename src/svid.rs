@@ -460,17 +460,18 @@ impl SvidSource {
 fn log_fetched(jwt: &Jwt, endpoint: &str) {
     let claims = jwt.claims();
     let left = claims.remaining(SystemTime::now());
+    let expires_in = left.map_or_else(|| "unknown".to_owned(), |d| format!("{}s", d.as_secs()));
     tracing::info!(
         endpoint,
         sub = claims.sub.as_deref().unwrap_or("-"),
         aud = ?claims.aud,
         iss = claims.iss.as_deref().unwrap_or("-"),
-        expires_in = ?left,
+        expires_in = %expires_in,
         "got a JWT-SVID"
     );
     if left.is_some_and(|l| l < SHORT_LIFETIME) {
         tracing::warn!(
-            expires_in = ?left,
+            expires_in = %expires_in,
             "the JWT-SVID expires very soon; is the SPIRE agent unable to reach its server (it then serves cached tokens)?"
         );
     }
