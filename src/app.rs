@@ -3,6 +3,7 @@
 //! where an error is printed (`svid-exec: <error>: <cause>…` and its hint) and
 //! turned into an exit code, and where a panic becomes exit 70 without a secret.
 
+use crate::error::chain;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
@@ -131,18 +132,6 @@ fn install_panic_hook() {
             .map_or_else(|| "an unknown location".to_owned(), ToString::to_string);
         eprintln!("svid-exec: internal error at {location}, please report it");
     }));
-}
-
-/// `<error>: <cause>: <cause>`.
-fn chain(error: &AppError) -> String {
-    let mut line = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 /// Prints the error with its cause chain and hint, once: as

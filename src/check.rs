@@ -6,6 +6,7 @@
 //! secret value, the JWT or the access token: values stay in the `SecretSet`
 //! (used only to size the environment) and are dropped with it.
 
+use crate::error::chain;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -211,21 +212,6 @@ fn plural(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
-}
-
-/// `<error>: <cause>: …`, skipping causes the message already quotes.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// A failed session step: a refused login keeps the server's message as the

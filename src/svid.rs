@@ -22,7 +22,7 @@ use spiffe::{SpiffeId, WorkloadApiClient};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::error::ExitClass;
+use crate::error::{chain, ExitClass};
 use crate::retry::{self, Backoff, Stop, Transient};
 
 /// SPIRE agent's default socket, the contract's default for `--workload-api-socket`.
@@ -721,21 +721,6 @@ fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
         cur = e.source();
     }
     None
-}
-
-/// `a: b: c` for an error and its causes, skipping causes already quoted by their parent.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
+use crate::error::chain;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, ExitCode};
@@ -172,19 +173,6 @@ fn settings(config: &Config) -> Settings {
     };
     settings.allow_empty = config.fetch.allow_empty;
     settings
-}
-
-/// `<error>: <cause>: …` (never a secret: errors carry names, statuses and the
-/// server's scrubbed message).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The supervisor's network side: one session (token), one fetch request, the

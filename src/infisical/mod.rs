@@ -24,8 +24,8 @@ pub use auth::AccessToken;
 pub use error::{AuthMethod, InfisicalError, ServerError};
 pub use secrets::{ApiVersion, Etags, FetchOutcome, FetchSpec, Fetched, PathSummary};
 
+use crate::error::chain;
 use crate::retry::{self, Backoff, Stop};
-use crate::svid::chain;
 
 /// The contract's default `--api-url`.
 pub const DEFAULT_API_URL: &str = "https://app.infisical.com";
