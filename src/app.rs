@@ -53,6 +53,9 @@ pub enum AppError {
     /// A part of the flow that is not connected yet.
     #[error("internal error: {0} is not wired yet")]
     NotWired(&'static str),
+    /// The supervisor could not be set up (`--watch`).
+    #[error(transparent)]
+    Supervise(#[from] crate::launch::supervise::SuperviseError),
     /// Standard output could not be written.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -70,6 +73,7 @@ impl AppError {
             Self::Exec(e) => e.exit_class(),
             Self::Files(e) => e.exit_class(),
             Self::Flow(e) => e.exit_class(),
+            Self::Supervise(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
             Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
@@ -82,6 +86,10 @@ impl AppError {
             Self::Env(e) => Some(e.hint()),
             Self::Exec(e) => Some(e.hint().to_owned()),
             Self::Files(_) | Self::Flow(_) => None,
+            Self::Supervise(e) => match e.exit_class() {
+                ExitClass::Internal => Some("this is a bug in svid-exec, please report it".to_owned()),
+                _ => None,
+            },
             Self::Empty { .. } => Some(
                 "check --env and --path (some servers answer a mistyped environment or path with an \
                  empty list) and that the identity may read them; pass --allow-empty if empty is expected"
@@ -169,7 +177,19 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
             Err(e) => Err(AppError::Stdout(e)),
         };
     }
-    let config = Config::from_cli(cli.command)?;
+    let check_json = matches!(&cli.command, Command::Check(a) if a.output == "json");
+    let is_check = matches!(&cli.command, Command::Check(_));
+    let config = match Config::from_cli(cli.command) {
+        Ok(config) => config,
+        // `check` reports an invalid configuration as its first failed step
+        // (stdout) and, like every command, as an error on stderr.
+        Err(e) if is_check => {
+            let code = crate::check::config_failed(&e, check_json);
+            report(&AppError::Config(e));
+            return code;
+        }
+        Err(e) => return Err(e.into()),
+    };
     crate::logging::init(config.output);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -178,12 +198,12 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
         CommandConfig::Run { program, args } if !config.watch.enabled => {
             run_exec(&config, program, args)
         }
-        CommandConfig::Run { .. } => Err(AppError::NotWired("the supervisor (run --watch)")),
-        CommandConfig::Write if config.watch.enabled => {
-            Err(AppError::NotWired("the file refresher (write --watch)"))
+        CommandConfig::Run { program, args } => {
+            crate::watch::run(&config, Some((program, args.as_slice())))
         }
+        CommandConfig::Write if config.watch.enabled => crate::watch::run(&config, None),
         CommandConfig::Write => run_write(&config),
-        CommandConfig::Check { .. } => Err(AppError::NotWired("check")),
+        CommandConfig::Check { output } => crate::check::run(&config, *output),
     }
 }
 
@@ -198,7 +218,21 @@ fn fetch_blocking(config: &Config) -> Result<SecretSet, AppError> {
         .map_err(AppError::Runtime)?;
     let secrets = runtime.block_on(fetch_secrets(config))?;
     check_fetched(&config.fetch, &secrets)?;
+    #[cfg(debug_assertions)]
+    debug_panic_with_secrets(&secrets);
     Ok(secrets)
+}
+
+/// Debug builds only: `SVID_EXEC_DEBUG_PANIC=1` panics with every fetched
+/// value in the panic message, so a test can prove that the panic hook prints
+/// none of it and exits 70. Release builds do not contain this.
+#[cfg(debug_assertions)]
+fn debug_panic_with_secrets(secrets: &SecretSet) {
+    use secrecy::ExposeSecret as _;
+    if std::env::var_os("SVID_EXEC_DEBUG_PANIC").is_some() {
+        let values: Vec<&str> = secrets.iter().map(|(_, v)| v.expose_secret()).collect();
+        panic!("debug panic carrying the secrets: {values:?}");
+    }
 }
 
 /// `write` without `--watch`: fetch, write every target, exit 0.
@@ -232,7 +266,7 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
 
 /// Where each key's file is in the per-key layout (`DIR/KEY`, a link into
 /// the current generation), for `--env-file-refs`.
-fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<String, PathBuf> {
+pub(crate) fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<String, PathBuf> {
     let dir = config
         .delivery
         .files
@@ -249,7 +283,7 @@ fn per_key_paths(config: &Config, secrets: &SecretSet) -> BTreeMap<String, PathB
 
 /// The child's environment: inherited minus bootstrap variables, plus the
 /// secrets (or `KEY_FILE` paths) unless `--no-env`.
-fn env_plan<'a>(
+pub(crate) fn env_plan<'a>(
     config: &Config,
     secrets: &'a SecretSet,
     file_paths: &'a BTreeMap<String, PathBuf>,
@@ -280,7 +314,7 @@ fn env_plan<'a>(
 
 /// Fail closed on what the server returned: an empty set (unless allowed) and
 /// missing `--require`d keys are configuration errors, before anything runs.
-fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppError> {
+pub(crate) fn check_fetched(fetch: &FetchConfig, secrets: &SecretSet) -> Result<(), AppError> {
     if secrets.is_empty() && !fetch.allow_empty {
         return Err(AppError::Empty {
             where_: format!(
@@ -314,7 +348,7 @@ async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
 }
 
 /// The file writer's options for this configuration, when files are asked for.
-fn files_options(config: &Config) -> Option<FilesOptions> {
+pub(crate) fn files_options(config: &Config) -> Option<FilesOptions> {
     config.delivery.files.as_ref().map(|files| FilesOptions {
         dir: files.targets.dir.clone(),
         dotenv_file: files.targets.dotenv_file.clone(),
@@ -329,7 +363,7 @@ fn files_options(config: &Config) -> Option<FilesOptions> {
 
 /// Checks the file targets (tmpfs, permissions, planted links) before
 /// anything is fetched, so a bad target fails without contacting anyone.
-fn preflight_files(config: &Config) -> Result<(), AppError> {
+pub(crate) fn preflight_files(config: &Config) -> Result<(), AppError> {
     match files_options(config) {
         Some(options) => Ok(files::preflight(&options)?),
         None => Ok(()),
@@ -343,7 +377,8 @@ fn write_files(config: &Config, secrets: &SecretSet) -> Result<(), AppError> {
     let Some(options) = files_options(config) else {
         return Ok(());
     };
-    files::validate_names(secrets)?;
+    // `files::write` refuses names that cannot be files when (and only when)
+    // per-key files are asked for: a JSON-only target can carry any key.
     let written = files::write(secrets, &options)?;
     tracing::info!(
         files = written.files.len(),

@@ -3,6 +3,7 @@
 //! program (environment or tmpfs files), then exec it or supervise it.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliver;
@@ -16,3 +17,4 @@ pub mod secrets;
 pub mod session;
 pub mod svid;
 pub mod sys;
+pub mod watch;

@@ -105,7 +105,7 @@ pub enum SvidError {
         detail: String,
     },
     /// Nothing usable before the deadline.
-    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(*.waited))]
+    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// The address.
         endpoint: String,
@@ -449,7 +449,7 @@ impl SvidSource {
                 | Stop::Deadline(Attempt::Wait { reason, check }),
             ) => Err(SvidError::GaveUp {
                 endpoint,
-                waited: started.elapsed(),
+                waited: whole_millis(started.elapsed()),
                 last: reason,
                 check,
             }),
@@ -460,17 +460,18 @@ impl SvidSource {
 fn log_fetched(jwt: &Jwt, endpoint: &str) {
     let claims = jwt.claims();
     let left = claims.remaining(SystemTime::now());
+    let expires_in = left.map_or_else(|| "unknown".to_owned(), |d| format!("{}s", d.as_secs()));
     tracing::info!(
         endpoint,
         sub = claims.sub.as_deref().unwrap_or("-"),
         aud = ?claims.aud,
         iss = claims.iss.as_deref().unwrap_or("-"),
-        expires_in = ?left,
+        expires_in = %expires_in,
         "got a JWT-SVID"
     );
     if left.is_some_and(|l| l < SHORT_LIFETIME) {
         tracing::warn!(
-            expires_in = ?left,
+            expires_in = %expires_in,
             "the JWT-SVID expires very soon; is the SPIRE agent unable to reach its server (it then serves cached tokens)?"
         );
     }
@@ -571,6 +572,72 @@ async fn fetch_once(options: &WorkloadApiOptions, bound: Duration) -> Result<Jwt
     Ok(Jwt { token, claims })
 }
 
+/// What `check` shows of one JWT-SVID the workload has: its readable claims
+/// and the agent's hint. Never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvidSummary {
+    /// `sub` (the SPIFFE ID), `aud`, `exp` and `iss`.
+    pub claims: JwtClaims,
+    /// The Workload API's hint for this SVID, when the registration entry sets one.
+    pub hint: Option<String>,
+}
+
+fn summarize(svid: &spiffe::JwtSvid) -> SvidSummary {
+    // `iss` is not exposed by the crate; read it from the payload without copying the token.
+    let iss = decode_claims(svid.token()).ok().and_then(|c| c.iss);
+    SvidSummary {
+        claims: JwtClaims {
+            sub: Some(svid.spiffe_id().to_string()),
+            aud: svid.audience().to_vec(),
+            exp: Some(svid.claims().exp()),
+            iss,
+        },
+        hint: svid.hint().map(str::to_owned),
+    }
+}
+
+/// Every JWT-SVID the workload has for `options.audiences` (one call, bounded
+/// by `deadline`; the agent is expected to be up already), as summaries: each
+/// token is dropped as soon as its claims are read.
+pub async fn list_jwt_svids(
+    options: &WorkloadApiOptions,
+    deadline: Instant,
+) -> Result<Vec<SvidSummary>, SvidError> {
+    let endpoint = describe_endpoint(&options.endpoint);
+    let started = Instant::now();
+    let call = async {
+        let client = WorkloadApiClient::connect(options.endpoint.clone()).await?;
+        client
+            .fetch_all_jwt_svids(&options.audiences, options.spiffe_id.as_ref())
+            .await
+    };
+    let bound = deadline
+        .saturating_duration_since(started)
+        .min(options.per_call_timeout);
+    let attempt = match tokio::time::timeout(bound, call).await {
+        Err(_) => Attempt::Wait {
+            reason: "the Workload API did not answer".to_owned(),
+            check: CHECK_AGENT,
+        },
+        Ok(Err(e)) => classify(&e, &options.endpoint),
+        Ok(Ok(svids)) => return Ok(svids.iter().map(summarize).collect()),
+    };
+    Err(match attempt {
+        Attempt::Fatal(e) => e,
+        Attempt::Wait { reason, check } => SvidError::GaveUp {
+            endpoint,
+            waited: whole_millis(started.elapsed()),
+            last: reason,
+            check,
+        },
+    })
+}
+
+/// A wait as users read it ("1s 250ms", not "1s 250ms 117us 3ns").
+fn whole_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Sorts a Workload API error into wait or fail (spiffe.md §1.6 policy table).
 fn classify(err: &WorkloadApiError, endpoint: &Endpoint) -> Attempt {
     let name = describe_endpoint(endpoint);
@@ -605,6 +672,15 @@ fn classify(err: &WorkloadApiError, endpoint: &Endpoint) -> Attempt {
             }),
             GrpcStatusCode::Unavailable => wait(
                 format!("the SPIRE agent is unavailable (Unavailable: {})", s.message()),
+                CHECK_AGENT,
+            ),
+            // tonic reports a connection that broke mid-call (the agent
+            // crashed or restarted) as Unknown "transport error".
+            GrpcStatusCode::Unknown => wait(
+                format!(
+                    "the Workload API call failed (Unknown: {}); the agent may have restarted",
+                    s.message()
+                ),
                 CHECK_AGENT,
             ),
             code => wait(
@@ -753,6 +829,28 @@ mod tests {
         assert!(decode_claims("not-a-jwt").is_err());
         assert!(decode_claims("a.!!!.c").is_err());
         assert!(decode_claims(&format!("a.{}.c", b64("[1,2]"))).is_err());
+    }
+
+    #[test]
+    fn summary_has_the_claims_and_hint_and_reads_iss_from_the_payload() {
+        let token = jwt(
+            r#"{"sub":"spiffe://example.org/w","aud":["infisical"],"exp":1700000000,"iss":"https://oidc.example"}"#,
+        );
+        let svid = spiffe::JwtSvid::parse_insecure(&token)
+            .unwrap()
+            .with_hint("internal");
+        let s = summarize(&svid);
+        assert_eq!(s.claims.sub.as_deref(), Some("spiffe://example.org/w"));
+        assert_eq!(s.claims.aud, vec!["infisical"]);
+        assert_eq!(s.claims.exp, Some(1_700_000_000));
+        assert_eq!(s.claims.iss.as_deref(), Some("https://oidc.example"));
+        assert_eq!(s.hint.as_deref(), Some("internal"));
+        assert!(!format!("{s:?}").contains(&token));
+
+        let token = jwt(r#"{"sub":"spiffe://example.org/w","aud":"infisical","exp":1700000000}"#);
+        let s = summarize(&spiffe::JwtSvid::parse_insecure(&token).unwrap());
+        assert_eq!(s.claims.iss, None);
+        assert_eq!(s.hint, None);
     }
 
     #[test]

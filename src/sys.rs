@@ -138,6 +138,27 @@ fn reset_child_signals() {
     }
 }
 
+/// SIGPIPE's disposition around `run`'s exec: `default` puts back the default
+/// action, `!default` the "ignore" that Rust's runtime sets before `main`. An
+/// ignored disposition survives `execve`, so without the reset the program gets
+/// `EPIPE` instead of dying quietly when its reader goes away (`yes | head`
+/// printing "Broken pipe"); `std::process::Command` does the same reset for the
+/// children it spawns. If exec fails, "ignore" comes back so that reporting the
+/// error on a closed stderr cannot kill us.
+pub fn set_sigpipe_default(default: bool) {
+    use nix::sys::signal::{signal, SigHandler};
+    let handler = if default {
+        SigHandler::SigDfl
+    } else {
+        SigHandler::SigIgn
+    };
+    // SAFETY: SIG_DFL and SIG_IGN install no handler, so no Rust code runs in
+    // signal context.
+    unsafe {
+        let _ = signal(NixSignal::SIGPIPE, handler);
+    }
+}
+
 /// The soft core-size limit we started with, restored in the child so the program
 /// can still dump core if its owner wants that (only our own process holds back).
 static ORIGINAL_CORE_SOFT: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();

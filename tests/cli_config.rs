@@ -178,6 +178,9 @@ fn boolean_environment_variables_accept_the_usual_spellings() {
                 "p",
                 "--env",
                 "e",
+                // With --watch off, check runs: no agent here, fail fast.
+                "--startup-timeout",
+                "1s",
             ])
             .env_clear()
             .env("SVID_EXEC_WATCH", value)

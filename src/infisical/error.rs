@@ -353,7 +353,7 @@ pub enum InfisicalError {
         limit: usize,
     },
     /// Retried until the deadline without success.
-    #[error("gave up on Infisical after {}: {last}; check --api-url, the network path to the server and its health, or allow more time (--startup-timeout)", humantime::format_duration(*.waited))]
+    #[error("gave up on Infisical after {}: {last}; check --api-url, the network path to the server and its health, or allow more time (--startup-timeout)", humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// How long it tried.
         waited: Duration,

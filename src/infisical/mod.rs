@@ -34,6 +34,15 @@ pub const DEFAULT_API_URL: &str = "https://app.infisical.com";
 /// is far beyond any real project; above it the server or a proxy is misbehaving.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// TCP + TLS connect bound per attempt: a host that does not even answer the
+/// handshake in 10 s is retried (with backoff) rather than waited on.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bound on one request, body included, per attempt (also cut at the caller's
+/// deadline): a stuck server or proxy is abandoned and the request retried.
+/// Generous, because a large recursive listing with imports can take seconds.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How to reach Infisical.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -43,9 +52,9 @@ pub struct ClientOptions {
     pub ca_cert: Option<PathBuf>,
     /// Allow `http://` to a host that is not loopback (the caller warns).
     pub allow_insecure_http: bool,
-    /// TCP + TLS connect bound.
+    /// TCP + TLS connect bound ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
-    /// Bound on one request, body included (also capped by the caller's deadline).
+    /// Bound on one request, body included ([`REQUEST_TIMEOUT`]; also capped by the caller's deadline).
     pub request_timeout: Duration,
     /// `User-Agent` header.
     pub user_agent: String,
@@ -57,8 +66,8 @@ impl Default for ClientOptions {
             api_url: DEFAULT_API_URL.to_owned(),
             ca_cert: None,
             allow_insecure_http: false,
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
             user_agent: concat!("svid-exec/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -219,7 +228,10 @@ impl Client {
         result.map_err(|stop| match stop {
             Stop::Fatal(e) => e,
             Stop::Deadline(e) => InfisicalError::GaveUp {
-                waited: started.elapsed(),
+                // Whole milliseconds: nanoseconds are noise in the message.
+                waited: Duration::from_millis(
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ),
                 last: Box::new(e),
             },
         })

@@ -115,14 +115,36 @@ pub fn exec(program: &OsStr, args: &[OsString], env: &EnvPlan<'_>) -> ExecError 
     let candidates = candidates(program.as_bytes(), env.path_var());
     let envp = env.to_envp();
     let envp = envp.as_cstrs();
+    // The program must not inherit the SIGPIPE "ignore" of Rust's runtime.
+    crate::sys::set_sigpipe_default(true);
+    let error = try_candidates(candidates, &c_args, &envp, &shown);
+    crate::sys::set_sigpipe_default(false);
+    error
+}
+
+/// `execve` on each candidate in turn, as `execvp` does; returns the error to
+/// report when none could be executed.
+fn try_candidates(
+    candidates: Vec<Vec<u8>>,
+    c_args: &[CString],
+    envp: &[&CStr],
+    shown: &str,
+) -> ExecError {
+    let not_found = || ExecError::NotFound {
+        command: shown.to_owned(),
+    };
     let mut denied: Option<(String, Errno)> = None;
     for candidate in candidates {
         let Ok(path) = CString::new(candidate) else {
             continue;
         };
-        let Err(errno) = nix::unistd::execve(path.as_c_str(), &c_args, &envp);
+        let Err(errno) = nix::unistd::execve(path.as_c_str(), c_args, envp);
         match (errno, after_failure(errno)) {
-            (Errno::E2BIG, _) => return ExecError::TooLarge { command: shown },
+            (Errno::E2BIG, _) => {
+                return ExecError::TooLarge {
+                    command: shown.to_owned(),
+                }
+            }
             (_, Next::Continue) => {}
             (_, Next::Denied) => {
                 denied.get_or_insert_with(|| (display(&path), errno));

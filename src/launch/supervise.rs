@@ -878,6 +878,25 @@ impl SuperviseError {
 /// The supervisor's signals, read by one thread (see [`prepare`]).
 pub struct SignalReader(UnboundedReceiver<Signal>);
 
+impl SignalReader {
+    /// For the start-up phase (log in, first fetch), before there is a child:
+    /// waits for a signal whose default action would have ended the process had
+    /// it not been blocked (HUP, INT, QUIT, TERM) and returns it, so `docker stop`
+    /// or Ctrl-C during a slow start-up is not held until supervision begins.
+    /// Other signals are dropped: there is no child to forward them to yet.
+    pub async fn until_terminated(&mut self) -> Signal {
+        loop {
+            match self.0.recv().await {
+                Some(s) if [Signal::HUP, Signal::INT, Signal::QUIT, Signal::TERM].contains(&s) => {
+                    return s;
+                }
+                Some(s) => tracing::debug!(signal = %s, "signal during start-up; no child yet"),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
 /// Process set-up for supervise mode. `main` calls this first, before any thread or
 /// runtime exists: block signals, start the signal reader, turn off core dumps and
 /// ptrace-ability, lock memory (`mlock`), register as subreaper (warn if that fails
@@ -966,9 +985,32 @@ where
         .enable_time()
         .build()
         .map_err(SuperviseError::Runtime)?;
-    Ok(runtime.block_on(drive(
-        signals.0, child, settings, secrets, renew_in, network, delivery,
+    Ok(runtime.block_on(supervise(
+        signals, child, settings, secrets, renew_in, network, delivery,
     )))
+}
+
+/// [`run`] on the caller's runtime (a current-thread runtime with time enabled),
+/// for a caller whose network side was built on that runtime: `run --watch` logs
+/// in and fetches on it first, and an HTTP connection pool must not outlive the
+/// runtime it was made on.
+pub async fn supervise<N, D>(
+    signals: SignalReader,
+    child: Option<&ChildCommand>,
+    settings: Settings,
+    secrets: SecretSet,
+    renew_in: Option<Duration>,
+    network: N,
+    delivery: D,
+) -> u8
+where
+    N: Network + 'static,
+    D: Delivery,
+{
+    drive(
+        signals.0, child, settings, secrets, renew_in, network, delivery,
+    )
+    .await
 }
 
 async fn drive<N, D>(

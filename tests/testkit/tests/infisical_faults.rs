@@ -167,6 +167,43 @@ fn a_per_minute_rate_limit_applies_to_its_route_class_only() {
 }
 
 #[test]
+fn a_total_rate_limit_counts_every_class_together_and_can_be_lifted() {
+    let stack = Stack::start();
+    let token = stack.token();
+    let inf = &stack.infisical;
+    inf.set_total_rate_limit(Some((2, Duration::from_secs(60))));
+    assert_eq!(stack.client.get(&list_path(), Some(&token)).status, 200);
+    let project = format!("/api/v1/projects/slug/{PROJECT_SLUG}");
+    assert_eq!(stack.client.get(&project, Some(&token)).status, 200);
+    // The third request, of either class, is over.
+    let limited = stack.client.get(&project, Some(&token));
+    limited.error(429, "RateLimitExceeded");
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait));
+    assert_eq!(stack.client.get("/api/status", None).status, 200, "exempt");
+    inf.set_total_rate_limit(None);
+    assert_eq!(stack.client.get(&list_path(), Some(&token)).status, 200);
+}
+
+#[test]
+fn a_huge_body_fault_streams_that_many_bytes_without_a_length() {
+    let stack = Stack::start();
+    let token = stack.token();
+    stack
+        .infisical
+        .fail_next(LIST, 1, Fault::HugeBody(3 * 64 * 1024 + 5));
+    let huge = stack.client.get(&list_path(), Some(&token));
+    assert_eq!(huge.status, 200);
+    assert!(huge.headers.get("content-length").is_none());
+    assert_eq!(huge.text.len(), 3 * 64 * 1024 + 5);
+    assert_eq!(stack.client.get(&list_path(), Some(&token)).status, 200);
+}
+
+#[test]
 fn the_request_log_and_counters_record_what_happened() {
     let stack = Stack::start();
     let token = stack.token();

@@ -1,6 +1,7 @@
 //! Test knobs applied in one middleware around every route: injected faults
-//! (statuses, 429s, garbage / truncated bodies, dropped connections,
-//! latency), per-minute rate limits per route class, `ETag` / `If-None-Match`
+//! (statuses, 429s, garbage / truncated / huge bodies, dropped connections,
+//! latency), per-minute rate limits per route class, a total rate limit over
+//! any window (load tests), `ETag` / `If-None-Match`
 //! (after the handler ran, so a 304 still costs a token use, as on the real
 //! server), and the request log.
 
@@ -43,6 +44,10 @@ pub enum Fault {
     DropConnection,
     /// Waits this long, then serves normally.
     Latency(Duration),
+    /// 200 with a JSON content type and a chunked body of this many bytes
+    /// (no `Content-Length`: the client must enforce its own cap while
+    /// reading). Generated lazily, so the stand-in's memory stays small.
+    HugeBody(u64),
 }
 
 /// Route classes of the server's rate limiter (§4.3). `/api/status` is exempt.
@@ -114,6 +119,8 @@ struct Rule {
 pub(crate) struct Faults {
     rules: Vec<Rule>,
     limits: HashMap<RateClass, (u32, u64, u32)>,
+    /// Over every limited class together: (limit, window ms, window start, count).
+    total: Option<(u32, u64, u64, u32)>,
     pub(crate) log: Vec<RequestRecord>,
 }
 
@@ -143,6 +150,30 @@ impl Faults {
                 self.limits.remove(&class);
             }
         }
+    }
+
+    pub(crate) fn set_total_rate_limit(&mut self, limit: Option<(u32, Duration)>) {
+        self.total = limit.map(|(limit, window)| {
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+            (limit, window_ms, now_ms(), 0)
+        });
+    }
+
+    /// Counts a request against the total limit (when set).
+    fn count_total(&mut self) -> Option<Window> {
+        let (limit, window_ms, start, count) = self.total.as_mut()?;
+        let now = now_ms();
+        if now >= *start + *window_ms {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        Some(Window {
+            limit: *limit,
+            remaining: limit.saturating_sub(*count),
+            reset_secs: (*start + *window_ms - now).div_ceil(1000),
+            over: *count > *limit,
+        })
     }
 
     fn take(&mut self, path: &str) -> Option<Fault> {
@@ -186,6 +217,24 @@ fn too_many(seconds: u64, retry_after_header: bool) -> Response {
     if retry_after_header {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    response
+}
+
+fn huge_body(bytes: u64) -> Response {
+    const CHUNK_LEN: usize = 64 * 1024;
+    static CHUNK: [u8; CHUNK_LEN] = [b' '; CHUNK_LEN];
+    let chunks = bytes.div_ceil(CHUNK_LEN as u64);
+    let last =
+        usize::try_from(bytes - (chunks.saturating_sub(1)) * CHUNK_LEN as u64).unwrap_or(CHUNK_LEN);
+    let stream = tokio_stream::iter((0..chunks).map(move |i| {
+        let len = if i + 1 == chunks { last } else { CHUNK_LEN };
+        Ok::<_, std::io::Error>(Bytes::from_static(&CHUNK[..len]))
+    }));
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     response
 }
 
@@ -298,6 +347,7 @@ pub(crate) async fn layer(
             header,
         }) => early = Some(too_many(retry_after_secs, header)),
         Some(Fault::Status(status)) => early = Some(status_fault(status)),
+        Some(Fault::HugeBody(bytes)) => early = Some(huge_body(bytes)),
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
         Some(other) => post = Some(other),
         None => {}
@@ -305,10 +355,14 @@ pub(crate) async fn layer(
     let mut window = None;
     if early.is_none() {
         if let Some(class) = RateClass::of(&method, &path) {
-            window = state.lock().faults.count(class);
-            if let Some(w) = window.filter(|w| w.over) {
+            let mut inner = state.lock();
+            window = inner.faults.count(class);
+            let total = inner.faults.count_total();
+            drop(inner);
+            if let Some(w) = window.filter(|w| w.over).or(total.filter(|w| w.over)) {
                 early = Some(too_many(w.reset_secs, true));
             }
+            window = window.or(total);
         }
     }
     let mut response = if let Some(r) = early {

@@ -381,6 +381,13 @@ impl FakeInfisical {
         self.state.lock().faults.set_rate_limit(class, per_minute);
     }
 
+    /// Limits every rate-limited request together (all classes; `/api/status`
+    /// exempt) to `limit` per `window`, e.g. 50 per second for a load test;
+    /// `None` lifts it. Over the limit: 429 with `Retry-After` (whole seconds).
+    pub fn set_total_rate_limit(&self, limit: Option<(u32, std::time::Duration)>) {
+        self.state.lock().faults.set_total_rate_limit(limit);
+    }
+
     /// Every request served so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state.lock().faults.log.clone()
@@ -389,6 +396,19 @@ impl FakeInfisical {
     /// Login / renewal / revocation counts.
     pub fn counters(&self) -> Counters {
         self.state.lock().counters
+    }
+
+    /// The current strings of the access tokens alive on the server (not revoked,
+    /// not deleted), as an operator could see them: lets a test revoke a client's
+    /// token out of band through `POST /api/v1/auth/token/revoke`.
+    pub fn live_token_strings(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .tokens
+            .values()
+            .filter(|t| !t.revoked)
+            .map(tokens::TokenRecord::current)
+            .collect()
     }
 
     /// Access tokens currently alive on the server (not revoked, not deleted).

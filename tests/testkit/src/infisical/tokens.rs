@@ -34,6 +34,13 @@ pub(crate) struct TokenRecord {
     current: String,
 }
 
+impl TokenRecord {
+    /// The string handed out last.
+    pub(crate) fn current(&self) -> String {
+        self.current.clone()
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     u64::try_from(
         SystemTime::now()

@@ -1,0 +1,837 @@
+//! `svid-exec check`: runs every step of the flow once (configuration, Workload
+//! API, SVIDs, login, project, paths, file targets, environment size, revoke)
+//! and reports each as ok, warn, fail or skip, in text or one JSON document.
+//!
+//! The report carries names, paths, claims and the server's messages, never a
+//! secret value, the JWT or the access token: values stay in the `SecretSet`
+//! (used only to size the environment) and are dropped with it.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::app::{files_options, per_key_paths, AppError};
+use crate::config::{CheckOutput, Config, ConfigError, ProjectRef};
+use crate::deliver::env::{self, EnvPlan, EnvSource, ExecLimits};
+use crate::deliver::files;
+use crate::error::ExitClass;
+use crate::flow::{self, FlowError};
+use crate::infisical::{AuthMethod, FetchOutcome, FetchSpec, InfisicalError};
+use crate::secrets::SecretSet;
+use crate::session::{Session, SessionError, TokenTimes};
+use crate::svid::{
+    describe_endpoint, list_jwt_svids, parse_endpoint, parse_spiffe_id, JwtClaims, SvidError,
+    WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
+};
+
+/// Longest time the final revoke may take: the token expires by itself anyway.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The outcome of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Passed.
+    Ok,
+    /// Passed, but something needs attention.
+    Warn,
+    /// Failed: `check` exits non-zero.
+    Fail,
+    /// Not run, because a step it depends on failed (or it does not apply).
+    Skip,
+}
+
+impl Status {
+    const fn mark(self) -> &'static str {
+        match self {
+            Self::Ok => "✓",
+            Self::Warn => "!",
+            Self::Fail => "✗",
+            Self::Skip => "-",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// What was checked (`login`, `path /api`, …).
+    pub name: String,
+    /// Its outcome.
+    pub status: Status,
+    /// What was found (names and claims, never values).
+    pub detail: String,
+    /// What to check, when there is something to say.
+    pub hint: Option<String>,
+    /// The exit class of a failure.
+    #[serde(skip)]
+    pub class: Option<ExitClass>,
+}
+
+/// Every step, in order.
+#[derive(Debug, Default)]
+pub struct Report {
+    steps: Vec<Step>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    ok: bool,
+    exit_code: u8,
+    steps: &'a [Step],
+}
+
+impl Report {
+    fn push(
+        &mut self,
+        name: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        hint: Option<String>,
+        class: Option<ExitClass>,
+    ) {
+        self.steps.push(Step {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            hint,
+            class,
+        });
+    }
+
+    fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.push(name, Status::Ok, detail, None, None);
+    }
+
+    fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, hint: Option<String>) {
+        self.push(name, Status::Warn, detail, hint, None);
+    }
+
+    fn fail(
+        &mut self,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        hint: Option<String>,
+        class: ExitClass,
+    ) {
+        self.push(name, Status::Fail, detail, hint, Some(class));
+    }
+
+    /// A failure given as an error message whose trailing "; check …" is the hint.
+    fn fail_message(&mut self, name: impl Into<String>, message: &str, class: ExitClass) {
+        let (detail, hint) = split_hint(message);
+        self.fail(name, detail, hint, class);
+    }
+
+    fn skip(&mut self, name: impl Into<String>, because: &str) {
+        self.push(
+            name,
+            Status::Skip,
+            format!("skipped: {because}"),
+            None,
+            None,
+        );
+    }
+
+    /// The steps so far.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// 0 when nothing failed (warnings allowed), else the code of the first failure's class.
+    pub fn exit_code(&self) -> u8 {
+        self.steps
+            .iter()
+            .find_map(|s| s.class.filter(|_| s.status == Status::Fail))
+            .map_or(0, ExitClass::code)
+    }
+
+    /// One line per step, then the result.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for step in &self.steps {
+            let _ = write!(out, "{} {}: {}", step.status.mark(), step.name, step.detail);
+            if let Some(hint) = &step.hint {
+                let _ = write!(out, " — hint: {hint}");
+            }
+            out.push('\n');
+        }
+        let code = self.exit_code();
+        if code == 0 {
+            out.push_str("result: ok (exit 0)\n");
+        } else {
+            let _ = writeln!(out, "result: failed (exit {code})");
+        }
+        out
+    }
+
+    /// `{ok, exit_code, steps: [{name, status, detail, hint}]}`.
+    pub fn json(&self) -> String {
+        let code = self.exit_code();
+        let mut out = serde_json::to_string_pretty(&JsonReport {
+            ok: code == 0,
+            exit_code: code,
+            steps: &self.steps,
+        })
+        .unwrap_or_else(|_| format!("{{\"ok\":false,\"exit_code\":{code},\"steps\":[]}}"));
+        out.push('\n');
+        out
+    }
+}
+
+/// Splits an error message of the form "what failed; check …" at the first
+/// "; " that starts a hint (`check`, `use`, `pass`, `give`, …).
+fn split_hint(message: &str) -> (String, Option<String>) {
+    const STARTS: &[&str] = &[
+        "check ", "use ", "pass ", "give ", "create ", "is ", "if ", "set ", "a fresh ", "allow ",
+        "add ", "drop ", "remove ",
+    ];
+    let mut from = 0;
+    while let Some(at) = message[from..].find("; ") {
+        let at = from + at;
+        let rest = &message[at + 2..];
+        if STARTS.iter().any(|s| rest.starts_with(s)) {
+            return (message[..at].to_owned(), Some(rest.to_owned()));
+        }
+        from = at + 2;
+    }
+    (message.to_owned(), None)
+}
+
+/// "1 secret", "3 secrets".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// `<error>: <cause>: …`, skipping causes the message already quotes.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// A failed session step: a refused login keeps the server's message as the
+/// detail and its decoded hint apart; anything else is split at its hint.
+fn fail_session(report: &mut Report, name: &str, error: &SessionError) {
+    if let SessionError::Infisical(InfisicalError::LoginRefused {
+        method,
+        identity_id,
+        server,
+        hint,
+    }) = error
+    {
+        report.fail(
+            name,
+            format!("Infisical refused the {method} login for identity {identity_id}: {server}"),
+            Some(hint.clone()),
+            error.class(),
+        );
+    } else {
+        report.fail_message(name, &chain(error), error.class());
+    }
+}
+
+fn fail_flow(report: &mut Report, name: &str, error: &FlowError) {
+    match error {
+        FlowError::Session(e) => fail_session(report, name, e),
+        other => report.fail_message(name, &chain(other), other.exit_class()),
+    }
+}
+
+/// Prints the report and returns its exit code.
+fn emit(report: &Report, output: CheckOutput) -> Result<ExitCode, AppError> {
+    let text = match output {
+        CheckOutput::Text => report.text(),
+        CheckOutput::Json => report.json(),
+    };
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => Ok(ExitCode::from(report.exit_code())),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::from(report.exit_code()))
+        }
+        Err(e) => Err(AppError::Stdout(e)),
+    }
+}
+
+/// The steps after `configuration`, for a report that stops there.
+const LATER_STEPS: &[&str] = &[
+    "workload-api",
+    "svid",
+    "login",
+    "project",
+    "paths",
+    "files",
+    "environment",
+    "revoke",
+];
+
+/// `check` with a configuration that did not validate: the first step fails
+/// (78) and every other is skipped, in the requested format.
+pub fn config_failed(error: &ConfigError, json: bool) -> Result<ExitCode, AppError> {
+    let mut report = Report::default();
+    report.fail(
+        "configuration",
+        error.to_string(),
+        Some(error.hint().to_owned()),
+        error.exit_class(),
+    );
+    for name in LATER_STEPS {
+        report.skip(*name, "the configuration is invalid");
+    }
+    let output = if json {
+        CheckOutput::Json
+    } else {
+        CheckOutput::Text
+    };
+    emit(&report, output)
+}
+
+/// Runs every step and prints the report; the exit code is the first failure's.
+pub fn run(config: &Config, output: CheckOutput) -> Result<ExitCode, AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    let report = runtime.block_on(check(config));
+    drop(runtime);
+    emit(&report, output)
+}
+
+/// The Workload API options, as `flow::svid_source` builds them (None with `--jwt-file`).
+fn workload_options(config: &Config) -> Result<Option<WorkloadApiOptions>, SvidError> {
+    let identity = &config.identity;
+    if identity.jwt_file.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(WorkloadApiOptions {
+        endpoint: parse_endpoint(&identity.workload_api_socket)?,
+        audiences: identity.audiences.clone(),
+        spiffe_id: identity
+            .spiffe_id
+            .as_deref()
+            .map(parse_spiffe_id)
+            .transpose()?,
+        per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+    }))
+}
+
+async fn check(config: &Config) -> Report {
+    let mut report = Report::default();
+    let deadline = Instant::now() + config.server.startup_timeout;
+    configuration_step(&mut report, config);
+
+    let mut session = if identity_steps(&mut report, config, deadline).await {
+        login_step(&mut report, config, deadline).await
+    } else {
+        report.skip("login", "no JWT to log in with");
+        None
+    };
+    let secrets = if let Some(session) = session.as_mut() {
+        fetch_steps(&mut report, config, session, deadline).await
+    } else {
+        report.skip("project", "not logged in");
+        report.skip("paths", "not logged in");
+        None
+    };
+    files_step(&mut report, config, secrets.as_ref());
+    environment_step(&mut report, config, secrets.as_ref());
+    drop(secrets);
+    match session.as_mut() {
+        Some(session) => match session.revoke(Instant::now() + REVOKE_TIMEOUT).await {
+            Ok(()) => report.ok("revoke", "revoked the access token this check obtained"),
+            Err(e) => report.warn(
+                "revoke",
+                format!("could not revoke the access token: {}", chain(&e)),
+                Some("it expires by itself at the end of its TTL".to_owned()),
+            ),
+        },
+        None => report.skip("revoke", "no access token was obtained"),
+    }
+    report
+}
+
+fn configuration_step(report: &mut Report, config: &Config) {
+    let project = match &config.fetch.project {
+        ProjectRef::Id(id) => format!("project {id}"),
+        ProjectRef::Slug(slug) => format!("project slug {slug}"),
+    };
+    let detail = format!(
+        "valid: identity {} ({}), {project}, environment {}, paths {}, API {}",
+        config.identity.identity_id,
+        config.identity.auth_method,
+        config.fetch.environment,
+        config.fetch.paths.join(","),
+        config.server.api_url.as_str().trim_end_matches('/'),
+    );
+    if config.warnings.is_empty() {
+        report.ok("configuration", detail);
+    } else {
+        report.warn(
+            "configuration",
+            format!("{detail}; but: {}", config.warnings.join("; ")),
+            None,
+        );
+    }
+}
+
+/// `workload-api` (or `jwt-file`) and one `svid` step per JWT-SVID. True when
+/// a JWT could be obtained, i.e. a login can be tried.
+async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant) -> bool {
+    let workload = match workload_options(config) {
+        Ok(w) => w,
+        Err(e) => {
+            report.fail_message("workload-api", &e.to_string(), e.class());
+            report.skip("svid", "the Workload API address is invalid");
+            return false;
+        }
+    };
+    let source = match flow::svid_source(config) {
+        Ok(s) => s,
+        Err(e) => {
+            fail_flow(report, "workload-api", &e);
+            report.skip("svid", "no JWT source");
+            return false;
+        }
+    };
+    let name = if workload.is_some() {
+        "workload-api"
+    } else {
+        "jwt-file"
+    };
+    let jwt = match source.fetch(deadline).await {
+        Ok(jwt) => jwt,
+        Err(e) => {
+            report.fail_message(name, &chain(&e), e.class());
+            report.skip("svid", "no JWT-SVID");
+            return false;
+        }
+    };
+    let method = config.identity.auth_method;
+    let used = jwt.claims().clone();
+    drop(jwt);
+    match (&workload, &config.identity.jwt_file) {
+        (Some(options), _) => {
+            report.ok(
+                name,
+                format!("reachable at {}", describe_endpoint(&options.endpoint)),
+            );
+            match list_jwt_svids(options, deadline).await {
+                Ok(all) => {
+                    for svid in &all {
+                        let is_used = svid.claims.sub == used.sub;
+                        svid_step(report, &svid.claims, svid.hint.as_deref(), is_used, method);
+                    }
+                    if all.is_empty() {
+                        svid_step(report, &used, None, true, method);
+                    }
+                }
+                // The login step below tells whether the one JWT it needs still comes.
+                Err(e) => {
+                    report.warn("svid", format!("could not list the JWT-SVIDs: {e}"), None);
+                    svid_step(report, &used, None, true, method);
+                }
+            }
+        }
+        (None, Some(path)) => {
+            report.ok(
+                name,
+                format!("{} is readable and holds a JWT", path.display()),
+            );
+            svid_step(report, &used, None, true, method);
+        }
+        (None, None) => unreachable!("workload_options is None only with --jwt-file"),
+    }
+    true
+}
+
+/// One `svid` line: SPIFFE ID, audience, time to expiry, `iss`.
+fn svid_step(
+    report: &mut Report,
+    claims: &JwtClaims,
+    hint: Option<&str>,
+    used: bool,
+    method: AuthMethod,
+) {
+    let left = claims.remaining(SystemTime::now());
+    let expiry = match left {
+        Some(Duration::ZERO) => "expired".to_owned(),
+        Some(left) => format!("expires in {}", humantime::format_duration(left)),
+        None => "no exp claim".to_owned(),
+    };
+    let iss = claims
+        .iss
+        .as_deref()
+        .map_or_else(|| "no iss claim".to_owned(), |iss| format!("iss {iss}"));
+    let mut detail = format!(
+        "{} (audience {}, {expiry}, {iss}",
+        claims.sub.as_deref().unwrap_or("(no sub claim)"),
+        claims.aud.join(","),
+    );
+    if let Some(hint) = hint {
+        let _ = write!(detail, ", hint {hint}");
+    }
+    detail.push(')');
+    if used {
+        detail.push_str(", used for login");
+    }
+    if used && claims.iss.is_none() && method == AuthMethod::Oidc {
+        report.warn(
+            "svid",
+            detail,
+            Some(
+                "OIDC Auth needs an `iss` claim: set `jwt_issuer` in the SPIRE server \
+                 configuration to the OIDC discovery provider's URL (the identity's bound issuer), \
+                 or configure the identity with JWT Auth (--auth-method jwt-auth) or SPIFFE Auth"
+                    .to_owned(),
+            ),
+        );
+    } else if used && left == Some(Duration::ZERO) {
+        report.warn(
+            "svid",
+            detail,
+            Some("an expired JWT is refused at login; is its writer (spiffe-helper) or the agent still running?".to_owned()),
+        );
+    } else {
+        report.ok("svid", detail);
+    }
+}
+
+async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> Option<Session> {
+    let mut session = match flow::session(config) {
+        Ok(s) => s,
+        Err(e) => {
+            fail_flow(report, "login", &e);
+            return None;
+        }
+    };
+    match session.login(deadline).await {
+        Ok(token) => {
+            let ttl = TokenTimes::from(token).expires_in;
+            report.ok(
+                "login",
+                format!(
+                    "logged in as identity {} with {}; the access token is valid for {}",
+                    config.identity.identity_id,
+                    config.identity.auth_method,
+                    humantime::format_duration(ttl)
+                ),
+            );
+            Some(session)
+        }
+        Err(e) => {
+            fail_session(report, "login", &e);
+            None
+        }
+    }
+}
+
+/// `project`, one `path …` step per path, then `secrets` (the merged set
+/// against `--require` and `--allow-empty`). The merged set when every path was read.
+async fn fetch_steps(
+    report: &mut Report,
+    config: &Config,
+    session: &mut Session,
+    deadline: Instant,
+) -> Option<SecretSet> {
+    let fetch = &config.fetch;
+    let project_id = match &fetch.project {
+        ProjectRef::Id(id) => {
+            report.ok(
+                "project",
+                format!("project ID {id} given (read access is checked per path below)"),
+            );
+            id.clone()
+        }
+        ProjectRef::Slug(slug) => match session.resolve_project_slug(slug, deadline).await {
+            Ok(id) => {
+                report.ok("project", format!("slug {slug} is project {id}"));
+                id
+            }
+            Err(e) => {
+                fail_session(report, "project", &e);
+                report.skip("paths", "the project is unknown");
+                return None;
+            }
+        },
+    };
+    let mut merged = SecretSet::new();
+    let mut all_read = true;
+    for path in &fetch.paths {
+        let spec = FetchSpec {
+            project_id: project_id.clone(),
+            environment: fetch.environment.clone(),
+            paths: vec![path.clone()],
+            recursive: fetch.recursive,
+            include_imports: fetch.include_imports,
+            expand: fetch.expand,
+            tags: fetch.tags.clone(),
+        };
+        let name = format!("path {path}");
+        match session.fetch(&spec, None, deadline).await {
+            Ok(FetchOutcome::Fetched(fetched)) => {
+                let names: Vec<&str> = fetched.secrets.names().collect();
+                let imported = fetched.paths.first().map_or(0, |p| p.imported);
+                let mut detail = format!(
+                    "readable in {}: {}",
+                    fetch.environment,
+                    plural(names.len(), "secret")
+                );
+                if imported > 0 {
+                    let _ = write!(detail, " ({imported} imported)");
+                }
+                if !names.is_empty() {
+                    let _ = write!(detail, ": {}", names.join(", "));
+                }
+                if !fetched.hidden.is_empty() {
+                    report.warn(
+                        name,
+                        format!("{detail}; values hidden from this identity (not delivered): {}", fetched.hidden.join(", ")),
+                        Some("grant the identity a role that may read secret values (not only names)".to_owned()),
+                    );
+                } else if names.is_empty() {
+                    report.warn(
+                        name,
+                        detail,
+                        Some("check --env and --path (a mistyped environment or path can answer an empty list) and --tag".to_owned()),
+                    );
+                } else {
+                    report.ok(name, detail);
+                }
+                merged.extend_overriding(fetched.secrets);
+            }
+            Ok(FetchOutcome::NotModified) => {
+                report.fail(
+                    name,
+                    "the server answered 304 Not Modified to a request without If-None-Match",
+                    None,
+                    ExitClass::Unavailable,
+                );
+                all_read = false;
+            }
+            Err(e) => {
+                fail_session(report, &name, &e);
+                all_read = false;
+            }
+        }
+    }
+    if !all_read {
+        return None;
+    }
+    secrets_step(report, config, &merged);
+    Some(merged)
+}
+
+/// The merged set: not empty (unless `--allow-empty`), every `--require`d key present.
+fn secrets_step(report: &mut Report, config: &Config, merged: &SecretSet) {
+    let fetch = &config.fetch;
+    let missing: Vec<&str> = fetch
+        .require
+        .iter()
+        .map(String::as_str)
+        .filter(|key| !merged.contains(key))
+        .collect();
+    if merged.is_empty() && !fetch.allow_empty {
+        report.fail(
+            "secrets",
+            "no secrets in any path: run and write would refuse to start",
+            Some("check --env, --path and --tag and the identity's access; pass --allow-empty if empty is expected".to_owned()),
+            ExitClass::Config,
+        );
+    } else if !missing.is_empty() {
+        report.fail(
+            "secrets",
+            format!("required secrets are missing: {}", missing.join(", ")),
+            Some(
+                "check the keys in Infisical, --path, --tag and the identity's access to imports"
+                    .to_owned(),
+            ),
+            ExitClass::Config,
+        );
+    } else {
+        let mut detail = format!(
+            "{} in total after merging the paths",
+            plural(merged.len(), "secret")
+        );
+        if !fetch.require.is_empty() {
+            let _ = write!(detail, "; every --require'd key is present");
+        }
+        report.ok("secrets", detail);
+    }
+}
+
+/// `files`: each target exists (or can be created), is a real directory on
+/// tmpfs, is writable, the mode and owner can be applied; the secret names fit as file names.
+fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>) {
+    let Some(options) = files_options(config) else {
+        report.skip(
+            "files",
+            "no file target (--files-dir, --dotenv-file, --json-file)",
+        );
+        return;
+    };
+    // preflight creates a missing last component; say so rather than hide it.
+    let existed: Vec<bool> = [&options.dir, &options.dotenv_file, &options.json_file]
+        .into_iter()
+        .flatten()
+        .map(|p| options.dir.as_ref() != Some(p) || p.exists())
+        .collect();
+    let result = files::preflight(&options).and_then(|()| match (secrets, &options.dir) {
+        (Some(secrets), Some(_)) => files::validate_names(secrets),
+        _ => Ok(()),
+    });
+    if let Err(e) = result {
+        report.fail_message("files", &chain(&e), e.exit_class());
+        return;
+    }
+    let targets: Vec<String> = [&options.dir, &options.dotenv_file, &options.json_file]
+        .into_iter()
+        .flatten()
+        .zip(existed)
+        .map(|(p, existed)| {
+            if existed {
+                p.display().to_string()
+            } else {
+                format!("{} (created)", p.display())
+            }
+        })
+        .collect();
+    let fs = if options.allow_non_tmpfs {
+        "writable (--allow-non-tmpfs: the filesystem type is not checked)"
+    } else {
+        "on tmpfs, writable"
+    };
+    let mut detail = format!(
+        "{}: {fs}; files mode {:04o}",
+        targets.join(", "),
+        options.mode
+    );
+    if let Some((uid, gid)) = options.owner {
+        let _ = write!(detail, ", owner {uid}");
+        if let Some(gid) = gid {
+            let _ = write!(detail, ":{gid}");
+        }
+    }
+    report.ok("files", detail);
+}
+
+/// `environment`: the child's environment (inherited + secrets) against the
+/// exec limits, before the program's own arguments.
+fn environment_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>) {
+    let Some(options) = &config.delivery.env else {
+        report.skip(
+            "environment",
+            "--no-env: secrets are not put in the environment",
+        );
+        return;
+    };
+    let Some(secrets) = secrets else {
+        report.skip("environment", "the secrets could not be read");
+        return;
+    };
+    let file_paths: BTreeMap<String, std::path::PathBuf> = per_key_paths(config, secrets);
+    let source = if options.file_refs {
+        EnvSource::FileRefs(&file_paths)
+    } else {
+        EnvSource::Values
+    };
+    let plan = match EnvPlan::build(env::inherited(), secrets, options, source) {
+        Ok(plan) => plan,
+        Err(e) => {
+            report.fail("environment", e.to_string(), Some(e.hint()), e.exit_class());
+            return;
+        }
+    };
+    let limits = ExecLimits::current();
+    let no_args: [OsString; 0] = [];
+    if let Err(e) = plan.check_size(&no_args, limits) {
+        report.fail("environment", e.to_string(), Some(e.hint()), e.exit_class());
+        return;
+    }
+    let detail = format!(
+        "{} variables from secrets; about {} of the {} bytes exec allows (ARG_MAX), before the program's arguments",
+        plan.delivered_names().len(),
+        plan.exec_size(),
+        limits.arg_max
+    );
+    if plan.warnings().is_empty() {
+        report.ok("environment", detail);
+    } else {
+        report.warn(
+            "environment",
+            format!("{detail}; {}", plan.warnings().join("; ")),
+            None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_is_split_at_the_first_hint_clause() {
+        let (d, h) = split_hint(
+            "no JWT-SVID from the Workload API at unix:///x within 1s: the socket does not exist; check that the SPIRE agent is running",
+        );
+        assert_eq!(
+            d,
+            "no JWT-SVID from the Workload API at unix:///x within 1s: the socket does not exist"
+        );
+        assert_eq!(h.as_deref(), Some("check that the SPIRE agent is running"));
+        let (d, h) = split_hint("a; b; use a memory-backed directory");
+        assert_eq!(d, "a; b");
+        assert_eq!(h.as_deref(), Some("use a memory-backed directory"));
+        assert_eq!(split_hint("plain"), ("plain".to_owned(), None));
+    }
+
+    #[test]
+    fn exit_code_is_the_first_failures_and_warnings_pass() {
+        let mut r = Report::default();
+        r.ok("a", "fine");
+        r.warn("b", "hmm", None);
+        assert_eq!(r.exit_code(), 0);
+        r.fail("c", "refused", None, ExitClass::Refused);
+        r.fail("d", "bad", None, ExitClass::Config);
+        r.skip("e", "c failed");
+        assert_eq!(r.exit_code(), 77);
+        let text = r.text();
+        assert!(text.contains("✓ a: fine\n"), "{text}");
+        assert!(text.contains("! b: hmm\n"), "{text}");
+        assert!(text.contains("✗ c: refused\n"), "{text}");
+        assert!(text.contains("- e: skipped: c failed\n"), "{text}");
+        assert!(text.ends_with("result: failed (exit 77)\n"), "{text}");
+    }
+
+    #[test]
+    fn json_report_has_ok_exit_code_and_steps() {
+        let mut r = Report::default();
+        r.ok("a", "fine");
+        r.fail("b", "bad", Some("fix it".into()), ExitClass::Config);
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["exit_code"], 78);
+        assert_eq!(v["steps"][0]["status"], "ok");
+        assert_eq!(v["steps"][0]["hint"], serde_json::Value::Null);
+        assert_eq!(v["steps"][1]["status"], "fail");
+        assert_eq!(v["steps"][1]["hint"], "fix it");
+        assert!(v["steps"][1].get("class").is_none());
+    }
+}

@@ -1,0 +1,393 @@
+//! `run --watch` and `write --watch`: the wiring between the configuration, the
+//! session (token lifecycle) and the supervisor. [`WatchNetwork`] answers the
+//! supervisor's requests (poll, renew, re-login, revoke) over a [`Session`], the
+//! resolved [`FetchSpec`] and the last `ETag`s; [`WatchDelivery`] writes the files
+//! and builds the child's environment with the same plan as exec mode.
+//!
+//! Order matters: [`supervise::prepare`] blocks signals before the async runtime
+//! (and with it any thread) exists; then the first login and fetch run on that
+//! runtime, failing with the same exit codes as without `--watch` before anything
+//! is started; then the supervisor takes over on the same runtime (an HTTP
+//! connection pool must not outlive the runtime it was made on).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::app::{self, AppError};
+use crate::config::{self, Config};
+use crate::deliver::env::{self, EnvPlan, EnvSource, ExecLimits};
+use crate::deliver::files::{self, FilesOptions};
+use crate::infisical::{Etags, FetchOutcome, FetchSpec};
+use crate::launch::signals::Signal;
+use crate::launch::supervise::{
+    self, ChildCommand, Delivery, DeliveryError, ForwardTo, Network, OnChange, Reply, Request,
+    Settings,
+};
+use crate::secrets::SecretSet;
+use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
+
+/// Bound on one poll, renewal or login, retries included: long enough to ride
+/// out a short server outage, short enough that shutdown (which waits for the
+/// request in flight) is not held for long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A renewal that failed for a transient reason is retried this soon at the
+/// latest (sooner when the token has less life left).
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// `run --watch` (`command` is the program and its arguments) or `write --watch`
+/// (`None`). Returns the supervisor's exit code: the child's own (128+N when it
+/// was killed by signal N), or 0 for `write --watch` ended by SIGTERM/SIGINT.
+pub fn run(
+    config: &Config,
+    command: Option<(&OsString, &[OsString])>,
+) -> Result<ExitCode, AppError> {
+    // Before any thread: block signals, start the signal thread, harden, subreaper.
+    let mut signals = supervise::prepare(config.watch.mlock)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    let argv: Option<Vec<OsString>> = command.map(|(program, args)| {
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(program.clone());
+        argv.extend_from_slice(args);
+        argv
+    });
+    runtime.block_on(async {
+        let started = tokio::select! {
+            started = start(config, argv.as_deref()) => started?,
+            signal = signals.until_terminated() => {
+                tracing::info!(%signal, "interrupted during start-up; nothing was started");
+                return Ok(ExitCode::from(exit_for_signal(signal)));
+            }
+        };
+        let (secrets, session, spec) = started;
+        let renew_in = session
+            .plan()
+            .map(|p| p.at.saturating_duration_since(Instant::now()));
+        let child = command.map(|(program, args)| ChildCommand {
+            program: program.clone(),
+            args: args.to_vec(),
+            cwd: None,
+        });
+        if let Some(child) = &child {
+            tracing::info!(
+                secrets = secrets.len(),
+                program = %child.program.to_string_lossy(),
+                poll_interval = ?config.watch.poll_interval,
+                "supervising the program"
+            );
+        } else {
+            tracing::info!(
+                secrets = secrets.len(),
+                poll_interval = ?config.watch.poll_interval,
+                "keeping the files fresh"
+            );
+        }
+        let network = WatchNetwork {
+            session,
+            spec,
+            etags: None,
+            config: config.clone(),
+            argv: argv.clone(),
+        };
+        let delivery = WatchDelivery {
+            files: app::files_options(config),
+            config: config.clone(),
+        };
+        let code = supervise::supervise(
+            signals,
+            child.as_ref(),
+            settings(config),
+            secrets,
+            renew_in,
+            network,
+            delivery,
+        )
+        .await;
+        Ok(ExitCode::from(code))
+    })
+}
+
+/// 128+N, as a shell reports a process killed by signal N.
+fn exit_for_signal(signal: Signal) -> u8 {
+    u8::try_from((128 + signal.raw()).rem_euclid(256)).unwrap_or(u8::MAX)
+}
+
+/// Log in, fetch once and check the result, all before anything is started.
+async fn start(
+    config: &Config,
+    argv: Option<&[OsString]>,
+) -> Result<(SecretSet, Session, FetchSpec), AppError> {
+    app::preflight_files(config)?;
+    let (secrets, session, spec) = crate::flow::fetch_once(config).await?;
+    check_deliverable(config, argv, &secrets)?;
+    Ok((secrets, session, spec))
+}
+
+/// Everything exec mode refuses before starting the program, applied to every
+/// fetched set: empty (unless allowed) or missing `--require`d keys, names that
+/// cannot be files, an environment the kernel would refuse. A set that fails is
+/// never delivered: the child keeps the last good one.
+fn check_deliverable(
+    config: &Config,
+    argv: Option<&[OsString]>,
+    secrets: &SecretSet,
+) -> Result<(), AppError> {
+    app::check_fetched(&config.fetch, secrets)?;
+    if app::files_options(config).is_some_and(|o| o.dir.is_some()) {
+        files::validate_names(secrets)?;
+    }
+    if let Some(argv) = argv {
+        let paths = app::per_key_paths(config, secrets);
+        let plan = app::env_plan(config, secrets, &paths)?;
+        plan.check_size(argv, ExecLimits::current())?;
+    }
+    Ok(())
+}
+
+/// The supervisor's settings from `--poll-interval`, `--on-change`,
+/// `--stop-signal`, `--stop-timeout`, `--forward-to`, `--allow-empty`.
+fn settings(config: &Config) -> Settings {
+    let watch = &config.watch;
+    let signal = |s: nix::sys::signal::Signal| {
+        Signal::from_raw(s as i32).expect("UNWRAP: nix signals exist")
+    };
+    let mut settings = Settings::new(watch.poll_interval);
+    settings.on_change = match watch.on_change {
+        config::OnChange::Restart => OnChange::Restart,
+        config::OnChange::Signal(s) => OnChange::Signal(signal(s)),
+        config::OnChange::Nothing => OnChange::None,
+    };
+    settings.stop_signal = signal(watch.stop_signal);
+    settings.stop_timeout = watch.stop_timeout;
+    settings.forward_to = match watch.forward_to {
+        config::ForwardTo::Group => ForwardTo::Group,
+        config::ForwardTo::Child => ForwardTo::Child,
+    };
+    settings.allow_empty = config.fetch.allow_empty;
+    settings
+}
+
+/// `<error>: <cause>: …` (never a secret: errors carry names, statuses and the
+/// server's scrubbed message).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The supervisor's network side: one session (token), one fetch request, the
+/// `ETag`s of the last delivered-or-pending fetch.
+pub struct WatchNetwork {
+    session: Session,
+    spec: FetchSpec,
+    etags: Option<Etags>,
+    config: Config,
+    argv: Option<Vec<OsString>>,
+}
+
+impl std::fmt::Debug for WatchNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchNetwork")
+            .field("session", &self.session)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchNetwork {
+    /// Time until the session's next planned refresh.
+    fn renew_in(&self) -> Duration {
+        self.session
+            .plan()
+            .map_or(UNKNOWN_LIFETIME_RENEW_EVERY, |p| {
+                p.at.saturating_duration_since(Instant::now())
+            })
+    }
+
+    async fn poll(&mut self) -> Reply {
+        // Retrying one poll for longer than the interval is pointless (the next
+        // poll comes anyway), but give a short interval a few tries.
+        let bound = self
+            .config
+            .watch
+            .poll_interval
+            .clamp(Duration::from_secs(5), CALL_TIMEOUT);
+        let deadline = Instant::now() + bound;
+        match self
+            .session
+            .fetch(&self.spec, self.etags.as_ref(), deadline)
+            .await
+        {
+            Ok(FetchOutcome::NotModified) => Reply::NotModified,
+            Ok(FetchOutcome::Fetched(fetched)) => {
+                if let Err(err) =
+                    check_deliverable(&self.config, self.argv.as_deref(), &fetched.secrets)
+                {
+                    // The ETags stay those of the last good set, so the next poll
+                    // fetches (and refuses) this content again rather than "304".
+                    return Reply::PollFailed {
+                        reason: format!("the new secrets cannot be delivered: {}", chain(&err)),
+                        auth: false,
+                    };
+                }
+                self.etags = Some(fetched.etags);
+                Reply::Fetched(fetched.secrets)
+            }
+            Err(err) => Reply::PollFailed {
+                auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
+                reason: chain(&err),
+            },
+        }
+    }
+
+    async fn renew(&mut self) -> Reply {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        match self.session.refresh(deadline).await {
+            Ok(done) => {
+                tracing::debug!(?done, "access token refreshed");
+                Reply::TokenReady {
+                    renew_in: self.renew_in(),
+                }
+            }
+            Err(err) => {
+                let reason = chain(&err);
+                // A transient failure with a token that still has life left: keep
+                // it and try again before it ends. Anything else: a fresh login.
+                let transient = match &err {
+                    SessionError::Infisical(e) => e.class() == crate::error::ExitClass::Unavailable,
+                    SessionError::Svid(_) => false,
+                };
+                let left = self
+                    .session
+                    .token()
+                    .and_then(|t| session::expires_at(&TokenTimes::from(t)))
+                    .map(|end| end.saturating_duration_since(Instant::now()));
+                match left {
+                    Some(left) if transient && left > Duration::from_secs(2) => {
+                        let retry = (left / 3).clamp(Duration::from_secs(1), RENEW_RETRY_MAX);
+                        tracing::warn!(%reason, retry_in = ?retry, "token renewal failed; keeping the current token");
+                        Reply::TokenReady { renew_in: retry }
+                    }
+                    _ => Reply::LoginFailed { reason },
+                }
+            }
+        }
+    }
+
+    async fn relogin(&mut self) -> Reply {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        match self.session.login(deadline).await {
+            Ok(_) => Reply::TokenReady {
+                renew_in: self.renew_in(),
+            },
+            Err(err) => Reply::LoginFailed {
+                reason: chain(&err),
+            },
+        }
+    }
+
+    async fn revoke(&mut self) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        if let Err(err) = self.session.revoke(deadline).await {
+            tracing::warn!(reason = %chain(&err), "could not revoke the access token; it expires on its own");
+        }
+        Reply::Revoked
+    }
+}
+
+impl Network for WatchNetwork {
+    async fn call(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Poll => self.poll().await,
+            Request::Renew => self.renew().await,
+            Request::Relogin => self.relogin().await,
+            Request::Revoke => self.revoke().await,
+        }
+    }
+}
+
+/// The supervisor's delivery side: the configured files, and the child's
+/// environment planned as in exec mode (bootstrap variables removed).
+pub struct WatchDelivery {
+    files: Option<FilesOptions>,
+    config: Config,
+}
+
+impl std::fmt::Debug for WatchDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchDelivery")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery for WatchDelivery {
+    fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
+        if let Some(options) = &self.files {
+            let written = files::write(secrets, options)?;
+            tracing::info!(
+                files = written.files.len(),
+                dotenv = written.dotenv_file.is_some(),
+                json = written.json_file.is_some(),
+                "secrets written to files"
+            );
+        }
+        Ok(())
+    }
+
+    fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
+        let paths = app::per_key_paths(&self.config, secrets);
+        let plan = match &self.config.delivery.env {
+            Some(options) => {
+                let source = if options.file_refs {
+                    EnvSource::FileRefs(&paths)
+                } else {
+                    EnvSource::Values
+                };
+                EnvPlan::build(env::inherited(), secrets, options, source)
+            }
+            None => Ok(EnvPlan::inherited_only(env::inherited())),
+        };
+        match plan {
+            Ok(plan) => {
+                let envp = plan.to_envp();
+                for var in envp.as_cstrs() {
+                    let bytes = var.to_bytes();
+                    if let Some(eq) = bytes.iter().position(|b| *b == b'=') {
+                        command.env(
+                            OsStr::from_bytes(&bytes[..eq]),
+                            OsStr::from_bytes(&bytes[eq + 1..]),
+                        );
+                    }
+                }
+            }
+            // Every set is checked with the same plan before it is accepted
+            // (`check_deliverable`), so this is a bug; the child then gets an
+            // empty environment rather than a partial one.
+            Err(err) => {
+                tracing::error!(%err, "internal error: could not plan the child's environment");
+            }
+        }
+    }
+
+    fn remove_files(&mut self) {
+        if let Some(options) = &self.files {
+            match files::remove(options) {
+                Ok(()) => tracing::info!("removed the secret files"),
+                Err(err) => tracing::warn!(%err, "could not remove the secret files"),
+            }
+        }
+    }
+}
