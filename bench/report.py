@@ -12,6 +12,14 @@ import sys
 
 MIB = 1024 * 1024
 LAUNCHERS = ["baseline", "svid-exec", "svid-exec --jwt-file", "sh+curl+jq", "python sdk"]
+FLOOR = ["server: login (curl)", "server: list (curl)"]
+
+
+def floor(rows: dict) -> float | None:
+    """The stand-in's own time for one login plus one listing (curl medians)."""
+    if all(name in rows for name in FLOOR):
+        return sum(rows[name]["median"] for name in FLOOR)
+    return None
 
 
 def p95(times: list[float]) -> float:
@@ -22,7 +30,7 @@ def p95(times: list[float]) -> float:
 def load_launch(out: str, n: int) -> dict[str, dict]:
     """name -> {median, p95, mean, stddev, runs} in milliseconds."""
     rows = {}
-    for part in ("svid", "diy", "python"):
+    for part in ("svid", "diy", "python", "server"):
         path = os.path.join(out, f"launch-{n}-{part}.json")
         if not os.path.exists(path):
             continue
@@ -102,7 +110,7 @@ def main() -> None:
     p(f"### Launch time, {main_n} secrets (HTTPS, loopback)\n")
     p("| launcher | runs | median ms | p95 ms | mean ± σ ms | CPU ms (user+sys) | median − baseline ms | × baseline | × svid-exec |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in LAUNCHERS:
+    for name in LAUNCHERS + FLOOR:
         r = rows.get(name)
         if r is None:
             continue
@@ -111,7 +119,8 @@ def main() -> None:
             f"| {r['cpu']:.2f} | {r['median'] - base:.2f} | {r['median'] / base:.1f} | {r['median'] / svid:.2f} |"
         )
     p("\n× svid-exec > 1 means slower than `svid-exec run`. CPU is the mean user+system time of the")
-    p("launcher and its children (curl, jq, the target): its own work, apart from waiting on the server.\n")
+    p("launcher and its children (curl, jq, the target): its own work, apart from waiting on the server.")
+    p("The `server:` rows are one curl each for the login and the listing alone: the stand-in's floor.\n")
 
     p("### Peak RSS (max over runs, MiB)\n")
     p("| secrets | " + " | ".join(LAUNCHERS) + " |")
@@ -122,14 +131,19 @@ def main() -> None:
     p("")
 
     p("### Scale: launch time median (p95) ms by number of secrets\n")
-    p("| secrets | list JSON | " + " | ".join(LAUNCHERS[1:]) + " |")
-    p("|---:|---:|" + "---:|" * (len(LAUNCHERS) - 1))
+    p("| secrets | list JSON | server floor | " + " | ".join(LAUNCHERS[1:]) + " | svid-exec − floor | svid-exec CPU |")
+    p("|---:|---:|---:|" + "---:|" * (len(LAUNCHERS) - 1) + "---:|---:|")
     for n in scales:
         cells = []
         for name in LAUNCHERS[1:]:
             r = launch[n].get(name)
             cells.append(f"{r['median']:.1f} ({r['p95']:.1f})" if r else "–")
-        p(f"| {n} | {sizes[n] / 1024:.0f} KiB | " + " | ".join(cells) + " |")
+        f = floor(launch[n])
+        own = f"{launch[n]['svid-exec']['median'] - f:.1f}" if f is not None else "–"
+        p(
+            f"| {n} | {sizes[n] / 1024:.0f} KiB | {f'{f:.1f}' if f is not None else '–'} | " + " | ".join(cells)
+            + f" | {own} | {launch[n]['svid-exec']['cpu']:.1f} |"
+        )
     lo, hi = scales[0], scales[-1]
     per_secret = {}
     for name in LAUNCHERS[1:]:
@@ -175,7 +189,11 @@ def main() -> None:
         p(f"| supervisor idle RSS ≤ 10 MiB | {sup['rss_max'] / 1024:.1f} MiB | {verdict(sup['rss_max'] <= 10 * 1024)} |")
         p(f"| supervisor: no CPU between polls | ran in {ran} of {sup['seconds']} s, ~{polls:.0f} polls | {verdict(quiet)} |")
     if big is not None:
-        p(f"| {hi} secrets: fetch + parse + exec ≤ 50 ms | {big:.1f} ms median | {verdict(big <= 50)} |")
+        p(f"| {hi} secrets: fetch + parse + exec ≤ 50 ms (wall, includes the stand-in building {sizes[hi] / MIB:.1f} MiB) | {big:.1f} ms median | {verdict(big <= 50)} |")
+        f = floor(launch[hi])
+        if f is not None:
+            own = big - f
+            p(f"| {hi} secrets: the launcher's share (wall − server floor) ≤ 50 ms | {own:.1f} ms (CPU {launch[hi]['svid-exec']['cpu']:.1f} ms) | {verdict(own <= 50)} |")
     p(f"| release binary ≤ 8 MiB | {binary / MIB:.2f} MiB | {verdict(binary <= 8 * MIB)} |")
 
 

@@ -118,6 +118,9 @@ for n in "${scales[@]}"; do
       curl -fsS --cacert "$SVID_EXEC_CA_CERT" -H @- \
         "$INFISICAL_API_URL/api/v4/secrets?projectId=$INFISICAL_PROJECT_ID&environment=$INFISICAL_ENVIRONMENT&secretPath=/&viewSecretValue=true" | wc -c)
     printf '%s\t%s\n' "$n" "$bytes" >>"$out/sizes.tsv"
+    # For the server-floor rows below: the same login body and a live token.
+    printf '{"identityId":"%s","jwt":"%s"}' "$INFISICAL_MACHINE_IDENTITY_ID" "$(cat "$work/jwt-$n")" >"$work/login-$n.json"
+    printf 'Authorization: Bearer %s\n' "$token" >"$work/auth-$n"
   )
 done
 
@@ -162,6 +165,12 @@ for n in "${scales[@]}"; do
       -n "sh+curl+jq" "sh $root/bench/diy-entrypoint.sh /bin/true"
     hf --warmup 1 --runs "$pruns" --export-json "$out/launch-$n-python.json" \
       -n "python sdk" "python3 $root/bench/sdk_wrapper.py /bin/true"
+    # The server floor: one curl for the login alone and one for the listing
+    # alone (each with its own TLS handshake). Whatever a launcher takes beyond
+    # their sum is its own cost; what is below it is the stand-in's.
+    hf --warmup 1 --runs "$aruns" --export-json "$out/launch-$n-server.json" \
+      -n "server: login (curl)" "curl -fsS -o /dev/null --cacert $SVID_EXEC_CA_CERT -H Content-Type:application/json --data-binary @$work/login-$n.json $INFISICAL_API_URL/api/v1/auth/oidc-auth/login" \
+      -n "server: list (curl)" "curl -fsS -o /dev/null --cacert $SVID_EXEC_CA_CERT -H @$work/auth-$n $INFISICAL_API_URL/api/v4/secrets?projectId=$INFISICAL_PROJECT_ID&environment=$INFISICAL_ENVIRONMENT&secretPath=/&expandSecretReferences=true&includeImports=true&viewSecretValue=true"
   )
 done
 

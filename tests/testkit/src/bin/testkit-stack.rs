@@ -12,6 +12,7 @@
 //!   --jwt-file PATH   write a JWT-SVID for the workload (valid 24 h) to PATH,
 //!                     as spiffe-helper would, for `--jwt-file` and scripts
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,11 +101,10 @@ fn main() {
             usage(&format!("cannot write {}: {err}", path.display()));
         }
     }
-    let exports: String = stack
-        .launcher_env()
-        .into_iter()
-        .map(|(name, value)| format!("export {name}='{value}'\n"))
-        .collect();
+    let mut exports = String::new();
+    for (name, value) in stack.launcher_env() {
+        let _ = writeln!(exports, "export {name}='{value}'");
+    }
     if let Some(path) = &args.env_file {
         let tmp = path.with_extension("tmp");
         if let Err(err) = std::fs::write(&tmp, &exports).and_then(|()| std::fs::rename(&tmp, path))
