@@ -143,6 +143,27 @@ done
 
 hf() { hyperfine -N --style basic "$@"; }
 
+# The server floor: how long the stand-in itself takes to answer one login and
+# one listing, measured from curl's own timings as total time minus the time
+# until the request could be sent (so neither curl's start-up nor the TCP/TLS
+# handshake counts; both are launcher-side costs). Whatever a launcher takes
+# beyond login + listing is its own cost.
+echo "== server floor"
+for n in "${scales[@]}"; do
+  (
+    # shellcheck disable=SC1090
+    . "$work/env-$n"
+    : >"$out/server-$n.tsv"
+    for _ in $(seq "$((alt_runs < 20 ? alt_runs : 20))"); do
+      curl -fsS -o /dev/null -w 'login\t%{time_pretransfer}\t%{time_total}\n' --cacert "$SVID_EXEC_CA_CERT" \
+        -H 'Content-Type: application/json' --data-binary "@$work/login-$n.json" \
+        "$INFISICAL_API_URL/api/v1/auth/oidc-auth/login" >>"$out/server-$n.tsv"
+      curl -fsS -o /dev/null -w 'list\t%{time_pretransfer}\t%{time_total}\n' --cacert "$SVID_EXEC_CA_CERT" -H "@$work/auth-$n" \
+        "$INFISICAL_API_URL/api/v4/secrets?projectId=$INFISICAL_PROJECT_ID&environment=$INFISICAL_ENVIRONMENT&secretPath=/&expandSecretReferences=true&includeImports=true&viewSecretValue=true" >>"$out/server-$n.tsv"
+    done
+  )
+done
+
 # --- launch time ---------------------------------------------------------------
 for n in "${scales[@]}"; do
   echo "== launch time, $n secrets"
@@ -165,12 +186,6 @@ for n in "${scales[@]}"; do
       -n "sh+curl+jq" "sh $root/bench/diy-entrypoint.sh /bin/true"
     hf --warmup 1 --runs "$pruns" --export-json "$out/launch-$n-python.json" \
       -n "python sdk" "python3 $root/bench/sdk_wrapper.py /bin/true"
-    # The server floor: one curl for the login alone and one for the listing
-    # alone (each with its own TLS handshake). Whatever a launcher takes beyond
-    # their sum is its own cost; what is below it is the stand-in's.
-    hf --warmup 1 --runs "$aruns" --export-json "$out/launch-$n-server.json" \
-      -n "server: login (curl)" "curl -fsS -o /dev/null --cacert $SVID_EXEC_CA_CERT -H Content-Type:application/json --data-binary @$work/login-$n.json $INFISICAL_API_URL/api/v1/auth/oidc-auth/login" \
-      -n "server: list (curl)" "curl -fsS -o /dev/null --cacert $SVID_EXEC_CA_CERT -H @$work/auth-$n $INFISICAL_API_URL/api/v4/secrets?projectId=$INFISICAL_PROJECT_ID&environment=$INFISICAL_ENVIRONMENT&secretPath=/&expandSecretReferences=true&includeImports=true&viewSecretValue=true"
   )
 done
 
