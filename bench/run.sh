@@ -74,6 +74,10 @@ if ! python3 -c 'import infisical_sdk' 2>/dev/null; then
   fi
 fi
 
+# The interpreter itself, not a version manager's shim (pyenv's is a shell
+# script that would add its own start-up to every Python run).
+py=$(python3 -c 'import sys; print(sys.executable)')
+
 # --- build -------------------------------------------------------------------
 echo "== cargo build --profile $profile (svid-exec, testkit-stack)"
 cargo_profile=$([ "$profile" = debug ] && echo dev || echo release)
@@ -137,7 +141,7 @@ for n in "${scales[@]}"; do
     check "$bin" run -q --
     check "$bin" run -q --jwt-file "$work/jwt-$n" --
     SVID_EXEC_JWT_FILE=$work/jwt-$n check sh "$root/bench/diy-entrypoint.sh"
-    SVID_EXEC_JWT_FILE=$work/jwt-$n check python3 "$root/bench/sdk_wrapper.py"
+    SVID_EXEC_JWT_FILE=$work/jwt-$n check "$py" "$root/bench/sdk_wrapper.py"
   )
 done
 
@@ -185,7 +189,7 @@ for n in "${scales[@]}"; do
     hf --warmup 1 --runs "$aruns" --export-json "$out/launch-$n-diy.json" \
       -n "sh+curl+jq" "sh $root/bench/diy-entrypoint.sh /bin/true"
     hf --warmup 1 --runs "$pruns" --export-json "$out/launch-$n-python.json" \
-      -n "python sdk" "python3 $root/bench/sdk_wrapper.py /bin/true"
+      -n "python sdk" "$py $root/bench/sdk_wrapper.py /bin/true"
   )
 done
 
@@ -215,7 +219,7 @@ for n in "${scales[@]}"; do
     measure_rss "$n" "svid-exec --jwt-file" "$bin" run --jwt-file "$work/jwt-$n" -- /bin/true
     export SVID_EXEC_JWT_FILE=$work/jwt-$n
     measure_rss "$n" "sh+curl+jq" sh "$root/bench/diy-entrypoint.sh" /bin/true
-    measure_rss "$n" "python sdk" python3 "$root/bench/sdk_wrapper.py" /bin/true
+    measure_rss "$n" "python sdk" "$py" "$root/bench/sdk_wrapper.py" /bin/true
   )
 done
 
