@@ -98,6 +98,9 @@ async fn accept_loop(
         let Ok((stream, _peer)) = listener.accept().await else {
             continue;
         };
+        // As Node's HTTP server does (noDelay by default): without it a reply
+        // written in two pieces waits for the client's delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
         // Reap finished connection tasks so the set does not grow forever.
         while connections.try_join_next().is_some() {}
         let service = TowerToHyperService::new(router.clone());

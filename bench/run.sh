@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Benchmarks svid-exec side by side with what users would otherwise write, in
+# one run, on the loopback stand-ins (tests/testkit): launch time (hyperfine),
+# peak RSS before exec, the supervisor's memory and CPU while polling, the cost
+# as the number of secrets grows, and the release binary's size. Writes the raw
+# figures and report.md (tables, PASS/MISS per target) to the output directory.
+# Targets are reported, never enforced: the exit status only says whether the
+# benchmark itself could run.
+#
+#   bench/run.sh [--quick] [--out DIR] [--no-install]
+#     --quick       a few iterations of everything (CI smoke run, ~2 minutes)
+#     --out DIR     where results go (default target/bench)
+#     --no-install  only name missing tools, do not install them
+#     --debug       use debug builds (to try the script itself: figures meaningless)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+quick=0
+out=target/bench
+install=1
+profile=release
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --out) out=$2; shift ;;
+    --no-install) install=0 ;;
+    --debug) profile=debug ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+if [ "$quick" = 1 ]; then
+  fast_runs=5 fast_warmup=1 alt_runs=3 py_runs=3 scale_runs=3 rss_runs=2 watch_secs=12 poll=5s
+else
+  fast_runs=200 fast_warmup=10 alt_runs=50 py_runs=20 scale_runs=50 rss_runs=10 watch_secs=60 poll=10s
+fi
+scales=(10 1000 10000)
+
+# --- tools -------------------------------------------------------------------
+missing_tools() {
+  local tool missing=()
+  for tool in cargo hyperfine jq curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  [ -x /usr/bin/time ] || missing+=(/usr/bin/time)
+  echo "${missing[@]}"
+}
+missing=$(missing_tools)
+if [ -n "$missing" ] && [ "$install" = 1 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== installing: $missing"
+  pkgs=$(echo "$missing" | sed 's#/usr/bin/time#time#; s#python3#python3 python3-pip#; s#cargo##')
+  # shellcheck disable=SC2086
+  apt-get install -y -q $pkgs >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
+  missing=$(missing_tools)
+fi
+if [ -n "$missing" ]; then
+  echo "bench: missing: $missing" >&2
+  echo "bench: on Debian/Ubuntu: apt-get install -y hyperfine jq curl python3 python3-pip time; Rust from https://rustup.rs" >&2
+  exit 1
+fi
+if ! python3 -c 'import infisical_sdk' 2>/dev/null; then
+  if [ "$install" = 1 ]; then
+    echo "== installing the Python SDK (infisicalsdk)"
+    python3 -m pip install --quiet --disable-pip-version-check infisicalsdk ||
+      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages infisicalsdk
+  else
+    echo "bench: missing the Python SDK: python3 -m pip install infisicalsdk" >&2
+    exit 1
+  fi
+fi
+
+# The interpreter itself, not a version manager's shim (pyenv's is a shell
+# script that would add its own start-up to every Python run).
+py=$(python3 -c 'import sys; print(sys.executable)')
+
+# --- build -------------------------------------------------------------------
+echo "== cargo build --profile $profile (svid-exec, testkit-stack)"
+cargo_profile=$([ "$profile" = debug ] && echo dev || echo release)
+cargo build --profile "$cargo_profile" --locked -p svid-exec --bin svid-exec
+cargo build --profile "$cargo_profile" --locked -p svid-exec-testkit --bin testkit-stack
+bin=$root/target/$profile/svid-exec
+stack_bin=$root/target/$profile/testkit-stack
+
+# --- stand-ins -----------------------------------------------------------------
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for n in "${scales[@]}"; do
+  "$stack_bin" --secrets "$n" --env-file "$work/env-$n" --jwt-file "$work/jwt-$n" >"$work/stack-$n.log" 2>&1 &
+  pids+=($!)
+done
+for n in "${scales[@]}"; do
+  for _ in $(seq 600); do
+    [ -f "$work/env-$n" ] && break
+    sleep 0.2
+  done
+  [ -f "$work/env-$n" ] || { echo "bench: the stand-in stack with $n secrets did not start:" >&2; cat "$work/stack-$n.log" >&2; exit 1; }
+done
+
+# The size of one list answer at each scale (what every launcher downloads and parses).
+: >"$out/sizes.tsv"
+for n in "${scales[@]}"; do
+  (
+    # shellcheck disable=SC1090
+    . "$work/env-$n"
+    token=$(printf '{"identityId":"%s","jwt":"%s"}' "$INFISICAL_MACHINE_IDENTITY_ID" "$(cat "$work/jwt-$n")" |
+      curl -fsS --cacert "$SVID_EXEC_CA_CERT" -H 'Content-Type: application/json' --data-binary @- \
+        "$INFISICAL_API_URL/api/v1/auth/oidc-auth/login" | jq -er .accessToken)
+    bytes=$(printf 'Authorization: Bearer %s\n' "$token" |
+      curl -fsS --cacert "$SVID_EXEC_CA_CERT" -H @- \
+        "$INFISICAL_API_URL/api/v4/secrets?projectId=$INFISICAL_PROJECT_ID&environment=$INFISICAL_ENVIRONMENT&secretPath=/&viewSecretValue=true" | wc -c)
+    printf '%s\t%s\n' "$n" "$bytes" >>"$out/sizes.tsv"
+    # For the server-floor rows below: the same login body and a live token.
+    printf '{"identityId":"%s","jwt":"%s"}' "$INFISICAL_MACHINE_IDENTITY_ID" "$(cat "$work/jwt-$n")" >"$work/login-$n.json"
+    printf 'Authorization: Bearer %s\n' "$token" >"$work/auth-$n"
+  )
+done
+
+# Every launcher must actually deliver the secrets before its time counts.
+for n in "${scales[@]}"; do
+  (
+    # shellcheck disable=SC1090
+    . "$work/env-$n"
+    check() {
+      local got
+      got=$("$@" /bin/sh -c 'env | grep -c "^BENCH_SECRET_"' 2>/dev/null) || true
+      [ "$got" = "$n" ] || { echo "bench: '$*' delivered ${got:-nothing}, not $n secrets" >&2; exit 1; }
+    }
+    check "$bin" run -q --
+    check "$bin" run -q --jwt-file "$work/jwt-$n" --
+    SVID_EXEC_JWT_FILE=$work/jwt-$n check sh "$root/bench/diy-entrypoint.sh"
+    SVID_EXEC_JWT_FILE=$work/jwt-$n check "$py" "$root/bench/sdk_wrapper.py"
+  )
+done
+
+hf() { hyperfine -N --style basic "$@"; }
+
+# The server floor: how long the stand-in itself takes to answer one login and
+# one listing, measured from curl's own timings as total time minus the time
+# until the request could be sent (so neither curl's start-up nor the TCP/TLS
+# handshake counts; both are launcher-side costs). Whatever a launcher takes
+# beyond login + listing is its own cost.
+echo "== server floor"
+for n in "${scales[@]}"; do
+  (
+    # shellcheck disable=SC1090
+    . "$work/env-$n"
+    : >"$out/server-$n.tsv"
+    for _ in $(seq "$((alt_runs < 20 ? alt_runs : 20))"); do
+      curl -fsS -o /dev/null -w 'login\t%{time_pretransfer}\t%{time_total}\n' --cacert "$SVID_EXEC_CA_CERT" \
+        -H 'Content-Type: application/json' --data-binary "@$work/login-$n.json" \
+        "$INFISICAL_API_URL/api/v1/auth/oidc-auth/login" >>"$out/server-$n.tsv"
+      curl -fsS -o /dev/null -w 'list\t%{time_pretransfer}\t%{time_total}\n' --cacert "$SVID_EXEC_CA_CERT" -H "@$work/auth-$n" \
+        "$INFISICAL_API_URL/api/v4/secrets?projectId=$INFISICAL_PROJECT_ID&environment=$INFISICAL_ENVIRONMENT&secretPath=/&expandSecretReferences=true&includeImports=true&viewSecretValue=true" >>"$out/server-$n.tsv"
+    done
+  )
+done
+
+# --- launch time ---------------------------------------------------------------
+for n in "${scales[@]}"; do
+  echo "== launch time, $n secrets"
+  if [ "$n" = 10 ]; then
+    runs=$fast_runs warmup=$fast_warmup aruns=$alt_runs pruns=$py_runs
+  else
+    runs=$scale_runs warmup=$fast_warmup aruns=$((alt_runs < 10 ? alt_runs : 10)) pruns=$((py_runs < 5 ? py_runs : 5))
+  fi
+  (
+    # shellcheck disable=SC1090
+    . "$work/env-$n"
+    hf --warmup "$warmup" --runs "$runs" --export-json "$out/launch-$n-svid.json" \
+      -n baseline /bin/true \
+      -n svid-exec "$bin run -- /bin/true" \
+      -n "svid-exec --jwt-file" "$bin run --jwt-file $work/jwt-$n -- /bin/true"
+    # The alternatives read the JWT from SVID_EXEC_JWT_FILE; svid-exec above must
+    # not see it, or both of its rows would use the file.
+    export SVID_EXEC_JWT_FILE=$work/jwt-$n
+    hf --warmup 1 --runs "$aruns" --export-json "$out/launch-$n-diy.json" \
+      -n "sh+curl+jq" "sh $root/bench/diy-entrypoint.sh /bin/true"
+    hf --warmup 1 --runs "$pruns" --export-json "$out/launch-$n-python.json" \
+      -n "python sdk" "$py $root/bench/sdk_wrapper.py /bin/true"
+  )
+done
+
+# --- peak RSS ------------------------------------------------------------------
+# /usr/bin/time reports the largest RSS the process ever had (ru_maxrss). Linux
+# keeps that high-water mark across execve (the old image's peak is folded into
+# the process's maxrss), so with /bin/true (~1 MiB) as the program the figure is
+# the launcher's own peak before exec. For the script and the wrapper it is the
+# largest process of the tree (sh, curl, jq or python).
+echo "== peak RSS"
+printf 'secrets\tlauncher\tkib\n' >"$out/rss.tsv"
+measure_rss() {
+  local n=$1 label=$2 i kib
+  shift 2
+  for i in $(seq "$rss_runs"); do
+    /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null 2>&1
+    kib=$(tail -1 "$work/rss")
+    printf '%s\t%s\t%s\n' "$n" "$label" "$kib" >>"$out/rss.tsv"
+  done
+}
+for n in "${scales[@]}"; do
+  (
+    # shellcheck disable=SC1090
+    . "$work/env-$n"
+    measure_rss "$n" baseline /bin/true
+    measure_rss "$n" svid-exec "$bin" run -- /bin/true
+    measure_rss "$n" "svid-exec --jwt-file" "$bin" run --jwt-file "$work/jwt-$n" -- /bin/true
+    export SVID_EXEC_JWT_FILE=$work/jwt-$n
+    measure_rss "$n" "sh+curl+jq" sh "$root/bench/diy-entrypoint.sh" /bin/true
+    measure_rss "$n" "python sdk" "$py" "$root/bench/sdk_wrapper.py" /bin/true
+  )
+done
+
+# --- supervisor --------------------------------------------------------------------
+echo "== supervisor (--watch, poll every $poll) for ${watch_secs}s"
+(
+  # shellcheck disable=SC1090
+  . "$work/env-10"
+  "$bin" run --watch --poll-interval "$poll" -- sleep 100000 >/dev/null 2>"$work/watch.log" &
+  sup=$!
+  sleep 3 # past start-up: login, fetch, fork
+  if kill -0 "$sup" 2>/dev/null; then
+    python3 "$root/bench/watch_sample.py" "$sup" "$watch_secs" "$poll" >"$out/watch.json"
+    kill -TERM "$sup"
+    wait "$sup" || true
+  else
+    wait "$sup" || true
+    # Not a benchmark failure: the report says what the supervisor answered.
+    python3 -c 'import json, sys; json.dump({"error": sys.stdin.read().strip()}, sys.stdout)' \
+      <"$work/watch.log" >"$out/watch.json"
+    echo "bench: the supervisor did not stay up: $(cat "$work/watch.log")" >&2
+  fi
+)
+
+# --- binary size and machine ------------------------------------------------------
+stat -c %s "$bin" >"$out/binary-size"
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "nproc: $(nproc)"
+  echo "kernel: $(uname -sr)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "rustc: $(rustc --version)"
+  echo "hyperfine: $(hyperfine --version)"
+  echo "curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
+  echo "jq: $(jq --version)"
+  echo "python: $(python3 --version | cut -d' ' -f2), infisicalsdk $(python3 -m pip show infisicalsdk 2>/dev/null | sed -n 's/^Version: //p')"
+  echo "mode: $([ "$quick" = 1 ] && echo quick || echo full), $profile build"
+} >"$out/machine.txt"
+
+python3 "$root/bench/report.py" "$out" >"$out/report.md"
+cat "$out/report.md"
+echo "== results in $out"
