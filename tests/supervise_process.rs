@@ -342,6 +342,30 @@ fn signalled_child_exits_128_plus_signal() {
     }
 }
 
+/// `SIGRTMIN+3` on this libc (glibc reserves two real-time signals, so usually 37).
+fn rtmin_plus_3() -> i32 {
+    nix::libc::SIGRTMIN() + 3
+}
+
+fn a_child_killed_by_a_real_time_signal_exits_128_plus_its_number() {
+    let n = rtmin_plus_3();
+    let sup = Supervisor::start(&[], &sh(&format!("kill -{n} $$")));
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 128 + n, "SIGRTMIN+3 ({n}); stderr:\n{err}");
+}
+
+fn a_forwarded_real_time_signal_that_kills_the_child_ends_the_supervisor() {
+    let n = rtmin_plus_3();
+    let sup = Supervisor::start(
+        &[],
+        &sh("echo ready > \"$D/ready\"; while :; do sleep 0.05; done"),
+    );
+    sup.wait_file("ready");
+    sup.signal(&n.to_string());
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 128 + n, "forwarded SIGRTMIN+3 ({n}); stderr:\n{err}");
+}
+
 fn term_usr1_usr2_are_forwarded_to_the_child() {
     for name in ["USR1", "USR2", "TERM"] {
         for forward in ["group", "child"] {
@@ -661,6 +685,16 @@ const TESTS: &[Test] = &[
         "signalled_child_exits_128_plus_signal",
         None,
         signalled_child_exits_128_plus_signal,
+    ),
+    (
+        "a_child_killed_by_a_real_time_signal_exits_128_plus_its_number",
+        None,
+        a_child_killed_by_a_real_time_signal_exits_128_plus_its_number,
+    ),
+    (
+        "a_forwarded_real_time_signal_that_kills_the_child_ends_the_supervisor",
+        None,
+        a_forwarded_real_time_signal_that_kills_the_child_ends_the_supervisor,
     ),
     (
         "term_usr1_usr2_are_forwarded_to_the_child",

@@ -621,6 +621,25 @@ mod pid1 {
     }
 
     #[test]
+    fn a_forwarded_real_time_signal_that_kills_the_child_exits_128_plus_n() {
+        // SIGRTMIN+3 (docker's STOPSIGNAL for systemd images): no name in nix's
+        // enum, so it is sent by number; the child dies of it (default action).
+        let n = nix::libc::SIGRTMIN() + 3;
+        let stack = stack_with((3600, 86_400), false);
+        let script = "echo \"$$ -\" >> \"$D/starts\"; while :; do sleep 0.1; done";
+        let mut launcher = Launcher::run(&stack, "60s", &[], script);
+        launcher.wait_starts(1);
+        let sent = Command::new("kill")
+            .arg(format!("-{n}"))
+            .arg(launcher.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{n}");
+        assert_eq!(launcher.finish(), 128 + n, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().revocations, 1);
+    }
+
+    #[test]
     fn term_and_usr1_are_forwarded_to_the_child() {
         let stack = stack_with((3600, 86_400), false);
         for (signal, name) in [(Signal::SIGUSR1, "USR1"), (Signal::SIGTERM, "TERM")] {
