@@ -19,14 +19,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::app::{self, AppError};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::deliver::env::{self, EnvPlan, EnvSource, ExecLimits};
 use crate::deliver::files::{self, FilesOptions};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, Delivery, DeliveryError, ForwardTo, Network, OnChange, Reply, Request,
-    Settings,
+    self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
 };
 use crate::secrets::SecretSet;
 use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
@@ -156,21 +155,11 @@ fn check_deliverable(
 /// `--stop-signal`, `--stop-timeout`, `--forward-to`, `--allow-empty`.
 fn settings(config: &Config) -> Settings {
     let watch = &config.watch;
-    let signal = |s: nix::sys::signal::Signal| {
-        Signal::from_raw(s as i32).expect("UNWRAP: nix signals exist")
-    };
     let mut settings = Settings::new(watch.poll_interval);
-    settings.on_change = match watch.on_change {
-        config::OnChange::Restart => OnChange::Restart,
-        config::OnChange::Signal(s) => OnChange::Signal(signal(s)),
-        config::OnChange::Nothing => OnChange::None,
-    };
-    settings.stop_signal = signal(watch.stop_signal);
+    settings.on_change = watch.on_change;
+    settings.stop_signal = watch.stop_signal;
     settings.stop_timeout = watch.stop_timeout;
-    settings.forward_to = match watch.forward_to {
-        config::ForwardTo::Group => ForwardTo::Group,
-        config::ForwardTo::Child => ForwardTo::Child,
-    };
+    settings.forward_to = watch.forward_to;
     settings.allow_empty = config.fetch.allow_empty;
     settings
 }

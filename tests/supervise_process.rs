@@ -19,6 +19,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
+use svid_exec::config;
 use svid_exec::launch::supervise::{
     self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
 };
@@ -135,8 +136,12 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
     while let Some(arg) = it.next() {
         let mut value = || it.next().expect("option value").to_owned();
         match arg {
-            "--forward-to" => settings.forward_to = value().parse().expect("forward-to"),
-            "--on-change" => settings.on_change = value().parse().expect("on-change"),
+            "--forward-to" => {
+                settings.forward_to = config::parse_forward_to(&value()).expect("forward-to");
+            }
+            "--on-change" => {
+                settings.on_change = config::parse_on_change(&value()).expect("on-change");
+            }
             "--poll-ms" => {
                 let ms = value().parse().expect("poll-ms");
                 settings.poll_interval = Duration::from_millis(ms);

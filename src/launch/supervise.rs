@@ -39,7 +39,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -65,23 +64,6 @@ pub enum OnChange {
     None,
 }
 
-impl FromStr for OnChange {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "restart" => Ok(Self::Restart),
-            "none" => Ok(Self::None),
-            _ => match text.strip_prefix("signal:") {
-                Some(name) => name.parse().map(Self::Signal).map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "invalid --on-change {text:?}: use restart, signal:<SIG> (e.g. signal:HUP) or none"
-                )),
-            },
-        }
-    }
-}
-
 /// Where forwarded signals go (`--forward-to`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardTo {
@@ -89,18 +71,6 @@ pub enum ForwardTo {
     Group,
     /// The child's pid only.
     Child,
-}
-
-impl FromStr for ForwardTo {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "group" => Ok(Self::Group),
-            "child" => Ok(Self::Child),
-            _ => Err(format!("invalid --forward-to {text:?}: use group or child")),
-        }
-    }
 }
 
 /// The supervisor's tunables. [`Settings::new`] gives the documented defaults.

@@ -494,21 +494,6 @@ fn a_refused_token_on_poll_triggers_relogin_then_an_immediate_poll() {
 }
 
 #[test]
-fn on_change_and_forward_to_parse_their_documented_forms() {
-    assert_eq!("restart".parse::<OnChange>(), Ok(OnChange::Restart));
-    assert_eq!("none".parse::<OnChange>(), Ok(OnChange::None));
-    assert_eq!(
-        "signal:HUP".parse::<OnChange>(),
-        Ok(OnChange::Signal(Signal::HUP))
-    );
-    assert!("signal:NOPE".parse::<OnChange>().is_err());
-    assert!("reload".parse::<OnChange>().is_err());
-    assert_eq!("group".parse::<ForwardTo>(), Ok(ForwardTo::Group));
-    assert_eq!("child".parse::<ForwardTo>(), Ok(ForwardTo::Child));
-    assert!("pid".parse::<ForwardTo>().is_err());
-}
-
-#[test]
 fn the_sidecar_rewrites_files_on_change_and_exits_0_on_term_keeping_the_files() {
     let now = Instant::now();
     let (state, first) = State::new_sidecar(settings(), v("one"), None, now);
