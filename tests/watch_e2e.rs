@@ -583,6 +583,70 @@ mod shutdown {
         assert!(launcher.starts().is_empty());
     }
 
+    /// A stack whose login works and whose secrets route answers 503 for a long
+    /// time, and a launcher started on it, once it holds a token.
+    fn logged_in_but_stuck_fetching(args: &[&str]) -> (Stack, Launcher) {
+        let stack = stack_with((3600, 86_400), false);
+        stack
+            .infisical
+            .fail_next("/api/v4/secrets", 1000, Fault::Status(503));
+        let launcher = Launcher::start(&stack, args);
+        wait_for("a secrets request", WAIT, || {
+            stack
+                .infisical
+                .requests()
+                .iter()
+                .any(|r| r.path == "/api/v4/secrets")
+                .then_some(())
+        });
+        (stack, launcher)
+    }
+
+    #[test]
+    fn term_during_start_up_after_login_revokes_the_token_and_exits_128_plus_15() {
+        let (stack, mut launcher) =
+            logged_in_but_stuck_fetching(&["run", "--watch", "--", "sh", "-c", RECORDER]);
+        assert_eq!(stack.infisical.counters().logins, 1);
+        assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().revocations, 1);
+        assert!(launcher.starts().is_empty());
+    }
+
+    #[test]
+    fn write_watch_exits_0_on_term_or_int_during_start_up_and_revokes_the_token() {
+        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+            let (stack, mut launcher) = logged_in_but_stuck_fetching(&[
+                "write",
+                "--watch",
+                "--dir",
+                "$D/files",
+                "--allow-non-tmpfs",
+            ]);
+            launcher.signal(signal);
+            assert_eq!(launcher.finish(), 0, "{signal}: {}", launcher.stderr());
+            assert_eq!(stack.infisical.counters().revocations, 1, "{signal}");
+        }
+        // Before the login too: nothing to revoke, still the sidecar's normal end.
+        let stack = stack_with((3600, 86_400), false);
+        stack
+            .infisical
+            .fail_next("/api/v1/auth/oidc-auth/login", 1000, Fault::Status(503));
+        let mut launcher = Launcher::start(
+            &stack,
+            &["write", "--watch", "--dir", "$D/files", "--allow-non-tmpfs"],
+        );
+        wait_for("a login attempt", WAIT, || {
+            stack
+                .infisical
+                .requests()
+                .iter()
+                .any(|r| r.path == "/api/v1/auth/oidc-auth/login")
+                .then_some(())
+        });
+        assert_eq!(launcher.stop(), 0, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().revocations, 0);
+    }
+
     #[test]
     fn a_start_up_failure_exits_like_exec_mode_before_anything_runs() {
         let stack = stack_with((3600, 86_400), false);
