@@ -504,6 +504,18 @@ fn exec_failures_exit_127_not_found_and_126_not_executable() {
     assert!(err.contains("not-executable"), "{err}");
 }
 
+fn an_environment_too_large_to_exec_exits_78_like_exec_mode() {
+    // One variable longer than MAX_ARG_STRLEN (32 pages): execve says E2BIG.
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    write_secrets(&secrets, &format!("BIG={}\n", "x".repeat(200_000)));
+    let sup = Supervisor::start(&["--secrets-file", secrets.to_str().unwrap()], &["true"]);
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("E2BIG"), "{err}");
+    assert!(!err.contains("xxxx"), "no secret value in the log");
+}
+
 const PID_NAMESPACE: &[&str] = &[
     "unshare",
     "--user",
@@ -725,6 +737,11 @@ const TESTS: &[Test] = &[
         "exec_failures_exit_127_not_found_and_126_not_executable",
         None,
         exec_failures_exit_127_not_found_and_126_not_executable,
+    ),
+    (
+        "an_environment_too_large_to_exec_exits_78_like_exec_mode",
+        None,
+        an_environment_too_large_to_exec_exits_78_like_exec_mode,
     ),
     (
         "a_changed_secret_restarts_the_child_once_with_the_new_environment",

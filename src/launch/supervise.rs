@@ -898,7 +898,8 @@ pub struct ChildCommand {
 
 /// Spawns the child: own process group, clean signal state, an explicit
 /// environment. Only the pid is kept: the reaper owns the exit status. An exec
-/// failure maps to 127 (not found) or 126 (cannot execute).
+/// failure maps to 127 (not found), 126 (cannot execute) or, as in exec mode,
+/// 78 for `E2BIG` (arguments + environment too large).
 fn spawn_child<D: Delivery>(
     child: &ChildCommand,
     delivery: &D,
@@ -918,12 +919,18 @@ fn spawn_child<D: Delivery>(
         // Dropping `Child` neither waits nor kills: the reaper owns it from here.
         Ok(spawned) => Ok(i32::try_from(spawned.id()).expect("UNWRAP: pids fit in i32")),
         Err(err) => {
-            let class = if err.kind() == std::io::ErrorKind::NotFound {
+            let program = child.program.to_string_lossy();
+            let class = if err.raw_os_error() == Some(nix::libc::E2BIG) {
+                // As in exec mode: a configuration problem, not an unusable program.
+                tracing::error!("cannot execute {program}: arguments and environment are too large (E2BIG); deliver fewer or smaller secrets in the environment (e.g. --files-dir with --no-env)");
+                ExitClass::Config
+            } else if err.kind() == std::io::ErrorKind::NotFound {
+                tracing::error!("exec {program}: {err}");
                 ExitClass::CommandNotFound
             } else {
+                tracing::error!("exec {program}: {err}");
                 ExitClass::CannotExecute
             };
-            tracing::error!("exec {}: {err}", child.program.to_string_lossy());
             Err(class.code())
         }
     }
