@@ -185,7 +185,8 @@ fn check_deliverable(
 }
 
 /// The supervisor's settings from `--poll-interval`, `--on-change`,
-/// `--stop-signal`, `--stop-timeout`, `--forward-to`, `--allow-empty`.
+/// `--stop-signal`, `--stop-timeout`, `--forward-to` (`--allow-empty` is
+/// applied by [`check_deliverable`] before a set reaches the supervisor).
 fn settings(config: &Config) -> Settings {
     let watch = &config.watch;
     let mut settings = Settings::new(watch.poll_interval);
@@ -193,7 +194,6 @@ fn settings(config: &Config) -> Settings {
     settings.stop_signal = watch.stop_signal;
     settings.stop_timeout = watch.stop_timeout;
     settings.forward_to = watch.forward_to;
-    settings.allow_empty = config.fetch.allow_empty;
     settings
 }
 

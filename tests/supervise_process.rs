@@ -173,7 +173,6 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
         .as_deref()
         .and_then(read_secrets)
         .unwrap_or_default();
-    settings.allow_empty = secrets.is_empty();
     // No command: the sidecar form (`write --watch`).
     let child = (!command.is_empty()).then(|| ChildCommand {
         program: command.remove(0),

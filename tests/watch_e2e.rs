@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use svid_exec_testkit::infisical::{Fault, InfisicalConfig};
-use svid_exec_testkit::stack::{Stack, StackOptions, ENVIRONMENT, PROJECT_ID};
+use svid_exec_testkit::stack::{Stack, StackOptions, DEMO_SECRETS, ENVIRONMENT, PROJECT_ID};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -479,6 +479,30 @@ mod changes {
             "the restart came only after the server recovered"
         );
         assert_eq!(starts[1].1, "two");
+        assert_eq!(launcher.stop(), 128 + 15);
+    }
+
+    #[test]
+    fn an_emptied_project_mid_run_is_refused_and_the_child_keeps_its_secrets() {
+        let stack = stack_with((3600, 86_400), false);
+        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let first = launcher.wait_starts(1);
+        for key in DEMO_SECRETS.iter().map(|(k, _)| *k).chain(["WATCHED"]) {
+            assert!(stack
+                .infisical
+                .delete_secret(PROJECT_ID, ENVIRONMENT, "/", key));
+        }
+        wait_for("the empty set to be refused", WAIT, || {
+            launcher
+                .stderr()
+                .contains("the new secrets cannot be delivered: no secrets were found")
+                .then_some(())
+        });
+        assert_eq!(launcher.starts(), first, "restarted with no secrets");
+        assert!(alive(first[0].0));
+        // A deliverable set afterwards is acted on as usual.
+        set(&stack, "WATCHED", "two");
+        assert_eq!(launcher.wait_starts(2)[1].1, "two");
         assert_eq!(launcher.stop(), 128 + 15);
     }
 }

@@ -91,8 +91,6 @@ pub struct Settings {
     /// further changes wait for the window, so a flapping secret cannot cause a storm.
     pub max_changes: usize,
     pub change_window: Duration,
-    /// Accept an empty fetched set (`--allow-empty`); otherwise it counts as a failed poll.
-    pub allow_empty: bool,
     /// How long shutdown waits for the token revocation.
     pub revoke_timeout: Duration,
     /// Seed for poll jitter (fixed in tests).
@@ -113,7 +111,6 @@ impl Settings {
             max_settle: settle * 6,
             max_changes: 5,
             change_window: Duration::from_secs(300),
-            allow_empty: false,
             revoke_timeout: Duration::from_secs(5),
             jitter_seed: fastrand::u64(..),
         }
@@ -138,7 +135,9 @@ pub enum Request {
 
 /// The network side's answer to a [`Request`].
 pub enum Reply {
-    /// A complete, successful fetch (any content; the state machine compares fingerprints).
+    /// A complete, successful fetch of a deliverable set (the network side answers
+    /// `PollFailed` for a set that must not be delivered, such as an empty one
+    /// without `--allow-empty`); the state machine compares fingerprints.
     Fetched(SecretSet),
     /// 304: the same content as the previous successful fetch.
     NotModified,
@@ -572,16 +571,9 @@ impl State {
         }
         match reply {
             Reply::Fetched(set) => {
+                // Any set the network side hands over is deliverable: it refuses
+                // an empty or otherwise undeliverable set itself (PollFailed).
                 self.poll_in_flight = false;
-                if set.is_empty() && !self.settings.allow_empty {
-                    self.poll_failed(
-                        now,
-                        "the server returned no secrets; keeping the last good set",
-                        false,
-                        out,
-                    );
-                    return;
-                }
                 self.poll_failures = 0;
                 let fingerprint = set.fingerprint();
                 self.on_content(now, set, fingerprint, out);

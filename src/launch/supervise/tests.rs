@@ -30,7 +30,6 @@ fn settings() -> Settings {
         max_settle: Duration::from_secs(8),
         max_changes: 2,
         change_window: Duration::from_secs(60),
-        allow_empty: false,
         revoke_timeout: Duration::from_secs(3),
         jitter_seed: 7,
     }
@@ -230,23 +229,26 @@ fn failing_polls_keep_the_child_and_back_off() {
 }
 
 #[test]
-fn an_empty_set_counts_as_a_failed_poll_unless_allowed() {
+fn a_refused_set_keeps_the_last_good_one_and_any_fetched_set_is_content() {
+    // The network side refuses an undeliverable set (empty without --allow-empty,
+    // a missing --require'd key) as a failed poll: nothing changes.
     let mut sim = Sim::new(settings());
     for _ in 0..3 {
-        assert!(sim.poll(Reply::Fetched(SecretSet::new())).is_empty());
+        let refused = Reply::PollFailed {
+            reason: "the new secrets cannot be delivered".into(),
+            auth: false,
+        };
+        assert!(sim.poll(refused).is_empty());
     }
     assert_eq!(sim.restarts(), 0);
     assert_eq!(sim.state.secrets().fingerprint(), v("one").fingerprint());
-
-    let mut sim = Sim::new(Settings {
-        allow_empty: true,
-        ..settings()
-    });
+    // What it hands over is delivered, an (allowed) empty set included.
     sim.poll(Reply::Fetched(SecretSet::new()));
     assert_eq!(
         sim.poll(Reply::Fetched(SecretSet::new())),
         vec![Action::WriteFiles, stop_child()]
     );
+    assert!(sim.state.secrets().is_empty());
 }
 
 #[test]
