@@ -147,9 +147,10 @@ pub enum Reply {
     /// Renew or login succeeded; renew again after `renew_in` (the session computes it
     /// from the TTL, the token's `exp` and the max-TTL window).
     TokenReady { renew_in: Duration },
-    /// Renew was refused: log in again.
-    RenewFailed { reason: String },
-    /// Login failed: retry with backoff, keep the child.
+    /// Login failed, or a renewal failed and the token cannot be kept: log in
+    /// again with backoff, keep the child. (There is no "renewal refused" reply:
+    /// the session answers a refused renewal by logging in itself, so what can
+    /// reach the supervisor is that login's failure.)
     LoginFailed { reason: String },
     /// The token is revoked (or revocation was attempted).
     Revoked,
@@ -162,7 +163,6 @@ impl std::fmt::Debug for Reply {
             Self::NotModified => f.write_str("NotModified"),
             Self::PollFailed { reason, auth } => write!(f, "PollFailed({reason}, auth={auth})"),
             Self::TokenReady { renew_in } => write!(f, "TokenReady(renew in {renew_in:?})"),
-            Self::RenewFailed { reason } => write!(f, "RenewFailed({reason})"),
             Self::LoginFailed { reason } => write!(f, "LoginFailed({reason})"),
             Self::Revoked => f.write_str("Revoked"),
         }
@@ -606,13 +606,6 @@ impl State {
                     self.next_poll = Some(now);
                     self.on_tick(now, out);
                 }
-            }
-            Reply::RenewFailed { reason } => {
-                tracing::warn!(%reason, "token renewal refused; logging in again");
-                self.token.in_flight = false;
-                self.token.op = TokenOp::Relogin;
-                self.token.due = Some(now);
-                self.on_tick(now, out);
             }
             Reply::LoginFailed { reason } => {
                 self.token.in_flight = false;
