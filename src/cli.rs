@@ -353,7 +353,8 @@ pub struct WatchArgs {
     )]
     pub on_change: String,
 
-    /// Signal used to stop the child on restart/shutdown.
+    /// Signal used to stop the child on restart/shutdown: a name (`TERM`,
+    /// `SIGQUIT`), a real-time signal (`RTMIN+3`) or a number.
     #[arg(
         long,
         env = "SVID_EXEC_STOP_SIGNAL",

@@ -6,14 +6,16 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use reqwest::Url;
 
 use crate::cli;
 use crate::error::ExitClass;
+use crate::launch::signals::Signal;
+/// `--on-change` and `--forward-to` are the supervisor's own types: what the
+/// user may ask for is exactly what the supervisor can do.
+pub use crate::launch::supervise::{ForwardTo, OnChange};
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
@@ -184,26 +186,6 @@ pub struct FileOwner {
     pub uid: u32,
     /// Group ID, when given.
     pub gid: Option<u32>,
-}
-
-/// `--on-change`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnChange {
-    /// Stop and start the program.
-    Restart,
-    /// Send this signal and keep the program.
-    Signal(Signal),
-    /// Only refresh files.
-    Nothing,
-}
-
-/// `--forward-to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardTo {
-    /// The child alone.
-    Child,
-    /// The child's process group.
-    Group,
 }
 
 /// Supervision.
@@ -720,61 +702,56 @@ fn file_owner(raw: &str) -> Result<FileOwner> {
     Ok(FileOwner { uid, gid })
 }
 
-/// `TERM`, `SIGTERM`, `term` or `15`.
+/// `TERM`, `SIGTERM`, `term`, `15` or a real-time signal such as `RTMIN+3`:
+/// every signal the supervisor can send.
 pub fn parse_signal(raw: &str) -> Option<Signal> {
-    let raw = raw.trim();
-    if let Ok(n) = raw.parse::<i32>() {
-        return Signal::try_from(n).ok();
-    }
-    let upper = raw.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    Signal::from_str(&name).ok()
+    raw.parse().ok()
 }
 
 fn signal(flag: &str, raw: &str) -> Result<Signal> {
     parse_signal(raw).ok_or_else(|| {
         ConfigError::new(
             format!("{flag} {raw:?} is not a signal"),
-            "use a name such as TERM, SIGTERM, HUP or a number such as 15",
+            "use a name such as TERM, SIGTERM, HUP, RTMIN+3 or a number such as 15",
         )
     })
 }
 
-fn watch_config(args: &cli::WatchArgs) -> Result<WatchConfig> {
-    let on_change = match args.on_change.trim().to_ascii_lowercase().as_str() {
-        "restart" => OnChange::Restart,
-        "none" => OnChange::Nothing,
+/// `--on-change`: `restart`, `signal:<SIG>` or `none` (case-insensitive).
+pub fn parse_on_change(raw: &str) -> Result<OnChange> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "restart" => Ok(OnChange::Restart),
+        "none" => Ok(OnChange::None),
         other => match other.strip_prefix("signal:") {
-            Some(sig) => OnChange::Signal(signal("--on-change signal:", sig)?),
-            None => {
-                return Err(ConfigError::new(
-                    format!("--on-change {:?} is not an action", args.on_change),
-                    "use restart, signal:<SIG> (e.g. signal:HUP) or none",
-                ))
-            }
+            Some(sig) => Ok(OnChange::Signal(signal("--on-change signal:", sig)?)),
+            None => Err(ConfigError::new(
+                format!("--on-change {raw:?} is not an action"),
+                "use restart, signal:<SIG> (e.g. signal:HUP) or none",
+            )),
         },
-    };
-    let forward_to = match args.forward_to.trim().to_ascii_lowercase().as_str() {
-        "child" => ForwardTo::Child,
-        "group" => ForwardTo::Group,
-        _ => {
-            return Err(ConfigError::new(
-                format!("--forward-to {:?} is not a target", args.forward_to),
-                "use group (the child's process group) or child",
-            ))
-        }
-    };
+    }
+}
+
+/// `--forward-to`: `group` or `child` (case-insensitive).
+pub fn parse_forward_to(raw: &str) -> Result<ForwardTo> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "child" => Ok(ForwardTo::Child),
+        "group" => Ok(ForwardTo::Group),
+        _ => Err(ConfigError::new(
+            format!("--forward-to {raw:?} is not a target"),
+            "use group (the child's process group) or child",
+        )),
+    }
+}
+
+fn watch_config(args: &cli::WatchArgs) -> Result<WatchConfig> {
     Ok(WatchConfig {
         enabled: args.watch,
         poll_interval: duration("--poll-interval", &args.poll_interval)?,
-        on_change,
+        on_change: parse_on_change(&args.on_change)?,
         stop_signal: signal("--stop-signal", &args.stop_signal)?,
         stop_timeout: duration("--stop-timeout", &args.stop_timeout)?,
-        forward_to,
+        forward_to: parse_forward_to(&args.forward_to)?,
         mlock: args.mlock,
     })
 }
@@ -861,7 +838,7 @@ mod tests {
         );
         assert!(c.delivery.files.is_none());
         assert_eq!(c.watch.on_change, OnChange::Restart);
-        assert_eq!(c.watch.stop_signal, Signal::SIGTERM);
+        assert_eq!(c.watch.stop_signal, Signal::TERM);
         assert_eq!(c.watch.forward_to, ForwardTo::Group);
         assert_eq!(c.output.level, tracing::Level::INFO);
         assert_eq!(
@@ -1024,8 +1001,8 @@ mod tests {
             })
         );
         assert!(c.delivery.env.unwrap().file_refs);
-        assert_eq!(c.watch.on_change, OnChange::Signal(Signal::SIGHUP));
-        assert_eq!(c.watch.stop_signal, Signal::SIGTERM);
+        assert_eq!(c.watch.on_change, OnChange::Signal(Signal::HUP));
+        assert_eq!(c.watch.stop_signal, Signal::TERM);
         assert_eq!(c.watch.forward_to, ForwardTo::Child);
         assert_eq!(c.output.level, tracing::Level::ERROR);
     }
@@ -1050,7 +1027,7 @@ mod tests {
             "/run/s",
         ])
         .unwrap();
-        assert_eq!(c.watch.on_change, OnChange::Signal(Signal::SIGUSR1));
+        assert_eq!(c.watch.on_change, OnChange::Signal(Signal::USR1));
         assert!(c.delivery.env.is_none());
     }
 
@@ -1069,10 +1046,69 @@ mod tests {
     #[test]
     fn signal_names_numbers_and_prefixes_parse_alike() {
         for raw in ["TERM", "SIGTERM", "term", "15", " sigterm "] {
-            assert_eq!(parse_signal(raw), Some(Signal::SIGTERM), "{raw}");
+            assert_eq!(parse_signal(raw), Some(Signal::TERM), "{raw}");
         }
         assert_eq!(parse_signal("0"), None);
         assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+
+    #[test]
+    fn on_change_and_forward_to_parse_their_documented_forms() {
+        assert_eq!(parse_on_change("restart").unwrap(), OnChange::Restart);
+        assert_eq!(parse_on_change(" None ").unwrap(), OnChange::None);
+        assert_eq!(
+            parse_on_change("signal:HUP").unwrap(),
+            OnChange::Signal(Signal::HUP)
+        );
+        assert!(parse_on_change("signal:NOPE").is_err());
+        assert!(parse_on_change("reload").is_err());
+        assert_eq!(parse_forward_to("group").unwrap(), ForwardTo::Group);
+        assert_eq!(parse_forward_to("Child").unwrap(), ForwardTo::Child);
+        assert!(parse_forward_to("pid").is_err());
+    }
+
+    #[test]
+    fn real_time_signals_are_accepted_for_stop_signal_and_on_change() {
+        let rt = |n| Signal::from_raw(crate::sys::min_rt_signal() + n).unwrap();
+        let c = run_with(&[
+            "--watch",
+            "--stop-signal",
+            "RTMIN+3",
+            "--on-change",
+            "signal:SIGRTMIN+1",
+            "--no-env",
+            "--files-dir",
+            "/run/s",
+        ])
+        .unwrap();
+        assert_eq!(c.watch.stop_signal, rt(3));
+        assert_eq!(c.watch.on_change, OnChange::Signal(rt(1)));
+    }
+
+    #[test]
+    fn bad_watch_values_are_config_errors_that_say_what_to_use() {
+        for (args, says) in [
+            (
+                &["--stop-signal", "RTMIN+999"][..],
+                "--stop-signal \"RTMIN+999\" is not a signal",
+            ),
+            (
+                &["--on-change", "signal:NOPE"][..],
+                "--on-change signal: \"nope\" is not a signal",
+            ),
+            (
+                &["--on-change", "reload"][..],
+                "--on-change \"reload\" is not an action",
+            ),
+            (
+                &["--forward-to", "parent"][..],
+                "--forward-to \"parent\" is not a target",
+            ),
+        ] {
+            let err = run_with(args).unwrap_err();
+            assert!(err.to_string().contains(says), "{args:?}: {err}");
+            assert_eq!(err.exit_class().code(), 78, "{args:?}");
+        }
     }
 
     #[test]

@@ -118,10 +118,20 @@ pub async fn fetch_spec(
 /// `--startup-timeout`. The session (and with it the token) is returned so a
 /// supervisor can keep it; a one-shot caller drops it.
 pub async fn fetch_once(config: &Config) -> Result<(SecretSet, Session, FetchSpec), FlowError> {
-    let deadline = Instant::now() + config.server.startup_timeout;
     let mut session = session(config)?;
+    let (secrets, spec) = login_and_fetch(&mut session, config).await?;
+    Ok((secrets, session, spec))
+}
+
+/// [`fetch_once`] on a session the caller owns, so a caller that abandons the
+/// start-up half-way (a signal) still holds the token and can revoke it.
+pub async fn login_and_fetch(
+    session: &mut Session,
+    config: &Config,
+) -> Result<(SecretSet, FetchSpec), FlowError> {
+    let deadline = Instant::now() + config.server.startup_timeout;
     session.login(deadline).await?;
-    let spec = fetch_spec(&mut session, config, deadline).await?;
+    let spec = fetch_spec(session, config, deadline).await?;
     match session.fetch(&spec, None, deadline).await? {
         FetchOutcome::Fetched(fetched) => {
             if !fetched.hidden.is_empty() {
@@ -130,7 +140,7 @@ pub async fn fetch_once(config: &Config) -> Result<(SecretSet, Session, FetchSpe
                     "the identity may not read these values (secretValueHidden); they are not delivered"
                 );
             }
-            Ok((fetched.secrets, session, spec))
+            Ok((fetched.secrets, spec))
         }
         FetchOutcome::NotModified => Err(FlowError::UnexpectedNotModified),
     }

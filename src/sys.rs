@@ -195,3 +195,19 @@ pub fn max_signal() -> i32 {
 pub fn min_rt_signal() -> i32 {
     libc::SIGRTMIN()
 }
+
+/// `waitpid(-1, &status, WNOHANG)`: reaps one exited child, if any, and returns
+/// its pid and raw wait status (`Ok(None)`: children exist but none has exited;
+/// `Err(ECHILD)`: no children at all). Raw, because nix's `waitpid` decodes the
+/// status through its signal enum, which has no real-time signals: for a child
+/// killed by one it returns `EINVAL` after the kernel has already reaped it, and
+/// that child's end would be lost.
+pub fn wait_any_nohang() -> Result<Option<(i32, i32)>, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid(2) writes one c_int through a pointer to a live local.
+    let pid = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
+    match Errno::result(pid)? {
+        0 => Ok(None),
+        pid => Ok(Some((pid, status))),
+    }
+}

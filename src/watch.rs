@@ -19,14 +19,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::app::{self, AppError};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::deliver::env::{self, EnvPlan, EnvSource, ExecLimits};
 use crate::deliver::files::{self, FilesOptions};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
+use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, Delivery, DeliveryError, ForwardTo, Network, OnChange, Reply, Request,
-    Settings,
+    self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
 };
 use crate::secrets::SecretSet;
 use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
@@ -60,14 +60,27 @@ pub fn run(
         argv
     });
     runtime.block_on(async {
-        let started = tokio::select! {
-            started = start(config, argv.as_deref()) => started?,
-            signal = signals.until_terminated() => {
-                tracing::info!(%signal, "interrupted during start-up; nothing was started");
-                return Ok(ExitCode::from(exit_for_signal(signal)));
+        app::preflight_files(config)?;
+        // The session lives out here, so a token obtained before an interruption
+        // or a failed check is still ours to revoke.
+        let mut session = crate::flow::session(config)?;
+        let outcome = tokio::select! {
+            started = start(config, argv.as_deref(), &mut session) => Ok(started),
+            signal = signals.until_terminated() => Err(signal),
+        };
+        let (secrets, spec) = match outcome {
+            Ok(Ok(started)) => started,
+            Ok(Err(err)) => {
+                revoke(&mut session).await;
+                return Err(err);
+            }
+            Err(signal) => {
+                let code = interrupted_exit_code(signal, argv.is_none());
+                tracing::info!(%signal, code, "interrupted during start-up; nothing was started");
+                revoke(&mut session).await;
+                return Ok(ExitCode::from(code));
             }
         };
-        let (secrets, session, spec) = started;
         let renew_in = session
             .plan()
             .map(|p| p.at.saturating_duration_since(Instant::now()));
@@ -115,20 +128,39 @@ pub fn run(
     })
 }
 
-/// 128+N, as a shell reports a process killed by signal N.
-fn exit_for_signal(signal: Signal) -> u8 {
-    u8::try_from((128 + signal.raw()).rem_euclid(256)).unwrap_or(u8::MAX)
+/// The exit code for a start-up ended by `signal`: `write --watch` (the
+/// sidecar) exits 0 on SIGTERM/SIGINT as it does once running (stopping is its
+/// normal end); otherwise 128+N, as if the signal had not been blocked.
+fn interrupted_exit_code(signal: Signal, sidecar: bool) -> u8 {
+    if sidecar && (signal == Signal::TERM || signal == Signal::INT) {
+        0
+    } else {
+        ChildEnd::Signaled(signal).exit_code()
+    }
 }
 
-/// Log in, fetch once and check the result, all before anything is started.
+/// Revokes the session's token, if it has one, within a short bound (shutdown,
+/// or a start-up that did not lead to supervision); a failure is only logged.
+async fn revoke(session: &mut Session) {
+    if session.token().is_none() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if let Err(err) = session.revoke(deadline).await {
+        tracing::warn!(reason = %chain(&err), "could not revoke the access token; it expires on its own");
+    }
+}
+
+/// Log in, fetch once and check the result, all before anything is started
+/// (after [`app::preflight_files`]).
 async fn start(
     config: &Config,
     argv: Option<&[OsString]>,
-) -> Result<(SecretSet, Session, FetchSpec), AppError> {
-    app::preflight_files(config)?;
-    let (secrets, session, spec) = crate::flow::fetch_once(config).await?;
+    session: &mut Session,
+) -> Result<(SecretSet, FetchSpec), AppError> {
+    let (secrets, spec) = crate::flow::login_and_fetch(session, config).await?;
     check_deliverable(config, argv, &secrets)?;
-    Ok((secrets, session, spec))
+    Ok((secrets, spec))
 }
 
 /// Everything exec mode refuses before starting the program, applied to every
@@ -153,25 +185,15 @@ fn check_deliverable(
 }
 
 /// The supervisor's settings from `--poll-interval`, `--on-change`,
-/// `--stop-signal`, `--stop-timeout`, `--forward-to`, `--allow-empty`.
+/// `--stop-signal`, `--stop-timeout`, `--forward-to` (`--allow-empty` is
+/// applied by [`check_deliverable`] before a set reaches the supervisor).
 fn settings(config: &Config) -> Settings {
     let watch = &config.watch;
-    let signal = |s: nix::sys::signal::Signal| {
-        Signal::from_raw(s as i32).expect("UNWRAP: nix signals exist")
-    };
     let mut settings = Settings::new(watch.poll_interval);
-    settings.on_change = match watch.on_change {
-        config::OnChange::Restart => OnChange::Restart,
-        config::OnChange::Signal(s) => OnChange::Signal(signal(s)),
-        config::OnChange::Nothing => OnChange::None,
-    };
-    settings.stop_signal = signal(watch.stop_signal);
+    settings.on_change = watch.on_change;
+    settings.stop_signal = watch.stop_signal;
     settings.stop_timeout = watch.stop_timeout;
-    settings.forward_to = match watch.forward_to {
-        config::ForwardTo::Group => ForwardTo::Group,
-        config::ForwardTo::Child => ForwardTo::Child,
-    };
-    settings.allow_empty = config.fetch.allow_empty;
+    settings.forward_to = watch.forward_to;
     settings
 }
 
@@ -287,10 +309,7 @@ impl WatchNetwork {
     }
 
     async fn revoke(&mut self) -> Reply {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        if let Err(err) = self.session.revoke(deadline).await {
-            tracing::warn!(reason = %chain(&err), "could not revoke the access token; it expires on its own");
-        }
+        revoke(&mut self.session).await;
         Reply::Revoked
     }
 }

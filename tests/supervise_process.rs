@@ -19,6 +19,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
+use svid_exec::config;
 use svid_exec::launch::supervise::{
     self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
 };
@@ -135,8 +136,12 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
     while let Some(arg) = it.next() {
         let mut value = || it.next().expect("option value").to_owned();
         match arg {
-            "--forward-to" => settings.forward_to = value().parse().expect("forward-to"),
-            "--on-change" => settings.on_change = value().parse().expect("on-change"),
+            "--forward-to" => {
+                settings.forward_to = config::parse_forward_to(&value()).expect("forward-to");
+            }
+            "--on-change" => {
+                settings.on_change = config::parse_on_change(&value()).expect("on-change");
+            }
             "--poll-ms" => {
                 let ms = value().parse().expect("poll-ms");
                 settings.poll_interval = Duration::from_millis(ms);
@@ -168,7 +173,6 @@ fn supervise_main(args: &[OsString]) -> ExitCode {
         .as_deref()
         .and_then(read_secrets)
         .unwrap_or_default();
-    settings.allow_empty = secrets.is_empty();
     // No command: the sidecar form (`write --watch`).
     let child = (!command.is_empty()).then(|| ChildCommand {
         program: command.remove(0),
@@ -342,6 +346,30 @@ fn signalled_child_exits_128_plus_signal() {
     }
 }
 
+/// `SIGRTMIN+3` on this libc (glibc reserves two real-time signals, so usually 37).
+fn rtmin_plus_3() -> i32 {
+    nix::libc::SIGRTMIN() + 3
+}
+
+fn a_child_killed_by_a_real_time_signal_exits_128_plus_its_number() {
+    let n = rtmin_plus_3();
+    let sup = Supervisor::start(&[], &sh(&format!("kill -{n} $$")));
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 128 + n, "SIGRTMIN+3 ({n}); stderr:\n{err}");
+}
+
+fn a_forwarded_real_time_signal_that_kills_the_child_ends_the_supervisor() {
+    let n = rtmin_plus_3();
+    let sup = Supervisor::start(
+        &[],
+        &sh("echo ready > \"$D/ready\"; while :; do sleep 0.05; done"),
+    );
+    sup.wait_file("ready");
+    sup.signal(&n.to_string());
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 128 + n, "forwarded SIGRTMIN+3 ({n}); stderr:\n{err}");
+}
+
 fn term_usr1_usr2_are_forwarded_to_the_child() {
     for name in ["USR1", "USR2", "TERM"] {
         for forward in ["group", "child"] {
@@ -473,6 +501,18 @@ fn exec_failures_exit_127_not_found_and_126_not_executable() {
     let (code, _, err) = sup.finish();
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("not-executable"), "{err}");
+}
+
+fn an_environment_too_large_to_exec_exits_78_like_exec_mode() {
+    // One variable longer than MAX_ARG_STRLEN (32 pages): execve says E2BIG.
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    write_secrets(&secrets, &format!("BIG={}\n", "x".repeat(200_000)));
+    let sup = Supervisor::start(&["--secrets-file", secrets.to_str().unwrap()], &["true"]);
+    let (code, _, err) = sup.finish();
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("E2BIG"), "{err}");
+    assert!(!err.contains("xxxx"), "no secret value in the log");
 }
 
 const PID_NAMESPACE: &[&str] = &[
@@ -663,6 +703,16 @@ const TESTS: &[Test] = &[
         signalled_child_exits_128_plus_signal,
     ),
     (
+        "a_child_killed_by_a_real_time_signal_exits_128_plus_its_number",
+        None,
+        a_child_killed_by_a_real_time_signal_exits_128_plus_its_number,
+    ),
+    (
+        "a_forwarded_real_time_signal_that_kills_the_child_ends_the_supervisor",
+        None,
+        a_forwarded_real_time_signal_that_kills_the_child_ends_the_supervisor,
+    ),
+    (
         "term_usr1_usr2_are_forwarded_to_the_child",
         None,
         term_usr1_usr2_are_forwarded_to_the_child,
@@ -686,6 +736,11 @@ const TESTS: &[Test] = &[
         "exec_failures_exit_127_not_found_and_126_not_executable",
         None,
         exec_failures_exit_127_not_found_and_126_not_executable,
+    ),
+    (
+        "an_environment_too_large_to_exec_exits_78_like_exec_mode",
+        None,
+        an_environment_too_large_to_exec_exits_78_like_exec_mode,
     ),
     (
         "a_changed_secret_restarts_the_child_once_with_the_new_environment",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use svid_exec_testkit::infisical::{Fault, InfisicalConfig};
-use svid_exec_testkit::stack::{Stack, StackOptions, ENVIRONMENT, PROJECT_ID};
+use svid_exec_testkit::stack::{Stack, StackOptions, DEMO_SECRETS, ENVIRONMENT, PROJECT_ID};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -481,6 +481,30 @@ mod changes {
         assert_eq!(starts[1].1, "two");
         assert_eq!(launcher.stop(), 128 + 15);
     }
+
+    #[test]
+    fn an_emptied_project_mid_run_is_refused_and_the_child_keeps_its_secrets() {
+        let stack = stack_with((3600, 86_400), false);
+        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let first = launcher.wait_starts(1);
+        for key in DEMO_SECRETS.iter().map(|(k, _)| *k).chain(["WATCHED"]) {
+            assert!(stack
+                .infisical
+                .delete_secret(PROJECT_ID, ENVIRONMENT, "/", key));
+        }
+        wait_for("the empty set to be refused", WAIT, || {
+            launcher
+                .stderr()
+                .contains("the new secrets cannot be delivered: no secrets were found")
+                .then_some(())
+        });
+        assert_eq!(launcher.starts(), first, "restarted with no secrets");
+        assert!(alive(first[0].0));
+        // A deliverable set afterwards is acted on as usual.
+        set(&stack, "WATCHED", "two");
+        assert_eq!(launcher.wait_starts(2)[1].1, "two");
+        assert_eq!(launcher.stop(), 128 + 15);
+    }
 }
 
 mod shutdown {
@@ -583,6 +607,70 @@ mod shutdown {
         assert!(launcher.starts().is_empty());
     }
 
+    /// A stack whose login works and whose secrets route answers 503 for a long
+    /// time, and a launcher started on it, once it holds a token.
+    fn logged_in_but_stuck_fetching(args: &[&str]) -> (Stack, Launcher) {
+        let stack = stack_with((3600, 86_400), false);
+        stack
+            .infisical
+            .fail_next("/api/v4/secrets", 1000, Fault::Status(503));
+        let launcher = Launcher::start(&stack, args);
+        wait_for("a secrets request", WAIT, || {
+            stack
+                .infisical
+                .requests()
+                .iter()
+                .any(|r| r.path == "/api/v4/secrets")
+                .then_some(())
+        });
+        (stack, launcher)
+    }
+
+    #[test]
+    fn term_during_start_up_after_login_revokes_the_token_and_exits_128_plus_15() {
+        let (stack, mut launcher) =
+            logged_in_but_stuck_fetching(&["run", "--watch", "--", "sh", "-c", RECORDER]);
+        assert_eq!(stack.infisical.counters().logins, 1);
+        assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().revocations, 1);
+        assert!(launcher.starts().is_empty());
+    }
+
+    #[test]
+    fn write_watch_exits_0_on_term_or_int_during_start_up_and_revokes_the_token() {
+        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+            let (stack, mut launcher) = logged_in_but_stuck_fetching(&[
+                "write",
+                "--watch",
+                "--dir",
+                "$D/files",
+                "--allow-non-tmpfs",
+            ]);
+            launcher.signal(signal);
+            assert_eq!(launcher.finish(), 0, "{signal}: {}", launcher.stderr());
+            assert_eq!(stack.infisical.counters().revocations, 1, "{signal}");
+        }
+        // Before the login too: nothing to revoke, still the sidecar's normal end.
+        let stack = stack_with((3600, 86_400), false);
+        stack
+            .infisical
+            .fail_next("/api/v1/auth/oidc-auth/login", 1000, Fault::Status(503));
+        let mut launcher = Launcher::start(
+            &stack,
+            &["write", "--watch", "--dir", "$D/files", "--allow-non-tmpfs"],
+        );
+        wait_for("a login attempt", WAIT, || {
+            stack
+                .infisical
+                .requests()
+                .iter()
+                .any(|r| r.path == "/api/v1/auth/oidc-auth/login")
+                .then_some(())
+        });
+        assert_eq!(launcher.stop(), 0, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().revocations, 0);
+    }
+
     #[test]
     fn a_start_up_failure_exits_like_exec_mode_before_anything_runs() {
         let stack = stack_with((3600, 86_400), false);
@@ -618,6 +706,25 @@ mod pid1 {
                 launcher.stderr()
             );
         }
+    }
+
+    #[test]
+    fn a_forwarded_real_time_signal_that_kills_the_child_exits_128_plus_n() {
+        // SIGRTMIN+3 (docker's STOPSIGNAL for systemd images): no name in nix's
+        // enum, so it is sent by number; the child dies of it (default action).
+        let n = nix::libc::SIGRTMIN() + 3;
+        let stack = stack_with((3600, 86_400), false);
+        let script = "echo \"$$ -\" >> \"$D/starts\"; while :; do sleep 0.1; done";
+        let mut launcher = Launcher::run(&stack, "60s", &[], script);
+        launcher.wait_starts(1);
+        let sent = Command::new("kill")
+            .arg(format!("-{n}"))
+            .arg(launcher.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{n}");
+        assert_eq!(launcher.finish(), 128 + n, "{}", launcher.stderr());
+        assert_eq!(stack.infisical.counters().revocations, 1);
     }
 
     #[test]

@@ -3,10 +3,9 @@
 //! loop would steal its status), and the mapping of a status to our exit code.
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
 use super::signals::Signal;
+use crate::sys;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,25 +41,38 @@ pub struct Reaped {
 pub fn reap_all() -> Vec<Reaped> {
     let mut reaped = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => reaped.push(Reaped {
-                pid: pid.as_raw(),
-                end: ChildEnd::Exited(code),
-            }),
-            Ok(WaitStatus::Signaled(pid, signal, _core)) => reaped.push(Reaped {
-                pid: pid.as_raw(),
-                end: ChildEnd::Signaled(
-                    Signal::from_raw(signal as i32).expect("UNWRAP: the kernel reported it"),
-                ),
-            }),
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return reaped,
-            // Without WUNTRACED/WCONTINUED no stop/continue reports arrive; skip anything else.
-            Ok(_) | Err(Errno::EINTR) => {}
+        match sys::wait_any_nohang() {
+            Ok(Some((pid, status))) => {
+                if let Some(end) = decode(status) {
+                    reaped.push(Reaped { pid, end });
+                }
+            }
+            Ok(None) | Err(Errno::ECHILD) => return reaped,
+            Err(Errno::EINTR) => {}
             Err(err) => {
                 tracing::warn!(%err, "waitpid failed");
                 return reaped;
             }
         }
+    }
+}
+
+/// How a raw wait status ended the process: `WEXITSTATUS` for an exit, the
+/// signal (any number, real-time ones included) for a kill. `None` for a
+/// stop/continue report, which cannot arrive without WUNTRACED/WCONTINUED.
+fn decode(status: i32) -> Option<ChildEnd> {
+    use nix::libc;
+    if libc::WIFEXITED(status) {
+        Some(ChildEnd::Exited(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        let n = libc::WTERMSIG(status);
+        Signal::from_raw(n).map(ChildEnd::Signaled).or_else(|| {
+            // Not possible for a kernel-reported signal; still an end, never a hang.
+            tracing::warn!(signal = n, "child killed by a signal beyond SIGRTMAX");
+            Some(ChildEnd::Exited(128 + n))
+        })
+    } else {
+        None
     }
 }
 
@@ -82,5 +94,23 @@ mod tests {
         for (end, code) in table {
             assert_eq!(end.exit_code(), code, "{end:?}");
         }
+    }
+
+    #[test]
+    fn raw_statuses_decode_to_exits_and_any_signal_real_time_included() {
+        let rt = sys::min_rt_signal() + 3;
+        // Linux encodings: exit code in bits 8..16; signal in bits 0..7 (0x80: core).
+        assert_eq!(decode(42 << 8), Some(ChildEnd::Exited(42)));
+        assert_eq!(decode(0), Some(ChildEnd::Exited(0)));
+        assert_eq!(decode(15), Some(ChildEnd::Signaled(Signal::TERM)));
+        assert_eq!(
+            decode(0x0b | 0x80),
+            Some(ChildEnd::Signaled(Signal::from_raw(11).unwrap()))
+        );
+        let end = decode(rt).unwrap();
+        assert_eq!(end, ChildEnd::Signaled(Signal::from_raw(rt).unwrap()));
+        assert_eq!(i32::from(end.exit_code()), 128 + rt);
+        // Stopped (0x7f) is not an end.
+        assert_eq!(decode((0x13 << 8) | 0x7f), None);
     }
 }

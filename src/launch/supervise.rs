@@ -39,7 +39,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -65,23 +64,6 @@ pub enum OnChange {
     None,
 }
 
-impl FromStr for OnChange {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "restart" => Ok(Self::Restart),
-            "none" => Ok(Self::None),
-            _ => match text.strip_prefix("signal:") {
-                Some(name) => name.parse().map(Self::Signal).map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "invalid --on-change {text:?}: use restart, signal:<SIG> (e.g. signal:HUP) or none"
-                )),
-            },
-        }
-    }
-}
-
 /// Where forwarded signals go (`--forward-to`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardTo {
@@ -89,18 +71,6 @@ pub enum ForwardTo {
     Group,
     /// The child's pid only.
     Child,
-}
-
-impl FromStr for ForwardTo {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "group" => Ok(Self::Group),
-            "child" => Ok(Self::Child),
-            _ => Err(format!("invalid --forward-to {text:?}: use group or child")),
-        }
-    }
 }
 
 /// The supervisor's tunables. [`Settings::new`] gives the documented defaults.
@@ -121,8 +91,6 @@ pub struct Settings {
     /// further changes wait for the window, so a flapping secret cannot cause a storm.
     pub max_changes: usize,
     pub change_window: Duration,
-    /// Accept an empty fetched set (`--allow-empty`); otherwise it counts as a failed poll.
-    pub allow_empty: bool,
     /// How long shutdown waits for the token revocation.
     pub revoke_timeout: Duration,
     /// Seed for poll jitter (fixed in tests).
@@ -143,7 +111,6 @@ impl Settings {
             max_settle: settle * 6,
             max_changes: 5,
             change_window: Duration::from_secs(300),
-            allow_empty: false,
             revoke_timeout: Duration::from_secs(5),
             jitter_seed: fastrand::u64(..),
         }
@@ -168,7 +135,9 @@ pub enum Request {
 
 /// The network side's answer to a [`Request`].
 pub enum Reply {
-    /// A complete, successful fetch (any content; the state machine compares fingerprints).
+    /// A complete, successful fetch of a deliverable set (the network side answers
+    /// `PollFailed` for a set that must not be delivered, such as an empty one
+    /// without `--allow-empty`); the state machine compares fingerprints.
     Fetched(SecretSet),
     /// 304: the same content as the previous successful fetch.
     NotModified,
@@ -178,9 +147,10 @@ pub enum Reply {
     /// Renew or login succeeded; renew again after `renew_in` (the session computes it
     /// from the TTL, the token's `exp` and the max-TTL window).
     TokenReady { renew_in: Duration },
-    /// Renew was refused: log in again.
-    RenewFailed { reason: String },
-    /// Login failed: retry with backoff, keep the child.
+    /// Login failed, or a renewal failed and the token cannot be kept: log in
+    /// again with backoff, keep the child. (There is no "renewal refused" reply:
+    /// the session answers a refused renewal by logging in itself, so what can
+    /// reach the supervisor is that login's failure.)
     LoginFailed { reason: String },
     /// The token is revoked (or revocation was attempted).
     Revoked,
@@ -193,7 +163,6 @@ impl std::fmt::Debug for Reply {
             Self::NotModified => f.write_str("NotModified"),
             Self::PollFailed { reason, auth } => write!(f, "PollFailed({reason}, auth={auth})"),
             Self::TokenReady { renew_in } => write!(f, "TokenReady(renew in {renew_in:?})"),
-            Self::RenewFailed { reason } => write!(f, "RenewFailed({reason})"),
             Self::LoginFailed { reason } => write!(f, "LoginFailed({reason})"),
             Self::Revoked => f.write_str("Revoked"),
         }
@@ -602,16 +571,9 @@ impl State {
         }
         match reply {
             Reply::Fetched(set) => {
+                // Any set the network side hands over is deliverable: it refuses
+                // an empty or otherwise undeliverable set itself (PollFailed).
                 self.poll_in_flight = false;
-                if set.is_empty() && !self.settings.allow_empty {
-                    self.poll_failed(
-                        now,
-                        "the server returned no secrets; keeping the last good set",
-                        false,
-                        out,
-                    );
-                    return;
-                }
                 self.poll_failures = 0;
                 let fingerprint = set.fingerprint();
                 self.on_content(now, set, fingerprint, out);
@@ -644,13 +606,6 @@ impl State {
                     self.next_poll = Some(now);
                     self.on_tick(now, out);
                 }
-            }
-            Reply::RenewFailed { reason } => {
-                tracing::warn!(%reason, "token renewal refused; logging in again");
-                self.token.in_flight = false;
-                self.token.op = TokenOp::Relogin;
-                self.token.due = Some(now);
-                self.on_tick(now, out);
             }
             Reply::LoginFailed { reason } => {
                 self.token.in_flight = false;
@@ -928,7 +883,8 @@ pub struct ChildCommand {
 
 /// Spawns the child: own process group, clean signal state, an explicit
 /// environment. Only the pid is kept: the reaper owns the exit status. An exec
-/// failure maps to 127 (not found) or 126 (cannot execute).
+/// failure maps to 127 (not found), 126 (cannot execute) or, as in exec mode,
+/// 78 for `E2BIG` (arguments + environment too large).
 fn spawn_child<D: Delivery>(
     child: &ChildCommand,
     delivery: &D,
@@ -948,12 +904,18 @@ fn spawn_child<D: Delivery>(
         // Dropping `Child` neither waits nor kills: the reaper owns it from here.
         Ok(spawned) => Ok(i32::try_from(spawned.id()).expect("UNWRAP: pids fit in i32")),
         Err(err) => {
-            let class = if err.kind() == std::io::ErrorKind::NotFound {
+            let program = child.program.to_string_lossy();
+            let class = if err.raw_os_error() == Some(nix::libc::E2BIG) {
+                // As in exec mode: a configuration problem, not an unusable program.
+                tracing::error!("cannot execute {program}: arguments and environment are too large (E2BIG); deliver fewer or smaller secrets in the environment (e.g. --files-dir with --no-env)");
+                ExitClass::Config
+            } else if err.kind() == std::io::ErrorKind::NotFound {
+                tracing::error!("exec {program}: {err}");
                 ExitClass::CommandNotFound
             } else {
+                tracing::error!("exec {program}: {err}");
                 ExitClass::CannotExecute
             };
-            tracing::error!("exec {}: {err}", child.program.to_string_lossy());
             Err(class.code())
         }
     }
