@@ -921,8 +921,11 @@ fn spawn_child<D: Delivery>(
     }
 }
 
-/// How often the driver reaps even without SIGCHLD (a safety net, as tini does).
-const REAP_PERIOD: Duration = Duration::from_secs(5);
+/// How often the driver reaps even without SIGCHLD. SIGCHLD is blocked and
+/// read with `sigwaitinfo`, so it cannot be lost (only coalesced, and every
+/// wake-up drains all zombies); this is a rare safety net, not tini's 1 s tick,
+/// so an idle supervisor does not wake between polls.
+const REAP_PERIOD: Duration = Duration::from_secs(60);
 
 type InFlight<N> = Pin<Box<dyn Future<Output = (N, Reply)>>>;
 
