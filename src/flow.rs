@@ -123,15 +123,8 @@ pub async fn fetch_once(config: &Config) -> Result<(SecretSet, Session, FetchSpe
     session.login(deadline).await?;
     let spec = fetch_spec(&mut session, config, deadline).await?;
     match session.fetch(&spec, None, deadline).await? {
-        FetchOutcome::Fetched(fetched) => {
-            if !fetched.hidden.is_empty() {
-                tracing::warn!(
-                    names = %fetched.hidden.join(","),
-                    "the identity may not read these values (secretValueHidden); they are not delivered"
-                );
-            }
-            Ok((fetched.secrets, session, spec))
-        }
+        // `Client::fetch` has already warned about hidden values, on every fetch.
+        FetchOutcome::Fetched(fetched) => Ok((fetched.secrets, session, spec)),
         FetchOutcome::NotModified => Err(FlowError::UnexpectedNotModified),
     }
 }

@@ -33,6 +33,11 @@ impl SecretSet {
         self.entries.entry(name.into()).or_insert(value);
     }
 
+    /// Removes `name` (its value is zeroized on drop).
+    pub fn remove(&mut self, name: &str) {
+        self.entries.remove(name);
+    }
+
     /// Moves every entry of `other` in, replacing values of names already present.
     pub fn extend_overriding(&mut self, other: SecretSet) {
         self.entries.extend(other.entries);
