@@ -250,7 +250,17 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
         "starting the program"
     );
     tracing::debug!(names = %plan.delivered_names().join(","), "variables delivered");
-    Err(exec::exec(program, args, &plan).into())
+    let error = exec::exec(program, args, &plan);
+    // exec returned: no program will read the files, so none may stay on disk.
+    if let Some(options) = files_options(config) {
+        if let Err(e) = files::remove(&options) {
+            tracing::warn!(
+                error = %crate::error::chain(&e),
+                "could not remove the secret files after the program failed to start"
+            );
+        }
+    }
+    Err(error.into())
 }
 
 /// Where each key's file is in the per-key layout (`DIR/KEY`, a link into
