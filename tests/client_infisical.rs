@@ -438,3 +438,62 @@ fn the_session_logs_in_again_with_a_fresh_jwt_after_a_token_error() {
     assert!(session.token().is_none());
     assert_eq!(s.infisical.live_tokens(), 0);
 }
+
+/// A session reading its JWT from a file the stack signed.
+fn file_session(s: &Stack, dir: &std::path::Path) -> Session {
+    let jwt_file = dir.join("svid.jwt");
+    std::fs::write(
+        &jwt_file,
+        s.token_string(WORKLOAD, "infisical", Some(&s.discovery.url())),
+    )
+    .unwrap();
+    let svid = Arc::new(SvidSource::new(SvidSourceOptions::File(jwt_file)).unwrap());
+    Session::new(
+        Arc::new(s.client()),
+        svid,
+        SessionOptions {
+            method: AuthMethod::Oidc,
+            identity_id: OIDC_ID.into(),
+            organization_slug: None,
+        },
+    )
+}
+
+#[test]
+fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
+    // TTL 18 s: the planned renewal is at 12 s, the token works until 18 s.
+    let s = Stack::start(InfisicalConfig::default(), (18, 86_400));
+    s.set("/", "K", "v");
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = file_session(&s, dir.path());
+    s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    let planned = session.plan().unwrap();
+    std::thread::sleep(
+        planned.at.saturating_duration_since(Instant::now()) + Duration::from_millis(300),
+    );
+    let expiry = svid_exec::session::expires_at(&session.token().unwrap().into()).unwrap();
+    assert!(
+        Instant::now() + svid_exec::session::CALL_EXPIRY_MARGIN < expiry,
+        "precondition: the token is still comfortably valid"
+    );
+    let again = s
+        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    assert!(matches!(again, FetchOutcome::Fetched(_)));
+    let counters = s.infisical.counters();
+    assert_eq!(
+        (counters.logins, counters.renewals),
+        (1, 0),
+        "the poll used the valid token; the planned renewal is the supervisor's"
+    );
+    assert_eq!(
+        s.block_on(session.refresh(within(20))).unwrap(),
+        Refresh::Renew
+    );
+    assert_eq!(
+        s.infisical.counters().renewals,
+        1,
+        "renewed once, not twice"
+    );
+}
