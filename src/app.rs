@@ -287,18 +287,7 @@ pub(crate) fn env_plan<'a>(
     secrets: &'a SecretSet,
     file_paths: &'a BTreeMap<String, PathBuf>,
 ) -> Result<EnvPlan<'a>, AppError> {
-    let inherited = crate::deliver::env::inherited();
-    let plan = match &config.delivery.env {
-        Some(options) => {
-            let source = if options.file_refs {
-                EnvSource::FileRefs(file_paths)
-            } else {
-                EnvSource::Values
-            };
-            EnvPlan::build(inherited, secrets, options, source)?
-        }
-        None => EnvPlan::inherited_only(inherited),
-    };
+    let plan = build_env_plan(config, secrets, file_paths)?;
     for warning in plan.warnings() {
         tracing::warn!("{warning}");
     }
@@ -309,6 +298,27 @@ pub(crate) fn env_plan<'a>(
         );
     }
     Ok(plan)
+}
+
+/// The child's environment, without logging: the secrets' values, or their
+/// files' paths with `--env-file-refs`; inherited only with `--no-env`.
+pub(crate) fn build_env_plan<'a>(
+    config: &Config,
+    secrets: &'a SecretSet,
+    file_paths: &'a BTreeMap<String, PathBuf>,
+) -> Result<EnvPlan<'a>, EnvError> {
+    let inherited = crate::deliver::env::inherited();
+    match &config.delivery.env {
+        Some(options) => {
+            let source = if options.file_refs {
+                EnvSource::FileRefs(file_paths)
+            } else {
+                EnvSource::Values
+            };
+            EnvPlan::build(inherited, secrets, options, source)
+        }
+        None => Ok(EnvPlan::inherited_only(inherited)),
+    }
 }
 
 /// Fail closed on what the server returned: an empty set (unless allowed) and

@@ -449,7 +449,7 @@ impl SvidSource {
                 | Stop::Deadline(Attempt::Wait { reason, check }),
             ) => Err(SvidError::GaveUp {
                 endpoint,
-                waited: whole_millis(started.elapsed()),
+                waited: retry::to_millis(started.elapsed()),
                 last: reason,
                 check,
             }),
@@ -626,16 +626,11 @@ pub async fn list_jwt_svids(
         Attempt::Fatal(e) => e,
         Attempt::Wait { reason, check } => SvidError::GaveUp {
             endpoint,
-            waited: whole_millis(started.elapsed()),
+            waited: retry::to_millis(started.elapsed()),
             last: reason,
             check,
         },
     })
-}
-
-/// A wait as users read it ("1s 250ms", not "1s 250ms 117us 3ns").
-fn whole_millis(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Sorts a Workload API error into wait or fail (spiffe.md §1.6 policy table).
