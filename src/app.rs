@@ -51,9 +51,6 @@ pub enum AppError {
     /// `--require`d keys are absent.
     #[error("required secrets are missing: {}", .0.join(", "))]
     MissingRequired(Vec<String>),
-    /// A part of the flow that is not connected yet.
-    #[error("internal error: {0} is not wired yet")]
-    NotWired(&'static str),
     /// The supervisor could not be set up (`--watch`).
     #[error(transparent)]
     Supervise(#[from] crate::launch::supervise::SuperviseError),
@@ -76,7 +73,7 @@ impl AppError {
             Self::Flow(e) => e.exit_class(),
             Self::Supervise(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
-            Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
+            Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
     }
 
@@ -100,9 +97,7 @@ impl AppError {
                 "check the keys in Infisical, --path, --tag and the identity's access to imports".to_owned(),
             ),
             Self::Stdout(_) => Some("check where standard output goes (a closed or full file?)".to_owned()),
-            Self::NotWired(_) | Self::Runtime(_) => {
-                Some("this is a bug in svid-exec, please report it".to_owned())
-            }
+            Self::Runtime(_) => Some("this is a bug in svid-exec, please report it".to_owned()),
         }
     }
 }
@@ -435,10 +430,5 @@ mod tests {
         let err = check_fetched(&fetch(&["A", "B", "C"], false), &set).unwrap_err();
         assert_eq!(err.to_string(), "required secrets are missing: B, C");
         assert_eq!(err.exit_class(), ExitClass::Config);
-    }
-
-    #[test]
-    fn not_wired_parts_are_internal_errors() {
-        assert_eq!(AppError::NotWired("x").exit_class(), ExitClass::Internal);
     }
 }
