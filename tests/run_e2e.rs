@@ -822,6 +822,41 @@ mod fetching {
     }
 
     #[test]
+    fn a_hidden_own_value_is_not_replaced_by_an_imported_one() {
+        let stack = Stack::start();
+        with_imports(&stack);
+        assert!(stack
+            .infisical
+            .hide_secret_value(PROJECT_ID, ENVIRONMENT, "/app", "A"));
+        let outcome = run_env(&stack, &["--path", "/app"]);
+        outcome.expect_code(0);
+        assert_eq!(value(&outcome, "A"), None, "own secrets win, hidden or not");
+        assert_eq!(value(&outcome, "C").as_deref(), Some("import 1"));
+        assert_eq!(
+            outcome.stderr.matches("describe-only").count(),
+            1,
+            "warned once: {}",
+            outcome.stderr
+        );
+        outcome.expect_stderr("A");
+    }
+
+    #[test]
+    fn a_hidden_value_in_a_later_path_hides_the_earlier_paths_value() {
+        let stack = Stack::start();
+        secret(&stack, "/one", "A", "from one");
+        secret(&stack, "/two", "A", "from two");
+        secret(&stack, "/two", "B", "readable");
+        assert!(stack
+            .infisical
+            .hide_secret_value(PROJECT_ID, ENVIRONMENT, "/two", "A"));
+        let outcome = run_env(&stack, &["--path", "/one", "--path", "/two"]);
+        outcome.expect_code(0);
+        assert_eq!(value(&outcome, "A"), None, "/two wins on A and hides it");
+        assert_eq!(value(&outcome, "B").as_deref(), Some("readable"));
+    }
+
+    #[test]
     fn no_imports_delivers_only_the_folders_own_secrets() {
         let stack = Stack::start();
         with_imports(&stack);
