@@ -497,3 +497,50 @@ fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
         "renewed once, not twice"
     );
 }
+
+#[test]
+fn a_fetch_keeps_a_still_valid_token_when_renewing_it_fails_transiently() {
+    // TTL 6 s: planned renewal at 4 s; a call within 2 s of the expiry renews.
+    let s = Stack::start(InfisicalConfig::default(), (6, 86_400));
+    s.set("/", "K", "v");
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = file_session(&s, dir.path());
+    s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    let planned = session.plan().unwrap();
+    std::thread::sleep(
+        planned.at.saturating_duration_since(Instant::now()) + Duration::from_millis(300),
+    );
+    // The renewal is refused with a wait longer than the token has left.
+    s.infisical.fail_next(
+        "/api/v1/auth/token/renew",
+        1,
+        Fault::RateLimited {
+            retry_after_secs: 60,
+            header: true,
+        },
+    );
+    let fetched = s
+        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    let FetchOutcome::Fetched(fetched) = fetched else {
+        panic!("a first fetch without ETags is never Not Modified");
+    };
+    assert_eq!(value(&fetched, "K"), "v");
+    let renewals_tried = s
+        .infisical
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/auth/token/renew" && r.status == 429)
+        .count();
+    assert_eq!(
+        renewals_tried, 1,
+        "the near-expiry token was due for renewal"
+    );
+    let counters = s.infisical.counters();
+    assert_eq!(
+        (counters.logins, counters.renewals),
+        (1, 0),
+        "the still-valid token was used, no fresh login"
+    );
+}
