@@ -51,9 +51,6 @@ pub enum AppError {
     /// `--require`d keys are absent.
     #[error("required secrets are missing: {}", .0.join(", "))]
     MissingRequired(Vec<String>),
-    /// A part of the flow that is not connected yet.
-    #[error("internal error: {0} is not wired yet")]
-    NotWired(&'static str),
     /// The supervisor could not be set up (`--watch`).
     #[error(transparent)]
     Supervise(#[from] crate::launch::supervise::SuperviseError),
@@ -76,7 +73,7 @@ impl AppError {
             Self::Flow(e) => e.exit_class(),
             Self::Supervise(e) => e.exit_class(),
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
-            Self::NotWired(_) | Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
+            Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
     }
 
@@ -100,9 +97,7 @@ impl AppError {
                 "check the keys in Infisical, --path, --tag and the identity's access to imports".to_owned(),
             ),
             Self::Stdout(_) => Some("check where standard output goes (a closed or full file?)".to_owned()),
-            Self::NotWired(_) | Self::Runtime(_) => {
-                Some("this is a bug in svid-exec, please report it".to_owned())
-            }
+            Self::Runtime(_) => Some("this is a bug in svid-exec, please report it".to_owned()),
         }
     }
 }
@@ -250,7 +245,17 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
         "starting the program"
     );
     tracing::debug!(names = %plan.delivered_names().join(","), "variables delivered");
-    Err(exec::exec(program, args, &plan).into())
+    let error = exec::exec(program, args, &plan);
+    // exec returned: no program will read the files, so none may stay on disk.
+    if let Some(options) = files_options(config) {
+        if let Err(e) = files::remove(&options) {
+            tracing::warn!(
+                error = %crate::error::chain(&e),
+                "could not remove the secret files after the program failed to start"
+            );
+        }
+    }
+    Err(error.into())
 }
 
 /// Where each key's file is in the per-key layout (`DIR/KEY`, a link into
@@ -277,18 +282,7 @@ pub(crate) fn env_plan<'a>(
     secrets: &'a SecretSet,
     file_paths: &'a BTreeMap<String, PathBuf>,
 ) -> Result<EnvPlan<'a>, AppError> {
-    let inherited = crate::deliver::env::inherited();
-    let plan = match &config.delivery.env {
-        Some(options) => {
-            let source = if options.file_refs {
-                EnvSource::FileRefs(file_paths)
-            } else {
-                EnvSource::Values
-            };
-            EnvPlan::build(inherited, secrets, options, source)?
-        }
-        None => EnvPlan::inherited_only(inherited),
-    };
+    let plan = build_env_plan(config, secrets, file_paths)?;
     for warning in plan.warnings() {
         tracing::warn!("{warning}");
     }
@@ -299,6 +293,27 @@ pub(crate) fn env_plan<'a>(
         );
     }
     Ok(plan)
+}
+
+/// The child's environment, without logging: the secrets' values, or their
+/// files' paths with `--env-file-refs`; inherited only with `--no-env`.
+pub(crate) fn build_env_plan<'a>(
+    config: &Config,
+    secrets: &'a SecretSet,
+    file_paths: &'a BTreeMap<String, PathBuf>,
+) -> Result<EnvPlan<'a>, EnvError> {
+    let inherited = crate::deliver::env::inherited();
+    match &config.delivery.env {
+        Some(options) => {
+            let source = if options.file_refs {
+                EnvSource::FileRefs(file_paths)
+            } else {
+                EnvSource::Values
+            };
+            EnvPlan::build(inherited, secrets, options, source)
+        }
+        None => Ok(EnvPlan::inherited_only(inherited)),
+    }
 }
 
 /// Fail closed on what the server returned: an empty set (unless allowed) and
@@ -415,10 +430,5 @@ mod tests {
         let err = check_fetched(&fetch(&["A", "B", "C"], false), &set).unwrap_err();
         assert_eq!(err.to_string(), "required secrets are missing: B, C");
         assert_eq!(err.exit_class(), ExitClass::Config);
-    }
-
-    #[test]
-    fn not_wired_parts_are_internal_errors() {
-        assert_eq!(AppError::NotWired("x").exit_class(), ExitClass::Internal);
     }
 }

@@ -17,19 +17,16 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::app::{files_options, per_key_paths, AppError};
+use crate::app::{build_env_plan, files_options, per_key_paths, AppError};
 use crate::config::{CheckOutput, Config, ConfigError, ProjectRef};
-use crate::deliver::env::{self, EnvPlan, EnvSource, ExecLimits};
+use crate::deliver::env::ExecLimits;
 use crate::deliver::files;
 use crate::error::ExitClass;
 use crate::flow::{self, FlowError};
 use crate::infisical::{AuthMethod, FetchOutcome, FetchSpec, InfisicalError};
 use crate::secrets::SecretSet;
 use crate::session::{Session, SessionError, TokenTimes};
-use crate::svid::{
-    describe_endpoint, list_jwt_svids, parse_endpoint, parse_spiffe_id, JwtClaims, SvidError,
-    WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
-};
+use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidError, WorkloadApiOptions};
 
 /// Longest time the final revoke may take: the token expires by itself anyway.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -301,22 +298,12 @@ pub fn run(config: &Config, output: CheckOutput) -> Result<ExitCode, AppError> {
     emit(&report, output)
 }
 
-/// The Workload API options, as `flow::svid_source` builds them (None with `--jwt-file`).
+/// The Workload API options, as `flow::svid_source` uses them (None with `--jwt-file`).
 fn workload_options(config: &Config) -> Result<Option<WorkloadApiOptions>, SvidError> {
-    let identity = &config.identity;
-    if identity.jwt_file.is_some() {
+    if config.identity.jwt_file.is_some() {
         return Ok(None);
     }
-    Ok(Some(WorkloadApiOptions {
-        endpoint: parse_endpoint(&identity.workload_api_socket)?,
-        audiences: identity.audiences.clone(),
-        spiffe_id: identity
-            .spiffe_id
-            .as_deref()
-            .map(parse_spiffe_id)
-            .transpose()?,
-        per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
-    }))
+    flow::workload_options(config).map(Some)
 }
 
 async fn check(config: &Config) -> Report {
@@ -355,10 +342,7 @@ async fn check(config: &Config) -> Report {
 }
 
 fn configuration_step(report: &mut Report, config: &Config) {
-    let project = match &config.fetch.project {
-        ProjectRef::Id(id) => format!("project {id}"),
-        ProjectRef::Slug(slug) => format!("project slug {slug}"),
-    };
+    let project = &config.fetch.project;
     let detail = format!(
         "valid: identity {} ({}), {project}, environment {}, paths {}, API {}",
         config.identity.identity_id,
@@ -721,24 +705,19 @@ fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>)
 /// `environment`: the child's environment (inherited + secrets) against the
 /// exec limits, before the program's own arguments.
 fn environment_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>) {
-    let Some(options) = &config.delivery.env else {
+    if config.delivery.env.is_none() {
         report.skip(
             "environment",
             "--no-env: secrets are not put in the environment",
         );
         return;
-    };
+    }
     let Some(secrets) = secrets else {
         report.skip("environment", "the secrets could not be read");
         return;
     };
     let file_paths: BTreeMap<String, std::path::PathBuf> = per_key_paths(config, secrets);
-    let source = if options.file_refs {
-        EnvSource::FileRefs(&file_paths)
-    } else {
-        EnvSource::Values
-    };
-    let plan = match EnvPlan::build(env::inherited(), secrets, options, source) {
+    let plan = match build_env_plan(config, secrets, &file_paths) {
         Ok(plan) => plan,
         Err(e) => {
             report.fail("environment", e.to_string(), Some(e.hint()), e.exit_class());

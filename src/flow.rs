@@ -47,21 +47,26 @@ impl FlowError {
 
 /// Where JWTs come from: `--jwt-file`, else the Workload API.
 pub fn svid_source(config: &Config) -> Result<SvidSource, FlowError> {
-    let identity = &config.identity;
-    let options = match &identity.jwt_file {
+    let options = match &config.identity.jwt_file {
         Some(path) => SvidSourceOptions::File(path.clone()),
-        None => SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
-            endpoint: parse_endpoint(&identity.workload_api_socket)?,
-            audiences: identity.audiences.clone(),
-            spiffe_id: identity
-                .spiffe_id
-                .as_deref()
-                .map(parse_spiffe_id)
-                .transpose()?,
-            per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
-        }),
+        None => SvidSourceOptions::WorkloadApi(workload_options(config)?),
     };
     Ok(SvidSource::new(options)?)
+}
+
+/// The Workload API options from the identity flags (`--jwt-file` aside).
+pub fn workload_options(config: &Config) -> Result<WorkloadApiOptions, SvidError> {
+    let identity = &config.identity;
+    Ok(WorkloadApiOptions {
+        endpoint: parse_endpoint(&identity.workload_api_socket)?,
+        audiences: identity.audiences.clone(),
+        spiffe_id: identity
+            .spiffe_id
+            .as_deref()
+            .map(parse_spiffe_id)
+            .transpose()?,
+        per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+    })
 }
 
 /// The Infisical client for `--api-url`, `--ca-cert`, `--allow-insecure-http`.
@@ -98,9 +103,8 @@ pub async fn fetch_spec(
     let project_id = match &fetch.project {
         ProjectRef::Id(id) => id.clone(),
         ProjectRef::Slug(slug) => {
-            let id = session.resolve_project_slug(slug, deadline).await?;
-            tracing::info!(slug = %slug, project_id = %id, "resolved the project slug");
-            id
+            // `Client::resolve_project_slug` logs the resolution.
+            session.resolve_project_slug(slug, deadline).await?
         }
     };
     Ok(FetchSpec {
@@ -133,15 +137,8 @@ pub async fn login_and_fetch(
     session.login(deadline).await?;
     let spec = fetch_spec(session, config, deadline).await?;
     match session.fetch(&spec, None, deadline).await? {
-        FetchOutcome::Fetched(fetched) => {
-            if !fetched.hidden.is_empty() {
-                tracing::warn!(
-                    names = %fetched.hidden.join(","),
-                    "the identity may not read these values (secretValueHidden); they are not delivered"
-                );
-            }
-            Ok((fetched.secrets, spec))
-        }
+        // `Client::fetch` has already warned about hidden values, on every fetch.
+        FetchOutcome::Fetched(fetched) => Ok((fetched.secrets, spec)),
         FetchOutcome::NotModified => Err(FlowError::UnexpectedNotModified),
     }
 }

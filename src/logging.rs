@@ -67,15 +67,6 @@ pub fn init(output: OutputConfig) {
     }
 }
 
-/// Installs a text subscriber at `info` for errors that happen before the
-/// configuration (and its log settings) is known.
-pub fn init_default() {
-    init(OutputConfig {
-        format: LogFormat::Text,
-        level: Level::INFO,
-    });
-}
-
 /// `svid-exec: WARN message key=value`.
 struct TextFormat;
 

@@ -28,9 +28,9 @@ impl SecretSet {
         self.entries.insert(name.into(), value);
     }
 
-    /// Adds `name` only if it is not present yet (for lower-precedence sources).
-    pub fn insert_if_absent(&mut self, name: impl Into<String>, value: SecretString) {
-        self.entries.entry(name.into()).or_insert(value);
+    /// Removes `name` (its value is zeroized on drop).
+    pub fn remove(&mut self, name: &str) {
+        self.entries.remove(name);
     }
 
     /// Moves every entry of `other` in, replacing values of names already present.
@@ -109,12 +109,14 @@ mod tests {
     }
 
     #[test]
-    fn later_insert_wins_and_insert_if_absent_does_not_override() {
+    fn later_insert_wins_and_remove_removes() {
         let mut set = SecretSet::new();
         set.insert("A", s("1"));
         set.insert("A", s("2"));
-        set.insert_if_absent("A", s("3"));
         assert_eq!(set.get("A").unwrap().expose_secret(), "2");
+        set.remove("A");
+        set.remove("never-there");
+        assert!(set.is_empty());
     }
 
     #[test]

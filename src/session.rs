@@ -123,6 +123,24 @@ pub fn plan(t: &TokenTimes) -> Plan {
     Plan { action, at }
 }
 
+/// A call (fetch, slug lookup) refreshes the token itself only this close to
+/// its expiry; earlier, refreshing is the supervisor's planned step.
+pub const CALL_EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Whether a call at `now` must refresh a token that stops working at `expiry`.
+fn needs_refresh_for_call(expiry: Instant, now: Instant) -> bool {
+    now + CALL_EXPIRY_MARGIN >= expiry
+}
+
+fn is_transient(e: &SessionError) -> bool {
+    match e {
+        SessionError::Infisical(e) => {
+            e.is_transient() || matches!(e, InfisicalError::GaveUp { .. })
+        }
+        SessionError::Svid(e) => e.class() == ExitClass::Unavailable,
+    }
+}
+
 /// Errors of a session step: from the JWT source or from Infisical.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -260,18 +278,32 @@ impl Session {
         }
     }
 
-    /// Makes sure there is a token that is not past its planned refresh.
+    /// Makes sure there is a token a call can use. Planned renewals are the
+    /// supervisor's ([`Session::refresh`] at [`Session::plan`]); a call refreshes
+    /// only a token that has expired or is within [`CALL_EXPIRY_MARGIN`] of it, and
+    /// if that refresh fails transiently while the token still works, uses it.
     async fn ensure_token(&mut self, deadline: Instant) -> Result<(), SessionError> {
-        match self.plan() {
-            None => {
-                self.login(deadline).await?;
-            }
-            Some(p) if p.at <= Instant::now() => {
-                self.refresh(deadline).await?;
-            }
-            Some(_) => {}
+        let Some(token) = &self.token else {
+            self.login(deadline).await?;
+            return Ok(());
+        };
+        let Some(expiry) = expires_at(&TokenTimes::from(token)) else {
+            // Unknown lifetime: use it; a token error on the call logs in again.
+            return Ok(());
+        };
+        if !needs_refresh_for_call(expiry, Instant::now()) {
+            return Ok(());
         }
-        Ok(())
+        match self.refresh(deadline.min(expiry.max(Instant::now()))).await {
+            Ok(_) => Ok(()),
+            Err(e) if Instant::now() < expiry && is_transient(&e) => {
+                tracing::warn!(
+                    "renewing the access token failed ({e}); it is still valid, so it is used"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Fetches secrets with the session's token; when the server says the token is
@@ -483,6 +515,22 @@ mod tests {
         assert_send(&session.refresh(deadline));
         assert_send(&session.resolve_project_slug("s", deadline));
         assert_send(&session.revoke(deadline));
+    }
+
+    #[test]
+    fn a_call_refreshes_only_a_token_at_or_near_its_expiry() {
+        let now = Instant::now();
+        let expiry = now + Duration::from_secs(600);
+        assert!(!needs_refresh_for_call(expiry, now));
+        assert!(!needs_refresh_for_call(
+            expiry,
+            expiry - CALL_EXPIRY_MARGIN - Duration::from_millis(1)
+        ));
+        assert!(needs_refresh_for_call(expiry, expiry - CALL_EXPIRY_MARGIN));
+        assert!(needs_refresh_for_call(
+            expiry,
+            expiry + Duration::from_secs(1)
+        ));
     }
 
     #[test]

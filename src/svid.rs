@@ -66,11 +66,15 @@ pub enum SvidError {
         /// Why.
         source: io::Error,
     },
-    /// The JWT file is empty (e.g. the writer has not written it yet).
-    #[error("the JWT file {} is empty; check that whatever writes it (spiffe-helper, a projected token) has run", path.display())]
-    JwtFileEmpty {
+    /// The JWT file stayed missing or empty until the deadline.
+    #[error("waited for {} {} but it {last}; check --jwt-file and that whatever writes it (spiffe-helper, a projected token) is running", path.display(), humantime::format_duration(*.waited))]
+    JwtFileNotReady {
         /// The file.
         path: PathBuf,
+        /// How long it waited.
+        waited: Duration,
+        /// "does not exist" or "is empty".
+        last: &'static str,
     },
     /// The JWT file does not hold a JWT.
     #[error("the JWT file {} does not hold a JWT ({reason})", path.display())]
@@ -126,11 +130,12 @@ impl SvidError {
             | Self::InvalidSpiffeId { .. }
             | Self::NoAudience
             | Self::JwtFileUnreadable { .. }
-            | Self::JwtFileEmpty { .. }
             | Self::JwtFileNotJwt { .. }
             | Self::Rejected { .. }
             | Self::Unsupported { .. } => ExitClass::Config,
-            Self::Malformed { .. } | Self::GaveUp { .. } => ExitClass::Unavailable,
+            Self::Malformed { .. } | Self::GaveUp { .. } | Self::JwtFileNotReady { .. } => {
+                ExitClass::Unavailable
+            }
         }
     }
 }
@@ -408,7 +413,7 @@ impl SvidSource {
     /// while the agent is starting or has not issued an identity yet, until `deadline`.
     pub async fn fetch(&self, deadline: Instant) -> Result<Jwt, SvidError> {
         match &self.options {
-            SvidSourceOptions::File(path) => read_jwt_file(path),
+            SvidSourceOptions::File(path) => self.fetch_from_file(path, deadline).await,
             SvidSourceOptions::WorkloadApi(w) => self.fetch_from_agent(w, deadline).await,
         }
     }
@@ -449,11 +454,66 @@ impl SvidSource {
                 | Stop::Deadline(Attempt::Wait { reason, check }),
             ) => Err(SvidError::GaveUp {
                 endpoint,
-                waited: whole_millis(started.elapsed()),
+                waited: retry::to_millis(started.elapsed()),
                 last: reason,
                 check,
             }),
         }
+    }
+}
+
+impl SvidSource {
+    /// Reads `--jwt-file`, waiting (same backoff as for the agent) while it is
+    /// missing or empty: at pod start its writer (spiffe-helper) may not have
+    /// written it yet. Anything else about the file fails at once.
+    async fn fetch_from_file(&self, path: &Path, deadline: Instant) -> Result<Jwt, SvidError> {
+        let started = Instant::now();
+        let mut logged = false;
+        let result = retry::retry_until(
+            &self.backoff,
+            deadline,
+            DEFAULT_PER_CALL_TIMEOUT,
+            |_| std::future::ready(read_jwt_file(path)),
+            |err: &FileAttempt, wait| {
+                if let FileAttempt::NotReady(why) = err {
+                    if logged {
+                        tracing::debug!(path = %path.display(), retry_in = ?wait, "the JWT file {why}; still waiting…");
+                    } else {
+                        tracing::info!(path = %path.display(), "the JWT file {why}; waiting for its writer…");
+                        logged = true;
+                    }
+                }
+            },
+        )
+        .await;
+        match result {
+            Ok(jwt) => Ok(jwt),
+            Err(Stop::Fatal(FileAttempt::Fatal(e)) | Stop::Deadline(FileAttempt::Fatal(e))) => {
+                Err(e)
+            }
+            Err(
+                Stop::Fatal(FileAttempt::NotReady(last))
+                | Stop::Deadline(FileAttempt::NotReady(last)),
+            ) => Err(SvidError::JwtFileNotReady {
+                path: path.to_owned(),
+                waited: retry::to_millis(started.elapsed()),
+                last,
+            }),
+        }
+    }
+}
+
+/// One read of the JWT file that did not give a JWT.
+#[derive(Debug)]
+enum FileAttempt {
+    /// Missing or empty: its writer may not have run yet ("does not exist", "is empty").
+    NotReady(&'static str),
+    Fatal(SvidError),
+}
+
+impl Transient for FileAttempt {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::NotReady(_))
     }
 }
 
@@ -477,28 +537,29 @@ fn log_fetched(jwt: &Jwt, endpoint: &str) {
     }
 }
 
-fn read_jwt_file(path: &Path) -> Result<Jwt, SvidError> {
-    let bytes =
-        Zeroizing::new(
-            std::fs::read(path).map_err(|source| SvidError::JwtFileUnreadable {
+fn read_jwt_file(path: &Path) -> Result<Jwt, FileAttempt> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            FileAttempt::NotReady("does not exist")
+        } else {
+            FileAttempt::Fatal(SvidError::JwtFileUnreadable {
                 path: path.to_owned(),
                 source,
-            })?,
-        );
-    let text = std::str::from_utf8(&bytes).map_err(|_| SvidError::JwtFileNotJwt {
-        path: path.to_owned(),
-        reason: "not UTF-8 text",
-    })?;
+            })
+        }
+    })?);
+    let not_jwt = |reason| {
+        FileAttempt::Fatal(SvidError::JwtFileNotJwt {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| not_jwt("not UTF-8 text"))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(SvidError::JwtFileEmpty {
-            path: path.to_owned(),
-        });
+        return Err(FileAttempt::NotReady("is empty"));
     }
-    let jwt = Jwt::new(SecretString::from(token)).map_err(|reason| SvidError::JwtFileNotJwt {
-        path: path.to_owned(),
-        reason,
-    })?;
+    let jwt = Jwt::new(SecretString::from(token)).map_err(not_jwt)?;
     let claims = jwt.claims();
     if claims.remaining(SystemTime::now()) == Some(Duration::ZERO) {
         tracing::warn!(
@@ -626,16 +687,11 @@ pub async fn list_jwt_svids(
         Attempt::Fatal(e) => e,
         Attempt::Wait { reason, check } => SvidError::GaveUp {
             endpoint,
-            waited: whole_millis(started.elapsed()),
+            waited: retry::to_millis(started.elapsed()),
             last: reason,
             check,
         },
     })
-}
-
-/// A wait as users read it ("1s 250ms", not "1s 250ms 117us 3ns").
-fn whole_millis(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Sorts a Workload API error into wait or fail (spiffe.md §1.6 policy table).
@@ -868,22 +924,27 @@ mod tests {
     }
 
     #[test]
-    fn jwt_file_errors_name_the_path_and_are_config_errors() {
+    fn a_missing_or_empty_jwt_file_is_waited_for_and_anything_else_fails_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.jwt");
         let err = read_jwt_file(&missing).unwrap_err();
-        assert!(err.to_string().contains("missing.jwt"), "{err}");
-        assert_eq!(err.class(), ExitClass::Config);
+        assert!(
+            matches!(err, FileAttempt::NotReady("does not exist")),
+            "{err:?}"
+        );
 
         let empty = dir.path().join("empty.jwt");
         std::fs::write(&empty, "\n").unwrap();
         let err = read_jwt_file(&empty).unwrap_err();
-        assert!(matches!(err, SvidError::JwtFileEmpty { .. }), "{err}");
+        assert!(matches!(err, FileAttempt::NotReady("is empty")), "{err:?}");
 
         let junk = dir.path().join("junk.jwt");
         std::fs::write(&junk, "s3cr3t-not-a-jwt").unwrap();
-        let err = read_jwt_file(&junk).unwrap_err();
+        let FileAttempt::Fatal(err) = read_jwt_file(&junk).unwrap_err() else {
+            panic!("a file that is not a JWT must fail at once");
+        };
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(err.to_string().contains("junk.jwt"), "{err}");
         assert_eq!(err.class(), ExitClass::Config);
 
         let good = dir.path().join("good.jwt");
@@ -895,6 +956,70 @@ mod tests {
         let j = read_jwt_file(&good).unwrap();
         assert_eq!(j.claims().sub.as_deref(), Some("x"));
         assert!(!j.token().expose_secret().ends_with('\n'));
+    }
+
+    fn file_source(path: &Path) -> SvidSource {
+        SvidSource::new(SvidSourceOptions::File(path.to_owned()))
+            .unwrap()
+            .with_backoff(Backoff {
+                initial: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+                factor: 2.0,
+            })
+    }
+
+    #[tokio::test]
+    async fn a_jwt_file_that_never_appears_is_unavailable_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.jwt");
+        let err = file_source(&path)
+            .fetch(Instant::now() + Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ExitClass::Unavailable, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("waited for") && text.contains("late.jwt"),
+            "{text}"
+        );
+        assert!(text.contains("does not exist"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_jwt_file_written_after_the_start_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.jwt");
+        std::fs::write(&path, "").unwrap();
+        let writer = {
+            let path = path.clone();
+            let token = jwt(r#"{"sub":"late","aud":"infisical"}"#);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                std::fs::write(path, token).unwrap();
+            })
+        };
+        let j = file_source(&path)
+            .fetch(Instant::now() + Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(j.claims().sub.as_deref(), Some("late"));
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_jwt_file_that_is_not_a_jwt_fails_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.jwt");
+        std::fs::write(&path, "not-a-jwt").unwrap();
+        // A deadline far away: only an immediate failure ends this quickly.
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            file_source(&path).fetch(Instant::now() + Duration::from_secs(3600)),
+        )
+        .await
+        .expect("a malformed file must not be waited for")
+        .unwrap_err();
+        assert_eq!(err.class(), ExitClass::Config, "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::app::{self, AppError};
 use crate::config::Config;
-use crate::deliver::env::{self, EnvPlan, EnvSource, ExecLimits};
+use crate::deliver::env::ExecLimits;
 use crate::deliver::files::{self, FilesOptions};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
 use crate::launch::reaper::ChildEnd;
@@ -356,18 +356,7 @@ impl Delivery for WatchDelivery {
 
     fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
         let paths = app::per_key_paths(&self.config, secrets);
-        let plan = match &self.config.delivery.env {
-            Some(options) => {
-                let source = if options.file_refs {
-                    EnvSource::FileRefs(&paths)
-                } else {
-                    EnvSource::Values
-                };
-                EnvPlan::build(env::inherited(), secrets, options, source)
-            }
-            None => Ok(EnvPlan::inherited_only(env::inherited())),
-        };
-        match plan {
+        match app::build_env_plan(&self.config, secrets, &paths) {
             Ok(plan) => {
                 let envp = plan.to_envp();
                 for var in envp.as_cstrs() {

@@ -477,14 +477,33 @@ fn a_jwt_file_replaces_the_workload_api_step() {
     assert!(!o.stdout.contains("workload-api"), "{}", o.stdout);
     assert_no_secret(&o);
 
+    // Missing: waited for (its writer may start later), then 69.
     let missing = stack.dir().join("absent.token").display().to_string();
     let o = check(
         &stack,
         &[],
-        &["--jwt-file", &missing, "--startup-timeout", "20s"],
+        &["--jwt-file", &missing, "--startup-timeout", "1s"],
+    );
+    assert_eq!(o.code, 69, "{}\n{}", o.stdout, o.stderr);
+    let line = o.line("✗", "jwt-file");
+    assert!(
+        line.contains("waited for") && line.contains(&missing),
+        "{line}"
+    );
+    assert!(line.contains("hint: check --jwt-file"), "{line}");
+    o.line("-", "login");
+
+    // Not a JWT: 78 at once.
+    let junk = stack.dir().join("junk.token");
+    std::fs::write(&junk, "not-a-jwt").unwrap();
+    let junk = junk.display().to_string();
+    let o = check(
+        &stack,
+        &[],
+        &["--jwt-file", &junk, "--startup-timeout", "20s"],
     );
     assert_eq!(o.code, 78, "{}\n{}", o.stdout, o.stderr);
-    assert!(o.line("✗", "jwt-file").contains("hint: check --jwt-file"));
+    assert!(o.line("✗", "jwt-file").contains("does not hold a JWT"));
     o.line("-", "login");
 }
 

@@ -205,7 +205,14 @@ fn boolean_environment_variables_accept_the_usual_spellings() {
 /// logging is up, which shows the log format without needing a server.
 fn insecure_warning(extra: &[&str]) -> String {
     let mut args = VALID.to_vec();
-    args.extend_from_slice(&["--api-url", "http://192.0.2.1", "--allow-insecure-http"]);
+    // The missing --jwt-file is waited for: keep that wait short.
+    args.extend_from_slice(&[
+        "--api-url",
+        "http://192.0.2.1",
+        "--allow-insecure-http",
+        "--startup-timeout",
+        "1s",
+    ]);
     args.extend_from_slice(extra);
     let (out, ran) = run_with_marker(&args, &[]);
     assert!(!ran, "the child ran without secrets");

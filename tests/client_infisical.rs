@@ -438,3 +438,109 @@ fn the_session_logs_in_again_with_a_fresh_jwt_after_a_token_error() {
     assert!(session.token().is_none());
     assert_eq!(s.infisical.live_tokens(), 0);
 }
+
+/// A session reading its JWT from a file the stack signed.
+fn file_session(s: &Stack, dir: &std::path::Path) -> Session {
+    let jwt_file = dir.join("svid.jwt");
+    std::fs::write(
+        &jwt_file,
+        s.token_string(WORKLOAD, "infisical", Some(&s.discovery.url())),
+    )
+    .unwrap();
+    let svid = Arc::new(SvidSource::new(SvidSourceOptions::File(jwt_file)).unwrap());
+    Session::new(
+        Arc::new(s.client()),
+        svid,
+        SessionOptions {
+            method: AuthMethod::Oidc,
+            identity_id: OIDC_ID.into(),
+            organization_slug: None,
+        },
+    )
+}
+
+#[test]
+fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
+    // TTL 18 s: the planned renewal is at 12 s, the token works until 18 s.
+    let s = Stack::start(InfisicalConfig::default(), (18, 86_400));
+    s.set("/", "K", "v");
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = file_session(&s, dir.path());
+    s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    let planned = session.plan().unwrap();
+    std::thread::sleep(
+        planned.at.saturating_duration_since(Instant::now()) + Duration::from_millis(300),
+    );
+    let expiry = svid_exec::session::expires_at(&session.token().unwrap().into()).unwrap();
+    assert!(
+        Instant::now() + svid_exec::session::CALL_EXPIRY_MARGIN < expiry,
+        "precondition: the token is still comfortably valid"
+    );
+    let again = s
+        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    assert!(matches!(again, FetchOutcome::Fetched(_)));
+    let counters = s.infisical.counters();
+    assert_eq!(
+        (counters.logins, counters.renewals),
+        (1, 0),
+        "the poll used the valid token; the planned renewal is the supervisor's"
+    );
+    assert_eq!(
+        s.block_on(session.refresh(within(20))).unwrap(),
+        Refresh::Renew
+    );
+    assert_eq!(
+        s.infisical.counters().renewals,
+        1,
+        "renewed once, not twice"
+    );
+}
+
+#[test]
+fn a_fetch_keeps_a_still_valid_token_when_renewing_it_fails_transiently() {
+    // TTL 6 s: planned renewal at 4 s; a call within 2 s of the expiry renews.
+    let s = Stack::start(InfisicalConfig::default(), (6, 86_400));
+    s.set("/", "K", "v");
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = file_session(&s, dir.path());
+    s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    let planned = session.plan().unwrap();
+    std::thread::sleep(
+        planned.at.saturating_duration_since(Instant::now()) + Duration::from_millis(300),
+    );
+    // The renewal is refused with a wait longer than the token has left.
+    s.infisical.fail_next(
+        "/api/v1/auth/token/renew",
+        1,
+        Fault::RateLimited {
+            retry_after_secs: 60,
+            header: true,
+        },
+    );
+    let fetched = s
+        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
+        .unwrap();
+    let FetchOutcome::Fetched(fetched) = fetched else {
+        panic!("a first fetch without ETags is never Not Modified");
+    };
+    assert_eq!(value(&fetched, "K"), "v");
+    let renewals_tried = s
+        .infisical
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/auth/token/renew" && r.status == 429)
+        .count();
+    assert_eq!(
+        renewals_tried, 1,
+        "the near-expiry token was due for renewal"
+    );
+    let counters = s.infisical.counters();
+    assert_eq!(
+        (counters.logins, counters.renewals),
+        (1, 0),
+        "the still-valid token was used, no fresh login"
+    );
+}

@@ -426,6 +426,49 @@ fn run_files_dir_writes_before_the_program_starts() {
     assert_per_key_layout(&dir, &secrets, &[]);
 }
 
+#[test]
+fn a_program_that_cannot_start_leaves_no_secret_file_behind() {
+    let Some(scratch) = tmpfs_scratch() else {
+        return;
+    };
+    let stack = stack();
+    let not_executable = scratch.path().join("not-executable");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    for (program, code) in [
+        ("/nonexistent/program".to_owned(), 127),
+        (not_executable.to_str().unwrap().to_owned(), 126),
+    ] {
+        let dir = scratch.path().join(format!("secrets-{code}"));
+        let dotenv = scratch.path().join(format!("app-{code}.env"));
+        let out = run(svid_exec(
+            &stack,
+            &[
+                "run",
+                "--files-dir",
+                dir.to_str().unwrap(),
+                "--dotenv-file",
+                dotenv.to_str().unwrap(),
+                "--",
+                &program,
+            ],
+        ));
+        assert_code(&out, code);
+        let left = if dir.exists() {
+            entries(&dir)
+        } else {
+            Vec::new()
+        };
+        assert!(
+            left.is_empty(),
+            "{program}: files left in {dir:?}: {left:?}"
+        );
+        assert!(
+            !dotenv.exists(),
+            "{program}: the dotenv file was left behind"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Modes and owner
 

@@ -329,7 +329,7 @@ mod auth {
     }
 
     #[test]
-    fn an_empty_jwt_file_is_a_clear_configuration_error() {
+    fn a_jwt_file_that_stays_empty_is_waited_for_then_69_naming_it() {
         let stack = Stack::start();
         let jwt = stack.dir().join("empty.token");
         std::fs::write(&jwt, "").expect("write empty file");
@@ -337,11 +337,52 @@ mod auth {
         let outcome = assert_refused(
             &stack,
             launcher(&stack),
-            &["--startup-timeout", "2s", "--jwt-file", &jwt_arg],
+            &["--startup-timeout", "1s", "--jwt-file", &jwt_arg],
+            69,
+            "waited for",
+        );
+        outcome.expect_stderr(&jwt_arg).expect_stderr("is empty");
+        assert_eq!(stack.infisical.counters().logins, 0);
+    }
+
+    #[test]
+    fn a_jwt_file_written_after_the_launcher_started_is_used() {
+        let stack = Stack::start();
+        // The token spiffe-helper would write, moved away until the launcher runs.
+        let written = stack.write_jwt_file(Duration::from_secs(300));
+        let token = std::fs::read(&written).expect("read JWT");
+        std::fs::remove_file(&written).expect("remove JWT");
+        let jwt_arg = written.display().to_string();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(&written, token).expect("write JWT");
+        });
+        let outcome = run_env(
+            &stack,
+            &["--startup-timeout", "30s", "--jwt-file", &jwt_arg],
+        );
+        writer.join().expect("writer");
+        outcome.expect_code(0);
+        assert_demo_delivered(&outcome);
+        assert_eq!(stack.infisical.counters().logins, 1);
+    }
+
+    #[test]
+    fn a_jwt_file_that_is_not_a_jwt_is_78_without_waiting() {
+        let stack = Stack::start();
+        let jwt = stack.dir().join("junk.token");
+        std::fs::write(&jwt, "s3cr3t-not-a-jwt").expect("write junk");
+        let jwt_arg = jwt.display().to_string();
+        // A startup timeout longer than the run limit: only failing at once passes.
+        let outcome = assert_refused(
+            &stack,
+            launcher(&stack),
+            &["--startup-timeout", "10m", "--jwt-file", &jwt_arg],
             78,
-            "is empty",
+            "does not hold a JWT",
         );
         outcome.expect_stderr(&jwt_arg);
+        assert!(!outcome.stderr.contains("s3cr3t"), "{}", outcome.stderr);
         assert_eq!(stack.infisical.counters().logins, 0);
     }
 
@@ -778,6 +819,41 @@ mod fetching {
         assert_eq!(value(&outcome, "A").as_deref(), Some("own"));
         assert_eq!(value(&outcome, "B").as_deref(), Some("import 2"));
         assert_eq!(value(&outcome, "C").as_deref(), Some("import 1"));
+    }
+
+    #[test]
+    fn a_hidden_own_value_is_not_replaced_by_an_imported_one() {
+        let stack = Stack::start();
+        with_imports(&stack);
+        assert!(stack
+            .infisical
+            .hide_secret_value(PROJECT_ID, ENVIRONMENT, "/app", "A"));
+        let outcome = run_env(&stack, &["--path", "/app"]);
+        outcome.expect_code(0);
+        assert_eq!(value(&outcome, "A"), None, "own secrets win, hidden or not");
+        assert_eq!(value(&outcome, "C").as_deref(), Some("import 1"));
+        assert_eq!(
+            outcome.stderr.matches("describe-only").count(),
+            1,
+            "warned once: {}",
+            outcome.stderr
+        );
+        outcome.expect_stderr("A");
+    }
+
+    #[test]
+    fn a_hidden_value_in_a_later_path_hides_the_earlier_paths_value() {
+        let stack = Stack::start();
+        secret(&stack, "/one", "A", "from one");
+        secret(&stack, "/two", "A", "from two");
+        secret(&stack, "/two", "B", "readable");
+        assert!(stack
+            .infisical
+            .hide_secret_value(PROJECT_ID, ENVIRONMENT, "/two", "A"));
+        let outcome = run_env(&stack, &["--path", "/one", "--path", "/two"]);
+        outcome.expect_code(0);
+        assert_eq!(value(&outcome, "A"), None, "/two wins on A and hides it");
+        assert_eq!(value(&outcome, "B").as_deref(), Some("readable"));
     }
 
     #[test]

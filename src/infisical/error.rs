@@ -58,7 +58,7 @@ impl ServerError {
         };
         Self {
             status,
-            req_id,
+            req_id: req_id.map(|r| tidy(&r, scrub)),
             message: tidy(&message, scrub),
             error: error.map(|e| tidy(&e, scrub)),
         }
@@ -503,6 +503,24 @@ pub(crate) fn login_hint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn req_id_is_scrubbed_like_the_message() {
+        let long = "r".repeat(MAX_MESSAGE_CHARS + 50);
+        let body = format!(
+            r#"{{"reqId":"echo tok-0123456789\u001b[2J\nforged line {long}","statusCode":500,"message":"m"}}"#
+        );
+        let e = ServerError::decode(500, body.as_bytes(), &["tok-0123456789"]);
+        let req_id = e.req_id.clone().unwrap();
+        assert!(!req_id.contains("tok-0123456789"), "{req_id}");
+        assert!(!req_id.chars().any(char::is_control), "{req_id:?}");
+        assert!(req_id.chars().count() <= MAX_MESSAGE_CHARS + 1);
+        let shown = e.to_string();
+        assert!(
+            !shown.contains("tok-0123456789") && !shown.contains('\n'),
+            "{shown:?}"
+        );
+    }
 
     #[test]
     fn error_body_is_decoded_and_scrubbed() {

@@ -228,10 +228,7 @@ impl Client {
         result.map_err(|stop| match stop {
             Stop::Fatal(e) => e,
             Stop::Deadline(e) => InfisicalError::GaveUp {
-                // Whole milliseconds: nanoseconds are noise in the message.
-                waited: Duration::from_millis(
-                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                ),
+                waited: retry::to_millis(started.elapsed()),
                 last: Box::new(e),
             },
         })

@@ -161,26 +161,36 @@ fn normalize_path(path: &str) -> String {
 }
 
 /// Merges one path's listing into `out` (later paths override) and returns its summary.
+///
+/// A hidden value (`secretValueHidden`) takes its place in the precedence like any
+/// other: it removes every lower-precedence value of its name (an import's, an
+/// earlier path's), so a readable value the server would not deliver never leaks
+/// in from behind it. Its name is added to `hidden`.
 pub(crate) fn merge_path(
     path: &str,
     listing: ListResponse,
     out: &mut SecretSet,
     hidden: &mut Vec<String>,
 ) -> PathSummary {
-    let mut set = SecretSet::new();
+    // `None` marks a value this identity may not read.
+    let mut set: std::collections::BTreeMap<String, Option<SecretString>> =
+        std::collections::BTreeMap::new();
+    let readable = |secret: RawSecret| {
+        let value = (!secret.is_hidden()).then_some(secret.value);
+        (secret.key, value)
+    };
     let mut imported = 0;
     // Imports, last first, first occurrence kept: the last import wins, and inside
     // one import its folder's own secrets beat the imports it nests (the server
     // flattens those after them).
     for import in listing.imports.into_iter().rev() {
         for secret in import.secrets {
-            if secret.kind.as_deref() == Some("personal") || secret.is_hidden() {
+            if secret.kind.as_deref() == Some("personal") || set.contains_key(&secret.key) {
                 continue;
             }
-            if !set.contains(&secret.key) {
-                imported += 1;
-                set.insert(secret.key, secret.value);
-            }
+            let (key, value) = readable(secret);
+            imported += usize::from(value.is_some());
+            set.insert(key, value);
         }
     }
     // The folder's own secrets beat imports. With `recursive`, sub-folder secrets
@@ -190,10 +200,6 @@ pub(crate) fn merge_path(
     let mut top: Vec<RawSecret> = Vec::new();
     for secret in listing.secrets {
         if secret.kind.as_deref() == Some("personal") {
-            continue;
-        }
-        if secret.is_hidden() {
-            hidden.push(secret.key);
             continue;
         }
         match secret.path.as_deref().map(normalize_path) {
@@ -212,19 +218,28 @@ pub(crate) fn merge_path(
         if let Some(prev) = seen_sub.insert(secret.key.clone(), folder.clone()) {
             tracing::warn!(key = %secret.key, kept = %folder, dropped = %prev, "the same key is in several sub-folders; the later one is used");
         }
-        own += 1;
-        set.insert(secret.key, secret.value);
+        let (key, value) = readable(secret);
+        own += usize::from(value.is_some());
+        set.insert(key, value);
     }
     for secret in top {
-        own += 1;
-        set.insert(secret.key, secret.value);
+        let (key, value) = readable(secret);
+        own += usize::from(value.is_some());
+        set.insert(key, value);
     }
     let summary = PathSummary {
         path: path.to_owned(),
         own,
         imported,
     };
-    out.extend_overriding(set);
+    for (key, value) in set {
+        if let Some(value) = value {
+            out.insert(key, value);
+        } else {
+            out.remove(&key);
+            hidden.push(key);
+        }
+    }
     summary
 }
 
@@ -354,6 +369,8 @@ impl Client {
             summaries.push(merge_path(path, listing, &mut secrets, &mut hidden));
             etags.push(etag);
         }
+        // A hidden value a later path overrides with a readable one is delivered.
+        hidden.retain(|name| !secrets.contains(name));
         hidden.sort();
         hidden.dedup();
         if !hidden.is_empty() {
@@ -590,6 +607,87 @@ mod tests {
         assert_eq!(hidden, vec!["H"]);
         assert!(!out.contains("H") && !out.contains("P"));
         assert_eq!(value(&out, "N"), "");
+    }
+
+    #[test]
+    fn a_hidden_own_secret_is_not_replaced_by_an_imported_value() {
+        let l = listing(
+            r#"{
+            "secrets": [ {"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true} ],
+            "imports": [ {"secrets":[ {"secretKey":"A","secretValue":"import-a"},
+                                      {"secretKey":"B","secretValue":"import-b"} ]} ]
+            }"#,
+        );
+        let mut out = SecretSet::new();
+        let mut hidden = Vec::new();
+        let s = merge_path("/", l, &mut out, &mut hidden);
+        assert!(!out.contains("A"), "own secrets win, even hidden ones");
+        assert_eq!(value(&out, "B"), "import-b");
+        assert_eq!(hidden, vec!["A"]);
+        assert_eq!((s.own, s.imported), (0, 2));
+    }
+
+    #[test]
+    fn a_hidden_import_hides_an_earlier_import_of_the_same_name() {
+        let l = listing(
+            r#"{"secrets":[],"imports":[
+              {"secrets":[ {"secretKey":"A","secretValue":"first-a"} ]},
+              {"secrets":[ {"secretKey":"A","secretValue":"x","secretValueHidden":true} ]} ]}"#,
+        );
+        let mut out = SecretSet::new();
+        let mut hidden = Vec::new();
+        merge_path("/", l, &mut out, &mut hidden);
+        assert!(!out.contains("A"));
+        assert_eq!(hidden, vec!["A"]);
+    }
+
+    #[test]
+    fn a_hidden_value_in_a_later_path_removes_the_earlier_paths_value() {
+        let mut out = SecretSet::new();
+        let mut hidden = Vec::new();
+        merge_path(
+            "/a",
+            listing(
+                r#"{"secrets":[{"secretKey":"A","secretValue":"from-a"},{"secretKey":"K","secretValue":"k"}]}"#,
+            ),
+            &mut out,
+            &mut hidden,
+        );
+        merge_path(
+            "/b",
+            listing(
+                r#"{"secrets":[{"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true}]}"#,
+            ),
+            &mut out,
+            &mut hidden,
+        );
+        assert!(
+            !out.contains("A"),
+            "path /b wins on A and its value is hidden"
+        );
+        assert_eq!(value(&out, "K"), "k");
+        assert_eq!(hidden, vec!["A"]);
+    }
+
+    #[test]
+    fn a_readable_value_in_a_later_path_overrides_an_earlier_hidden_one() {
+        let mut out = SecretSet::new();
+        let mut hidden = Vec::new();
+        merge_path(
+            "/a",
+            listing(
+                r#"{"secrets":[{"secretKey":"A","secretValue":"x","secretValueHidden":true}]}"#,
+            ),
+            &mut out,
+            &mut hidden,
+        );
+        merge_path(
+            "/b",
+            listing(r#"{"secrets":[{"secretKey":"A","secretValue":"from-b"}]}"#),
+            &mut out,
+            &mut hidden,
+        );
+        assert_eq!(value(&out, "A"), "from-b");
     }
 
     #[test]

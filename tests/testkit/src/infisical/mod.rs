@@ -344,6 +344,16 @@ impl FakeInfisical {
             .set_secret(env, path, key, value, tags);
     }
 
+    /// Hides a secret's value from every identity, as a describe-only
+    /// permission on that one secret does; `true` if it exists.
+    pub fn hide_secret_value(&self, project_id: &str, env: &str, path: &str, key: &str) -> bool {
+        self.state
+            .lock()
+            .store
+            .project_mut(project_id)
+            .hide_secret_value(env, path, key)
+    }
+
     /// Deletes a secret; `true` if it existed.
     pub fn delete_secret(&self, project_id: &str, env: &str, path: &str, key: &str) -> bool {
         self.state

@@ -73,6 +73,8 @@ struct Secret {
     path: String,
     key: String,
     value: String,
+    /// The identity may only describe this secret (`secretValueHidden`).
+    value_hidden: bool,
     tags: Vec<String>,
     version: u64,
     created_at: String,
@@ -214,12 +216,23 @@ impl Project {
                 path,
                 key: key.to_string(),
                 value: value.to_string(),
+                value_hidden: false,
                 tags,
                 version: 1,
                 created_at: now.clone(),
                 updated_at: now,
             });
         }
+    }
+
+    /// Marks a secret's value hidden (a describe-only permission on it); `true` if it exists.
+    pub(crate) fn hide_secret_value(&mut self, env: &str, path: &str, key: &str) -> bool {
+        let path = normalize_path(path);
+        self.secrets
+            .iter_mut()
+            .find(|s| s.env == env && s.path == path && s.key == key)
+            .map(|s| s.value_hidden = true)
+            .is_some()
     }
 
     pub(crate) fn delete_secret(&mut self, env: &str, path: &str, key: &str) -> bool {
@@ -306,7 +319,8 @@ impl Project {
     }
 
     fn secret_json(&self, s: &Secret, q: &ListQuery, full: bool) -> Value {
-        let value = if !q.view_value {
+        let hidden = !q.view_value || s.value_hidden;
+        let value = if hidden {
             "<hidden-by-infisical>".to_string()
         } else if q.expand {
             self.expand(&s.value, &s.env, &s.path, 0)
@@ -316,7 +330,7 @@ impl Project {
         let mut v = json!({
             "id": s.id, "_id": s.id, "workspace": self.id, "environment": s.env,
             "version": s.version, "type": "shared", "secretKey": s.key,
-            "secretValue": value, "secretValueHidden": !q.view_value, "secretComment": "",
+            "secretValue": value, "secretValueHidden": hidden, "secretComment": "",
             "secretPath": s.path, "skipMultilineEncoding": false,
             "secretReminderNote": null, "secretReminderRepeatDays": null,
             "secretMetadata": [], "isRotatedSecret": false, "rotationId": null,
