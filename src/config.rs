@@ -4,7 +4,6 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -363,17 +362,12 @@ fn identity_config(
             "set --identity-id or INFISICAL_MACHINE_IDENTITY_ID to the ID of the Infisical machine identity",
         )
     })?;
-    let auth_method = match args.auth_method.to_ascii_lowercase().as_str() {
-        "oidc-auth" | "oidc" => AuthMethod::Oidc,
-        "jwt-auth" | "jwt" => AuthMethod::Jwt,
-        "spiffe-auth" | "spiffe" => AuthMethod::Spiffe,
-        other => {
-            return Err(ConfigError::new(
-                format!("--auth-method {other:?} is not a login method"),
-                "use oidc-auth, jwt-auth or spiffe-auth (INFISICAL_AUTH_METHOD)",
-            ))
-        }
-    };
+    let auth_method: AuthMethod = args.auth_method.to_ascii_lowercase().parse().map_err(|_| {
+        ConfigError::new(
+            format!("--auth-method {:?} is not a login method", args.auth_method),
+            "use oidc-auth, jwt-auth or spiffe-auth (INFISICAL_AUTH_METHOD)",
+        )
+    })?;
     let audiences: Vec<String> = args.audience.iter().map(|a| a.trim().to_owned()).collect();
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
         return Err(ConfigError::new(
@@ -426,60 +420,29 @@ fn identity_config(
 
 /// Parses and normalises `--api-url`: an origin (plus an optional base path),
 /// without trailing `/` or `/api`; `http://` only to loopback unless allowed.
+/// `--api-url`: normalised by the client's own rules (one definition of what a
+/// valid instance URL is), then the plain-HTTP policy, with a warning when the
+/// user allowed plain HTTP to a non-loopback host.
 fn api_url(raw: &str, allow_insecure: bool, warnings: &mut Vec<String>) -> Result<Url> {
-    let hint =
-        "use the instance origin, e.g. https://app.infisical.com or https://infisical.example.com";
-    let mut url = Url::parse(raw.trim())
-        .map_err(|e| ConfigError::new(format!("--api-url {raw:?} is not a URL ({e})"), hint))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(
-            "--api-url must not carry credentials",
-            "remove the user:password@ part",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(
-            format!("--api-url {raw:?} has a query or fragment"),
-            hint,
-        ));
-    }
-    let Some(host) = url.host_str().map(str::to_owned) else {
-        return Err(ConfigError::new(
-            format!("--api-url {raw:?} has no host"),
-            hint,
-        ));
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&host) => {}
-        "http" if allow_insecure => warnings.push(format!(
-            "--allow-insecure-http: talking plain HTTP to {host}; the access token and secrets cross the network in clear"
-        )),
-        "http" => {
+    let url = crate::infisical::normalize_api_url(raw).map_err(|e| {
+        ConfigError::new(
+            e.to_string(),
+            "use the instance origin, e.g. https://app.infisical.com or https://infisical.example.com",
+        )
+    })?;
+    if url.scheme() == "http" && !crate::infisical::is_loopback(&url) {
+        let host = url.host_str().unwrap_or_default();
+        if !allow_insecure {
             return Err(ConfigError::new(
                 format!("--api-url uses plain http:// to a non-loopback host ({host})"),
                 "use https://, or pass --allow-insecure-http if you really mean it (the token would cross the network in clear)",
-            ))
+            ));
         }
-        other => {
-            return Err(ConfigError::new(
-                format!("--api-url scheme {other:?} is not http or https"),
-                hint,
-            ))
-        }
+        warnings.push(format!(
+            "--allow-insecure-http: talking plain HTTP to {host}; the access token and secrets cross the network in clear"
+        ));
     }
-    let mut path = url.path().trim_end_matches('/').to_owned();
-    if let Some(stripped) = path.strip_suffix("/api") {
-        path = stripped.trim_end_matches('/').to_owned();
-    }
-    url.set_path(&path);
     Ok(url)
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn duration(flag: &str, raw: &str) -> Result<Duration> {
@@ -880,7 +843,10 @@ mod tests {
                 "plain http://",
             ),
             (&["--api-url", "ftp://x"], "scheme"),
-            (&["--api-url", "not a url"], "not a URL"),
+            (
+                &["--api-url", "not a url"],
+                "invalid --api-url \"not a url\"",
+            ),
             (&["--env-file-refs"], "needs --files-dir"),
             (
                 &["--env-file-refs", "--dotenv-file", "/run/s.env"],
