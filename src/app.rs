@@ -150,12 +150,19 @@ fn report(error: &AppError) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, AppError> {
-    if let Command::Completions(args) = &cli.command {
-        // Generated into memory first: clap_complete panics on a write error,
-        // and a reader that stops early (`| head`) is not a bug.
-        let mut script = Vec::new();
-        clap_complete::generate(args.shell, &mut Cli::command(), "svid-exec", &mut script);
-        return match std::io::stdout().write_all(&script) {
+    // Generated into memory first: clap_complete panics on a write error, and
+    // a reader that stops early (`| head`) is not a bug.
+    let generated = match &cli.command {
+        Command::Completions(args) => {
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "svid-exec", &mut script);
+            Some(script)
+        }
+        Command::Man => Some(man_page().map_err(AppError::Stdout)?),
+        _ => None,
+    };
+    if let Some(text) = generated {
+        return match std::io::stdout().write_all(&text) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
             Err(e) => Err(AppError::Stdout(e)),
@@ -189,6 +196,27 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
         CommandConfig::Write => run_write(&config),
         CommandConfig::Check { output } => crate::check::run(&config, *output),
     }
+}
+
+/// One manual page: the top-level page, then each command's synopsis,
+/// options (with their environment variables and defaults) and exit status.
+fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut page = Vec::new();
+    let command = Cli::command();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("svid-exec {}", sub.get_name());
+        let sub = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(name.clone());
+        writeln!(page, ".SH \"{}\"", name.to_uppercase())?;
+        let man = clap_mangen::Man::new(sub);
+        man.render_synopsis_section(&mut page)?;
+        man.render_options_section(&mut page)?;
+        man.render_extra_section(&mut page)?;
+    }
+    Ok(page)
 }
 
 /// Fetches the secrets on a current-thread runtime that is gone when this

@@ -47,6 +47,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout: `svid-exec man | man -l -`.
+    Man,
 }
 
 /// `svid-exec run`.

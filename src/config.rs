@@ -289,9 +289,9 @@ impl Config {
                 };
                 (CommandConfig::Check { output }, a.common, a.files_dir)
             }
-            cli::Command::Completions(_) => {
+            cli::Command::Completions(_) | cli::Command::Man => {
                 return Err(ConfigError::new(
-                    "`completions` takes no configuration",
+                    "`completions` and `man` take no configuration",
                     "this is a bug in svid-exec, please report it",
                 ))
             }

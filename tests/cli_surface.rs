@@ -200,3 +200,28 @@ fn completions_to_an_unwritable_stdout_fail_with_a_message_not_a_panic() {
     assert!(err.contains("cannot write to standard output"), "{err}");
     assert!(!err.contains("internal error at"), "panicked: {err}");
 }
+
+#[test]
+fn man_prints_one_roff_page_with_every_command_and_its_environment_variables() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svid-exec"))
+        .arg("man")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH svid-exec 1"),
+        "{page}"
+    );
+    for needle in [
+        "SVID-EXEC RUN",
+        "SVID-EXEC WRITE",
+        "SVID-EXEC CHECK",
+        "\\-\\-files\\-dir",
+        "SPIFFE_ENDPOINT_SOCKET",
+        "EXIT STATUS",
+    ] {
+        assert!(page.contains(needle), "man page lacks {needle}");
+    }
+}
