@@ -1,21 +1,26 @@
 //! The raw process-level system calls of the supervisor: the signal mask, the
 //! signal wait, raw `kill`, the child's set-up between fork and exec, and the
-//! supervisor's own hardening (no core dumps, not ptrace-able, subreaper, mlock).
+//! supervisor's own hardening (no core dumps, not ptrace-able, subreaper, mlock),
+//! and the timerfd behind the supervisor's deadlines.
 //!
 //! This is the one module allowed `unsafe`; everything here is a thin, documented
 //! wrapper so the rest of the crate stays safe.
 #![allow(
     unsafe_code,
-    reason = "sigwaitinfo, kill with raw (real-time) signal numbers and Command::pre_exec have no safe wrapper"
+    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, Command::pre_exec and registering a raw fd with Tokio have no safe wrapper"
 )]
 
 use std::io;
+use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{SigSet, Signal as NixSignal};
+use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// Synchronous fault signals: raised by the faulting thread itself, so blocking them
 /// would only hide a crash. They keep their default action (tini does the same).
@@ -210,4 +215,34 @@ pub fn wait_any_nohang() -> Result<Option<(i32, i32)>, Errno> {
         0 => Ok(None),
         pid => Ok(Some((pid, status))),
     }
+}
+
+/// A non-blocking `CLOCK_MONOTONIC` timerfd (`AsyncFd` wants `AsRawFd`, which
+/// nix's `TimerFd` does not implement).
+pub struct Timer(TimerFd);
+
+impl Timer {
+    pub fn fd(&self) -> &TimerFd {
+        &self.0
+    }
+}
+
+impl AsRawFd for Timer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// A [`Timer`] registered for readability with the current Tokio runtime, which
+/// must have its I/O driver enabled (Tokio panics otherwise).
+pub fn async_timer() -> io::Result<AsyncFd<Timer>> {
+    let timer = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?;
+    // SAFETY: `Timer` owns the timerfd (the `OwnedFd` inside nix's `TimerFd`) and
+    // never replaces or closes it, and the `AsyncFd` owns the `Timer`: the
+    // descriptor `as_raw_fd` returns is open, and always the same one, for as long
+    // as the registration lives.
+    Ok(unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }?)
 }
