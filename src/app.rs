@@ -409,9 +409,15 @@ fn write_files(config: &Config, secrets: &SecretSet) -> Result<(), AppError> {
     let Some(options) = files_options(config) else {
         return Ok(());
     };
-    // `files::write` refuses names that cannot be files when (and only when)
-    // per-key files are asked for: a JSON-only target can carry any key.
-    let written = files::write(secrets, &options)?;
+    Ok(write_and_log(secrets, &options)?)
+}
+
+/// Writes every target of `options` and logs what was written (names and
+/// counts, never values): one place for `run`, `write` and the supervisor.
+/// `files::write` refuses names that cannot be files when (and only when)
+/// per-key files are asked for: a JSON-only target can carry any key.
+pub(crate) fn write_and_log(secrets: &SecretSet, options: &FilesOptions) -> Result<(), FilesError> {
+    let written = files::write(secrets, options)?;
     tracing::info!(
         files = written.files.len(),
         dotenv = written.dotenv_file.is_some(),

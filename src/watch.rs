@@ -343,13 +343,7 @@ impl std::fmt::Debug for WatchDelivery {
 impl Delivery for WatchDelivery {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
         if let Some(options) = &self.files {
-            let written = files::write(secrets, options)?;
-            tracing::info!(
-                files = written.files.len(),
-                dotenv = written.dotenv_file.is_some(),
-                json = written.json_file.is_some(),
-                "secrets written to files"
-            );
+            app::write_and_log(secrets, options)?;
         }
         Ok(())
     }
