@@ -9,6 +9,7 @@ use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, ENVIRONMENT, PROJECT_ID};
 
 /// Every run is bounded: a hung launcher is killed and the test fails.
@@ -159,5 +160,57 @@ fn json_logs_keep_a_newline_inside_one_object() {
         let parsed: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}"));
         assert_ne!(parsed["message"], "forged", "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scrubbing (issue 11 item 8)
+
+/// No run of 12 characters of `secret` may appear in `text`.
+#[track_caller]
+fn assert_no_fragment(text: &str, secret: &str) {
+    assert!(secret.len() > 40, "the credential is a real one");
+    for window in secret.as_bytes().windows(12) {
+        let window = std::str::from_utf8(window).expect("ASCII credential");
+        assert!(
+            !text.contains(window),
+            "a piece of a credential ({window}) was printed:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn pieces_of_the_jwt_quoted_by_a_refusing_server_are_redacted() {
+    let stack = Stack::start();
+    let jwt_file = stack.write_jwt_file(Duration::from_secs(300));
+    let jwt = std::fs::read_to_string(&jwt_file).unwrap();
+    stack.infisical.fail_next(
+        "/api/v1/auth/oidc-auth/login",
+        1,
+        Fault::EchoCredential(401),
+    );
+    let mut command = launcher(&stack);
+    command.env("SVID_EXEC_JWT_FILE", &jwt_file);
+    let outcome = run_true(command, &[]);
+    outcome
+        .expect_code(77)
+        .expect_stderr("rejected token starting [redacted]");
+    assert_no_fragment(&outcome.stderr, jwt.trim());
+}
+
+#[test]
+fn pieces_of_the_access_token_quoted_by_the_server_are_redacted() {
+    let stack = Stack::start();
+    stack
+        .infisical
+        .fail_next("/api/v4/secrets", 1, Fault::EchoCredential(400));
+    let outcome = run_true(launcher(&stack), &[]);
+    outcome
+        .expect_code(78)
+        .expect_stderr("rejected token starting [redacted]");
+    let tokens = stack.infisical.all_token_strings();
+    assert!(!tokens.is_empty());
+    for token in tokens {
+        assert_no_fragment(&outcome.stderr, &token);
     }
 }

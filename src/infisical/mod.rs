@@ -251,12 +251,15 @@ impl Client {
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status().as_u16();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
+            // Scrubbed like a message: a redirect can carry a credential in its query.
+            let location = error::tidy(
+                response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+                scrub,
+            );
             return Err(InfisicalError::Redirect {
                 endpoint: endpoint.to_owned(),
                 status,

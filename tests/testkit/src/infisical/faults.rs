@@ -48,6 +48,11 @@ pub enum Fault {
     /// (no `Content-Length`: the client must enforce its own cap while
     /// reading). Generated lazily, so the stand-in's memory stays small.
     HugeBody(u64),
+    /// This status with a JSON error whose message quotes pieces of the
+    /// credential the request carried (the Bearer token, else the body's `jwt`
+    /// or `accessToken`): its first 20 characters, its second and its third
+    /// `.`-separated segment. A careless or hostile server, for scrubbing tests.
+    EchoCredential(u16),
 }
 
 /// Route classes of the server's rate limiter (§4.3). `/api/status` is exempt.
@@ -322,6 +327,42 @@ async fn mangle(response: Response, fault: &Fault) -> Response {
     }
 }
 
+/// The answer of [`Fault::EchoCredential`].
+async fn echo_credential(request: Request, status: u16) -> Response {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches("Bearer ").to_string());
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let from_body = || {
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        v.get("jwt")
+            .or_else(|| v.get("accessToken"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+    };
+    let credential = bearer.or_else(from_body).unwrap_or_default();
+    let head: String = credential.chars().take(20).collect();
+    let segments: Vec<&str> = credential.split('.').collect();
+    let message = format!(
+        "rejected token starting {head}... (payload {}, signature {})",
+        segments.get(1).unwrap_or(&""),
+        segments.get(2).unwrap_or(&"")
+    );
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        code,
+        axum::Json(json!({
+            "reqId": req_id(), "statusCode": status, "message": message,
+            "error": code.canonical_reason().unwrap_or("Error"),
+        })),
+    )
+        .into_response()
+}
+
 /// The middleware.
 pub(crate) async fn layer(
     State(state): State<Arc<super::State>>,
@@ -339,6 +380,17 @@ pub(crate) async fn layer(
         .map(str::to_string);
 
     let fault = state.lock().faults.take(&path);
+    if let Some(Fault::EchoCredential(status)) = fault {
+        let response = echo_credential(request, status).await;
+        state.lock().faults.log.push(RequestRecord {
+            method: method.to_string(),
+            path,
+            query,
+            status: response.status().as_u16(),
+            authorization_present,
+        });
+        return response;
+    }
     let mut early = None;
     let mut post = None;
     match fault {
