@@ -214,3 +214,48 @@ fn pieces_of_the_access_token_quoted_by_the_server_are_redacted() {
         assert_no_fragment(&outcome.stderr, &token);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Nulls (issue 11 item 10)
+
+#[test]
+fn a_null_secret_value_is_refused_naming_the_key_and_nothing_runs() {
+    let stack = Stack::start();
+    stack
+        .infisical
+        .fail_next("/api/v4/secrets", 1, Fault::NullField("secretValue".into()));
+    let marker = stack.dir().join("ran");
+    let mut command = launcher(&stack);
+    command.args(["run", "--", "touch"]).arg(&marker);
+    let outcome = run(command);
+    outcome
+        .expect_code(69)
+        .expect_stderr("DATABASE_URL")
+        .expect_stderr("is null or missing");
+    assert!(!marker.exists(), "the program ran with an empty value");
+}
+
+#[test]
+fn a_null_access_token_is_refused_and_never_sent_as_an_empty_bearer() {
+    let stack = Stack::start();
+    stack.infisical.fail_next(
+        "/api/v1/auth/oidc-auth/login",
+        1,
+        Fault::NullField("accessToken".into()),
+    );
+    let outcome = run_true(launcher(&stack), &[]);
+    outcome
+        .expect_code(69)
+        .expect_stderr("accessToken")
+        .expect_stderr("is null or missing");
+    let after_login: Vec<_> = stack
+        .infisical
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.ends_with("/login"))
+        .collect();
+    assert!(
+        after_login.iter().all(|r| r.path.ends_with("/revoke")),
+        "a request was made with the null token: {after_login:?}"
+    );
+}

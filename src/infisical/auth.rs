@@ -8,10 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::error::{self, AuthMethod, Call, InfisicalError};
+use super::secret_json;
 use super::{parse_json, Client};
 use crate::svid::{decode_payload, Jwt};
 
@@ -47,22 +49,27 @@ impl AccessToken {
         })
     }
 
-    fn from_response(resp: TokenResponse, login_at: Option<Instant>) -> Self {
+    fn from_response(
+        endpoint: &str,
+        resp: &TokenResponse<'_>,
+        login_at: Option<Instant>,
+    ) -> Result<Self, InfisicalError> {
+        let token = resp.token(endpoint)?;
         let obtained_at = Instant::now();
-        let exp = decode_payload::<TokenClaims>(resp.access_token.expose_secret())
+        let exp = decode_payload::<TokenClaims>(token.expose_secret())
             .ok()
             .and_then(|c| c.exp)
             .and_then(|e| u64::try_from(e).ok())
             .map(|e| UNIX_EPOCH + Duration::from_secs(e));
-        Self {
-            token: resp.access_token,
+        Ok(Self {
+            token,
             expires_in: Duration::from_secs(resp.expires_in.unwrap_or(0)),
             max_ttl: Duration::from_secs(resp.max_ttl.unwrap_or(0)),
             exp,
             obtained_at,
             obtained_wall: SystemTime::now(),
             login_at: login_at.unwrap_or(obtained_at),
-        }
+        })
     }
 
     /// A token built by hand (tests, the lead's planners).
@@ -99,9 +106,10 @@ impl fmt::Debug for AccessToken {
 
 /// `{accessToken, expiresIn, accessTokenMaxTTL, tokenType}` of login and renew.
 #[derive(Deserialize)]
-struct TokenResponse {
-    #[serde(rename = "accessToken", deserialize_with = "secret_string")]
-    access_token: SecretString,
+struct TokenResponse<'a> {
+    /// Raw JSON, decoded by `secret_json` (`None` when absent or `null`).
+    #[serde(rename = "accessToken", default, borrow)]
+    access_token: Option<&'a RawValue>,
     #[serde(rename = "expiresIn", default, deserialize_with = "lenient_secs")]
     expires_in: Option<u64>,
     #[serde(
@@ -110,6 +118,24 @@ struct TokenResponse {
         deserialize_with = "lenient_secs"
     )]
     max_ttl: Option<u64>,
+}
+
+impl TokenResponse<'_> {
+    /// The token, refused when `null`, missing, not a string or empty: sending
+    /// `Authorization: Bearer ` with nothing after it would only turn the
+    /// server's fault into a confusing refusal later.
+    fn token(&self, endpoint: &str) -> Result<SecretString, InfisicalError> {
+        let bad = |why: &'static str| InfisicalError::BadSecret {
+            endpoint: endpoint.to_owned(),
+            key: "accessToken".to_owned(),
+            why,
+        };
+        let token = secret_json::decode(self.access_token).map_err(|e| bad(e.describe()))?;
+        if token.expose_secret().trim().is_empty() {
+            return Err(bad("is empty"));
+        }
+        Ok(token)
+    }
 }
 
 #[derive(Deserialize)]
@@ -136,33 +162,6 @@ struct LoginBody<'a> {
 struct TokenBody<'a> {
     #[serde(rename = "accessToken")]
     access_token: &'a str,
-}
-
-/// Deserialises a string straight into a `SecretString` (no intermediate `String` left behind).
-pub(crate) fn secret_string<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<SecretString, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = SecretString;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretString, E> {
-            Ok(SecretString::from(v))
-        }
-        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretString, E> {
-            let v = Zeroizing::new(v);
-            Ok(SecretString::from(v.as_str()))
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<SecretString, E> {
-            Ok(SecretString::default())
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<SecretString, E> {
-            Ok(SecretString::default())
-        }
-    }
-    d.deserialize_any(V)
 }
 
 /// Seconds as an integer, a float or null.
@@ -213,8 +212,8 @@ impl Client {
             })
             .await?;
         if reply.status == 200 || reply.status == 201 {
-            let resp: TokenResponse = parse_json(&endpoint, &reply.body)?;
-            let token = AccessToken::from_response(resp, None);
+            let resp: TokenResponse<'_> = parse_json(&endpoint, &reply.body)?;
+            let token = AccessToken::from_response(&endpoint, &resp, None)?;
             tracing::info!(
                 method = %method,
                 identity_id,
@@ -264,8 +263,8 @@ impl Client {
             let server = reply.server_error(&[token.secret().expose_secret()]);
             return Err(error::status_error(Call::Renew, endpoint, server, None));
         }
-        let resp: TokenResponse = parse_json(endpoint, &reply.body)?;
-        let renewed = AccessToken::from_response(resp, Some(token.login_at));
+        let resp: TokenResponse<'_> = parse_json(endpoint, &reply.body)?;
+        let renewed = AccessToken::from_response(endpoint, &resp, Some(token.login_at))?;
         tracing::debug!(expires_in = ?renewed.expires_in, "renewed the access token");
         Ok(renewed)
     }
@@ -342,7 +341,7 @@ mod tests {
             r#"{{"accessToken":"{token}","expiresIn":7200,"accessTokenMaxTTL":86400.0,"tokenType":"Bearer"}}"#
         );
         let resp: TokenResponse = parse_json("POST /login", body.as_bytes()).unwrap();
-        let t = AccessToken::from_response(resp, None);
+        let t = AccessToken::from_response("POST /login", &resp, None).unwrap();
         assert_eq!(t.expires_in, Duration::from_secs(7200));
         assert_eq!(t.max_ttl, Duration::from_secs(86400));
         assert_eq!(t.exp, Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
@@ -356,11 +355,30 @@ mod tests {
             br#"{"accessToken":"opaque","expiresIn":null}"#,
         )
         .unwrap();
-        let t = AccessToken::from_response(resp, None);
+        let t = AccessToken::from_response("POST /login", &resp, None).unwrap();
         assert_eq!(t.expires_in, Duration::ZERO);
         assert_eq!(t.max_ttl, Duration::ZERO);
         assert_eq!(t.exp, None);
-        assert!(parse_json::<TokenResponse>("POST /login", br#"{"token":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn a_null_missing_or_empty_access_token_is_refused_not_sent_empty() {
+        for body in [
+            r#"{"accessToken":null,"expiresIn":60}"#,
+            r#"{"token":"x"}"#,
+            r#"{"accessToken":""}"#,
+            r#"{"accessToken":"  "}"#,
+            r#"{"accessToken":7}"#,
+        ] {
+            let resp: TokenResponse = parse_json("POST /login", body.as_bytes()).unwrap();
+            let err = AccessToken::from_response("POST /login", &resp, None).unwrap_err();
+            assert!(
+                matches!(err, InfisicalError::BadSecret { .. }),
+                "{body}: {err}"
+            );
+            assert_eq!(err.class(), crate::error::ExitClass::Unavailable);
+            assert!(err.to_string().contains("accessToken"), "{err}");
+        }
     }
 
     #[test]

@@ -408,6 +408,17 @@ pub enum InfisicalError {
         /// Where parsing failed (never the content).
         detail: String,
     },
+    /// A secret value (or the access token) came back `null`, missing or not a
+    /// string. Refused rather than replaced by an empty string.
+    #[error("Infisical answered {endpoint} with the value of {key} that {why}; refusing to use an empty value in its place (a fault of the server or of a proxy in front of it)")]
+    BadSecret {
+        /// What was asked.
+        endpoint: String,
+        /// The secret's name (or `accessToken`).
+        key: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The body exceeded the size cap.
     #[error("Infisical's answer to {endpoint} is larger than {limit} bytes; refusing to read it")]
     TooLarge {
@@ -447,6 +458,10 @@ impl InfisicalError {
             | Self::Network { .. }
             | Self::Tls { .. }
             | Self::BadResponse { .. }
+            // A server answering nonsense is not the user's configuration (78) nor
+            // a refusal of the identity (77): the service is not usable as it
+            // answers now (69). Not retried: the same answer would come back.
+            | Self::BadSecret { .. }
             | Self::TooLarge { .. }
             | Self::GaveUp { .. } => ExitClass::Unavailable,
         }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+mod secret_json;
 pub mod secrets;
 
 use std::path::PathBuf;
@@ -348,9 +349,9 @@ fn push_zeroizing(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8], limit: usize) -> b
 
 /// Parses a JSON body; on failure names only where it failed, never the content
 /// (serde's messages can quote values).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
     endpoint: &str,
-    body: &[u8],
+    body: &'a [u8],
 ) -> Result<T, InfisicalError> {
     serde_json::from_slice(body).map_err(|e| InfisicalError::BadResponse {
         endpoint: endpoint.to_owned(),

@@ -6,14 +6,19 @@
 //! later paths win on the same key; within one path the folder's own secrets
 //! beat imported ones, and among imports the last one wins (as the Infisical CLI).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
-use super::auth::{secret_string, AccessToken};
+use super::auth::AccessToken;
 use super::error::{self, Call, InfisicalError};
+use super::secret_json::{self, NotASecret};
 use super::{parse_json, Client};
 use crate::secrets::SecretSet;
 
@@ -104,38 +109,53 @@ pub enum FetchOutcome {
     NotModified,
 }
 
+/// One listing, borrowing from the body: names and folders are copied once,
+/// into the merged set; values are decoded straight into `SecretString`s.
 #[derive(Deserialize)]
-pub(crate) struct ListResponse {
-    secrets: Vec<RawSecret>,
-    #[serde(default)]
-    imports: Vec<RawImport>,
+pub(crate) struct ListResponse<'a> {
+    #[serde(borrow)]
+    secrets: Vec<RawSecret<'a>>,
+    #[serde(default, borrow)]
+    imports: Vec<RawImport<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RawSecret {
-    #[serde(rename = "secretKey")]
-    key: String,
-    #[serde(rename = "secretValue", default, deserialize_with = "secret_string")]
-    value: SecretString,
+struct RawSecret<'a> {
+    #[serde(rename = "secretKey", borrow)]
+    key: Cow<'a, str>,
+    /// Raw JSON (see `secret_json`); `None` when absent or `null`.
+    #[serde(rename = "secretValue", default, borrow)]
+    value: Option<&'a RawValue>,
     #[serde(rename = "secretValueHidden", default)]
     hidden: Option<bool>,
-    #[serde(rename = "secretPath", default)]
-    path: Option<String>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
+    #[serde(rename = "secretPath", default, borrow)]
+    path: Option<Cow<'a, str>>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
 }
 
-impl RawSecret {
+impl RawSecret<'_> {
     fn is_hidden(&self) -> bool {
         self.hidden == Some(true)
-            || (self.hidden.is_none() && self.value.expose_secret() == HIDDEN_PLACEHOLDER)
+            || (self.hidden.is_none() && secret_json::is_string(self.value, HIDDEN_PLACEHOLDER))
+    }
+
+    fn is_personal(&self) -> bool {
+        self.kind.as_deref() == Some("personal")
     }
 }
 
 #[derive(Deserialize)]
-struct RawImport {
-    #[serde(default)]
-    secrets: Vec<RawSecret>,
+struct RawImport<'a> {
+    #[serde(default, borrow)]
+    secrets: Vec<RawSecret<'a>>,
+}
+
+/// A secret whose value the server sent as something other than a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadValue {
+    pub(crate) key: String,
+    pub(crate) why: NotASecret,
 }
 
 #[derive(Deserialize)]
@@ -160,35 +180,61 @@ fn normalize_path(path: &str) -> String {
     }
 }
 
+/// A secret's name and its value, `None` when the identity may not read it.
+fn readable(secret: RawSecret<'_>) -> Result<(Cow<'_, str>, Option<SecretString>), BadValue> {
+    if secret.is_hidden() {
+        return Ok((secret.key, None));
+    }
+    match secret_json::decode(secret.value) {
+        Ok(value) => Ok((secret.key, Some(value))),
+        Err(why) => Err(BadValue {
+            key: secret.key.into_owned(),
+            why,
+        }),
+    }
+}
+
+/// Whether the server's `secretPath` of a secret names the folder `path`
+/// (itself normalised), without allocating: `app/`, `/app` and ` /app/ ` do.
+fn same_folder(raw: &str, path: &str) -> bool {
+    let raw = raw.trim().trim_end_matches('/');
+    let path = path.trim_end_matches('/');
+    raw.strip_prefix('/').unwrap_or(raw) == path.strip_prefix('/').unwrap_or(path)
+}
+
 /// Merges one path's listing into `out` (later paths override) and returns its summary.
 ///
 /// A hidden value (`secretValueHidden`) takes its place in the precedence like any
 /// other: it removes every lower-precedence value of its name (an import's, an
 /// earlier path's), so a readable value the server would not deliver never leaks
 /// in from behind it. Its name is added to `hidden`.
-pub(crate) fn merge_path(
+///
+/// A readable secret whose value is `null`, missing or not a string is refused
+/// (an empty value in its place would start the program with a wrong secret).
+pub(crate) fn merge_path<'a>(
     path: &str,
-    listing: ListResponse,
+    listing: ListResponse<'a>,
     out: &mut SecretSet,
     hidden: &mut Vec<String>,
-) -> PathSummary {
+) -> Result<PathSummary, BadValue> {
+    let total = listing.secrets.len()
+        + listing
+            .imports
+            .iter()
+            .map(|i| i.secrets.len())
+            .sum::<usize>();
     // `None` marks a value this identity may not read.
-    let mut set: std::collections::BTreeMap<String, Option<SecretString>> =
-        std::collections::BTreeMap::new();
-    let readable = |secret: RawSecret| {
-        let value = (!secret.is_hidden()).then_some(secret.value);
-        (secret.key, value)
-    };
+    let mut set: HashMap<Cow<'a, str>, Option<SecretString>> = HashMap::with_capacity(total);
     let mut imported = 0;
     // Imports, last first, first occurrence kept: the last import wins, and inside
     // one import its folder's own secrets beat the imports it nests (the server
     // flattens those after them).
     for import in listing.imports.into_iter().rev() {
         for secret in import.secrets {
-            if secret.kind.as_deref() == Some("personal") || set.contains_key(&secret.key) {
+            if secret.is_personal() || set.contains_key(&secret.key) {
                 continue;
             }
-            let (key, value) = readable(secret);
+            let (key, value) = readable(secret)?;
             imported += usize::from(value.is_some());
             set.insert(key, value);
         }
@@ -196,34 +242,23 @@ pub(crate) fn merge_path(
     // The folder's own secrets beat imports. With `recursive`, sub-folder secrets
     // come in server order (later wins) and the folder's own beat them all.
     let mut own = 0;
-    let mut sub: Vec<RawSecret> = Vec::new();
-    let mut top: Vec<RawSecret> = Vec::new();
-    for secret in listing.secrets {
-        if secret.kind.as_deref() == Some("personal") {
-            continue;
-        }
-        match secret.path.as_deref().map(normalize_path) {
-            Some(p) if p != path => sub.push(secret),
-            _ => top.push(secret),
-        }
-    }
-    let mut seen_sub: std::collections::BTreeMap<String, String> =
-        std::collections::BTreeMap::new();
+    let (sub, top): (Vec<RawSecret<'_>>, Vec<RawSecret<'_>>) = listing
+        .secrets
+        .into_iter()
+        .filter(|s| !s.is_personal())
+        .partition(|s| s.path.as_deref().is_some_and(|p| !same_folder(p, path)));
+    let mut seen_sub: HashMap<Cow<'_, str>, Cow<'_, str>> = HashMap::new();
     for secret in sub {
-        let folder = secret
-            .path
-            .as_deref()
-            .map(normalize_path)
-            .unwrap_or_default();
+        let folder = secret.path.clone().unwrap_or_default();
         if let Some(prev) = seen_sub.insert(secret.key.clone(), folder.clone()) {
             tracing::warn!(key = %secret.key, kept = %folder, dropped = %prev, "the same key is in several sub-folders; the later one is used");
         }
-        let (key, value) = readable(secret);
+        let (key, value) = readable(secret)?;
         own += usize::from(value.is_some());
         set.insert(key, value);
     }
     for secret in top {
-        let (key, value) = readable(secret);
+        let (key, value) = readable(secret)?;
         own += usize::from(value.is_some());
         set.insert(key, value);
     }
@@ -234,19 +269,21 @@ pub(crate) fn merge_path(
     };
     for (key, value) in set {
         if let Some(value) = value {
-            out.insert(key, value);
+            out.insert(key.into_owned(), value);
         } else {
             out.remove(&key);
-            hidden.push(key);
+            hidden.push(key.into_owned());
         }
     }
-    summary
+    Ok(summary)
 }
 
 enum Listed {
     NotModified,
+    /// A 200: the body is parsed when the paths are merged, borrowing from it.
     Body {
-        listing: ListResponse,
+        endpoint: String,
+        body: Zeroizing<Vec<u8>>,
         etag: Option<String>,
     },
 }
@@ -316,8 +353,7 @@ impl Client {
     ) -> Result<FetchOutcome, InfisicalError> {
         let paths = spec.paths();
         let previous = previous.filter(|e| e.0.len() == paths.len());
-        let mut listings: Vec<Option<(ListResponse, Option<String>)>> =
-            Vec::with_capacity(paths.len());
+        let mut listings: Vec<Option<Listed>> = Vec::with_capacity(paths.len());
         let mut unchanged_so_far = previous.is_some();
         for (i, path) in paths.iter().enumerate() {
             let etag = if unchanged_so_far {
@@ -327,14 +363,12 @@ impl Client {
             };
             match self.list(token, spec, path, etag, deadline).await? {
                 Listed::NotModified => listings.push(None),
-                Listed::Body { listing, etag } => {
+                body @ Listed::Body { .. } => {
                     if unchanged_so_far && i > 0 {
                         // The earlier paths answered 304 but their content is needed now.
                         for (j, earlier) in paths[..i].iter().enumerate() {
                             match self.list(token, spec, earlier, None, deadline).await? {
-                                Listed::Body { listing, etag } => {
-                                    listings[j] = Some((listing, etag));
-                                }
+                                body @ Listed::Body { .. } => listings[j] = Some(body),
                                 Listed::NotModified => {
                                     return Err(InfisicalError::BadResponse {
                                         endpoint: format!("GET secrets (path {earlier})"),
@@ -347,7 +381,7 @@ impl Client {
                         }
                     }
                     unchanged_so_far = false;
-                    listings.push(Some((listing, etag)));
+                    listings.push(Some(body));
                 }
             }
         }
@@ -360,13 +394,26 @@ impl Client {
         let mut etags = Vec::with_capacity(paths.len());
         for (path, listed) in paths.iter().zip(listings) {
             // Once a change is seen every path has a body; guard anyway rather than panic.
-            let Some((listing, etag)) = listed else {
+            let Some(Listed::Body {
+                endpoint,
+                body,
+                etag,
+            }) = listed
+            else {
                 return Err(InfisicalError::BadResponse {
                     endpoint: format!("GET secrets (path {path})"),
                     detail: "no listing for this path".to_owned(),
                 });
             };
-            summaries.push(merge_path(path, listing, &mut secrets, &mut hidden));
+            let listing: ListResponse<'_> = parse_json(&endpoint, &body)?;
+            let summary = merge_path(path, listing, &mut secrets, &mut hidden).map_err(|bad| {
+                InfisicalError::BadSecret {
+                    endpoint: endpoint.clone(),
+                    key: bad.key,
+                    why: bad.why.describe(),
+                }
+            })?;
+            summaries.push(summary);
             etags.push(etag);
         }
         // A hidden value a later path overrides with a readable one is delivered.
@@ -429,13 +476,16 @@ impl Client {
                 .await?;
             match reply.status {
                 200 => {
-                    let listing: ListResponse = parse_json(&endpoint, &reply.body)?;
                     let etag = reply
                         .headers
                         .get(reqwest::header::ETAG)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    return Ok(Listed::Body { listing, etag });
+                    return Ok(Listed::Body {
+                        endpoint,
+                        body: reply.body,
+                        etag,
+                    });
                 }
                 304 if etag.is_some() => return Ok(Listed::NotModified),
                 404 if !v3 => {
@@ -496,8 +546,15 @@ fn list_query(spec: &FetchSpec, path: &str, v3: bool) -> Vec<(&'static str, Stri
 mod tests {
     use super::*;
 
-    fn listing(json: &str) -> ListResponse {
-        parse_json("GET /test", json.as_bytes()).unwrap()
+    /// Parses `json` and merges it as `path` (the listing borrows from the text).
+    fn merge(
+        path: &str,
+        json: &str,
+        out: &mut SecretSet,
+        hidden: &mut Vec<String>,
+    ) -> Result<PathSummary, BadValue> {
+        let listing: ListResponse = parse_json("GET /test", json.as_bytes()).unwrap();
+        merge_path(path, listing, out, hidden)
     }
 
     fn value(set: &SecretSet, key: &str) -> String {
@@ -508,8 +565,7 @@ mod tests {
 
     #[test]
     fn own_secrets_beat_imports_and_the_last_import_wins() {
-        let l = listing(
-            r#"{
+        let l = r#"{
             "secrets": [ {"secretKey":"A","secretValue":"own-a","type":"shared"} ],
             "imports": [
               {"secretPath":"/first","environment":"prod","secrets":[
@@ -519,11 +575,10 @@ mod tests {
               {"secretPath":"/second","environment":"prod","secrets":[
                  {"secretKey":"B","secretValue":"second-b"},
                  {"secretKey":"B","secretValue":"second-nested-b"} ]}
-            ]}"#,
-        );
+            ]}"#;
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        let s = merge_path("/", l, &mut out, &mut hidden);
+        let s = merge("/", l, &mut out, &mut hidden).unwrap();
         assert_eq!(value(&out, "A"), "own-a");
         assert_eq!(
             value(&out, "B"),
@@ -539,52 +594,34 @@ mod tests {
     fn later_paths_win_across_paths() {
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        merge_path(
-            "/a",
-            listing(
-                r#"{"secrets":[{"secretKey":"K","secretValue":"from-a"},{"secretKey":"ONLY_A","secretValue":"1"}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        merge_path(
-            "/b",
-            listing(
-                r#"{"secrets":[],"imports":[{"secrets":[{"secretKey":"K","secretValue":"from-b-import"}]}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
+        merge("/a", r#"{"secrets":[{"secretKey":"K","secretValue":"from-a"},{"secretKey":"ONLY_A","secretValue":"1"}]}"#, &mut out, &mut hidden).unwrap();
+        merge("/b", r#"{"secrets":[],"imports":[{"secrets":[{"secretKey":"K","secretValue":"from-b-import"}]}]}"#, &mut out, &mut hidden).unwrap();
         assert_eq!(value(&out, "K"), "from-b-import");
         assert_eq!(value(&out, "ONLY_A"), "1");
     }
 
     #[test]
     fn recursive_listing_prefers_the_folder_itself_over_sub_folders() {
-        let l = listing(
-            r#"{"secrets":[
+        let l = r#"{"secrets":[
               {"secretKey":"X","secretValue":"sub-1","secretPath":"/app/one"},
               {"secretKey":"X","secretValue":"top","secretPath":"/app"},
               {"secretKey":"Y","secretValue":"sub-1","secretPath":"/app/one/"},
               {"secretKey":"Y","secretValue":"sub-2","secretPath":"/app/two"}
-            ]}"#,
-        );
+            ]}"#;
         let mut out = SecretSet::new();
-        merge_path("/app", l, &mut out, &mut Vec::new());
+        merge("/app", l, &mut out, &mut Vec::new()).unwrap();
         assert_eq!(value(&out, "X"), "top");
         assert_eq!(value(&out, "Y"), "sub-2");
     }
 
     #[test]
     fn values_are_kept_byte_exact() {
-        let l = listing(
-            r#"{"secrets":[
+        let l = r#"{"secrets":[
               {"secretKey":"PEM","secretValue":"-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n"},
               {"secretKey":"U","secretValue":"h\u00e9llo \"q\" a=b \u2603"}
-            ]}"#,
-        );
+            ]}"#;
         let mut out = SecretSet::new();
-        merge_path("/", l, &mut out, &mut Vec::new());
+        merge("/", l, &mut out, &mut Vec::new()).unwrap();
         assert_eq!(
             value(&out, "PEM"),
             "-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n"
@@ -594,33 +631,77 @@ mod tests {
 
     #[test]
     fn hidden_and_personal_secrets_are_left_out() {
-        let l = listing(
-            r#"{"secrets":[
+        let l = r#"{"secrets":[
               {"secretKey":"H","secretValue":"<hidden-by-infisical>","secretValueHidden":true},
               {"secretKey":"P","secretValue":"mine","type":"personal"},
-              {"secretKey":"N","secretValue":null}
-            ]}"#,
-        );
+              {"secretKey":"HN","secretValue":null,"secretValueHidden":true}
+            ]}"#;
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        merge_path("/", l, &mut out, &mut hidden);
-        assert_eq!(hidden, vec!["H"]);
-        assert!(!out.contains("H") && !out.contains("P"));
-        assert_eq!(value(&out, "N"), "");
+        merge("/", l, &mut out, &mut hidden).unwrap();
+        hidden.sort();
+        assert_eq!(hidden, vec!["H", "HN"]);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_null_or_missing_value_is_refused_naming_the_key_not_made_empty() {
+        for (json, why) in [
+            (r#"{"secretKey":"N","secretValue":null}"#, NotASecret::Null),
+            (r#"{"secretKey":"N"}"#, NotASecret::Null),
+            (
+                r#"{"secretKey":"N","secretValue":3}"#,
+                NotASecret::NotAString,
+            ),
+        ] {
+            for listing in [
+                format!(r#"{{"secrets":[{json}]}}"#),
+                format!(r#"{{"secrets":[],"imports":[{{"secrets":[{json}]}}]}}"#),
+            ] {
+                let err = merge("/", &listing, &mut SecretSet::new(), &mut Vec::new()).unwrap_err();
+                assert_eq!(
+                    err,
+                    BadValue {
+                        key: "N".into(),
+                        why
+                    },
+                    "{listing}"
+                );
+            }
+        }
+        // An empty string is a value like any other.
+        let mut out = SecretSet::new();
+        merge(
+            "/",
+            r#"{"secrets":[{"secretKey":"E","secretValue":""}]}"#,
+            &mut out,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(value(&out, "E"), "");
+    }
+
+    #[test]
+    fn secret_paths_name_the_folder_in_any_spelling() {
+        assert!(same_folder("/app", "/app"));
+        assert!(same_folder("app/", "/app"));
+        assert!(same_folder(" /app/ ", "/app"));
+        assert!(same_folder("", "/"));
+        assert!(same_folder("/", "/"));
+        assert!(!same_folder("/app/db", "/app"));
+        assert!(!same_folder("/ap", "/app"));
     }
 
     #[test]
     fn a_hidden_own_secret_is_not_replaced_by_an_imported_value() {
-        let l = listing(
-            r#"{
+        let l = r#"{
             "secrets": [ {"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true} ],
             "imports": [ {"secrets":[ {"secretKey":"A","secretValue":"import-a"},
                                       {"secretKey":"B","secretValue":"import-b"} ]} ]
-            }"#,
-        );
+            }"#;
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        let s = merge_path("/", l, &mut out, &mut hidden);
+        let s = merge("/", l, &mut out, &mut hidden).unwrap();
         assert!(!out.contains("A"), "own secrets win, even hidden ones");
         assert_eq!(value(&out, "B"), "import-b");
         assert_eq!(hidden, vec!["A"]);
@@ -629,14 +710,12 @@ mod tests {
 
     #[test]
     fn a_hidden_import_hides_an_earlier_import_of_the_same_name() {
-        let l = listing(
-            r#"{"secrets":[],"imports":[
+        let l = r#"{"secrets":[],"imports":[
               {"secrets":[ {"secretKey":"A","secretValue":"first-a"} ]},
-              {"secrets":[ {"secretKey":"A","secretValue":"x","secretValueHidden":true} ]} ]}"#,
-        );
+              {"secrets":[ {"secretKey":"A","secretValue":"x","secretValueHidden":true} ]} ]}"#;
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        merge_path("/", l, &mut out, &mut hidden);
+        merge("/", l, &mut out, &mut hidden).unwrap();
         assert!(!out.contains("A"));
         assert_eq!(hidden, vec!["A"]);
     }
@@ -645,22 +724,8 @@ mod tests {
     fn a_hidden_value_in_a_later_path_removes_the_earlier_paths_value() {
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        merge_path(
-            "/a",
-            listing(
-                r#"{"secrets":[{"secretKey":"A","secretValue":"from-a"},{"secretKey":"K","secretValue":"k"}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        merge_path(
-            "/b",
-            listing(
-                r#"{"secrets":[{"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
+        merge("/a", r#"{"secrets":[{"secretKey":"A","secretValue":"from-a"},{"secretKey":"K","secretValue":"k"}]}"#, &mut out, &mut hidden).unwrap();
+        merge("/b", r#"{"secrets":[{"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true}]}"#, &mut out, &mut hidden).unwrap();
         assert!(
             !out.contains("A"),
             "path /b wins on A and its value is hidden"
@@ -673,20 +738,20 @@ mod tests {
     fn a_readable_value_in_a_later_path_overrides_an_earlier_hidden_one() {
         let mut out = SecretSet::new();
         let mut hidden = Vec::new();
-        merge_path(
+        merge(
             "/a",
-            listing(
-                r#"{"secrets":[{"secretKey":"A","secretValue":"x","secretValueHidden":true}]}"#,
-            ),
+            r#"{"secrets":[{"secretKey":"A","secretValue":"x","secretValueHidden":true}]}"#,
             &mut out,
             &mut hidden,
-        );
-        merge_path(
+        )
+        .unwrap();
+        merge(
             "/b",
-            listing(r#"{"secrets":[{"secretKey":"A","secretValue":"from-b"}]}"#),
+            r#"{"secrets":[{"secretKey":"A","secretValue":"from-b"}]}"#,
             &mut out,
             &mut hidden,
-        );
+        )
+        .unwrap();
         assert_eq!(value(&out, "A"), "from-b");
     }
 

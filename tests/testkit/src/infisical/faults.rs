@@ -53,6 +53,9 @@ pub enum Fault {
     /// or `accessToken`): its first 20 characters, its second and its third
     /// `.`-separated segment. A careless or hostile server, for scrubbing tests.
     EchoCredential(u16),
+    /// The handler runs, then every field of this name in its JSON answer, at
+    /// any depth, becomes `null` (`secretValue`, `accessToken`): a server bug.
+    NullField(String),
 }
 
 /// Route classes of the server's rate limiter (§4.3). `/api/status` is exempt.
@@ -291,6 +294,34 @@ async fn mangle(response: Response, fault: &Fault) -> Response {
         .unwrap_or_default();
     let half = bytes.slice(..bytes.len() / 2);
     match fault {
+        Fault::NullField(name) => {
+            fn null(value: &mut serde_json::Value, name: &str) {
+                match value {
+                    serde_json::Value::Object(map) => {
+                        for (k, v) in map.iter_mut() {
+                            if k == name {
+                                *v = serde_json::Value::Null;
+                            } else {
+                                null(v, name);
+                            }
+                        }
+                    }
+                    serde_json::Value::Array(items) => {
+                        items.iter_mut().for_each(|v| null(v, name));
+                    }
+                    _ => {}
+                }
+            }
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            null(&mut value, name);
+            let body = serde_json::to_vec(&value).expect("JSON");
+            parts.headers.remove(header::ETAG);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            Response::from_parts(parts, Body::from(body))
+        }
         Fault::GarbageBody => {
             parts.status = StatusCode::OK;
             parts.headers.remove(header::ETAG);
