@@ -10,7 +10,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use svid_exec_testkit::infisical::Fault;
-use svid_exec_testkit::stack::{Stack, ENVIRONMENT, PROJECT_ID};
+use svid_exec_testkit::proxy::RecordingProxy;
+use svid_exec_testkit::stack::{Stack, StackOptions, ENVIRONMENT, PROJECT_ID};
+use svid_exec_testkit::tls::REMOTE_NAME;
 
 /// Every run is bounded: a hung launcher is killed and the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -257,5 +259,161 @@ fn a_null_access_token_is_refused_and_never_sent_as_an_empty_bearer() {
     assert!(
         after_login.iter().all(|r| r.path.ends_with("/revoke")),
         "a request was made with the null token: {after_login:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Proxies and the loopback rule (issue 11 item 2)
+
+/// Every variable that could route a request through `proxy`.
+fn all_proxy_vars(command: &mut Command, proxy: &str) {
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        command.env(var, proxy);
+    }
+}
+
+#[test]
+fn plain_http_to_loopback_never_goes_through_a_proxy() {
+    let stack = Stack::start_with(StackOptions {
+        https: false,
+        ..StackOptions::default()
+    });
+    let proxy = RecordingProxy::start();
+    let mut command = launcher(&stack);
+    all_proxy_vars(&mut command, &proxy.url());
+    let outcome = run_true(command, &[]);
+    let log = proxy.log();
+    assert!(
+        log.received.is_empty(),
+        "the proxy received {:?}",
+        String::from_utf8_lossy(&log.received)
+    );
+    outcome
+        .expect_code(0)
+        .expect_stderr("plain http:// never goes through a proxy");
+}
+
+#[test]
+fn https_to_loopback_never_goes_through_a_proxy() {
+    let stack = Stack::start();
+    let proxy = RecordingProxy::start();
+    let mut command = launcher(&stack);
+    all_proxy_vars(&mut command, &proxy.url());
+    let outcome = run_true(command, &[]);
+    let log = proxy.log();
+    assert!(
+        log.requests.is_empty(),
+        "the proxy was used: {:?}",
+        log.requests
+    );
+    outcome.expect_code(0).expect_stderr("(loopback)");
+}
+
+#[test]
+fn https_to_a_remote_name_goes_through_the_proxy_which_sees_only_ciphertext() {
+    let stack = Stack::start();
+    let proxy = RecordingProxy::start();
+    let jwt_file = stack.write_jwt_file(Duration::from_secs(300));
+    let jwt = std::fs::read_to_string(&jwt_file).unwrap();
+    let port = stack.infisical.addr().port();
+    let mut command = launcher(&stack);
+    command
+        .env("INFISICAL_API_URL", format!("https://{REMOTE_NAME}:{port}"))
+        .env("SVID_EXEC_JWT_FILE", &jwt_file)
+        .env(
+            "HTTPS_PROXY",
+            proxy.url_with_credentials("svc", "hunter2-proxy-pass"),
+        )
+        .env("HTTP_PROXY", "http://127.0.0.1:9");
+    let outcome = run_true(command, &[]);
+    outcome
+        .expect_code(0)
+        .expect_stderr("connecting to Infisical through a proxy")
+        .expect_stderr(&format!("{} (with credentials)", proxy.url()))
+        .expect_stderr("HTTPS_PROXY");
+    assert!(
+        !outcome.stderr.contains("hunter2-proxy-pass"),
+        "{}",
+        outcome.stderr
+    );
+    let log = proxy.log();
+    assert_eq!(
+        log.requests,
+        vec![format!("CONNECT {REMOTE_NAME}:{port} HTTP/1.1")],
+        "one tunnel, reused for every call"
+    );
+    assert_eq!(log.proxy_authorizations.len(), 1, "{log:?}");
+    let received = String::from_utf8_lossy(&log.received);
+    for part in jwt.trim().split('.') {
+        assert!(!received.contains(part), "the proxy saw the JWT in clear");
+    }
+    for token in stack.infisical.all_token_strings() {
+        assert!(!received.contains(&token), "the proxy saw the token");
+    }
+}
+
+/// Runs `command` with `/etc/hosts` replaced (in a private mount namespace) by
+/// one that adds `lines`; `None` when this machine cannot do that (no root).
+fn with_hosts(command: &Command, lines: &str, dir: &std::path::Path) -> Option<Command> {
+    let probe = Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: `unshare -m` is not permitted here");
+        return None;
+    }
+    let hosts = dir.join("hosts");
+    let system = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    std::fs::write(&hosts, format!("{lines}\n{system}")).unwrap();
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(&hosts)
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env_clear()
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        );
+    Some(wrapped)
+}
+
+#[test]
+fn a_localhost_name_that_resolves_elsewhere_gets_no_plain_http() {
+    let stack = Stack::start_with(StackOptions {
+        https: false,
+        ..StackOptions::default()
+    });
+    let port = stack.infisical.addr().port();
+    let mut command = launcher(&stack);
+    command
+        .env("INFISICAL_API_URL", format!("http://evil.localhost:{port}"))
+        .args(["run", "--", "true"]);
+    // 0.0.0.0 is not loopback, though Linux would connect it to this machine.
+    let Some(command) = with_hosts(&command, "0.0.0.0 evil.localhost", stack.dir()) else {
+        return;
+    };
+    let outcome = run(command);
+    outcome
+        .expect_code(78)
+        .expect_stderr("evil.localhost, which resolves to 0.0.0.0");
+    assert!(
+        stack.infisical.requests().is_empty(),
+        "a request reached the server over plain http"
     );
 }

@@ -285,6 +285,9 @@ pub enum InfisicalError {
         /// The host.
         host: String,
     },
+    /// A proxy variable that cannot be used (an unsupported scheme, not a URL).
+    #[error("{0}")]
+    Proxy(String),
     /// `--ca-cert` could not be used.
     #[error("cannot use --ca-cert {path}: {reason}")]
     CaCert {
@@ -443,6 +446,7 @@ impl InfisicalError {
         match self {
             Self::InvalidApiUrl { .. }
             | Self::InsecureHttp { .. }
+            | Self::Proxy(_)
             | Self::CaCert { .. }
             | Self::NotFound { .. }
             | Self::BadRequest { .. }

@@ -11,9 +11,11 @@ pub mod auth;
 pub mod error;
 mod secret_json;
 pub mod secrets;
+mod transport;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
@@ -24,9 +26,11 @@ use zeroize::Zeroizing;
 pub use auth::AccessToken;
 pub use error::{AuthMethod, InfisicalError, ServerError};
 pub use secrets::{ApiVersion, Etags, FetchOutcome, FetchSpec, Fetched, PathSummary};
+pub use transport::loopback_host;
 
 use crate::error::chain;
 use crate::retry::{self, Backoff, Stop};
+use transport::{LoopbackOnly, NotLoopback, ProxyChoice};
 
 /// The contract's default `--api-url`.
 pub const DEFAULT_API_URL: &str = "https://app.infisical.com";
@@ -117,7 +121,9 @@ pub fn normalize_api_url(value: &str) -> Result<Url, InfisicalError> {
     Ok(url)
 }
 
-/// Whether the URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`).
+/// Whether the URL's host is loopback by name (`localhost`, `*.localhost`,
+/// 127.0.0.0/8, `::1`). Kept for the configuration's first check only; the
+/// client itself decides by [`loopback_host`] and the resolved addresses.
 pub fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
@@ -136,18 +142,39 @@ pub fn is_loopback(url: &Url) -> bool {
 
 impl Client {
     /// A client for `options.api_url`. Refuses `http://` to a non-loopback host
-    /// unless allowed; loads `--ca-cert` in addition to the built-in roots.
+    /// unless allowed (a name: on its resolved addresses, at every connection);
+    /// chooses the proxy (https only); loads `--ca-cert` in addition to the
+    /// built-in roots.
     pub fn new(options: &ClientOptions) -> Result<Self, InfisicalError> {
         let url = normalize_api_url(&options.api_url)?;
-        if url.scheme() == "http" && !is_loopback(&url) {
+        let plain = url.scheme() == "http";
+        if plain && loopback_host(&url) == Some(false) && !options.allow_insecure_http {
             let host = url.host_str().unwrap_or_default().to_owned();
-            // Allowed: the configuration has already warned, once per start.
-            if !options.allow_insecure_http {
-                return Err(InfisicalError::InsecureHttp { host });
-            }
+            return Err(InfisicalError::InsecureHttp { host });
         }
+        let proxy = transport::choose_proxy(&url, &|name| std::env::var(name).ok())
+            .map_err(InfisicalError::Proxy)?;
+        let proxy = match proxy {
+            ProxyChoice::Via { url: proxy, from } => {
+                tracing::info!(
+                    proxy = %transport::without_credentials(&proxy),
+                    from,
+                    "connecting to Infisical through a proxy"
+                );
+                Some(
+                    reqwest::Proxy::all(proxy.as_str())
+                        .map_err(|e| InfisicalError::Proxy(format!("{from}: {}", chain(&e))))?,
+                )
+            }
+            ProxyChoice::Direct { note } => {
+                if let Some(note) = note {
+                    tracing::info!("{note}");
+                }
+                None
+            }
+        };
         let builder = |native_roots: bool| {
-            reqwest::Client::builder()
+            let mut b = reqwest::Client::builder()
                 .use_rustls_tls()
                 .tls_built_in_webpki_certs(true)
                 .tls_built_in_native_certs(native_roots)
@@ -155,6 +182,16 @@ impl Client {
                 .user_agent(options.user_agent.clone())
                 // Credentials are never replayed to wherever a redirect points.
                 .redirect(reqwest::redirect::Policy::none())
+                // Only the proxy chosen above, never reqwest's own reading of
+                // the environment (which would proxy plain http too).
+                .no_proxy();
+            if let Some(proxy) = &proxy {
+                b = b.proxy(proxy.clone());
+            }
+            if plain && !options.allow_insecure_http {
+                b = b.dns_resolver(Arc::new(LoopbackOnly));
+            }
+            b
         };
         let extra = match &options.ca_cert {
             Some(path) => load_ca(path)?,
@@ -392,6 +429,11 @@ fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Infisica
 /// names the certificate problem only in the innermost cause.
 fn transport_error(endpoint: &str, err: &reqwest::Error) -> InfisicalError {
     let text = chain(err);
+    if let Some(not) = find_in_chain::<NotLoopback>(err) {
+        return InfisicalError::InsecureHttp {
+            host: not.to_string(),
+        };
+    }
     if is_certificate_error(err) {
         InfisicalError::Tls {
             endpoint: endpoint.to_owned(),
@@ -412,17 +454,26 @@ fn transport_error(endpoint: &str, err: &reqwest::Error) -> InfisicalError {
 /// Whether a `rustls::Error` about the peer's certificate or the handshake's
 /// parameters is in the chain (such errors do not go away by retrying).
 fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    find_in_chain::<rustls::Error>(err).is_some_and(|tls| {
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::PeerIncompatible(_)
+                | rustls::Error::InvalidCertRevocationList(_)
+        )
+    })
+}
+
+/// The first error of type `T` in the cause chain of `err`.
+fn find_in_chain<'e, T: std::error::Error + 'static>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return matches!(
-                tls,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
-                    | rustls::Error::PeerIncompatible(_)
-                    | rustls::Error::InvalidCertRevocationList(_)
-            );
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         // An io::Error hides the error it wraps from `source()` (it returns that
         // error's own source), and wrappers nest: step into it explicitly.
@@ -434,7 +485,7 @@ fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
             None => e.source(),
         };
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -495,20 +546,19 @@ mod tests {
             allow_insecure_http: allow,
             ..ClientOptions::default()
         };
+        // Names are accepted here and checked on their resolved addresses at
+        // every connection (tests/client_trust.rs).
         for ok in [
             "http://127.0.0.1:1",
             "http://localhost:8080",
             "http://[::1]:80",
             "http://127.9.9.9",
             "http://a.localhost",
+            "http://infisical.internal",
         ] {
             assert!(Client::new(&opts(ok, false)).is_ok(), "{ok}");
         }
-        for refused in [
-            "http://10.0.0.1",
-            "http://infisical.internal",
-            "http://localhost.example.com",
-        ] {
+        for refused in ["http://10.0.0.1", "http://0.0.0.0:80", "http://[::]:80"] {
             let err = Client::new(&opts(refused, false)).unwrap_err();
             assert!(
                 matches!(err, InfisicalError::InsecureHttp { .. }),

@@ -1,7 +1,7 @@
 //! Secret strings of a JSON answer decoded straight into `SecretString`s: the
 //! deserialiser only borrows the raw JSON text (`&RawValue`, no copy), and the
 //! one copy made is the final one, allocated at its exact size. Parsing a
-//! string through serde_json instead unescapes it into a scratch buffer that is
+//! string through `serde_json` instead unescapes it into a scratch buffer that is
 //! freed without being wiped (any value with a `\n`, e.g. a PEM key), and a
 //! growing `String` leaves copies behind on every reallocation.
 

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A CA and one server certificate for `127.0.0.1`, `::1` and `localhost`.
+/// A host name the server certificate also covers, as a remote server's name
+/// would be: nothing resolves it, `proxy::RecordingProxy` reaches it on loopback.
+pub const REMOTE_NAME: &str = "infisical.test";
+
+/// A CA and one server certificate for `127.0.0.1`, `::1`, `localhost` and [`REMOTE_NAME`].
 pub struct TestCa {
     ca_pem: String,
     ca_der: CertificateDer<'static>,
@@ -41,6 +45,9 @@ impl TestCa {
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
+            // A name no resolver knows: reached only through the testkit's
+            // proxy (which connects to loopback), so proxy tests stay local.
+            REMOTE_NAME.to_string(),
         ])
         .expect("server params");
         leaf_params

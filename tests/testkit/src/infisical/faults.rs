@@ -307,7 +307,9 @@ async fn mangle(response: Response, fault: &Fault) -> Response {
                         }
                     }
                     serde_json::Value::Array(items) => {
-                        items.iter_mut().for_each(|v| null(v, name));
+                        for v in items.iter_mut() {
+                            null(v, name);
+                        }
                     }
                     _ => {}
                 }
