@@ -430,7 +430,9 @@ fn api_url(raw: &str, allow_insecure: bool, warnings: &mut Vec<String>) -> Resul
             "use the instance origin, e.g. https://app.infisical.com or https://infisical.example.com",
         )
     })?;
-    if url.scheme() == "http" && !crate::infisical::is_loopback(&url) {
+    // An address or `localhost` is decided here; a name is checked by the
+    // client on the addresses it resolves to, at every connection.
+    if url.scheme() == "http" && crate::infisical::loopback_host(&url) == Some(false) {
         let host = url.host_str().unwrap_or_default();
         if !allow_insecure {
             return Err(ConfigError::new(
@@ -838,10 +840,7 @@ mod tests {
             (&["--poll-interval", "0s"], "longer than zero"),
             (&["--log-level", "loud"], "--log-level"),
             (&["--log-format", "xml"], "--log-format"),
-            (
-                &["--api-url", "http://infisical.example.com"],
-                "plain http://",
-            ),
+            (&["--api-url", "http://192.0.2.1"], "plain http://"),
             (&["--api-url", "ftp://x"], "scheme"),
             (
                 &["--api-url", "not a url"],
@@ -1007,6 +1006,9 @@ mod tests {
         assert!(w.is_empty());
         api_url("http://10.0.0.1", true, &mut w).unwrap();
         assert_eq!(w.len(), 1, "insecure http is allowed with a warning");
+        assert!(api_url("http://10.0.0.1", false, &mut w).is_err());
+        // Names are left to the client, which checks what they resolve to.
+        api_url("http://infisical.internal", false, &mut w).unwrap();
     }
 
     #[test]

@@ -417,3 +417,22 @@ fn a_localhost_name_that_resolves_elsewhere_gets_no_plain_http() {
         "a request reached the server over plain http"
     );
 }
+#[test]
+fn a_name_that_resolves_to_loopback_only_may_use_plain_http() {
+    let stack = Stack::start_with(StackOptions {
+        https: false,
+        ..StackOptions::default()
+    });
+    let port = stack.infisical.addr().port();
+    let mut command = launcher(&stack);
+    command
+        .env(
+            "INFISICAL_API_URL",
+            format!("http://infisical.internal:{port}"),
+        )
+        .args(["run", "--", "true"]);
+    let Some(command) = with_hosts(&command, "127.0.0.1 infisical.internal", stack.dir()) else {
+        return;
+    };
+    run(command).expect_code(0);
+}

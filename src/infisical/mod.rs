@@ -121,25 +121,6 @@ pub fn normalize_api_url(value: &str) -> Result<Url, InfisicalError> {
     Ok(url)
 }
 
-/// Whether the URL's host is loopback by name (`localhost`, `*.localhost`,
-/// 127.0.0.0/8, `::1`). Kept for the configuration's first check only; the
-/// client itself decides by [`loopback_host`] and the resolved addresses.
-pub fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    }
-    if let Ok(v4) = host.parse::<std::net::Ipv4Addr>() {
-        return v4.is_loopback();
-    }
-    let d = host.trim_end_matches('.').to_ascii_lowercase();
-    d == "localhost" || d.ends_with(".localhost")
-}
-
 impl Client {
     /// A client for `options.api_url`. Refuses `http://` to a non-loopback host
     /// unless allowed (a name: on its resolved addresses, at every connection);
