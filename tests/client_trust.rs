@@ -436,3 +436,83 @@ fn a_name_that_resolves_to_loopback_only_may_use_plain_http() {
     };
     run(command).expect_code(0);
 }
+
+// ---------------------------------------------------------------------------
+// Misconfigured --api-url (issue 14)
+
+#[test]
+fn a_versioned_route_prefix_in_the_api_url_is_normalised() {
+    let stack = Stack::start();
+    for suffix in ["/api/v1", "/api/v3/", "/api/v4"] {
+        let mut command = launcher(&stack);
+        command.env(
+            "INFISICAL_API_URL",
+            format!("{}{suffix}", stack.infisical.url()),
+        );
+        run_true(command, &["--startup-timeout", "20s"]).expect_code(0);
+    }
+}
+
+#[test]
+fn a_path_prefix_that_serves_no_api_is_78_with_the_url_to_try_not_an_unknown_identity() {
+    let stack = Stack::start();
+    let origin = stack.infisical.url();
+    let mut command = launcher(&stack);
+    command.env("INFISICAL_API_URL", format!("{origin}/infisical"));
+    run_true(command, &["--startup-timeout", "20s"])
+        .expect_code(78)
+        .expect_stderr("does not serve the Infisical API")
+        .expect_stderr(&format!("try --api-url {origin}"));
+}
+
+#[test]
+fn an_unknown_identity_is_still_77_naming_the_identity() {
+    let stack = Stack::start();
+    let mut command = launcher(&stack);
+    command.env(
+        "INFISICAL_MACHINE_IDENTITY_ID",
+        "99999999-9999-4999-8999-999999999999",
+    );
+    run_true(command, &["--startup-timeout", "20s"])
+        .expect_code(77)
+        .expect_stderr("check --identity-id");
+}
+
+#[test]
+fn plain_http_to_a_tls_port_is_78_use_https_on_the_first_try() {
+    let stack = Stack::start();
+    let https = stack.infisical.url();
+    let http = https.replacen("https://", "http://", 1);
+    let mut command = launcher(&stack);
+    command.env("INFISICAL_API_URL", &http);
+    let outcome = run_true(command, &["--startup-timeout", "40s"]);
+    outcome
+        .expect_code(78)
+        .expect_stderr(&format!("use {https}"));
+    assert!(
+        !outcome.stderr.contains("retrying") && !outcome.stderr.contains("gave up"),
+        "not detected on the first try:\n{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn https_to_a_plain_http_port_is_78_use_http_on_the_first_try() {
+    let stack = Stack::start_with(StackOptions {
+        https: false,
+        ..StackOptions::default()
+    });
+    let http = stack.infisical.url();
+    let https = http.replacen("http://", "https://", 1);
+    let mut command = launcher(&stack);
+    command.env("INFISICAL_API_URL", &https);
+    let outcome = run_true(command, &["--startup-timeout", "40s"]);
+    outcome
+        .expect_code(78)
+        .expect_stderr(&format!("use {http}"));
+    assert!(
+        !outcome.stderr.contains("retrying") && !outcome.stderr.contains("gave up"),
+        "not detected on the first try:\n{}",
+        outcome.stderr
+    );
+}

@@ -238,13 +238,32 @@ impl Client {
                 ),
                 server: Box::new(server),
             },
-            404 => InfisicalError::NoSuchAuthMethod {
+            404 if server.is_resource_not_found() => InfisicalError::NoSuchAuthMethod {
                 method,
                 identity_id: identity_id.to_owned(),
                 server: Box::new(server),
             },
+            // A route 404 (infisical-api.md §9: `"error": "Not Found"`, "Route …
+            // not found") or a page that is not Infisical's: the URL is wrong.
+            404 => InfisicalError::NotInfisicalApi {
+                url: self.base_url().to_owned(),
+                endpoint,
+                server: Box::new(server),
+                suggestion: self.url_suggestion(),
+            },
             _ => error::status_error(Call::Login, &endpoint, server, None),
         })
+    }
+
+    /// What to try when this URL serves no Infisical API: the origin without
+    /// the path prefix, or the instance origin as the browser shows it.
+    fn url_suggestion(&self) -> String {
+        let origin = self.url.origin().ascii_serialization();
+        if self.base_url() == origin {
+            "--api-url is the instance origin as the browser shows it (e.g. https://app.infisical.com, https://infisical.example.com), without a route".to_owned()
+        } else {
+            format!("try --api-url {origin} (without the path), or the prefix your reverse proxy really serves the API under")
+        }
     }
 
     /// Renews `token` (`POST /api/v1/auth/token/renew`) and returns the token the

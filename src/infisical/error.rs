@@ -64,6 +64,13 @@ impl ServerError {
         }
     }
 
+    /// Whether a 404 is Infisical's own "not found" (`"error": "NotFound"`: an
+    /// unknown identity, project, …) rather than a route nobody serves
+    /// (fastify's `"Not Found"` with "Route … not found", a proxy's HTML page).
+    pub fn is_resource_not_found(&self) -> bool {
+        self.status == 404 && self.error.as_deref() == Some("NotFound")
+    }
+
     /// Whether this is the server saying the access token itself is no good
     /// (401, or 403 `TokenError`): the cure is a fresh login.
     pub fn is_token_error(&self) -> bool {
@@ -285,6 +292,28 @@ pub enum InfisicalError {
         /// The host.
         host: String,
     },
+    /// The port of `--api-url` speaks the other scheme.
+    #[error("{url} answers in {speaks}, so the scheme of --api-url is wrong for this port; use {suggestion}")]
+    WrongScheme {
+        /// The API URL as normalised.
+        url: String,
+        /// What the port speaks: "TLS" or "plain HTTP".
+        speaks: &'static str,
+        /// The same URL with the other scheme.
+        suggestion: String,
+    },
+    /// A route 404 at login: nothing at this URL serves the Infisical API.
+    #[error("{url} does not serve the Infisical API: {endpoint} answered {server}, a missing route, not a missing identity; {suggestion}")]
+    NotInfisicalApi {
+        /// The API URL as normalised.
+        url: String,
+        /// What was asked.
+        endpoint: String,
+        /// What the server said.
+        server: Box<ServerError>,
+        /// What to try.
+        suggestion: String,
+    },
     /// A proxy variable that cannot be used (an unsupported scheme, not a URL).
     #[error("{0}")]
     Proxy(String),
@@ -447,6 +476,8 @@ impl InfisicalError {
             Self::InvalidApiUrl { .. }
             | Self::InsecureHttp { .. }
             | Self::Proxy(_)
+            | Self::WrongScheme { .. }
+            | Self::NotInfisicalApi { .. }
             | Self::CaCert { .. }
             | Self::NotFound { .. }
             | Self::BadRequest { .. }

@@ -88,10 +88,20 @@ pub struct Client {
     backoff: Backoff,
     /// Set once `/api/v4/secrets` answered 404: the server is too old; v3 from then on.
     use_v3: AtomicBool,
+    /// The normalised API URL (scheme, host and port for the scheme probe).
+    url: Url,
+    /// Requests go through a proxy (the port cannot be probed directly).
+    proxied: bool,
+    /// Plain HTTP only to addresses that are all loopback.
+    loopback_only: bool,
+    /// Set once the port was probed for a scheme mismatch (at most once).
+    probed: AtomicBool,
 }
 
 /// Normalises `--api-url`: `https://host`, `https://host/`, `https://host/api`
-/// all become `https://host`; a path prefix before `/api` is kept.
+/// and the versioned route prefixes `https://host/api/v1` (`/api/v3`, …) all
+/// become `https://host`; a path prefix before them is kept. The one place
+/// that defines a valid API URL.
 pub fn normalize_api_url(value: &str) -> Result<Url, InfisicalError> {
     let bad = |reason: &str| InfisicalError::InvalidApiUrl {
         value: value.to_owned(),
@@ -113,6 +123,12 @@ pub fn normalize_api_url(value: &str) -> Result<Url, InfisicalError> {
         return Err(bad("it must not have a query or fragment"));
     }
     let mut path = url.path().trim_end_matches('/').to_owned();
+    // `/api/v1`, `/api/v3`: the start of a route, pasted from the API reference.
+    if let Some((before, version)) = path.rsplit_once("/api/v") {
+        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) {
+            path.truncate(before.len() + "/api".len());
+        }
+    }
     if path.ends_with("/api") {
         path.truncate(path.len() - "/api".len());
     }
@@ -202,6 +218,10 @@ impl Client {
             request_timeout: options.request_timeout,
             backoff: Backoff::DEFAULT,
             use_v3: AtomicBool::new(false),
+            proxied: proxy.is_some(),
+            loopback_only: plain && !options.allow_insecure_http,
+            url,
+            probed: AtomicBool::new(false),
         })
     }
 
@@ -263,11 +283,18 @@ impl Client {
         bound: Duration,
         scrub: &[&str],
     ) -> Result<Reply, InfisicalError> {
-        let mut response = request
-            .timeout(bound)
-            .send()
-            .await
-            .map_err(|e| transport_error(endpoint, &e))?;
+        let mut response = match request.timeout(bound).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let err = transport_error(endpoint, &e);
+                if may_be_wrong_scheme(&e) {
+                    if let Some(wrong) = self.probe_scheme().await {
+                        return Err(wrong);
+                    }
+                }
+                return Err(err);
+            }
+        };
         let status = response.status().as_u16();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             // Scrubbed like a message: a redirect can carry a credential in its query.
@@ -326,6 +353,65 @@ impl Client {
         }
         Ok(reply)
     }
+}
+
+impl Client {
+    /// When a request failed after reaching the port: does the port speak the
+    /// other scheme (TLS to `http://`, plain HTTP to `https://`)? Asked once,
+    /// with a plain `GET /` that carries nothing; not through a proxy.
+    async fn probe_scheme(&self) -> Option<InfisicalError> {
+        if self.proxied || self.probed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let host = self.url.host_str()?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.url.port_or_known_default()?;
+        let ips: Vec<std::net::IpAddr> = if let Ok(ip) = bare.parse() {
+            vec![ip]
+        } else if self.loopback_only {
+            transport::resolve_loopback(bare).await.ok()?
+        } else {
+            tokio::net::lookup_host((bare, port))
+                .await
+                .ok()?
+                .map(|a| a.ip())
+                .collect()
+        };
+        let addrs: Vec<std::net::SocketAddr> = ips
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, port))
+            .collect();
+        let speaks = transport::probe(&addrs).await?;
+        let (wanted, what) = match (self.url.scheme(), speaks) {
+            ("http", transport::Speaks::Tls) => ("https", "TLS"),
+            ("https", transport::Speaks::PlainHttp) => ("http", "plain HTTP"),
+            _ => return None,
+        };
+        let mut suggestion = self.url.clone();
+        let _ = suggestion.set_scheme(wanted);
+        // Same port: it is the port that speaks the other scheme.
+        let _ = suggestion.set_port(Some(port));
+        Some(InfisicalError::WrongScheme {
+            url: self.base.clone(),
+            speaks: what,
+            suggestion: suggestion.as_str().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// Whether a failed request reached a port that may speak the other scheme:
+/// not a refused connection, not a timeout, not a certificate problem.
+fn may_be_wrong_scheme(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || is_certificate_error(err) {
+        return false;
+    }
+    let refused = find_in_chain::<std::io::Error>(err).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+        )
+    });
+    !refused && find_in_chain::<NotLoopback>(err).is_none()
 }
 
 /// One HTTP answer, body in zeroizing memory.
@@ -492,6 +578,18 @@ mod tests {
                 "https://eu.infisical.com:8443/infisical",
             ),
             ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/"),
+            ("https://h.example/api/v1", "https://h.example/"),
+            ("https://h.example/api/v3/", "https://h.example/"),
+            ("https://h.example/api/v4", "https://h.example/"),
+            (
+                "https://h.example/infisical/api/v1",
+                "https://h.example/infisical",
+            ),
+            (
+                "https://h.example/api/versions",
+                "https://h.example/api/versions",
+            ),
+            ("https://h.example/api/v", "https://h.example/api/v"),
             ("  https://x.example  ", "https://x.example/"),
         ];
         for (input, want) in table {

@@ -1,6 +1,8 @@
 //! Which way a request goes: the plain-HTTP rule enforced on the addresses a
 //! name resolves to (not on the name), the proxy choice (`HTTPS_PROXY`,
-//! `ALL_PROXY`, `NO_PROXY`; never for plain `http://`, never for loopback).
+//! `ALL_PROXY`, `NO_PROXY`; never for plain `http://`, never for loopback), and
+//! the probe that tells a TLS port from a plain-HTTP one when the scheme of
+//! `--api-url` does not match what the port speaks.
 //!
 //! The rules (cli-contract.md, "Trust"): a loopback host is an address in
 //! 127.0.0.0/8 or `::1`, or `localhost`; any other name must resolve to loopback
@@ -9,9 +11,11 @@
 //! proxy would otherwise receive the JWT and the access token in clear.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The plain-HTTP rule as far as the URL alone can tell: `Some(true)` for a
 /// loopback address or `localhost`, `Some(false)` for any other address, `None`
@@ -268,6 +272,52 @@ fn ip_in(ip: IpAddr, entry: &str) -> bool {
     }
 }
 
+/// What a port answered to a plain HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaks {
+    /// A TLS record (an alert or a handshake): the port wants `https://`.
+    Tls,
+    /// `HTTP/…`: the port serves plain HTTP.
+    PlainHttp,
+}
+
+/// How long the probe waits for the port's first bytes.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends a plain `GET /` (no credential) to `addrs` and looks at the first
+/// bytes of the answer. `None`: nothing conclusive (no answer, refused, other).
+pub(crate) async fn probe(addrs: &[SocketAddr]) -> Option<Speaks> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addrs).await.ok()?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 5];
+        let mut got = 0;
+        while got < head.len() {
+            match stream.read(&mut head[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        classify(&head[..got])
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A TLS record starts with its type (21 alert, 22 handshake) and version 3.x.
+fn classify(head: &[u8]) -> Option<Speaks> {
+    match head {
+        [21 | 22, 3, ..] => Some(Speaks::Tls),
+        _ if head.starts_with(b"HTTP/") => Some(Speaks::PlainHttp),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +474,14 @@ mod tests {
             without_credentials(&url("http://proxy:3128")),
             "http://proxy:3128"
         );
+    }
+
+    #[test]
+    fn the_first_bytes_tell_tls_from_http() {
+        assert_eq!(classify(&[21, 3, 3, 0, 2]), Some(Speaks::Tls));
+        assert_eq!(classify(&[22, 3, 1]), Some(Speaks::Tls));
+        assert_eq!(classify(b"HTTP/1.1 400"), Some(Speaks::PlainHttp));
+        assert_eq!(classify(b"SSH-2"), None);
+        assert_eq!(classify(b""), None);
     }
 }
