@@ -1,6 +1,6 @@
-//! The Infisical HTTP client: base URL rules, TLS (rustls, built-in roots plus
-//! `--ca-cert`), timeouts, the retry loop, and reading bodies into zeroizing
-//! memory. The calls themselves live in `auth.rs` (login, renew, revoke) and
+//! The Infisical HTTP client: base URL rules, TLS (rustls, `trust.rs`), the
+//! route requests take (`transport.rs`), timeouts, the retry loop, and reading
+//! bodies into zeroizing memory. The calls themselves live in `auth.rs` (login, renew, revoke) and
 //! `secrets.rs` (project slug, secret listing).
 //!
 //! Every request is bounded by the caller's deadline; transient failures (429,
@@ -12,6 +12,7 @@ pub mod error;
 mod secret_json;
 pub mod secrets;
 mod transport;
+mod trust;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -53,8 +54,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ClientOptions {
     /// Instance origin; a trailing `/` or `/api` is accepted.
     pub api_url: String,
-    /// Extra PEM bundle trusted for the server, in addition to the built-in roots.
+    /// Extra PEM bundle trusted for the server, in addition to the built-in
+    /// and system roots.
     pub ca_cert: Option<PathBuf>,
+    /// Trust only `ca_cert` (`--ca-cert-only`): not the built-in or system roots.
+    pub ca_cert_only: bool,
     /// Allow `http://` to a host that is not loopback (the caller warns).
     pub allow_insecure_http: bool,
     /// TCP + TLS connect bound ([`CONNECT_TIMEOUT`]).
@@ -70,6 +74,7 @@ impl Default for ClientOptions {
         Self {
             api_url: DEFAULT_API_URL.to_owned(),
             ca_cert: None,
+            ca_cert_only: false,
             allow_insecure_http: false,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
@@ -170,47 +175,25 @@ impl Client {
                 None
             }
         };
-        let builder = |native_roots: bool| {
-            let mut b = reqwest::Client::builder()
-                .use_rustls_tls()
-                .tls_built_in_webpki_certs(true)
-                .tls_built_in_native_certs(native_roots)
-                .connect_timeout(options.connect_timeout)
-                .user_agent(options.user_agent.clone())
-                // Credentials are never replayed to wherever a redirect points.
-                .redirect(reqwest::redirect::Policy::none())
-                // Only the proxy chosen above, never reqwest's own reading of
-                // the environment (which would proxy plain http too).
-                .no_proxy();
-            if let Some(proxy) = &proxy {
-                b = b.proxy(proxy.clone());
-            }
-            if plain && !options.allow_insecure_http {
-                b = b.dns_resolver(Arc::new(LoopbackOnly));
-            }
-            b
-        };
-        let extra = match &options.ca_cert {
-            Some(path) => load_ca(path)?,
-            None => Vec::new(),
-        };
-        let with_extra = |mut b: reqwest::ClientBuilder| {
-            for cert in &extra {
-                b = b.add_root_certificate(cert.clone());
-            }
-            b
-        };
-        let http = match with_extra(builder(true)).build() {
-            Ok(c) => c,
-            Err(e) => {
-                // A broken system bundle must not stop us reaching a public server:
-                // the built-in webpki roots (and --ca-cert) still apply.
-                tracing::warn!(error = %chain(&e), "ignoring the system CA bundle, which could not be loaded");
-                with_extra(builder(false))
-                    .build()
-                    .map_err(|e| InfisicalError::HttpClient(chain(&e)))?
-            }
-        };
+        let tls = trust::client_config(options.ca_cert.as_deref(), options.ca_cert_only)?;
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(options.connect_timeout)
+            .user_agent(options.user_agent.clone())
+            // Credentials are never replayed to wherever a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            // Only the proxy chosen above, never reqwest's own reading of the
+            // environment (which would proxy plain http too).
+            .no_proxy();
+        if let Some(proxy) = proxy.clone() {
+            builder = builder.proxy(proxy);
+        }
+        if plain && !options.allow_insecure_http {
+            builder = builder.dns_resolver(Arc::new(LoopbackOnly));
+        }
+        let http = builder
+            .build()
+            .map_err(|e| InfisicalError::HttpClient(chain(&e)))?;
         let base = url.as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             base,
@@ -476,19 +459,6 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
             serde_json::error::Category::Io => "read error".to_owned(),
         },
     })
-}
-
-fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, InfisicalError> {
-    let bad = |reason: String| InfisicalError::CaCert {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(chain(&e)))?;
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate in it".to_owned()));
-    }
-    Ok(certs)
 }
 
 /// Sorts a transport failure: a certificate problem (not worth retrying, hint

@@ -16,6 +16,7 @@ pub const REMOTE_NAME: &str = "infisical.test";
 pub struct TestCa {
     ca_pem: String,
     ca_der: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
     server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -59,6 +60,7 @@ impl TestCa {
 
         let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let served = chain.clone();
         let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -70,6 +72,7 @@ impl TestCa {
         Self {
             ca_pem: ca_cert.pem(),
             ca_der: ca_cert.der().clone(),
+            chain: served,
             server_config: Arc::new(server_config),
         }
     }
@@ -82,6 +85,11 @@ impl TestCa {
     /// The CA certificate, DER-encoded.
     pub fn ca_der(&self) -> &CertificateDer<'static> {
         &self.ca_der
+    }
+
+    /// The chain the servers present: their certificate, then the CA's.
+    pub fn server_chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
     }
 
     /// Writes the CA PEM to `dir/ca.pem` and returns the path.
