@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub allow_insecure_http: bool,
     /// Extra trusted CA bundle.
     pub ca_cert: Option<PathBuf>,
+    /// Trust only `ca_cert` (never without it).
+    pub ca_cert_only: bool,
     /// How long to keep retrying before giving up (exit 69).
     pub startup_timeout: Duration,
 }
@@ -409,10 +411,17 @@ fn identity_config(
         jwt_file: args.jwt_file,
     };
     let api_url = api_url(&args.api_url, args.allow_insecure_http, warnings)?;
+    if args.ca_cert_only && args.ca_cert.is_none() {
+        return Err(ConfigError::new(
+            "--ca-cert-only needs --ca-cert: without it nothing would be trusted",
+            "pass the private CA's PEM bundle with --ca-cert (SVID_EXEC_CA_CERT)",
+        ));
+    }
     let server = ServerConfig {
         api_url,
         allow_insecure_http: args.allow_insecure_http,
         ca_cert: args.ca_cert,
+        ca_cert_only: args.ca_cert_only,
         startup_timeout: duration("--startup-timeout", &args.startup_timeout)?,
     };
     Ok((identity, server))

@@ -75,6 +75,7 @@ pub fn client(config: &Config) -> Result<Client, FlowError> {
     Ok(Client::new(&ClientOptions {
         api_url: server.api_url.as_str().to_owned(),
         ca_cert: server.ca_cert.clone(),
+        ca_cert_only: server.ca_cert_only,
         allow_insecure_http: server.allow_insecure_http,
         ..ClientOptions::default()
     })?)
