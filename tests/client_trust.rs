@@ -554,3 +554,40 @@ fn a_broken_system_bundle_does_not_stop_a_server_trusted_otherwise() {
         .expect_stderr("ignoring the system CA bundle")
         .expect_stderr("UnknownIssuer");
 }
+
+#[test]
+fn ca_cert_only_trusts_the_ca_cert_and_nothing_else() {
+    let stack = Stack::start();
+    // The stand-ins' CA as the "system" bundle, another CA as --ca-cert.
+    let other = svid_exec_testkit::tls::TestCa::new();
+    let other_dir = stack.dir().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other_pem = other.write_ca_pem(&other_dir);
+    let mut trusting_both = without_ca_cert(&stack, stack.ca_path());
+    trusting_both.env("SVID_EXEC_CA_CERT", &other_pem);
+    run_true(trusting_both, &[]).expect_code(0);
+    let mut pinned = without_ca_cert(&stack, stack.ca_path());
+    pinned.env("SVID_EXEC_CA_CERT", &other_pem);
+    // (Both test CAs have the same name: the chain fails on its signature.)
+    run_true(pinned, &["--ca-cert-only"])
+        .expect_code(69)
+        .expect_stderr("invalid peer certificate");
+    let mut pinned_env = without_ca_cert(&stack, stack.ca_path());
+    pinned_env
+        .env("SVID_EXEC_CA_CERT", &other_pem)
+        .env("SVID_EXEC_CA_CERT_ONLY", "true");
+    run_true(pinned_env, &[]).expect_code(69);
+    // Pinned to the right CA, it works.
+    run_true(launcher(&stack), &["--ca-cert-only"]).expect_code(0);
+}
+
+#[test]
+fn ca_cert_only_without_ca_cert_is_78_before_any_network_call() {
+    let stack = Stack::start();
+    let mut command = launcher(&stack);
+    command.env_remove("SVID_EXEC_CA_CERT");
+    run_true(command, &["--ca-cert-only"])
+        .expect_code(78)
+        .expect_stderr("--ca-cert-only needs --ca-cert");
+    assert!(stack.agent.calls().is_empty() && stack.infisical.requests().is_empty());
+}
