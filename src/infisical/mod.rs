@@ -184,7 +184,14 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             // Only the proxy chosen above, never reqwest's own reading of the
             // environment (which would proxy plain http too).
-            .no_proxy();
+            .no_proxy()
+            // No idle expiry: with one, hyper's pool runs a timer that wakes an
+            // idle supervisor every 90 s. A connection the server closes is
+            // dropped when it closes; one that silently dies is found by TCP
+            // keepalive (kernel probes, no wake-up of ours) and then dropped;
+            // a poll never waits on a dead one.
+            .pool_idle_timeout(None)
+            .tcp_keepalive(Some(Duration::from_secs(15)));
         if let Some(proxy) = proxy.clone() {
             builder = builder.proxy(proxy);
         }
