@@ -10,11 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use super::error::{self, AuthMethod, Call, InfisicalError};
 use super::secret_json;
-use super::{parse_json, Client};
+use super::{json_body, parse_json, Client};
 use crate::svid::{decode_payload, Jwt};
 
 /// An Infisical access token with what is known about its lifetime.
@@ -175,11 +174,6 @@ fn lenient_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
     Ok(n.and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))))
 }
 
-fn to_body<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
-    // Serialising plain strings and options cannot fail.
-    Zeroizing::new(serde_json::to_vec(value).unwrap_or_default())
-}
-
 impl Client {
     /// Logs in as `identity_id` with `jwt` (`POST /api/v1/auth/{method}/login`),
     /// retrying 429/5xx/network errors until `deadline`.
@@ -194,7 +188,7 @@ impl Client {
         let path = format!("/api/v1/auth/{}/login", method.slug());
         let endpoint = format!("POST {path}");
         let url = self.url(&path);
-        let body = to_body(&LoginBody {
+        let body = json_body(&LoginBody {
             identity_id,
             jwt: jwt.token().expose_secret(),
             organization_slug,
@@ -207,7 +201,7 @@ impl Client {
                     .http
                     .post(&url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_vec());
+                    .body(body.clone());
                 self.send(request, &endpoint, bound, &scrub)
             })
             .await?;
@@ -324,7 +318,7 @@ impl Client {
         deadline: Instant,
     ) -> Result<super::Reply, InfisicalError> {
         let url = self.url(path);
-        let body = to_body(&TokenBody {
+        let body = json_body(&TokenBody {
             access_token: token.secret().expose_secret(),
         });
         let scrub = [token.secret().expose_secret()];
@@ -333,7 +327,7 @@ impl Client {
                 .http
                 .post(&url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
+                .body(body.clone());
             self.send(request, endpoint, bound, &scrub)
         })
         .await
@@ -415,14 +409,14 @@ mod tests {
 
     #[test]
     fn login_body_carries_both_organization_names_only_when_given() {
-        let body = to_body(&LoginBody {
+        let body = json_body(&LoginBody {
             identity_id: "id-1",
             jwt: "j.w.t",
             organization_slug: None,
             sub_organization_name: None,
         });
-        assert_eq!(&**body, br#"{"identityId":"id-1","jwt":"j.w.t"}"#);
-        let body = to_body(&LoginBody {
+        assert_eq!(&body[..], br#"{"identityId":"id-1","jwt":"j.w.t"}"#);
+        let body = json_body(&LoginBody {
             identity_id: "id-1",
             jwt: "j.w.t",
             organization_slug: Some("sub"),

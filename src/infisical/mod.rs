@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{RequestBuilder, Url};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
@@ -424,6 +424,57 @@ impl Reply {
     }
 }
 
+/// A buffer whose one copy is wiped when the last reference to it drops.
+///
+/// Request bodies and the `Authorization` header are built into one exactly
+/// sized zeroizing buffer and handed to reqwest as a shared `Bytes` of it: every
+/// retry reuses the same memory (no `to_vec()` per attempt, no `format!`),
+/// and the buffer is wiped once the request and our own handle are gone.
+pub(crate) fn wiped_bytes(buf: Zeroizing<Vec<u8>>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(buf)
+}
+
+/// `Bearer <token>` as a sensitive header value in a wiped-on-drop buffer.
+pub(crate) fn bearer(token: &secrecy::SecretString) -> Result<HeaderValue, InfisicalError> {
+    use secrecy::ExposeSecret as _;
+    let token = token.expose_secret().as_bytes();
+    let mut buf = Zeroizing::new(Vec::with_capacity("Bearer ".len() + token.len()));
+    buf.extend_from_slice(b"Bearer ");
+    buf.extend_from_slice(token);
+    let mut value = HeaderValue::from_maybe_shared(wiped_bytes(buf)).map_err(|_| {
+        InfisicalError::BadSecret {
+            endpoint: "the access token".to_owned(),
+            key: "accessToken".to_owned(),
+            why: "holds characters an HTTP header cannot carry",
+        }
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A JSON request body serialised once into an exactly sized zeroizing buffer
+/// (a growing `Vec` would leave a copy behind at every reallocation).
+pub(crate) fn json_body<T: serde::Serialize>(value: &T) -> bytes::Bytes {
+    /// Counts what serialisation would write, keeping none of it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serialising plain strings and options cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    let mut buf = Zeroizing::new(Vec::with_capacity(count.0));
+    let _ = serde_json::to_writer(&mut *buf, value);
+    debug_assert_eq!(buf.len(), buf.capacity());
+    wiped_bytes(buf)
+}
+
 /// Appends `chunk`, growing into a fresh zeroizing buffer (never `realloc`, which
 /// would leave an unwiped copy behind). `false` when `limit` would be exceeded.
 fn push_zeroizing(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8], limit: usize) -> bool {
@@ -643,6 +694,22 @@ mod tests {
         std::fs::write(&missing, "not a pem").unwrap();
         let err = Client::new(&opts(&missing)).unwrap_err();
         assert_eq!(err.class(), ExitClass::Config, "{err}");
+    }
+
+    #[test]
+    fn bodies_and_bearer_headers_share_one_exact_buffer() {
+        let body = json_body(&serde_json::json!({"jwt": "a.b.c", "q": "\"\n"}));
+        assert_eq!(&body[..], br#"{"jwt":"a.b.c","q":"\"\n"}"#);
+        let again = body.clone();
+        assert_eq!(
+            again.as_ptr(),
+            body.as_ptr(),
+            "a retry reuses the same memory"
+        );
+        let value = bearer(&secrecy::SecretString::from("tok-123")).unwrap();
+        assert_eq!(value.as_bytes(), b"Bearer tok-123");
+        assert!(value.is_sensitive());
+        assert!(bearer(&secrecy::SecretString::from("bad\ntoken")).is_err());
     }
 
     #[test]

@@ -310,12 +310,13 @@ impl Client {
         let endpoint = format!("GET /api/v1/projects/slug/{slug}");
         let url = self.url(&path);
         let scrub = [token.secret().expose_secret()];
+        let authorization = super::bearer(token.secret())?;
         let reply = self
             .with_retry(deadline, |bound| {
                 let request = self
                     .http
                     .get(&url)
-                    .bearer_auth(token.secret().expose_secret());
+                    .header(reqwest::header::AUTHORIZATION, authorization.clone());
                 self.send(request, &endpoint, bound, &scrub)
             })
             .await?;
@@ -461,13 +462,14 @@ impl Client {
             let query = list_query(spec, path, v3);
             let url = self.url(route);
             let scrub = [token.secret().expose_secret()];
+            let authorization = super::bearer(token.secret())?;
             let reply = self
                 .with_retry(deadline, |bound| {
                     let mut request = self
                         .http
                         .get(&url)
                         .query(&query)
-                        .bearer_auth(token.secret().expose_secret());
+                        .header(reqwest::header::AUTHORIZATION, authorization.clone());
                     if let Some(etag) = etag {
                         request = request.header(reqwest::header::IF_NONE_MATCH, etag);
                     }
