@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+mod listing;
 mod secret_json;
 pub mod secrets;
 mod transport;
@@ -498,7 +499,12 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
     endpoint: &str,
     body: &'a [u8],
 ) -> Result<T, InfisicalError> {
-    serde_json::from_slice(body).map_err(|e| InfisicalError::BadResponse {
+    serde_json::from_slice(body).map_err(|e| json_error(endpoint, &e))
+}
+
+/// A JSON parse failure of `endpoint`'s answer, naming only where it failed.
+pub(crate) fn json_error(endpoint: &str, e: &serde_json::Error) -> InfisicalError {
+    InfisicalError::BadResponse {
         endpoint: endpoint.to_owned(),
         detail: match e.classify() {
             serde_json::error::Category::Eof => {
@@ -516,7 +522,7 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
             }
             serde_json::error::Category::Io => "read error".to_owned(),
         },
-    })
+    }
 }
 
 /// Sorts a transport failure: a certificate problem (not worth retrying, hint

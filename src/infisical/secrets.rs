@@ -6,24 +6,18 @@
 //! later paths win on the same key; within one path the folder's own secrets
 //! beat imported ones, and among imports the last one wins (as the Infisical CLI).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::auth::AccessToken;
 use super::error::{self, Call, InfisicalError};
-use super::secret_json::{self, NotASecret};
+use super::listing::{merge_listing, ListingError};
 use super::{parse_json, Client};
 use crate::secrets::SecretSet;
-
-/// The value a server puts in place of a secret the identity may only describe.
-const HIDDEN_PLACEHOLDER: &str = "<hidden-by-infisical>";
 
 /// What to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,55 +103,6 @@ pub enum FetchOutcome {
     NotModified,
 }
 
-/// One listing, borrowing from the body: names and folders are copied once,
-/// into the merged set; values are decoded straight into `SecretString`s.
-#[derive(Deserialize)]
-pub(crate) struct ListResponse<'a> {
-    #[serde(borrow)]
-    secrets: Vec<RawSecret<'a>>,
-    #[serde(default, borrow)]
-    imports: Vec<RawImport<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RawSecret<'a> {
-    #[serde(rename = "secretKey", borrow)]
-    key: Cow<'a, str>,
-    /// Raw JSON (see `secret_json`); `None` when absent or `null`.
-    #[serde(rename = "secretValue", default, borrow)]
-    value: Option<&'a RawValue>,
-    #[serde(rename = "secretValueHidden", default)]
-    hidden: Option<bool>,
-    #[serde(rename = "secretPath", default, borrow)]
-    path: Option<Cow<'a, str>>,
-    #[serde(rename = "type", default, borrow)]
-    kind: Option<Cow<'a, str>>,
-}
-
-impl RawSecret<'_> {
-    fn is_hidden(&self) -> bool {
-        self.hidden == Some(true)
-            || (self.hidden.is_none() && secret_json::is_string(self.value, HIDDEN_PLACEHOLDER))
-    }
-
-    fn is_personal(&self) -> bool {
-        self.kind.as_deref() == Some("personal")
-    }
-}
-
-#[derive(Deserialize)]
-struct RawImport<'a> {
-    #[serde(default, borrow)]
-    secrets: Vec<RawSecret<'a>>,
-}
-
-/// A secret whose value the server sent as something other than a string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BadValue {
-    pub(crate) key: String,
-    pub(crate) why: NotASecret,
-}
-
 #[derive(Deserialize)]
 struct ProjectResponse {
     id: Option<String>,
@@ -178,104 +123,6 @@ fn normalize_path(path: &str) -> String {
     } else {
         t.to_owned()
     }
-}
-
-/// A secret's name and its value, `None` when the identity may not read it.
-fn readable(secret: RawSecret<'_>) -> Result<(Cow<'_, str>, Option<SecretString>), BadValue> {
-    if secret.is_hidden() {
-        return Ok((secret.key, None));
-    }
-    match secret_json::decode(secret.value) {
-        Ok(value) => Ok((secret.key, Some(value))),
-        Err(why) => Err(BadValue {
-            key: secret.key.into_owned(),
-            why,
-        }),
-    }
-}
-
-/// Whether the server's `secretPath` of a secret names the folder `path`
-/// (itself normalised), without allocating: `app/`, `/app` and ` /app/ ` do.
-fn same_folder(raw: &str, path: &str) -> bool {
-    let raw = raw.trim().trim_end_matches('/');
-    let path = path.trim_end_matches('/');
-    raw.strip_prefix('/').unwrap_or(raw) == path.strip_prefix('/').unwrap_or(path)
-}
-
-/// Merges one path's listing into `out` (later paths override) and returns its summary.
-///
-/// A hidden value (`secretValueHidden`) takes its place in the precedence like any
-/// other: it removes every lower-precedence value of its name (an import's, an
-/// earlier path's), so a readable value the server would not deliver never leaks
-/// in from behind it. Its name is added to `hidden`.
-///
-/// A readable secret whose value is `null`, missing or not a string is refused
-/// (an empty value in its place would start the program with a wrong secret).
-pub(crate) fn merge_path<'a>(
-    path: &str,
-    listing: ListResponse<'a>,
-    out: &mut SecretSet,
-    hidden: &mut Vec<String>,
-) -> Result<PathSummary, BadValue> {
-    let total = listing.secrets.len()
-        + listing
-            .imports
-            .iter()
-            .map(|i| i.secrets.len())
-            .sum::<usize>();
-    // `None` marks a value this identity may not read.
-    let mut set: HashMap<Cow<'a, str>, Option<SecretString>> = HashMap::with_capacity(total);
-    let mut imported = 0;
-    // Imports, last first, first occurrence kept: the last import wins, and inside
-    // one import its folder's own secrets beat the imports it nests (the server
-    // flattens those after them).
-    for import in listing.imports.into_iter().rev() {
-        for secret in import.secrets {
-            if secret.is_personal() || set.contains_key(&secret.key) {
-                continue;
-            }
-            let (key, value) = readable(secret)?;
-            imported += usize::from(value.is_some());
-            set.insert(key, value);
-        }
-    }
-    // The folder's own secrets beat imports. With `recursive`, sub-folder secrets
-    // come in server order (later wins) and the folder's own beat them all.
-    let mut own = 0;
-    let (sub, top): (Vec<RawSecret<'_>>, Vec<RawSecret<'_>>) = listing
-        .secrets
-        .into_iter()
-        .filter(|s| !s.is_personal())
-        .partition(|s| s.path.as_deref().is_some_and(|p| !same_folder(p, path)));
-    let mut seen_sub: HashMap<Cow<'_, str>, Cow<'_, str>> = HashMap::new();
-    for secret in sub {
-        let folder = secret.path.clone().unwrap_or_default();
-        if let Some(prev) = seen_sub.insert(secret.key.clone(), folder.clone()) {
-            tracing::warn!(key = %secret.key, kept = %folder, dropped = %prev, "the same key is in several sub-folders; the later one is used");
-        }
-        let (key, value) = readable(secret)?;
-        own += usize::from(value.is_some());
-        set.insert(key, value);
-    }
-    for secret in top {
-        let (key, value) = readable(secret)?;
-        own += usize::from(value.is_some());
-        set.insert(key, value);
-    }
-    let summary = PathSummary {
-        path: path.to_owned(),
-        own,
-        imported,
-    };
-    for (key, value) in set {
-        if let Some(value) = value {
-            out.insert(key.into_owned(), value);
-        } else {
-            out.remove(&key);
-            hidden.push(key.into_owned());
-        }
-    }
-    Ok(summary)
 }
 
 enum Listed {
@@ -406,14 +253,20 @@ impl Client {
                     detail: "no listing for this path".to_owned(),
                 });
             };
-            let listing: ListResponse<'_> = parse_json(&endpoint, &body)?;
-            let summary = merge_path(path, listing, &mut secrets, &mut hidden).map_err(|bad| {
-                InfisicalError::BadSecret {
-                    endpoint: endpoint.clone(),
-                    key: bad.key,
-                    why: bad.why.describe(),
-                }
+            // One UTF-8 check of the whole body, then no per-string check.
+            let text = std::str::from_utf8(&body).map_err(|e| InfisicalError::BadResponse {
+                endpoint: endpoint.clone(),
+                detail: format!("not UTF-8 at byte {}", e.valid_up_to()),
             })?;
+            let summary =
+                merge_listing(path, text, &mut secrets, &mut hidden).map_err(|e| match e {
+                    ListingError::Json(e) => super::json_error(&endpoint, &e),
+                    ListingError::Bad(bad) => InfisicalError::BadSecret {
+                        endpoint: endpoint.clone(),
+                        key: bad.key,
+                        why: bad.why.describe(),
+                    },
+                })?;
             summaries.push(summary);
             etags.push(etag);
         }
@@ -547,223 +400,6 @@ fn list_query(spec: &FetchSpec, path: &str, v3: bool) -> Vec<(&'static str, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Parses `json` and merges it as `path` (the listing borrows from the text).
-    fn merge(
-        path: &str,
-        json: &str,
-        out: &mut SecretSet,
-        hidden: &mut Vec<String>,
-    ) -> Result<PathSummary, BadValue> {
-        let listing: ListResponse = parse_json("GET /test", json.as_bytes()).unwrap();
-        merge_path(path, listing, out, hidden)
-    }
-
-    fn value(set: &SecretSet, key: &str) -> String {
-        set.get(key)
-            .map(|v| v.expose_secret().to_owned())
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn own_secrets_beat_imports_and_the_last_import_wins() {
-        let l = r#"{
-            "secrets": [ {"secretKey":"A","secretValue":"own-a","type":"shared"} ],
-            "imports": [
-              {"secretPath":"/first","environment":"prod","secrets":[
-                 {"secretKey":"A","secretValue":"first-a"},
-                 {"secretKey":"B","secretValue":"first-b"},
-                 {"secretKey":"C","secretValue":"first-c"} ]},
-              {"secretPath":"/second","environment":"prod","secrets":[
-                 {"secretKey":"B","secretValue":"second-b"},
-                 {"secretKey":"B","secretValue":"second-nested-b"} ]}
-            ]}"#;
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        let s = merge("/", l, &mut out, &mut hidden).unwrap();
-        assert_eq!(value(&out, "A"), "own-a");
-        assert_eq!(
-            value(&out, "B"),
-            "second-b",
-            "last import wins; inside one, its own beat nested"
-        );
-        assert_eq!(value(&out, "C"), "first-c");
-        assert_eq!(out.len(), 3);
-        assert_eq!((s.own, s.imported), (1, 3));
-    }
-
-    #[test]
-    fn later_paths_win_across_paths() {
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge("/a", r#"{"secrets":[{"secretKey":"K","secretValue":"from-a"},{"secretKey":"ONLY_A","secretValue":"1"}]}"#, &mut out, &mut hidden).unwrap();
-        merge("/b", r#"{"secrets":[],"imports":[{"secrets":[{"secretKey":"K","secretValue":"from-b-import"}]}]}"#, &mut out, &mut hidden).unwrap();
-        assert_eq!(value(&out, "K"), "from-b-import");
-        assert_eq!(value(&out, "ONLY_A"), "1");
-    }
-
-    #[test]
-    fn recursive_listing_prefers_the_folder_itself_over_sub_folders() {
-        let l = r#"{"secrets":[
-              {"secretKey":"X","secretValue":"sub-1","secretPath":"/app/one"},
-              {"secretKey":"X","secretValue":"top","secretPath":"/app"},
-              {"secretKey":"Y","secretValue":"sub-1","secretPath":"/app/one/"},
-              {"secretKey":"Y","secretValue":"sub-2","secretPath":"/app/two"}
-            ]}"#;
-        let mut out = SecretSet::new();
-        merge("/app", l, &mut out, &mut Vec::new()).unwrap();
-        assert_eq!(value(&out, "X"), "top");
-        assert_eq!(value(&out, "Y"), "sub-2");
-    }
-
-    #[test]
-    fn values_are_kept_byte_exact() {
-        let l = r#"{"secrets":[
-              {"secretKey":"PEM","secretValue":"-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n"},
-              {"secretKey":"U","secretValue":"h\u00e9llo \"q\" a=b \u2603"}
-            ]}"#;
-        let mut out = SecretSet::new();
-        merge("/", l, &mut out, &mut Vec::new()).unwrap();
-        assert_eq!(
-            value(&out, "PEM"),
-            "-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n"
-        );
-        assert_eq!(value(&out, "U"), "h\u{e9}llo \"q\" a=b \u{2603}");
-    }
-
-    #[test]
-    fn hidden_and_personal_secrets_are_left_out() {
-        let l = r#"{"secrets":[
-              {"secretKey":"H","secretValue":"<hidden-by-infisical>","secretValueHidden":true},
-              {"secretKey":"P","secretValue":"mine","type":"personal"},
-              {"secretKey":"HN","secretValue":null,"secretValueHidden":true}
-            ]}"#;
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge("/", l, &mut out, &mut hidden).unwrap();
-        hidden.sort();
-        assert_eq!(hidden, vec!["H", "HN"]);
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_null_or_missing_value_is_refused_naming_the_key_not_made_empty() {
-        for (json, why) in [
-            (r#"{"secretKey":"N","secretValue":null}"#, NotASecret::Null),
-            (r#"{"secretKey":"N"}"#, NotASecret::Null),
-            (
-                r#"{"secretKey":"N","secretValue":3}"#,
-                NotASecret::NotAString,
-            ),
-        ] {
-            for listing in [
-                format!(r#"{{"secrets":[{json}]}}"#),
-                format!(r#"{{"secrets":[],"imports":[{{"secrets":[{json}]}}]}}"#),
-            ] {
-                let err = merge("/", &listing, &mut SecretSet::new(), &mut Vec::new()).unwrap_err();
-                assert_eq!(
-                    err,
-                    BadValue {
-                        key: "N".into(),
-                        why
-                    },
-                    "{listing}"
-                );
-            }
-        }
-        // An empty string is a value like any other.
-        let mut out = SecretSet::new();
-        merge(
-            "/",
-            r#"{"secrets":[{"secretKey":"E","secretValue":""}]}"#,
-            &mut out,
-            &mut Vec::new(),
-        )
-        .unwrap();
-        assert_eq!(value(&out, "E"), "");
-    }
-
-    #[test]
-    fn secret_paths_name_the_folder_in_any_spelling() {
-        assert!(same_folder("/app", "/app"));
-        assert!(same_folder("app/", "/app"));
-        assert!(same_folder(" /app/ ", "/app"));
-        assert!(same_folder("", "/"));
-        assert!(same_folder("/", "/"));
-        assert!(!same_folder("/app/db", "/app"));
-        assert!(!same_folder("/ap", "/app"));
-    }
-
-    #[test]
-    fn a_hidden_own_secret_is_not_replaced_by_an_imported_value() {
-        let l = r#"{
-            "secrets": [ {"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true} ],
-            "imports": [ {"secrets":[ {"secretKey":"A","secretValue":"import-a"},
-                                      {"secretKey":"B","secretValue":"import-b"} ]} ]
-            }"#;
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        let s = merge("/", l, &mut out, &mut hidden).unwrap();
-        assert!(!out.contains("A"), "own secrets win, even hidden ones");
-        assert_eq!(value(&out, "B"), "import-b");
-        assert_eq!(hidden, vec!["A"]);
-        assert_eq!((s.own, s.imported), (0, 2));
-    }
-
-    #[test]
-    fn a_hidden_import_hides_an_earlier_import_of_the_same_name() {
-        let l = r#"{"secrets":[],"imports":[
-              {"secrets":[ {"secretKey":"A","secretValue":"first-a"} ]},
-              {"secrets":[ {"secretKey":"A","secretValue":"x","secretValueHidden":true} ]} ]}"#;
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge("/", l, &mut out, &mut hidden).unwrap();
-        assert!(!out.contains("A"));
-        assert_eq!(hidden, vec!["A"]);
-    }
-
-    #[test]
-    fn a_hidden_value_in_a_later_path_removes_the_earlier_paths_value() {
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge("/a", r#"{"secrets":[{"secretKey":"A","secretValue":"from-a"},{"secretKey":"K","secretValue":"k"}]}"#, &mut out, &mut hidden).unwrap();
-        merge("/b", r#"{"secrets":[{"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true}]}"#, &mut out, &mut hidden).unwrap();
-        assert!(
-            !out.contains("A"),
-            "path /b wins on A and its value is hidden"
-        );
-        assert_eq!(value(&out, "K"), "k");
-        assert_eq!(hidden, vec!["A"]);
-    }
-
-    #[test]
-    fn a_readable_value_in_a_later_path_overrides_an_earlier_hidden_one() {
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge(
-            "/a",
-            r#"{"secrets":[{"secretKey":"A","secretValue":"x","secretValueHidden":true}]}"#,
-            &mut out,
-            &mut hidden,
-        )
-        .unwrap();
-        merge(
-            "/b",
-            r#"{"secrets":[{"secretKey":"A","secretValue":"from-b"}]}"#,
-            &mut out,
-            &mut hidden,
-        )
-        .unwrap();
-        assert_eq!(value(&out, "A"), "from-b");
-    }
-
-    #[test]
-    fn a_body_without_secrets_is_not_a_listing() {
-        assert!(parse_json::<ListResponse>("GET /x", br#"{"message":"hi"}"#).is_err());
-        assert!(
-            parse_json::<ListResponse>("GET /x", br#"{"secrets":[{"secretValue":"v"}]}"#).is_err()
-        );
-    }
 
     #[test]
     fn query_sends_every_flag_and_both_import_spellings() {
