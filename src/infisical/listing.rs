@@ -1,8 +1,8 @@
-//! One path's listing (`{secrets, imports}`) parsed and merged in one pass
-//! over the body: each secret is applied to the merge as the parser reaches
-//! it, borrowing its name and raw value from the body, so no list of parsed
-//! secrets is ever built; only the winning value of each name is decoded, once,
-//! straight into its `SecretString` (`secret_json`).
+//! One path's listing (`{secrets, imports}`) parsed in one pass over the body
+//! into a compact list of candidates that borrow their names and raw values
+//! from it (no `String` per field, no parsed secret kept whole), then merged:
+//! only the winning value of each name is decoded, once, straight into its
+//! `SecretString` (`secret_json`).
 //!
 //! Precedence (cli-contract.md "What to fetch"): within one path the folder's
 //! own secrets beat its sub-folders' (with `recursive`; among those the later
@@ -11,7 +11,6 @@
 //! the imports it nests). Later paths win over earlier ones in the caller.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -56,103 +55,135 @@ struct RawSecret<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-/// A value as the body has it, decoded only if it wins.
-#[derive(Clone, Copy)]
-struct Raw<'a> {
+/// Where a candidate comes from, in increasing precedence.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    /// An import (its index among the imports).
+    Import(u32),
+    /// A sub-folder's secret (`recursive`).
+    Sub,
+    /// The folder's own secret.
+    Top,
+}
+
+/// One secret of the listing, borrowing its name and raw value from the body;
+/// decoded only if it wins.
+struct Candidate<'a> {
+    key: Cow<'a, str>,
+    /// Raw JSON; `None` when absent or `null`.
     value: Option<&'a RawValue>,
     /// The identity may not read it (`secretValueHidden`, or the placeholder).
     hidden: bool,
+    class: Class,
+    /// The sub-folder, for the warning about a name in several of them.
+    folder: Option<Cow<'a, str>>,
 }
 
-/// Everything one name got from one path, by precedence class.
-#[derive(Default)]
-struct Entry<'a> {
-    /// The best import so far: its index and value.
-    import: Option<(usize, Raw<'a>)>,
-    /// The last sub-folder secret and its folder.
-    sub: Option<(Raw<'a>, Cow<'a, str>)>,
-    /// The last secret of the folder itself.
-    top: Option<Raw<'a>>,
+impl Candidate<'_> {
+    /// Whether `self` (later in the body) beats `best` (earlier): a higher
+    /// class wins; within the folder or its sub-folders the later one, within
+    /// one import the first one.
+    fn beats(&self, best: &Self) -> bool {
+        match self.class.cmp(&best.class) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => !matches!(self.class, Class::Import(_)),
+        }
+    }
 }
 
 struct Merge<'p, 'a> {
     /// The folder asked for, normalised.
     path: &'p str,
-    entries: HashMap<Cow<'a, str>, Entry<'a>>,
+    /// Every secret, in the order of the body.
+    candidates: Vec<Candidate<'a>>,
     /// Readable secrets of the folder (and sub-folders), duplicates included.
     own: usize,
 }
 
 impl<'a> Merge<'_, 'a> {
-    fn add(&mut self, secret: RawSecret<'a>, import: Option<usize>) {
+    fn add(&mut self, secret: RawSecret<'a>, import: Option<u32>) {
         if secret.kind.as_deref() == Some("personal") {
             return;
         }
         let hidden = secret.hidden == Some(true)
             || (secret.hidden.is_none()
                 && secret_json::is_string(secret.value, HIDDEN_PLACEHOLDER));
-        let raw = Raw {
+        let (class, folder) = match (import, secret.path) {
+            (Some(index), _) => (Class::Import(index), None),
+            (None, Some(folder)) if !same_folder(&folder, self.path) => (Class::Sub, Some(folder)),
+            (None, _) => (Class::Top, None),
+        };
+        if import.is_none() {
+            self.own += usize::from(!hidden);
+        }
+        self.candidates.push(Candidate {
+            key: secret.key,
             value: secret.value,
             hidden,
-        };
-        // A borrowed name: the clone copies a pointer.
-        let entry = self.entries.entry(secret.key.clone()).or_default();
-        if let Some(index) = import {
-            // The last import wins; inside one import, the first occurrence.
-            if entry.import.is_none_or(|(best, _)| index > best) {
-                entry.import = Some((index, raw));
-            }
-            return;
-        }
-        self.own += usize::from(!hidden);
-        match secret.path {
-            Some(folder) if !same_folder(&folder, self.path) => {
-                if let Some((_, previous)) = &entry.sub {
-                    tracing::warn!(key = %secret.key, kept = %folder, dropped = %previous, "the same key is in several sub-folders; the later one is used");
-                }
-                entry.sub = Some((raw, folder));
-            }
-            _ => entry.top = Some(raw),
-        }
+            class,
+            folder,
+        });
     }
 
-    /// Applies the winners to `out` (this path overrides earlier ones).
+    /// Picks each name's winner and applies it to `out` (this path overrides
+    /// earlier ones). A compact list sorted by name, not a map: at 10,000
+    /// secrets a hash map of the candidates cost more memory than the body.
     fn finish(
-        self,
+        mut self,
         out: &mut SecretSet,
         hidden: &mut Vec<String>,
     ) -> Result<PathSummary, BadValue> {
+        // Stable: a name's candidates stay in the body's order.
+        self.candidates.sort_by(|a, b| a.key.cmp(&b.key));
         let mut imported = 0;
-        // The first bad name in name order, so the message does not depend on
-        // the map's order.
         let mut bad: Option<BadValue> = None;
-        for (key, entry) in self.entries {
-            if let Some((_, raw)) = entry.import {
-                imported += usize::from(!raw.hidden);
+        let mut rest = self.candidates.as_slice();
+        while let Some(first) = rest.first() {
+            let len = rest.iter().take_while(|c| c.key == first.key).count();
+            let (group, tail) = rest.split_at(len);
+            rest = tail;
+            let mut best = &group[0];
+            let mut best_import: Option<&Candidate<'_>> = None;
+            let mut last_sub: Option<&Candidate<'_>> = None;
+            for candidate in group {
+                if candidate.beats(best) {
+                    best = candidate;
+                }
+                match candidate.class {
+                    Class::Import(_) => {
+                        if best_import.is_none_or(|b| candidate.class > b.class) {
+                            best_import = Some(candidate);
+                        }
+                    }
+                    Class::Sub => {
+                        if let Some(previous) = last_sub {
+                            tracing::warn!(key = %candidate.key, kept = %candidate.folder.as_deref().unwrap_or_default(), dropped = %previous.folder.as_deref().unwrap_or_default(), "the same key is in several sub-folders; the later one is used");
+                        }
+                        last_sub = Some(candidate);
+                    }
+                    Class::Top => {}
+                }
             }
-            let winner = entry
-                .top
-                .or(entry.sub.map(|(raw, _)| raw))
-                .or(entry.import.map(|(_, raw)| raw));
-            let Some(raw) = winner else { continue };
-            if raw.hidden {
+            imported += usize::from(best_import.is_some_and(|c| !c.hidden));
+            if best.hidden {
                 // It removes every lower-precedence value of its name (an
                 // earlier path's): a value the server would not deliver never
                 // leaks in from behind it.
-                out.remove(&key);
-                hidden.push(key.into_owned());
+                out.remove(&best.key);
+                hidden.push(best.key.clone().into_owned());
                 continue;
             }
-            match secret_json::decode(raw.value) {
-                Ok(value) => out.insert(key.into_owned(), value),
-                Err(why) => {
-                    if bad.as_ref().is_none_or(|b| *key < *b.key) {
-                        bad = Some(BadValue {
-                            key: key.into_owned(),
-                            why,
-                        });
-                    }
+            match secret_json::decode(best.value) {
+                Ok(value) => out.insert(best.key.clone().into_owned(), value),
+                // The first bad name in name order (the list is sorted).
+                Err(why) if bad.is_none() => {
+                    bad = Some(BadValue {
+                        key: best.key.clone().into_owned(),
+                        why,
+                    });
                 }
+                Err(_) => {}
             }
         }
         if let Some(bad) = bad {
@@ -186,9 +217,10 @@ pub(crate) fn merge_listing(
     out: &mut SecretSet,
     hidden: &mut Vec<String>,
 ) -> Result<PathSummary, ListingError> {
+    // Sized once from the number of names in the body (an upper bound).
     let mut merge = Merge {
         path,
-        entries: HashMap::new(),
+        candidates: Vec::with_capacity(text.matches("\"secretKey\"").count()),
         own: 0,
     };
     let mut de = serde_json::Deserializer::from_str(text);
@@ -253,7 +285,7 @@ impl<'a> Visitor<'a> for Listing<'_, '_, 'a> {
 struct Secrets<'m, 'p, 'a> {
     merge: &'m mut Merge<'p, 'a>,
     /// The import's index, `None` for the folder's own secrets.
-    import: Option<usize>,
+    import: Option<u32>,
 }
 
 impl<'a> DeserializeSeed<'a> for Secrets<'_, '_, 'a> {
@@ -309,7 +341,7 @@ impl<'a> Visitor<'a> for Imports<'_, '_, 'a> {
 /// One import: only its `secrets` matter.
 struct Import<'m, 'p, 'a> {
     merge: &'m mut Merge<'p, 'a>,
-    index: usize,
+    index: u32,
 }
 
 impl<'a> DeserializeSeed<'a> for Import<'_, '_, 'a> {
