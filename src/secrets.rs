@@ -83,6 +83,17 @@ impl SecretSet {
     }
 }
 
+impl FromIterator<(String, SecretString)> for SecretSet {
+    /// Builds the set in one go: a sorted input is built without comparing
+    /// names (inserting sorted names one by one is the B-tree's worst case);
+    /// on a repeated name the later value wins, as with [`SecretSet::insert`].
+    fn from_iter<I: IntoIterator<Item = (String, SecretString)>>(iter: I) -> Self {
+        Self {
+            entries: iter.into_iter().collect(),
+        }
+    }
+}
+
 impl fmt::Debug for SecretSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
@@ -117,6 +128,16 @@ mod tests {
         set.remove("A");
         set.remove("never-there");
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn collecting_keeps_the_later_value_of_a_repeated_name() {
+        let set: SecretSet = [("B", "1"), ("A", "2"), ("B", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), s(v)))
+            .collect();
+        assert_eq!(set.names().collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(set.get("B").unwrap().expose_secret(), "3");
     }
 
     #[test]

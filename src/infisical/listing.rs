@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use secrecy::SecretString;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -138,6 +139,9 @@ impl<'a> Merge<'_, 'a> {
         self.candidates.sort_by(|a, b| a.key.cmp(&b.key));
         let mut imported = 0;
         let mut bad: Option<BadValue> = None;
+        // Winners in name order, applied at the end (built in one go when
+        // this is the first path).
+        let mut winners: Vec<(String, SecretString)> = Vec::with_capacity(self.candidates.len());
         let mut rest = self.candidates.as_slice();
         while let Some(first) = rest.first() {
             let len = rest.iter().take_while(|c| c.key == first.key).count();
@@ -175,7 +179,7 @@ impl<'a> Merge<'_, 'a> {
                 continue;
             }
             match secret_json::decode(best.value) {
-                Ok(value) => out.insert(best.key.clone().into_owned(), value),
+                Ok(value) => winners.push((best.key.clone().into_owned(), value)),
                 // The first bad name in name order (the list is sorted).
                 Err(why) if bad.is_none() => {
                     bad = Some(BadValue {
@@ -188,6 +192,13 @@ impl<'a> Merge<'_, 'a> {
         }
         if let Some(bad) = bad {
             return Err(bad);
+        }
+        if out.is_empty() {
+            *out = winners.into_iter().collect();
+        } else {
+            for (key, value) in winners {
+                out.insert(key, value);
+            }
         }
         Ok(PathSummary {
             path: self.path.to_owned(),
