@@ -254,9 +254,20 @@ impl Client {
                 });
             };
             // One UTF-8 check of the whole body, then no per-string check.
-            let text = std::str::from_utf8(&body).map_err(|e| InfisicalError::BadResponse {
-                endpoint: endpoint.clone(),
-                detail: format!("not UTF-8 at byte {}", e.valid_up_to()),
+            let text = std::str::from_utf8(&body).map_err(|e| {
+                // Where a JSON parser would have stopped, in its terms.
+                let before = &body[..e.valid_up_to()];
+                let line = before.split(|b| *b == b'\n').count();
+                let column = before.len()
+                    - before
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |i| i + 1)
+                    + 1;
+                InfisicalError::BadResponse {
+                    endpoint: endpoint.clone(),
+                    detail: format!("invalid JSON at line {line} column {column}: not UTF-8"),
+                }
             })?;
             let summary =
                 merge_listing(path, text, &mut secrets, &mut hidden).map_err(|e| match e {
