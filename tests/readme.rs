@@ -1,8 +1,8 @@
-//! Keeps README.md's configuration reference from drifting: every flag, its
-//! environment variable, its default and the commands that take it, as the
-//! real binary's `--help` reports them, must be exactly the README's tables
+//! Keeps docs/options.md's configuration reference from drifting: every flag,
+//! its environment variable, its default and the commands that take it, as the
+//! real binary's `--help` reports them, must be exactly the tables there
 //! (between `<!-- options:begin -->` and `<!-- options:end -->`); where clap
-//! has no default the README's cell is free text (not a `code` value). On a
+//! has no default the table's cell is free text (not a `code` value). On a
 //! mismatch the test prints the tables generated from `--help`, ready to paste.
 
 use std::collections::BTreeMap;
@@ -208,8 +208,8 @@ fn readme_option_tables_match_the_binarys_help() {
             )
         })
         .collect();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("read README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/options.md"))
+        .expect("read docs/options.md");
     // Where clap has no default the README may say what the absence means
     // ("off", "required", "system roots"), as long as it is not a `value`.
     let mut actual: Vec<_> = readme_rows(&readme)
@@ -228,8 +228,8 @@ fn readme_option_tables_match_the_binarys_help() {
     sorted_expected.sort();
     assert!(
         actual == sorted_expected,
-        "README.md's option tables differ from `svid-exec run|write|check --help`.\n\
-         Missing from README: {:#?}\nOnly in README: {:#?}\n\
+        "docs/options.md's option tables differ from `svid-exec run|write|check --help`.\n\
+         Missing from docs/options.md: {:#?}\nOnly in docs/options.md: {:#?}\n\
          Tables generated from --help (paste between the markers, then edit meanings if you like):\n{}",
         sorted_expected
             .iter()
