@@ -39,7 +39,7 @@ fn set(stack: &Stack, key: &str, value: &str) {
 
 fn stack_with(ttl: (u64, u64), legacy: bool) -> Stack {
     let stack = Stack::start_with(StackOptions {
-        token_ttl: ttl,
+        token_ttl: Some(ttl),
         infisical: InfisicalConfig {
             legacy_tokens: legacy,
             ..InfisicalConfig::default()

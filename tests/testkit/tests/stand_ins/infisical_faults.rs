@@ -1,17 +1,16 @@
 //! The Infisical stand-in's test knobs: injected faults, rate limits, the
 //! request log, counters, and restarts.
 
-mod infisical_support;
 
 use std::time::{Duration, Instant};
 
-use infisical_support::*;
+use crate::support::*;
 use svid_exec_testkit::infisical::{Fault, RateClass};
 
 const LIST: &str = "/api/v4/secrets";
 
 fn list_path() -> String {
-    format!("{LIST}?projectId={PROJECT}&environment=dev")
+    format!("{LIST}?projectId={PROJECT_ID}&environment={ENVIRONMENT}")
 }
 
 #[test]
@@ -60,11 +59,11 @@ fn status_faults_answer_like_the_server_or_a_proxy_then_recover() {
     inf.fail_next("/api/v1/auth/oidc-auth/login", 2, Fault::Status(502));
     let body = stack
         .client
-        .login("oidc", OIDC_ID, &stack.svid())
+        .login("oidc", OIDC_IDENTITY, &stack.svid())
         .error(500, "InternalServerError");
     assert_eq!(body["message"], "Something went wrong");
     for _ in 0..2 {
-        let r = stack.client.login("oidc", OIDC_ID, &stack.svid());
+        let r = stack.client.login("oidc", OIDC_IDENTITY, &stack.svid());
         assert_eq!(r.status, 502);
         assert!(r.text.contains("502 Bad Gateway"), "{}", r.text);
     }
@@ -74,7 +73,7 @@ fn status_faults_answer_like_the_server_or_a_proxy_then_recover() {
         "faulted requests never reach the handler"
     );
     assert_eq!(
-        stack.client.login("oidc", OIDC_ID, &stack.svid()).status,
+        stack.client.login("oidc", OIDC_IDENTITY, &stack.svid()).status,
         200
     );
     // A prefix route with `*` covers every auth route.
@@ -87,7 +86,7 @@ fn body_faults_garble_truncate_or_drop_the_real_answer() {
     let stack = Stack::start();
     stack
         .infisical
-        .set_secret(PROJECT, "dev", "/", "A", "a value long enough to cut");
+        .set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "a value long enough to cut");
     let token = stack.token();
     let inf = &stack.infisical;
 
@@ -234,7 +233,7 @@ fn the_request_log_and_counters_record_what_happened() {
             ("POST", "/api/v1/auth/token/revoke", 200, false),
         ]
     );
-    assert_eq!(log[2].query, format!("projectId={PROJECT}&environment=dev"));
+    assert_eq!(log[2].query, format!("projectId={PROJECT_ID}&environment={ENVIRONMENT}"));
     let counters = stack.infisical.counters();
     assert_eq!(
         (counters.logins, counters.renewals, counters.revocations),

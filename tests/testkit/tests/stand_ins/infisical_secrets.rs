@@ -2,9 +2,8 @@
 //! separately, references expand on request, tags filter, recursion labels
 //! paths, unknown folders are an empty 200, `ETag`s give 304s.
 
-mod infisical_support;
 
-use infisical_support::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 fn keys(list: &Value) -> Vec<(String, String)> {
@@ -33,13 +32,13 @@ const TRICKY: &str = "line one\nline two ünïcødé ✓ a=b=c \"quoted\" $HOME"
 fn v3_and_v4_return_the_same_secrets_with_full_objects() {
     let stack = Stack::start();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/", "DB_PASSWORD", TRICKY);
-    inf.set_secret(PROJECT, "dev", "/", "API_KEY", "k");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "DB_PASSWORD", TRICKY);
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "API_KEY", "k");
     let token = stack.token();
     let v4 = stack.client.v4(&token, "secretPath=/&includeImports=false");
     assert_eq!(v4.status, 200, "{}", v4.text);
     let v3 = stack.client.get(
-        &format!("/api/v3/secrets/raw?workspaceId={PROJECT}&environment=dev&secretPath=/"),
+        &format!("/api/v3/secrets/raw?workspaceId={PROJECT_ID}&environment={ENVIRONMENT}&secretPath=/"),
         Some(&token),
     );
     assert_eq!(v3.status, 200, "{}", v3.text);
@@ -67,7 +66,7 @@ fn v3_and_v4_return_the_same_secrets_with_full_objects() {
         assert!(s.get(field).is_some(), "{field} missing: {s}");
     }
     assert_eq!(s["type"], "shared");
-    assert_eq!(s["workspace"], PROJECT);
+    assert_eq!(s["workspace"], PROJECT_ID);
     // Without imports the server answers `{secrets}` alone.
     assert!(v4.get("imports").is_none(), "{v4}");
 }
@@ -76,14 +75,14 @@ fn v3_and_v4_return_the_same_secrets_with_full_objects() {
 fn imports_are_returned_separately_in_position_order() {
     let stack = Stack::start();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/app", "SHARED", "own");
-    inf.set_secret(PROJECT, "dev", "/common", "SHARED", "common");
-    inf.set_secret(PROJECT, "dev", "/common", "ONLY_COMMON", "c");
-    inf.set_secret(PROJECT, "prod", "/", "SHARED", "prod");
-    inf.set_secret(PROJECT, "prod", "/nested", "DEEP", "deep");
-    inf.add_import(PROJECT, "dev", "/app", "dev", "/common");
-    inf.add_import(PROJECT, "dev", "/app", "prod", "/");
-    inf.add_import(PROJECT, "prod", "/", "prod", "/nested");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/app", "SHARED", "own");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/common", "SHARED", "common");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/common", "ONLY_COMMON", "c");
+    inf.set_secret(PROJECT_ID, "staging", "/", "SHARED", "staging");
+    inf.set_secret(PROJECT_ID, "staging", "/nested", "DEEP", "deep");
+    inf.add_import(PROJECT_ID, ENVIRONMENT, "/app", ENVIRONMENT, "/common");
+    inf.add_import(PROJECT_ID, ENVIRONMENT, "/app", "staging", "/");
+    inf.add_import(PROJECT_ID, "staging", "/", "staging", "/nested");
     let token = stack.token();
     let v4 = stack
         .client
@@ -97,7 +96,7 @@ fn imports_are_returned_separately_in_position_order() {
             imports[0]["environment"].as_str(),
             imports[0]["secretPath"].as_str()
         ),
-        (Some("dev"), Some("/common"))
+        (Some(ENVIRONMENT), Some("/common"))
     );
     assert_eq!(
         keys(&imports[0]["secrets"]),
@@ -106,7 +105,7 @@ fn imports_are_returned_separately_in_position_order() {
     // Nested imports are flattened after the import's own secrets.
     assert_eq!(
         keys(&imports[1]["secrets"]),
-        pairs(&[("SHARED", "prod"), ("DEEP", "deep")])
+        pairs(&[("SHARED", "staging"), ("DEEP", "deep")])
     );
     assert!(imports[1]["folderId"].is_string());
 
@@ -117,7 +116,7 @@ fn imports_are_returned_separately_in_position_order() {
         stack
             .client
             .get(
-                &format!("/api/v3/secrets/raw?workspaceId={PROJECT}&environment=dev&secretPath=/app&{flag}"),
+                &format!("/api/v3/secrets/raw?workspaceId={PROJECT_ID}&environment={ENVIRONMENT}&secretPath=/app&{flag}"),
                 Some(&token),
             )
             .json()
@@ -144,14 +143,14 @@ fn imports_are_returned_separately_in_position_order() {
 fn references_expand_only_when_asked_and_unresolvable_ones_stay_literal() {
     let stack = Stack::start();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/", "HOST", "db.internal");
-    inf.set_secret(PROJECT, "prod", "/a/b", "PORT", "5432");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "HOST", "db.internal");
+    inf.set_secret(PROJECT_ID, "staging", "/a/b", "PORT", "5432");
     inf.set_secret(
-        PROJECT,
-        "dev",
+        PROJECT_ID,
+        ENVIRONMENT,
         "/",
         "URL",
-        "pg://${HOST}:${prod.a.b.PORT}/${NOPE}",
+        "pg://${HOST}:${staging.a.b.PORT}/${NOPE}",
     );
     let token = stack.token();
     let raw = stack
@@ -169,7 +168,7 @@ fn references_expand_only_when_asked_and_unresolvable_ones_stay_literal() {
             .unwrap()
             .1
     };
-    assert_eq!(url(&raw), "pg://${HOST}:${prod.a.b.PORT}/${NOPE}");
+    assert_eq!(url(&raw), "pg://${HOST}:${staging.a.b.PORT}/${NOPE}");
     assert_eq!(url(&expanded), "pg://db.internal:5432/${NOPE}");
 }
 
@@ -177,9 +176,9 @@ fn references_expand_only_when_asked_and_unresolvable_ones_stay_literal() {
 fn tags_filter_and_recursion_labels_each_secret_with_its_path() {
     let stack = Stack::start();
     let inf = &stack.infisical;
-    inf.set_secret_tagged(PROJECT, "dev", "/", "A", "a", &["backend"]);
-    inf.set_secret_tagged(PROJECT, "dev", "/", "B", "b", &["frontend"]);
-    inf.set_secret(PROJECT, "dev", "/svc/api", "C", "c");
+    inf.set_secret_tagged(PROJECT_ID, ENVIRONMENT, "/", "A", "a", &["backend"]);
+    inf.set_secret_tagged(PROJECT_ID, ENVIRONMENT, "/", "B", "b", &["frontend"]);
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/svc/api", "C", "c");
     let token = stack.token();
     let tagged = stack.client.v4(&token, "tagSlugs=backend").json();
     assert_eq!(keys(&tagged["secrets"]), pairs(&[("A", "a")]));
@@ -209,13 +208,13 @@ fn tags_filter_and_recursion_labels_each_secret_with_its_path() {
 #[test]
 fn unknown_folders_and_environments_answer_200_with_nothing() {
     let stack = Stack::start();
-    stack.infisical.set_secret(PROJECT, "dev", "/", "A", "a");
+    stack.infisical.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "a");
     let token = stack.token();
     let r = stack.client.v4(&token, "secretPath=/does/not/exist");
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"secrets": [], "imports": []}));
     let r = stack.client.get(
-        &format!("/api/v4/secrets?projectId={PROJECT}&environment=nope"),
+        &format!("/api/v4/secrets?projectId={PROJECT_ID}&environment=nope"),
         Some(&token),
     );
     assert_eq!(r.status, 200);
@@ -227,25 +226,25 @@ fn permissions_projects_by_slug_and_the_old_server_switch() {
     let stack = Stack::start();
     let inf = &stack.infisical;
     inf.add_project("proj-2", "secret-project");
-    inf.set_secret("proj-2", "dev", "/", "X", "x");
+    inf.set_secret("proj-2", ENVIRONMENT, "/", "X", "x");
     let token = stack.token();
     stack
         .client
         .get(
-            "/api/v4/secrets?projectId=proj-2&environment=dev",
+            &format!("/api/v4/secrets?projectId=proj-2&environment={ENVIRONMENT}"),
             Some(&token),
         )
         .error(403, "PermissionDenied");
     stack
         .client
         .get(
-            "/api/v4/secrets?projectId=nope&environment=dev",
+            &format!("/api/v4/secrets?projectId=nope&environment={ENVIRONMENT}"),
             Some(&token),
         )
         .error(404, "NotFound");
     stack
         .client
-        .get("/api/v4/secrets?environment=dev", Some(&token))
+        .get(&format!("/api/v4/secrets?environment={ENVIRONMENT}"), Some(&token))
         .error(400, "BadRequest");
     let project = stack.client.get(
         &format!("/api/v1/projects/slug/{PROJECT_SLUG}"),
@@ -253,8 +252,8 @@ fn permissions_projects_by_slug_and_the_old_server_switch() {
     );
     assert_eq!(project.status, 200, "{}", project.text);
     let project = project.json();
-    assert_eq!(project["id"], PROJECT);
-    assert_eq!(project["environments"][0]["slug"], "dev");
+    assert_eq!(project["id"], PROJECT_ID);
+    assert_eq!(project["environments"][0]["slug"], ENVIRONMENT);
     stack
         .client
         .get("/api/v1/projects/slug/unknown", Some(&token))
@@ -270,7 +269,7 @@ fn permissions_projects_by_slug_and_the_old_server_switch() {
         "{body}"
     );
     let v3 = stack.client.get(
-        &format!("/api/v3/secrets/raw?workspaceSlug={PROJECT_SLUG}&environment=dev"),
+        &format!("/api/v3/secrets/raw?workspaceSlug={PROJECT_SLUG}&environment={ENVIRONMENT}"),
         Some(&token),
     );
     assert_eq!(v3.status, 200, "{}", v3.text);
@@ -280,22 +279,22 @@ fn permissions_projects_by_slug_and_the_old_server_switch() {
 fn an_unchanged_etag_gives_304_and_a_change_gives_a_new_etag() {
     let stack = Stack::start();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/", "A", "1");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "1");
     let token = stack.token();
-    let path = format!("/api/v4/secrets?projectId={PROJECT}&environment=dev");
+    let path = format!("/api/v4/secrets?projectId={PROJECT_ID}&environment={ENVIRONMENT}");
     let first = stack.client.get(&path, Some(&token));
     let etag = first.headers["etag"].to_str().unwrap().to_string();
     let again = stack.client.get_etag(&path, Some(&token), Some(&etag));
     assert_eq!(again.status, 304);
     assert!(again.text.is_empty());
 
-    inf.set_secret(PROJECT, "dev", "/", "A", "2");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "2");
     let changed = stack.client.get_etag(&path, Some(&token), Some(&etag));
     assert_eq!(changed.status, 200);
     assert_ne!(changed.headers["etag"].to_str().unwrap(), etag);
     assert_eq!(keys(&changed.json()["secrets"]), pairs(&[("A", "2")]));
 
-    assert!(inf.delete_secret(PROJECT, "dev", "/", "A"));
+    assert!(inf.delete_secret(PROJECT_ID, ENVIRONMENT, "/", "A"));
     assert_eq!(
         stack.client.get(&path, Some(&token)).json()["secrets"],
         json!([])
@@ -312,7 +311,7 @@ fn an_unchanged_etag_gives_304_and_a_change_gives_a_new_etag() {
 #[test]
 fn values_can_be_hidden_and_status_needs_no_auth() {
     let stack = Stack::start();
-    stack.infisical.set_secret(PROJECT, "dev", "/", "A", "1");
+    stack.infisical.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "1");
     let token = stack.token();
     let hidden = stack.client.v4(&token, "viewSecretValue=false").json();
     assert_eq!(hidden["secrets"][0]["secretValue"], "<hidden-by-infisical>");

@@ -2,19 +2,22 @@
 //! expiry, uses, and the legacy server's behaviour (§3, §9). The server's
 //! clock is advanced instead of sleeping.
 
-mod infisical_support;
 
 use std::time::Duration;
 
-use infisical_support::*;
+use crate::support::*;
 use svid_exec_testkit::infisical::InfisicalConfig;
+use svid_exec_testkit::stack::StackOptions;
 
 const SECRETS: &str = "secretPath=/&viewSecretValue=true";
 
 #[test]
 fn renew_returns_a_new_string_bounded_by_the_max_ttl_budget() {
-    let stack = Stack::start_with(InfisicalConfig::default(), |i| i.ttl(10, 15));
-    let login = stack.client.login("oidc", OIDC_ID, &stack.svid()).json();
+    let stack = Stack::start_with(StackOptions {
+        token_ttl: Some((10, 15)),
+        ..Stack::options()
+    });
+    let login = stack.client.login("oidc", OIDC_IDENTITY, &stack.svid()).json();
     let first = login["accessToken"].as_str().unwrap().to_string();
     assert_eq!(login["expiresIn"], 10);
     let c1 = claims_of(&first);
@@ -45,7 +48,10 @@ fn renew_returns_a_new_string_bounded_by_the_max_ttl_budget() {
 
 #[test]
 fn an_expired_token_gets_403_token_error_everywhere() {
-    let stack = Stack::start_with(InfisicalConfig::default(), |i| i.ttl(2, 100));
+    let stack = Stack::start_with(StackOptions {
+        token_ttl: Some((2, 100)),
+        ..Stack::options()
+    });
     let token = stack.token();
     assert_eq!(stack.client.v4(&token, SECRETS).status, 200);
     stack.infisical.advance_clock(Duration::from_secs(2));
@@ -81,10 +87,13 @@ fn revoked_tokens_get_401_everywhere() {
 
 #[test]
 fn every_bearer_request_counts_a_use_including_304s() {
-    let stack = Stack::start_with(InfisicalConfig::default(), |i| i.uses_limit(3));
-    stack.infisical.set_secret(PROJECT, "dev", "/", "A", "1");
+    let stack = Stack::start_with(StackOptions {
+        token_uses: Some(3),
+        ..Stack::options()
+    });
+    stack.infisical.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "1");
     let token = stack.token();
-    let path = format!("/api/v4/secrets?projectId={PROJECT}&environment=dev");
+    let path = format!("/api/v4/secrets?projectId={PROJECT_ID}&environment={ENVIRONMENT}");
     let first = stack.client.get(&path, Some(&token));
     let etag = first.headers["etag"].to_str().unwrap().to_string();
     let not_modified = stack.client.get_etag(&path, Some(&token), Some(&etag));
@@ -114,7 +123,7 @@ fn a_tampered_or_foreign_access_token_is_a_token_error() {
     stack.client.v4(&tampered, SECRETS).error(403, "TokenError");
     stack.client.v4("garbage", SECRETS).error(403, "TokenError");
     let r = stack.client.get(
-        &format!("/api/v4/secrets?projectId={PROJECT}&environment=dev"),
+        &format!("/api/v4/secrets?projectId={PROJECT_ID}&environment={ENVIRONMENT}"),
         None,
     );
     r.error(401, "UnauthorizedError");
@@ -144,8 +153,12 @@ fn legacy_tokens_expire_at_max_ttl_but_die_after_the_ttl_server_side() {
         legacy_tokens: true,
         ..InfisicalConfig::default()
     };
-    let stack = Stack::start_with(config, |i| i.ttl(5, 15));
-    let login = stack.client.login("oidc", OIDC_ID, &stack.svid()).json();
+    let stack = Stack::start_with(StackOptions {
+        infisical: config,
+        token_ttl: Some((5, 15)),
+        ..Stack::options()
+    });
+    let login = stack.client.login("oidc", OIDC_IDENTITY, &stack.svid()).json();
     assert_eq!(login["expiresIn"], 5);
     let token = login["accessToken"].as_str().unwrap().to_string();
     let claims = claims_of(&token);
@@ -175,7 +188,11 @@ fn legacy_renew_returns_the_same_string_and_a_late_renew_deletes_the_token() {
         legacy_tokens: true,
         ..InfisicalConfig::default()
     };
-    let stack = Stack::start_with(config, |i| i.ttl(5, 15));
+    let stack = Stack::start_with(StackOptions {
+        infisical: config,
+        token_ttl: Some((5, 15)),
+        ..Stack::options()
+    });
     let token = stack.token();
     for _ in 0..2 {
         stack.infisical.advance_clock(Duration::from_secs(4));
