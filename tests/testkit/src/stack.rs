@@ -246,45 +246,42 @@ fn add_identities(
     policy: impl Fn(Identity) -> Identity,
 ) {
     infisical.add_identity(policy(Identity::new(
-            OIDC_IDENTITY,
-            AuthMethod::Oidc(OidcAuth {
-                oidc_discovery_url: discovery.url(),
-                ca_cert: Some(ca.ca_pem().to_string()),
-                bound_issuer: discovery.url(),
-                bound_audiences: AUDIENCE.into(),
-                bound_subject: "spiffe://example.org/ns/prod/**".into(),
-                ..OidcAuth::default()
-            }),
-        ),
-    ));
+        OIDC_IDENTITY,
+        AuthMethod::Oidc(OidcAuth {
+            oidc_discovery_url: discovery.url(),
+            ca_cert: Some(ca.ca_pem().to_string()),
+            bound_issuer: discovery.url(),
+            bound_audiences: AUDIENCE.into(),
+            bound_subject: "spiffe://example.org/ns/prod/**".into(),
+            ..OidcAuth::default()
+        }),
+    )));
     infisical.add_identity(policy(Identity::new(
-            JWT_IDENTITY,
-            AuthMethod::Jwt(JwtAuth {
-                keys: JwtKeys::JwksUrl {
-                    url: format!("{}/keys", discovery.url()),
-                    ca_cert: Some(ca.ca_pem().to_string()),
-                },
-                bound_issuer: String::new(),
-                bound_audiences: AUDIENCE.into(),
-                bound_subject: WORKLOAD.into(),
-                bound_claims: std::collections::BTreeMap::default(),
-            }),
-        ),
-    ));
+        JWT_IDENTITY,
+        AuthMethod::Jwt(JwtAuth {
+            keys: JwtKeys::JwksUrl {
+                url: format!("{}/keys", discovery.url()),
+                ca_cert: Some(ca.ca_pem().to_string()),
+            },
+            bound_issuer: String::new(),
+            bound_audiences: AUDIENCE.into(),
+            bound_subject: WORKLOAD.into(),
+            bound_claims: std::collections::BTreeMap::default(),
+        }),
+    )));
     let mut bundle = ring.jwks();
     for key in bundle["keys"].as_array_mut().expect("keys") {
         key["use"] = json!("jwt-svid");
     }
     infisical.add_identity(policy(Identity::new(
-            SPIFFE_IDENTITY,
-            AuthMethod::Spiffe(SpiffeAuth {
-                trust_domain: "example.org".into(),
-                allowed_spiffe_ids: "spiffe://example.org/ns/prod/sa/*".into(),
-                allowed_audiences: AUDIENCE.into(),
-                bundle,
-            }),
-        ),
-    ));
+        SPIFFE_IDENTITY,
+        AuthMethod::Spiffe(SpiffeAuth {
+            trust_domain: "example.org".into(),
+            allowed_spiffe_ids: "spiffe://example.org/ns/prod/sa/*".into(),
+            allowed_audiences: AUDIENCE.into(),
+            bundle,
+        }),
+    )));
 }
 
 /// Seconds since the Unix epoch.

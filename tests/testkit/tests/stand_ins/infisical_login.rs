@@ -2,7 +2,6 @@
 //! provider), JWT and SPIFFE Auth succeed with a properly signed JWT-SVID, and
 //! every refusal has the real server's status and error body.
 
-
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -18,8 +17,8 @@ use svid_exec_testkit::tls::TestCa;
 
 #[test]
 fn oidc_login_with_a_jwt_svid_returns_a_bearer_access_token() {
-    let stack = Stack::start();
-    let r = stack.client.login("oidc", OIDC_IDENTITY, &stack.svid());
+    let stack = stand_ins();
+    let r = stack.client().login("oidc", OIDC_IDENTITY, &stack.svid());
     assert_eq!(r.status, 200, "{}", r.text);
     let body = r.json();
     assert_eq!(body["tokenType"], "Bearer");
@@ -72,9 +71,9 @@ fn oidc_login_works_with_rs256_over_https_when_the_ca_is_configured() {
 
 #[test]
 fn oidc_refusals_have_the_documented_statuses() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let iss = stack.discovery.url();
-    let c = &stack.client;
+    let c = &stack.client();
     let sign =
         |sub: &str, aud: &str, iss: Option<&str>| stack.ring().sign(&svid_claims(sub, aud, iss));
 
@@ -144,14 +143,15 @@ fn oidc_refusals_have_the_documented_statuses() {
     );
     // The JWT identity exists, but not with OIDC Auth.
     c.login("oidc", JWT_IDENTITY, &good).error(404, "NotFound");
-    c.login("spiffe", OIDC_IDENTITY, &good).error(404, "NotFound");
+    c.login("spiffe", OIDC_IDENTITY, &good)
+        .error(404, "NotFound");
     assert_eq!(stack.infisical.counters().logins, 0);
     assert!(stack.infisical.counters().login_failures >= 10);
 }
 
 #[test]
 fn a_token_signed_by_another_key_is_refused() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let other = KeyRing::new(KeyAlg::Es256);
     let forged = other.sign(&svid_claims(
         WORKLOAD,
@@ -159,7 +159,7 @@ fn a_token_signed_by_another_key_is_refused() {
         Some(&stack.discovery.url()),
     ));
     let body = stack
-        .client
+        .client()
         .login("oidc", OIDC_IDENTITY, &forged)
         .error(401, "UnauthorizedError");
     assert!(
@@ -167,21 +167,21 @@ fn a_token_signed_by_another_key_is_refused() {
         "{body}"
     );
     stack
-        .client
+        .client()
         .login("jwt", JWT_IDENTITY, &forged)
         // JWT Auth does not wrap jwks-rsa's "signing key not found": a 500.
         .error(500, "InternalServerError");
     stack
-        .client
+        .client()
         .login("spiffe", SPIFFE_IDENTITY, &forged)
         .error(401, "UnauthorizedError");
 }
 
 #[test]
 fn malformed_bodies_are_422_with_an_array_message_and_authorization_on_login_is_403() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let body = stack
-        .client
+        .client()
         .post(
             "/api/v1/auth/oidc-auth/login",
             &json!({"identityId": OIDC_IDENTITY}),
@@ -189,13 +189,13 @@ fn malformed_bodies_are_422_with_an_array_message_and_authorization_on_login_is_
         .error(422, "ValidationFailure");
     assert_eq!(body["message"][0]["path"], json!(["jwt"]));
     stack
-        .client
+        .client()
         .post(
             "/api/v1/auth/oidc-auth/login",
             &json!({"identityId": 5, "jwt": "x"}),
         )
         .error(422, "ValidationFailure");
-    let r = stack.client.post_raw(
+    let r = stack.client().post_raw(
         "/api/v1/auth/oidc-auth/login",
         &json!({"identityId": OIDC_IDENTITY, "jwt": stack.svid()}).to_string(),
         Some(&stack.svid()),
@@ -210,13 +210,13 @@ fn malformed_bodies_are_422_with_an_array_message_and_authorization_on_login_is_
 
 #[test]
 fn subject_globs_follow_picomatch_and_audiences_may_be_an_array() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let iss = stack.discovery.url();
     let login = |sub: &str, aud: serde_json::Value| {
         let mut claims = svid_claims(sub, AUDIENCE, Some(&iss));
         claims["aud"] = aud;
         stack
-            .client
+            .client()
             .login("oidc", OIDC_IDENTITY, &stack.ring().sign(&claims))
             .status
     };
@@ -301,16 +301,16 @@ fn the_2024_server_answers_500_to_an_array_audience() {
 
 #[test]
 fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let svid_no_iss = stack.ring().sign(&svid_claims(WORKLOAD, AUDIENCE, None));
-    let r = stack.client.login("jwt", JWT_IDENTITY, &svid_no_iss);
+    let r = stack.client().login("jwt", JWT_IDENTITY, &svid_no_iss);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         claims_of(r.json()["accessToken"].as_str().unwrap())["authMethod"],
         "jwt-auth"
     );
     stack
-        .client
+        .client()
         .login(
             "jwt",
             JWT_IDENTITY,
@@ -320,7 +320,7 @@ fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
         )
         .error(403, "ForbiddenError");
     stack
-        .client
+        .client()
         .login(
             "jwt",
             JWT_IDENTITY,
@@ -355,9 +355,9 @@ fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
         "jwks",
         jwt(JwtKeys::Jwks(stack.ring().jwks()), "https://issuer.example"),
     ));
-    assert_eq!(stack.client.login("jwt", "pem", &svid_no_iss).status, 200);
+    assert_eq!(stack.client().login("jwt", "pem", &svid_no_iss).status, 200);
     let body = stack
-        .client
+        .client()
         .login("jwt", "jwks", &svid_no_iss)
         .error(403, "ForbiddenError");
     assert_eq!(body["message"], "Access denied: issuer mismatch");
@@ -366,11 +366,11 @@ fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
         AUDIENCE,
         Some("https://issuer.example"),
     ));
-    assert_eq!(stack.client.login("jwt", "jwks", &with_iss).status, 200);
+    assert_eq!(stack.client().login("jwt", "jwks", &with_iss).status, 200);
     let mut expired = svid_claims(WORKLOAD, AUDIENCE, None);
     expired["exp"] = json!(now() - 1);
     let body = stack
-        .client
+        .client()
         .login("jwt", "pem", &stack.ring().sign(&expired))
         .error(401, "UnauthorizedError");
     assert_eq!(
@@ -380,7 +380,7 @@ fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
     let mut no_aud = svid_claims(WORKLOAD, AUDIENCE, None);
     no_aud.as_object_mut().unwrap().remove("aud");
     let body = stack
-        .client
+        .client()
         .login("jwt", JWT_IDENTITY, &stack.ring().sign(&no_aud))
         .error(401, "UnauthorizedError");
     assert_eq!(
@@ -391,8 +391,8 @@ fn jwt_auth_accepts_a_jwks_url_static_jwks_or_pem_keys_and_checks_the_issuer() {
 
 #[test]
 fn spiffe_auth_uses_the_static_bundle_without_checking_iss() {
-    let stack = Stack::start();
-    let c = &stack.client;
+    let stack = stand_ins();
+    let c = &stack.client();
     let sign = |sub: &str, aud: &str| stack.ring().sign(&svid_claims(sub, aud, None));
     let r = c.login("spiffe", SPIFFE_IDENTITY, &sign(WORKLOAD, AUDIENCE));
     assert_eq!(r.status, 200, "{}", r.text);
@@ -438,10 +438,10 @@ fn spiffe_auth_uses_the_static_bundle_without_checking_iss() {
 
 #[test]
 fn a_discovery_provider_that_is_down_gives_401() {
-    let mut stack = Stack::start();
+    let mut stack = stand_ins();
     stack.discovery.stop();
     let body = stack
-        .client
+        .client()
         .login("oidc", OIDC_IDENTITY, &stack.svid())
         .error(401, "UnauthorizedError");
     assert!(

@@ -1,16 +1,16 @@
 //! Shared helpers of the stand-in tests: a blocking HTTP client over real
-//! sockets, the stand-in stack (`svid_exec_testkit::stack`) with that client,
+//! sockets, the stand-in stack (`svid_exec_testkit::stack`) as they use it,
 //! and a bounded runtime for the async ones.
 
 use std::future::Future;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use svid_exec_testkit::stack::{self, StackOptions};
 pub use svid_exec_testkit::stack::{
-    now, svid_claims, AUDIENCE, ENVIRONMENT, JWT_IDENTITY, OIDC_IDENTITY, PROJECT_ID,
-    PROJECT_SLUG, SPIFFE_IDENTITY, WORKLOAD,
+    now, svid_claims, AUDIENCE, ENVIRONMENT, JWT_IDENTITY, OIDC_IDENTITY, PROJECT_ID, PROJECT_SLUG,
+    SPIFFE_IDENTITY, WORKLOAD,
 };
+use svid_exec_testkit::stack::{Stack, StackOptions};
 
 /// A response, read fully.
 #[derive(Debug)]
@@ -160,51 +160,41 @@ pub fn claims_of(jwt: &str) -> Value {
     .unwrap()
 }
 
-/// The stand-in stack as these tests use it (Infisical over plain HTTP, no
-/// demo secrets, the identities' tokens on the server's defaults), with a
-/// blocking client for its Infisical.
-pub struct Stack {
-    stack: stack::Stack,
-    pub client: Client,
+/// The stand-in stack as these tests use it: Infisical (and the discovery
+/// provider) over plain HTTP, no demo secrets, the identities' tokens on the
+/// server's defaults.
+pub fn stand_ins() -> Stack {
+    stand_ins_with(options())
 }
 
-impl std::ops::Deref for Stack {
-    type Target = stack::Stack;
-    fn deref(&self) -> &stack::Stack {
-        &self.stack
-    }
-}
-
-impl std::ops::DerefMut for Stack {
-    fn deref_mut(&mut self) -> &mut stack::Stack {
-        &mut self.stack
+/// What [`stand_ins`] uses; adjust it for [`stand_ins_with`].
+pub fn options() -> StackOptions {
+    StackOptions {
+        https: false,
+        demo_secrets: false,
+        token_ttl: None,
+        ..StackOptions::default()
     }
 }
 
-impl Stack {
-    pub fn start() -> Self {
-        Self::start_with(Self::options())
-    }
+pub fn stand_ins_with(options: StackOptions) -> Stack {
+    Stack::start_with(options)
+}
 
-    /// What [`Stack::start`] uses; adjust it for [`Stack::start_with`].
-    pub fn options() -> StackOptions {
-        StackOptions {
-            https: false,
-            demo_secrets: false,
-            token_ttl: None,
-            ..StackOptions::default()
-        }
-    }
-
-    pub fn start_with(options: StackOptions) -> Self {
-        let stack = stack::Stack::start_with(options);
-        let client = Client::new(&stack.infisical.url());
-        Self { stack, client }
-    }
-
+/// A blocking client for the stack's Infisical, and a token from it.
+pub trait Blocking {
+    fn client(&self) -> Client;
     /// An access token of the OIDC identity.
-    pub fn token(&self) -> String {
-        self.client.token("oidc", OIDC_IDENTITY, &self.svid())
+    fn token(&self) -> String;
+}
+
+impl Blocking for Stack {
+    fn client(&self) -> Client {
+        Client::new(&self.infisical.url())
+    }
+
+    fn token(&self) -> String {
+        self.client().token("oidc", OIDC_IDENTITY, &self.svid())
     }
 }
 
