@@ -2,6 +2,10 @@
 //! with a clear error and exit 78, before anything is fetched or written.
 //! As root (CI) the refusal is exercised in a copy of this test binary
 //! re-run as `nobody` through `setpriv`; as non-root, directly.
+//!
+//! A test binary of its own (not a module of `tests/integration`): it
+//! re-executes itself as another user, which should run this one test and
+//! nothing else, with no stand-in to start and no other state to share.
 
 use std::path::Path;
 use std::process::Command;

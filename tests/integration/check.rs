@@ -3,10 +3,7 @@
 //! in passing and failing set-ups, asserting the step lines, the exit code,
 //! the JSON document, and that no secret value, JWT or token is printed.
 
-use std::io::Read as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use svid_exec_testkit::stack::{
@@ -14,16 +11,19 @@ use svid_exec_testkit::stack::{
 };
 use svid_exec_testkit::workload::Svid;
 
+use crate::util::{self, tmpfs_scratch, Launcher};
+
 /// Nothing here should take long; a hang is a failure, not a stuck CI job.
 const BOUND: Duration = Duration::from_secs(90);
 
-struct Outcome {
+/// What `svid-exec check` printed, and its exit code.
+struct Report {
     code: i32,
     stdout: String,
     stderr: String,
 }
 
-impl Outcome {
+impl Report {
     /// The line of step `name` (`✓ name: …`), failing the test when absent.
     fn line(&self, mark: &str, name: &str) -> &str {
         let prefix = format!("{mark} {name}: ");
@@ -41,70 +41,33 @@ impl Outcome {
 
 /// Runs `svid-exec check ARGS` with the stack's environment (plus `extra`),
 /// bounded in time: killed and failed past [`BOUND`].
-fn check(stack: &Stack, extra: &[(&str, &str)], args: &[&str]) -> Outcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_svid-exec"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(stack.launcher_env())
+fn check(stack: &Stack, extra: &[(&str, &str)], args: &[&str]) -> Report {
+    let outcome = Launcher::on(stack)
         .envs(extra.iter().copied())
         .arg("check")
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn svid-exec");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("svid-exec check did not finish within {BOUND:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let outcome = Outcome {
-        code: status.code().expect("exited, not killed"),
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
+        .limit(BOUND)
+        .run();
+    let report = Report {
+        code: outcome.code(),
+        stdout: outcome.stdout_text(),
+        stderr: outcome.stderr,
     };
     // Shown only when the test fails.
     eprintln!(
         "$ svid-exec check {}  -> exit {}\n{}--- stderr\n{}",
         args.join(" "),
-        outcome.code,
-        outcome.stdout,
-        outcome.stderr
+        report.code,
+        report.stdout,
+        report.stderr
     );
-    outcome
+    report
 }
 
 /// No secret value, JWT or access token anywhere in what the user sees.
-fn assert_no_secret(o: &Outcome) {
-    for text in [&o.stdout, &o.stderr] {
-        for (name, value) in DEMO_SECRETS {
-            for line in value.lines().filter(|l| l.len() > 8) {
-                assert!(!text.contains(line), "value of {name} printed:\n{text}");
-            }
-        }
-        // The JWT-SVID and the stand-in's access tokens are JWTs: three
-        // base64url parts, the first a JSON header (`eyJ`).
-        assert!(!text.contains("eyJ"), "a JWT or token printed:\n{text}");
+fn assert_no_secret(report: &Report) {
+    for text in [&report.stdout, &report.stderr] {
+        util::assert_no_secret(text, &[]);
     }
 }
 
@@ -115,22 +78,10 @@ fn has_sub_millis(text: &str) -> bool {
         .any(|w| w[0].is_ascii_digit() && (&w[1..] == b"ns" || &w[1..] == b"us"))
 }
 
-fn tmpfs_dir() -> Option<tempfile::TempDir> {
-    let shm = Path::new("/dev/shm");
-    shm.is_dir()
-        .then(|| {
-            tempfile::Builder::new()
-                .prefix("svid-check")
-                .tempdir_in(shm)
-                .ok()
-        })
-        .flatten()
-}
-
 #[test]
 fn a_working_setup_passes_every_step_lists_names_and_prints_no_secret() {
     let stack = Stack::start();
-    let shm = tmpfs_dir();
+    let shm = tmpfs_scratch();
     let files_dir = shm.as_ref().map(|d| d.path().join("secrets"));
     let files_arg = files_dir
         .as_ref()

@@ -4,38 +4,33 @@
 //! fallback, `ETag`s, retries of 429/5xx/dropped connections, bad bodies, and
 //! the token lifecycle (renew, revoke, re-login after a token error).
 
-mod client_support;
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use client_support::*;
 use secrecy::ExposeSecret;
 use svid_exec::error::ExitClass;
 use svid_exec::infisical::{ApiVersion, AuthMethod, FetchOutcome, InfisicalError};
 use svid_exec::retry::Transient;
-use svid_exec::session::{Refresh, Session, SessionOptions};
-use svid_exec::svid::{SvidSource, SvidSourceOptions};
+use svid_exec::session::Refresh;
 use svid_exec_testkit::infisical::{Fault, InfisicalConfig};
 use tokio::time::Instant;
 
+use super::support::*;
+
 #[test]
 fn each_login_method_succeeds_without_an_authorization_header() {
-    let s = Stack::default();
+    let s = stack();
     let client = s.client();
     let no_iss = s.jwt_for(WORKLOAD, "infisical", None);
     for (method, id, jwt) in [
-        (AuthMethod::Oidc, OIDC_ID, s.jwt()),
+        (AuthMethod::Oidc, OIDC_IDENTITY, s.jwt()),
         (
             AuthMethod::Jwt,
-            JWT_ID,
+            JWT_IDENTITY,
             s.jwt_for(WORKLOAD, "infisical", None),
         ),
-        (AuthMethod::Spiffe, SPIFFE_ID, no_iss),
+        (AuthMethod::Spiffe, SPIFFE_IDENTITY, no_iss),
     ] {
-        let token = s
-            .block_on(client.login(method, id, None, &jwt, within(20)))
-            .unwrap();
+        let token = block_on(client.login(method, id, None, &jwt, within(20))).unwrap();
         assert_eq!(token.expires_in, Duration::from_secs(3600), "{method}");
         assert_eq!(token.max_ttl, Duration::from_secs(86400), "{method}");
         assert!(token.exp.is_some(), "{method}: exp decoded from the token");
@@ -54,18 +49,17 @@ fn each_login_method_succeeds_without_an_authorization_header() {
 
 #[test]
 fn a_wrong_subject_is_refused_with_the_subject_in_the_hint() {
-    let s = Stack::default();
+    let s = stack();
     let jwt = s.jwt_for(
         "spiffe://example.org/ns/dev/sa/web",
         "infisical",
         Some(&s.discovery.url()),
     );
-    let err = s
-        .block_on(
-            s.client()
-                .login(AuthMethod::Oidc, OIDC_ID, None, &jwt, within(20)),
-        )
-        .unwrap_err();
+    let err = block_on(
+        s.client()
+            .login(AuthMethod::Oidc, OIDC_IDENTITY, None, &jwt, within(20)),
+    )
+    .unwrap_err();
     assert!(matches!(err, InfisicalError::LoginRefused { .. }), "{err}");
     assert_eq!(err.class(), ExitClass::Refused);
     let text = err.to_string();
@@ -78,39 +72,37 @@ fn a_wrong_subject_is_refused_with_the_subject_in_the_hint() {
 
 #[test]
 fn a_missing_issuer_on_oidc_is_refused_with_the_jwt_issuer_hint() {
-    let s = Stack::default();
+    let s = stack();
     let jwt = s.jwt_for(WORKLOAD, "infisical", None);
-    let err = s
-        .block_on(
-            s.client()
-                .login(AuthMethod::Oidc, OIDC_ID, None, &jwt, within(20)),
-        )
-        .unwrap_err();
+    let err = block_on(
+        s.client()
+            .login(AuthMethod::Oidc, OIDC_IDENTITY, None, &jwt, within(20)),
+    )
+    .unwrap_err();
     assert_eq!(err.class(), ExitClass::Refused, "{err}");
     assert!(err.to_string().contains("jwt_issuer"), "{err}");
 }
 
 #[test]
 fn a_wrong_audience_is_refused_naming_the_audience_requested() {
-    let s = Stack::default();
+    let s = stack();
     let jwt = s.jwt_for(WORKLOAD, "vault", Some(&s.discovery.url()));
-    let err = s
-        .block_on(
-            s.client()
-                .login(AuthMethod::Oidc, OIDC_ID, None, &jwt, within(20)),
-        )
-        .unwrap_err();
+    let err = block_on(
+        s.client()
+            .login(AuthMethod::Oidc, OIDC_IDENTITY, None, &jwt, within(20)),
+    )
+    .unwrap_err();
     assert_eq!(err.class(), ExitClass::Refused, "{err}");
     assert!(err.to_string().contains("vault"), "{err}");
 }
 
 #[test]
 fn a_wrong_method_for_the_identity_suggests_the_auth_method_flag() {
-    let s = Stack::default();
-    let err = s
-        .block_on(
+    let s = stack();
+    let err =
+        block_on(
             s.client()
-                .login(AuthMethod::Oidc, JWT_ID, None, &s.jwt(), within(20)),
+                .login(AuthMethod::Oidc, JWT_IDENTITY, None, &s.jwt(), within(20)),
         )
         .unwrap_err();
     assert!(
@@ -122,7 +114,7 @@ fn a_wrong_method_for_the_identity_suggests_the_auth_method_flag() {
 
 #[test]
 fn own_secrets_beat_imports_the_last_import_wins_and_later_paths_win() {
-    let s = Stack::default();
+    let s = stack();
     s.set("/", "A", "root-a");
     s.set("/", "SHARED", "root-shared");
     s.set("/one", "A", "one-a");
@@ -130,8 +122,10 @@ fn own_secrets_beat_imports_the_last_import_wins_and_later_paths_win() {
     s.set("/two", "B", "two-b");
     s.set("/two", "C", "two-c");
     s.set("/app", "SHARED", "app-shared");
-    s.infisical.add_import(PROJECT, "dev", "/", "dev", "/one");
-    s.infisical.add_import(PROJECT, "dev", "/", "dev", "/two");
+    s.infisical
+        .add_import(PROJECT_ID, ENVIRONMENT, "/", ENVIRONMENT, "/one");
+    s.infisical
+        .add_import(PROJECT_ID, ENVIRONMENT, "/", ENVIRONMENT, "/two");
     let client = s.client();
     let token = s.login(&client);
     let f = s.fetch(&client, &token, &spec(&["/", "/app"])).unwrap();
@@ -156,7 +150,7 @@ fn own_secrets_beat_imports_the_last_import_wins_and_later_paths_win() {
 
 #[test]
 fn values_arrive_byte_exact() {
-    let s = Stack::default();
+    let s = stack();
     let pem = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
     s.set("/", "PEM", pem);
     s.set("/", "UNI", "h\u{e9}llo = \"w\u{f6}rld\" \u{1f511}");
@@ -169,9 +163,9 @@ fn values_arrive_byte_exact() {
 
 #[test]
 fn tags_filter_and_recursion_reach_sub_folders() {
-    let s = Stack::default();
+    let s = stack();
     s.infisical
-        .set_secret_tagged(PROJECT, "dev", "/", "TAGGED", "t", &["backend"]);
+        .set_secret_tagged(PROJECT_ID, ENVIRONMENT, "/", "TAGGED", "t", &["backend"]);
     s.set("/", "UNTAGGED", "u");
     s.set("/app/db", "DEEP", "d");
     let client = s.client();
@@ -190,7 +184,7 @@ fn tags_filter_and_recursion_reach_sub_folders() {
 
 #[test]
 fn an_old_server_without_v4_is_read_through_v3_for_the_rest_of_the_process() {
-    let s = Stack::start(
+    let s = stack_with(
         InfisicalConfig {
             v4_disabled: true,
             ..InfisicalConfig::default()
@@ -199,7 +193,8 @@ fn an_old_server_without_v4_is_read_through_v3_for_the_rest_of_the_process() {
     );
     s.set("/", "K", "v");
     s.set("/one", "I", "imported");
-    s.infisical.add_import(PROJECT, "dev", "/", "dev", "/one");
+    s.infisical
+        .add_import(PROJECT_ID, ENVIRONMENT, "/", ENVIRONMENT, "/one");
     let client = s.client();
     let token = s.login(&client);
     let f = s.fetch(&client, &token, &spec(&["/"])).unwrap();
@@ -218,22 +213,18 @@ fn an_old_server_without_v4_is_read_through_v3_for_the_rest_of_the_process() {
 
 #[test]
 fn project_slug_resolves_to_the_id() {
-    let s = Stack::default();
+    let s = stack();
     let client = s.client();
     let token = s.login(&client);
-    let id = s
-        .block_on(client.resolve_project_slug(&token, SLUG, within(20)))
-        .unwrap();
-    assert_eq!(id, PROJECT);
-    let err = s
-        .block_on(client.resolve_project_slug(&token, "nope", within(20)))
-        .unwrap_err();
+    let id = block_on(client.resolve_project_slug(&token, PROJECT_SLUG, within(20))).unwrap();
+    assert_eq!(id, PROJECT_ID);
+    let err = block_on(client.resolve_project_slug(&token, "nope", within(20))).unwrap_err();
     assert_eq!(err.class(), ExitClass::Config, "{err}");
 }
 
 #[test]
 fn an_unchanged_poll_is_not_modified_and_a_change_is_seen() {
-    let s = Stack::default();
+    let s = stack();
     s.set("/a", "X", "1");
     s.set("/b", "Y", "1");
     let client = s.client();
@@ -241,14 +232,10 @@ fn an_unchanged_poll_is_not_modified_and_a_change_is_seen() {
     let spec = spec(&["/a", "/b"]);
     let first = s.fetch(&client, &token, &spec).unwrap();
     assert!(first.etags.is_complete());
-    let again = s
-        .block_on(client.fetch(&token, &spec, Some(&first.etags), within(20)))
-        .unwrap();
+    let again = block_on(client.fetch(&token, &spec, Some(&first.etags), within(20))).unwrap();
     assert!(matches!(again, FetchOutcome::NotModified));
     s.set("/b", "Y", "2");
-    let changed = s
-        .block_on(client.fetch(&token, &spec, Some(&first.etags), within(20)))
-        .unwrap();
+    let changed = block_on(client.fetch(&token, &spec, Some(&first.etags), within(20))).unwrap();
     let FetchOutcome::Fetched(changed) = changed else {
         panic!("a change must be fetched");
     };
@@ -262,9 +249,9 @@ fn an_unchanged_poll_is_not_modified_and_a_change_is_seen() {
 
 #[test]
 fn a_folder_without_permission_is_refused_77() {
-    let s = Stack::default();
+    let s = stack();
     s.infisical.add_project("other", "other");
-    s.infisical.add_environment("other", "dev");
+    s.infisical.add_environment("other", ENVIRONMENT);
     let client = s.client();
     let token = s.login(&client);
     let mut other = spec(&["/"]);
@@ -276,7 +263,7 @@ fn a_folder_without_permission_is_refused_77() {
 
 #[test]
 fn server_errors_and_rate_limits_are_retried_until_success() {
-    let s = Stack::default();
+    let s = stack();
     s.set("/", "K", "v");
     let client = s.client();
     let token = s.login(&client);
@@ -317,25 +304,24 @@ fn server_errors_and_rate_limits_are_retried_until_success() {
 
 #[test]
 fn a_server_down_until_the_deadline_is_unavailable() {
-    let mut s = Stack::default();
+    let mut s = stack();
     let client = s.client();
     s.infisical.stop();
-    let err = s
-        .block_on(client.login(
-            AuthMethod::Oidc,
-            OIDC_ID,
-            None,
-            &s.jwt(),
-            Instant::now() + Duration::from_millis(400),
-        ))
-        .unwrap_err();
+    let err = block_on(client.login(
+        AuthMethod::Oidc,
+        OIDC_IDENTITY,
+        None,
+        &s.jwt(),
+        Instant::now() + Duration::from_millis(400),
+    ))
+    .unwrap_err();
     assert!(matches!(err, InfisicalError::GaveUp { .. }), "{err}");
     assert_eq!(err.class(), ExitClass::Unavailable);
 }
 
 #[test]
 fn garbage_and_truncated_bodies_are_clear_errors_not_panics() {
-    let s = Stack::default();
+    let s = stack();
     s.set("/", "K", "secret-value-123");
     let client = s.client();
     let token = s.login(&client);
@@ -352,16 +338,16 @@ fn garbage_and_truncated_bodies_are_clear_errors_not_panics() {
 
 #[test]
 fn renew_swaps_in_the_returned_token_and_revoke_ends_it() {
-    let s = Stack::default();
+    let s = stack();
     let client = s.client();
     let token = s.login(&client);
-    let renewed = s.block_on(client.renew(&token, within(20))).unwrap();
+    let renewed = block_on(client.renew(&token, within(20))).unwrap();
     assert_eq!(
         renewed.login_at, token.login_at,
         "the max-TTL budget keeps its start"
     );
     assert_eq!(s.infisical.counters().renewals, 1);
-    s.block_on(client.revoke(&renewed, within(20))).unwrap();
+    block_on(client.revoke(&renewed, within(20))).unwrap();
     assert_eq!(s.infisical.counters().revocations, 1);
     let err = s.fetch(&client, &renewed, &spec(&["/"])).unwrap_err();
     assert!(err.needs_login(), "{err}");
@@ -376,7 +362,7 @@ fn renew_swaps_in_the_returned_token_and_revoke_ends_it() {
 
 #[test]
 fn renewal_refused_at_the_max_ttl_asks_for_a_login() {
-    let s = Stack::start(
+    let s = stack_with(
         InfisicalConfig {
             legacy_tokens: true,
             ..InfisicalConfig::default()
@@ -386,43 +372,23 @@ fn renewal_refused_at_the_max_ttl_asks_for_a_login() {
     let client = s.client();
     let token = s.login(&client);
     s.infisical.advance_clock(Duration::from_secs(12));
-    let err = s.block_on(client.renew(&token, within(20))).unwrap_err();
+    let err = block_on(client.renew(&token, within(20))).unwrap_err();
     assert!(err.needs_login(), "{err}");
     assert!(!err.is_transient());
 }
 
 #[test]
 fn the_session_logs_in_again_with_a_fresh_jwt_after_a_token_error() {
-    let s = Stack::default();
+    let s = stack();
     s.set("/", "K", "v");
     let dir = tempfile::tempdir().unwrap();
-    let jwt_file = dir.path().join("svid.jwt");
-    std::fs::write(
-        &jwt_file,
-        s.token_string(WORKLOAD, "infisical", Some(&s.discovery.url())),
-    )
-    .unwrap();
-    let svid = Arc::new(SvidSource::new(SvidSourceOptions::File(jwt_file)).unwrap());
-    let mut session = Session::new(
-        Arc::new(s.client()),
-        svid,
-        SessionOptions {
-            method: AuthMethod::Oidc,
-            identity_id: OIDC_ID.into(),
-            organization_slug: None,
-        },
-    );
-    let first = s
-        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
-        .unwrap();
+    let mut session = s.file_session(dir.path());
+    let first = block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
     assert!(matches!(first, FetchOutcome::Fetched(_)));
     // Revoke the token behind the session's back: the next call gets 401.
     let stolen = session.token().unwrap();
-    s.block_on(session.client().revoke(stolen, within(20)))
-        .unwrap();
-    let again = s
-        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
-        .unwrap();
+    block_on(session.client().revoke(stolen, within(20))).unwrap();
+    let again = block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
     assert!(matches!(again, FetchOutcome::Fetched(_)));
     assert_eq!(
         s.infisical.counters().logins,
@@ -431,43 +397,22 @@ fn the_session_logs_in_again_with_a_fresh_jwt_after_a_token_error() {
     );
     // A planned refresh renews; shutdown revokes.
     assert_eq!(
-        s.block_on(session.refresh(within(20))).unwrap(),
+        block_on(session.refresh(within(20))).unwrap(),
         Refresh::Renew
     );
-    s.block_on(session.revoke(within(20))).unwrap();
+    block_on(session.revoke(within(20))).unwrap();
     assert!(session.token().is_none());
     assert_eq!(s.infisical.live_tokens(), 0);
-}
-
-/// A session reading its JWT from a file the stack signed.
-fn file_session(s: &Stack, dir: &std::path::Path) -> Session {
-    let jwt_file = dir.join("svid.jwt");
-    std::fs::write(
-        &jwt_file,
-        s.token_string(WORKLOAD, "infisical", Some(&s.discovery.url())),
-    )
-    .unwrap();
-    let svid = Arc::new(SvidSource::new(SvidSourceOptions::File(jwt_file)).unwrap());
-    Session::new(
-        Arc::new(s.client()),
-        svid,
-        SessionOptions {
-            method: AuthMethod::Oidc,
-            identity_id: OIDC_ID.into(),
-            organization_slug: None,
-        },
-    )
 }
 
 #[test]
 fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
     // TTL 18 s: the planned renewal is at 12 s, the token works until 18 s.
-    let s = Stack::start(InfisicalConfig::default(), (18, 86_400));
+    let s = stack_with(InfisicalConfig::default(), (18, 86_400));
     s.set("/", "K", "v");
     let dir = tempfile::tempdir().unwrap();
-    let mut session = file_session(&s, dir.path());
-    s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
-        .unwrap();
+    let mut session = s.file_session(dir.path());
+    block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
     let planned = session.plan().unwrap();
     std::thread::sleep(
         planned.at.saturating_duration_since(Instant::now()) + Duration::from_millis(300),
@@ -477,9 +422,7 @@ fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
         Instant::now() + svid_exec::session::CALL_EXPIRY_MARGIN < expiry,
         "precondition: the token is still comfortably valid"
     );
-    let again = s
-        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
-        .unwrap();
+    let again = block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
     assert!(matches!(again, FetchOutcome::Fetched(_)));
     let counters = s.infisical.counters();
     assert_eq!(
@@ -488,7 +431,7 @@ fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
         "the poll used the valid token; the planned renewal is the supervisor's"
     );
     assert_eq!(
-        s.block_on(session.refresh(within(20))).unwrap(),
+        block_on(session.refresh(within(20))).unwrap(),
         Refresh::Renew
     );
     assert_eq!(
@@ -501,12 +444,11 @@ fn a_fetch_after_the_planned_refresh_leaves_renewal_to_the_supervisor() {
 #[test]
 fn a_fetch_keeps_a_still_valid_token_when_renewing_it_fails_transiently() {
     // TTL 6 s: planned renewal at 4 s; a call within 2 s of the expiry renews.
-    let s = Stack::start(InfisicalConfig::default(), (6, 86_400));
+    let s = stack_with(InfisicalConfig::default(), (6, 86_400));
     s.set("/", "K", "v");
     let dir = tempfile::tempdir().unwrap();
-    let mut session = file_session(&s, dir.path());
-    s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
-        .unwrap();
+    let mut session = s.file_session(dir.path());
+    block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
     let planned = session.plan().unwrap();
     std::thread::sleep(
         planned.at.saturating_duration_since(Instant::now()) + Duration::from_millis(300),
@@ -520,9 +462,7 @@ fn a_fetch_keeps_a_still_valid_token_when_renewing_it_fails_transiently() {
             header: true,
         },
     );
-    let fetched = s
-        .block_on(session.fetch(&spec(&["/"]), None, within(20)))
-        .unwrap();
+    let fetched = block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
     let FetchOutcome::Fetched(fetched) = fetched else {
         panic!("a first fetch without ETags is never Not Modified");
     };

@@ -3,13 +3,10 @@
 //! SPIRE's OIDC discovery provider and Infisical over HTTPS on 127.0.0.1).
 //! Each test asserts the exit code, the message on stderr and, for refusals,
 //! that the program never ran. Faults of the agent and the server live in
-//! `tests/faults.rs`; file delivery, `--watch` and `check` in their own files.
+//! `faults`; file delivery, `--watch` and `check` in their own modules.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use svid_exec_testkit::infisical::{Fault, InfisicalConfig, RequestRecord};
 use svid_exec_testkit::stack::{
@@ -18,185 +15,38 @@ use svid_exec_testkit::stack::{
 };
 use svid_exec_testkit::workload::{AgentCall, Svid};
 
-/// Every run is bounded: a hung launcher or child is killed and the test fails.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
+use crate::util::{secret_requests, Launcher, Outcome};
 
-/// What one run of the launcher (and the program it became) left behind.
-struct Outcome {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Outcome {
-    /// The exit code; a launcher killed by a signal is a test failure.
-    fn code(&self) -> i32 {
-        self.status.code().unwrap_or_else(|| {
-            panic!(
-                "svid-exec died from a signal: {:?}\n{}",
-                self.status, self.stderr
-            )
-        })
-    }
-
-    /// Asserts the exit code, showing stderr when it differs.
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code(),
-            code,
-            "unexpected exit code; stderr:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts that stderr mentions `text`.
-    #[track_caller]
-    fn expect_stderr(&self, text: &str) -> &Self {
-        assert!(
-            self.stderr.contains(text),
-            "stderr does not mention {text:?}:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    /// The child's environment, printed by `env -0` on stdout.
-    fn child_env(&self) -> BTreeMap<String, Vec<u8>> {
-        parse_env0(&self.stdout)
-    }
-}
-
-/// `NAME=value\0` records into a map; values stay raw bytes.
-fn parse_env0(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    bytes
-        .split(|b| *b == 0)
-        .filter(|record| !record.is_empty())
-        .map(|record| {
-            let eq = record
-                .iter()
-                .position(|b| *b == b'=')
-                .unwrap_or_else(|| panic!("env record without `=`: {record:?}"));
-            (
-                String::from_utf8(record[..eq].to_vec()).expect("UTF-8 name"),
-                record[eq + 1..].to_vec(),
-            )
-        })
-        .collect()
-}
-
-/// The launcher as a user runs it: a clean environment with only `PATH` and
-/// the stack's variables (agent socket, API URL, CA, OIDC identity, project,
-/// environment).
-fn launcher(stack: &Stack) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_svid-exec"));
-    command
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(stack.launcher_env());
-    command
-}
-
-/// Runs `command` to completion (killing it after [`RUN_LIMIT`]) and collects
-/// its exit status and output.
-fn run(mut command: Command) -> Outcome {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn svid-exec");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        out.read_to_end(&mut buf).expect("read stdout");
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        err.read_to_end(&mut buf).expect("read stderr");
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for svid-exec") {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = err_reader.join().unwrap_or_default();
-            panic!(
-                "svid-exec did not finish within {RUN_LIMIT:?}; stderr:\n{}",
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Outcome {
-        status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
-    }
-}
-
-/// `launcher(stack)` with `args`, then `-- env -0`: the child prints its
+/// `svid-exec run ARGS -- env -0` against `stack`: the child prints its
 /// whole environment.
 fn run_env(stack: &Stack, args: &[&str]) -> Outcome {
-    let mut command = launcher(stack);
-    command.args(["run"]).args(args).args(["--", "env", "-0"]);
-    run(command)
+    Launcher::on(stack)
+        .args(["run"])
+        .args(args)
+        .args(["--", "env", "-0"])
+        .run()
 }
 
-/// A child command that first creates `marker`, so a test can tell whether
-/// the program ran at all.
-fn marker_child(marker: &Path) -> Vec<String> {
-    vec![
-        "sh".into(),
-        "-c".into(),
-        "touch \"$1\"".into(),
-        "sh".into(),
-        marker.display().to_string(),
-    ]
-}
-
-/// Runs `svid-exec run ARGS -- <marker child>` and returns the outcome and
-/// whether the child ran.
-fn run_marked(mut command: Command, args: &[&str], marker_dir: &Path) -> (Outcome, bool) {
-    let marker = marker_dir.join(format!(
-        "ran-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    ));
+/// Runs `svid-exec run ARGS -- <a program that marks that it ran>`.
+fn run_marked(mut command: Launcher, args: &[&str], marker_dir: &std::path::Path) -> Outcome {
     command
         .arg("run")
         .args(args)
-        .arg("--")
-        .args(marker_child(&marker));
-    let outcome = run(command);
-    let ran = marker.exists();
-    (outcome, ran)
+        .marked_program(marker_dir)
+        .run()
 }
 
 /// Asserts a refusal: `code`, `message` on stderr, and the program never ran.
 #[track_caller]
 fn assert_refused(
     stack: &Stack,
-    command: Command,
+    command: Launcher,
     args: &[&str],
     code: i32,
     message: &str,
 ) -> Outcome {
-    let (outcome, ran) = run_marked(command, args, stack.dir());
-    outcome.expect_code(code).expect_stderr(message);
-    assert!(
-        !ran,
-        "the program ran although svid-exec refused; stderr:\n{}",
-        outcome.stderr
-    );
+    let outcome = run_marked(command, args, stack.dir());
+    outcome.expect_refused(code, &[message]);
     outcome
 }
 
@@ -214,15 +64,6 @@ fn jwt_svid_calls(stack: &Stack) -> Vec<AgentCall> {
         .calls()
         .into_iter()
         .filter(|c| c.method == "FetchJWTSVID")
-        .collect()
-}
-
-fn secret_requests(stack: &Stack) -> Vec<RequestRecord> {
-    stack
-        .infisical
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/api/v4/secrets") || r.path.starts_with("/api/v3/secrets"))
         .collect()
 }
 
@@ -302,12 +143,12 @@ mod auth {
     #[test]
     fn spiffe_auth_logs_in_with_the_spiffe_identity_set_by_environment() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command
             .env("INFISICAL_AUTH_METHOD", "spiffe-auth")
             .env("INFISICAL_MACHINE_IDENTITY_ID", SPIFFE_IDENTITY)
             .args(["run", "--", "env", "-0"]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         assert_demo_delivered(&outcome);
         assert_logged_in_with(&stack, "spiffe-auth");
@@ -336,7 +177,7 @@ mod auth {
         let jwt_arg = jwt.display().to_string();
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "1s", "--jwt-file", &jwt_arg],
             69,
             "waited for",
@@ -376,7 +217,7 @@ mod auth {
         // A startup timeout longer than the run limit: only failing at once passes.
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "10m", "--jwt-file", &jwt_arg],
             78,
             "does not hold a JWT",
@@ -411,7 +252,7 @@ mod auth {
             format!("unix:{socket}"),
             format!("unix://{socket}"),
         ] {
-            let mut command = launcher(&stack);
+            let mut command = Launcher::on(&stack);
             command.env("SPIFFE_ENDPOINT_SOCKET", &address).args([
                 "run",
                 "--startup-timeout",
@@ -419,7 +260,7 @@ mod auth {
                 "--",
                 "true",
             ]);
-            let outcome = run(command);
+            let outcome = command.run();
             assert_eq!(outcome.code(), 0, "{address}: {}", outcome.stderr);
         }
         assert_eq!(jwt_svid_calls(&stack).len(), 3);
@@ -429,14 +270,14 @@ mod auth {
     fn api_url_with_a_trailing_api_or_slash_is_normalised() {
         let stack = Stack::start();
         for suffix in ["/", "/api", "/api/"] {
-            let mut command = launcher(&stack);
+            let mut command = Launcher::on(&stack);
             command
                 .env(
                     "INFISICAL_API_URL",
                     format!("{}{suffix}", stack.infisical.url()),
                 )
                 .args(["run", "--startup-timeout", "2s", "--", "true"]);
-            let outcome = run(command);
+            let outcome = command.run();
             assert_eq!(outcome.code(), 0, "{suffix}: {}", outcome.stderr);
         }
         let paths: Vec<String> = stack
@@ -503,7 +344,7 @@ mod environment {
     #[test]
     fn child_gets_inherited_variables_and_secrets_override_and_no_bootstrap_variable() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command
             .env("HOME", "/home/billing")
             .env("KEEP_ME", "inherited value")
@@ -511,7 +352,7 @@ mod environment {
             .env("SVID_EXEC_LOG_LEVEL", "info")
             .env("INFISICAL_ORGANIZATION_SLUG_UNUSED", "x")
             .args(["run", "--", "env", "-0"]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         let mut expected = bytes(&[
             ("PATH", "/usr/bin:/bin"),
@@ -525,7 +366,7 @@ mod environment {
     #[test]
     fn no_override_keeps_inherited_values() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.env("DATABASE_URL", "inherited-db").args([
             "run",
             "--no-override",
@@ -533,7 +374,7 @@ mod environment {
             "env",
             "-0",
         ]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         let mut expected = bytes(&[("PATH", "/usr/bin:/bin")]);
         expected.extend(bytes(DEMO_SECRETS));
@@ -544,7 +385,7 @@ mod environment {
     #[test]
     fn env_prefix_is_prepended_to_every_secret_name() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.env("DATABASE_URL", "inherited-db").args([
             "run",
             "--env-prefix",
@@ -553,7 +394,7 @@ mod environment {
             "env",
             "-0",
         ]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         let mut expected = bytes(&[("PATH", "/usr/bin:/bin"), ("DATABASE_URL", "inherited-db")]);
         for (key, value) in DEMO_SECRETS {
@@ -653,7 +494,7 @@ mod environment {
             .set_secret(PROJECT_ID, ENVIRONMENT, "/", "A=B", "x");
         assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &[],
             78,
             "\"A=B\" cannot be an environment variable name",
@@ -667,7 +508,7 @@ mod environment {
         stack
             .infisical
             .set_secret(PROJECT_ID, ENVIRONMENT, "/", "NUL_VALUE", "before\0after");
-        let outcome = assert_refused(&stack, launcher(&stack), &[], 78, "\"NUL_VALUE\"");
+        let outcome = assert_refused(&stack, Launcher::on(&stack), &[], 78, "\"NUL_VALUE\"");
         outcome.expect_stderr("NUL byte");
         assert!(!outcome.stderr.contains("before"), "the value was printed");
     }
@@ -787,11 +628,11 @@ mod fetching {
         let stack = Stack::start();
         secret(&stack, "/one", "SHARED", "from one");
         secret(&stack, "/two", "SHARED", "from two");
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command
             .env("INFISICAL_SECRET_PATH", "/one,/two")
             .args(["run", "--", "env", "-0"]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         assert_eq!(value(&outcome, "SHARED").as_deref(), Some("from two"));
     }
@@ -941,11 +782,11 @@ mod fetching {
             vec!["WEB_ONLY".to_string(), "WORKER_ONLY".to_string()]
         );
 
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command
             .env("SVID_EXEC_TAGS", "web,cron")
             .args(["run", "--", "env", "-0"]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         let keys: Vec<String> = outcome
             .child_env()
@@ -999,7 +840,7 @@ mod fetching {
     #[test]
     fn project_slug_is_resolved_once_to_the_project_id() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.env_remove("INFISICAL_PROJECT_ID").args([
             "run",
             "--project-slug",
@@ -1008,7 +849,7 @@ mod fetching {
             "env",
             "-0",
         ]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         assert_eq!(
             value(&outcome, "GREETING").as_deref(),
@@ -1038,7 +879,7 @@ mod fail_closed {
         let stack = Stack::start();
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--path", "/mistyped"],
             78,
             "no secrets were found",
@@ -1051,13 +892,12 @@ mod fail_closed {
     #[test]
     fn allow_empty_runs_the_program_without_secrets() {
         let stack = Stack::start();
-        let (outcome, ran) = run_marked(
-            launcher(&stack),
+        let outcome = run_marked(
+            Launcher::on(&stack),
             &["--path", "/mistyped", "--allow-empty"],
             stack.dir(),
         );
-        outcome.expect_code(0);
-        assert!(ran, "the program did not run; stderr:\n{}", outcome.stderr);
+        outcome.expect_ran();
     }
 
     #[test]
@@ -1065,7 +905,7 @@ mod fail_closed {
         let stack = Stack::start();
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &[
                 "--require",
                 "DATABASE_URL",
@@ -1089,7 +929,7 @@ mod fail_closed {
     #[test]
     fn required_keys_from_the_environment_are_comma_separated() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.env("SVID_EXEC_REQUIRE", "GREETING,STRIPE_KEY");
         let outcome = assert_refused(
             &stack,
@@ -1104,13 +944,12 @@ mod fail_closed {
     #[test]
     fn present_required_keys_let_the_program_run() {
         let stack = Stack::start();
-        let (outcome, ran) = run_marked(
-            launcher(&stack),
+        let outcome = run_marked(
+            Launcher::on(&stack),
             &["--require", "DATABASE_URL", "--require", "GREETING"],
             stack.dir(),
         );
-        outcome.expect_code(0);
-        assert!(ran, "stderr:\n{}", outcome.stderr);
+        outcome.expect_ran();
     }
 }
 
@@ -1127,7 +966,7 @@ mod refusals {
             .set_svids([Svid::new("spiffe://example.org/ns/dev/sa/billing")]);
         assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s"],
             77,
             "spiffe://example.org/ns/dev/sa/billing",
@@ -1144,7 +983,7 @@ mod refusals {
         ]);
         assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s"],
             77,
             "spiffe://example.org/ns/dev/sa/other",
@@ -1156,7 +995,7 @@ mod refusals {
         let stack = Stack::start();
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s", "--audience", "other"],
             77,
             "audience",
@@ -1175,7 +1014,7 @@ mod refusals {
         stack.agent.set_issuer(Some("https://wrong".into()));
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s"],
             77,
             "jwt_issuer",
@@ -1189,7 +1028,7 @@ mod refusals {
         let unknown = "99999999-8888-4777-a666-555555555555";
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s", "--identity-id", unknown],
             77,
             unknown,
@@ -1202,7 +1041,7 @@ mod refusals {
         let stack = Stack::start();
         assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s", "--identity-id", JWT_IDENTITY],
             77,
             "--auth-method jwt-auth",
@@ -1220,7 +1059,7 @@ mod refusals {
             .set_secret(other, ENVIRONMENT, "/", "PAYROLL_KEY", "not yours");
         let outcome = assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s", "--project-id", other],
             77,
             "read access",
@@ -1239,7 +1078,7 @@ mod refusals {
         let missing = "0f0f0f0f-1e1e-4d2d-8c3c-4b4b4b4b4b4b";
         assert_refused(
             &stack,
-            launcher(&stack),
+            Launcher::on(&stack),
             &["--startup-timeout", "2s", "--project-id", missing],
             78,
             missing,
@@ -1249,7 +1088,7 @@ mod refusals {
     #[test]
     fn missing_project_slug_is_a_configuration_error_78() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.env_remove("INFISICAL_PROJECT_ID");
         assert_refused(
             &stack,
@@ -1268,9 +1107,9 @@ mod program {
     use std::os::unix::fs::PermissionsExt;
 
     fn run_program(stack: &Stack, program: &[&str]) -> Outcome {
-        let mut command = launcher(stack);
+        let mut command = Launcher::on(stack);
         command.arg("run").arg("--").args(program);
-        run(command)
+        command.run()
     }
 
     #[test]
@@ -1296,17 +1135,13 @@ mod program {
             );
         }
         // ...which a shell (a CI step, an entrypoint) reports as 128+15.
-        let mut command = Command::new("/bin/sh");
-        command
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .envs(stack.launcher_env())
-            .args([
+        let outcome = Launcher::on(&stack)
+            .via(&[
+                "/bin/sh",
                 "-c",
                 "\"$0\" run -- sh -c 'kill -TERM $$'; echo \"status=$?\"",
-                env!("CARGO_BIN_EXE_svid-exec"),
-            ]);
-        let outcome = run(command);
+            ])
+            .run();
         outcome.expect_code(0);
         assert_eq!(
             String::from_utf8_lossy(&outcome.stdout).trim(),
@@ -1415,14 +1250,15 @@ mod program {
     #[test]
     fn quiet_prints_nothing_on_success_and_still_reports_errors() {
         let stack = Stack::start();
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.args(["run", "-q", "--", "true"]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome.expect_code(0);
         assert_eq!(outcome.stderr, "", "-q printed something");
-        let mut command = launcher(&stack);
+        let mut command = Launcher::on(&stack);
         command.args(["run", "-q", "--", "no-such-program-xyz"]);
-        run(command)
+        command
+            .run()
             .expect_code(127)
             .expect_stderr("command not found: no-such-program-xyz");
     }
@@ -1478,7 +1314,7 @@ mod size_guard {
             "HUGE_BLOB",
             &"x".repeat(131_073),
         );
-        let outcome = assert_refused(&stack, launcher(&stack), &[], 78, "HUGE_BLOB");
+        let outcome = assert_refused(&stack, Launcher::on(&stack), &[], 78, "HUGE_BLOB");
         outcome.expect_stderr("--files-dir");
         assert!(
             !outcome.stderr.contains(&"x".repeat(64)),
@@ -1514,18 +1350,14 @@ mod size_guard {
                 .set_secret(PROJECT_ID, ENVIRONMENT, "/", &format!("BULK_{i}"), &value);
         }
         let marker = stack.dir().join("bulk-ran");
-        let mut command = Command::new("/bin/sh");
-        command
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .envs(stack.launcher_env())
-            .args([
+        let outcome = Launcher::on(&stack)
+            .via(&[
+                "/bin/sh",
                 "-c",
                 "ulimit -s 2048 && exec \"$0\" run -- sh -c 'touch \"$1\"' sh \"$1\"",
-                env!("CARGO_BIN_EXE_svid-exec"),
             ])
-            .arg(&marker);
-        let outcome = run(command);
+            .arg(&marker)
+            .run();
         outcome
             .expect_code(78)
             .expect_stderr("over the limit of 524288 bytes for exec (ARG_MAX)")
@@ -1544,6 +1376,7 @@ mod no_secret_in_logs {
     //! carries no secret value, no JWT and no access token.
 
     use super::*;
+    use crate::util::{assert_no_secret, find_jwt_like};
 
     /// Values that must never appear in a log.
     fn secret_values(stack: &Stack) -> Vec<String> {
@@ -1558,47 +1391,15 @@ mod no_secret_in_logs {
         values
     }
 
-    /// Something shaped like a JWT: `eyJ…` and three base64url parts.
-    fn find_jwt_like(text: &str) -> Option<&str> {
-        let is_b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        let mut rest = text;
-        while let Some(start) = rest.find("eyJ") {
-            let candidate = &rest[start..];
-            let end = candidate
-                .find(|c: char| !(is_b64url(c) || c == '.'))
-                .unwrap_or(candidate.len());
-            let token = &candidate[..end];
-            let parts: Vec<&str> = token.split('.').collect();
-            if parts.len() >= 3 && parts.iter().take(3).all(|p| !p.is_empty()) {
-                return Some(token);
-            }
-            rest = &candidate[3..];
-        }
-        None
-    }
-
     #[track_caller]
     fn assert_clean(outcome: &Outcome, values: &[String], extra: &[&str]) {
         assert!(!outcome.stderr.is_empty(), "no log at trace level?");
-        for value in values
+        let values: Vec<&str> = values
             .iter()
             .map(String::as_str)
             .chain(extra.iter().copied())
-        {
-            assert!(
-                !outcome.stderr.contains(value),
-                "stderr carries a secret ({} bytes starting {:?}):\n{}",
-                value.len(),
-                value.chars().take(6).collect::<String>(),
-                outcome.stderr
-            );
-        }
-        if let Some(jwt) = find_jwt_like(&outcome.stderr) {
-            panic!(
-                "stderr carries a JWT-like string {jwt:.12}…:\n{}",
-                outcome.stderr
-            );
-        }
+            .collect();
+        assert_no_secret(&outcome.stderr, &values);
     }
 
     /// In JSON mode every stderr line is one JSON object (the final error too).
@@ -1612,8 +1413,8 @@ mod no_secret_in_logs {
         }
     }
 
-    fn traced(stack: &Stack, format: &str) -> Command {
-        let mut command = launcher(stack);
+    fn traced(stack: &Stack, format: &str) -> Launcher {
+        let mut command = Launcher::on(stack);
         command.args(["run", "--log-level", "trace", "--log-format", format]);
         command
     }
@@ -1636,7 +1437,7 @@ mod no_secret_in_logs {
             let values = secret_values(&stack);
             let mut command = traced(&stack, format);
             command.args(["--", "true"]);
-            let outcome = run(command);
+            let outcome = command.run();
             outcome.expect_code(0);
             assert_clean(&outcome, &values, &[]);
             assert_format(&outcome, format);
@@ -1657,7 +1458,7 @@ mod no_secret_in_logs {
                 .args(["--jwt-file"])
                 .arg(&jwt_path)
                 .args(["--", "true"]);
-            let outcome = run(command);
+            let outcome = command.run();
             outcome.expect_code(0);
             assert_clean(&outcome, &values, &[jwt.trim()]);
             assert_format(&outcome, format);
@@ -1677,7 +1478,7 @@ mod no_secret_in_logs {
                 .args(["--startup-timeout", "2s", "--jwt-file"])
                 .arg(&jwt_path)
                 .args(["--", "true"]);
-            let outcome = run(command);
+            let outcome = command.run();
             outcome.expect_code(77);
             assert_clean(&outcome, &values, &[jwt.trim()]);
             assert_format(&outcome, format);
@@ -1694,7 +1495,7 @@ mod no_secret_in_logs {
                 .fail_next("/api/v4/secrets", 1_000, Fault::Status(500));
             let mut command = traced(&stack, format);
             command.args(["--startup-timeout", "1s", "--", "true"]);
-            let outcome = run(command);
+            let outcome = command.run();
             outcome.expect_code(69);
             assert_clean(&outcome, &values, &[]);
             assert_format(&outcome, format);
@@ -1708,7 +1509,7 @@ mod no_secret_in_logs {
             let values = secret_values(&stack);
             let mut command = traced(&stack, format);
             command.args(["--", "no-such-program-xyz"]);
-            let outcome = run(command);
+            let outcome = command.run();
             outcome
                 .expect_code(127)
                 .expect_stderr("no-such-program-xyz");
@@ -1726,7 +1527,7 @@ mod no_secret_in_logs {
             .fail_next("/api/v4/secrets", 1_000, Fault::GarbageBody);
         let mut command = traced(&stack, "text");
         command.args(["--startup-timeout", "1s", "--", "true"]);
-        let outcome = run(command);
+        let outcome = command.run();
         outcome
             .expect_code(69)
             .expect_stderr("not the expected JSON");

@@ -15,6 +15,8 @@ use svid_exec_testkit::http::HttpServer;
 use svid_exec_testkit::tls::TestCa;
 use tokio::time::Instant;
 
+use super::support::block_on;
+
 fn jwt() -> Jwt {
     let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let token = format!(
@@ -36,15 +38,6 @@ fn options(url: String) -> ClientOptions {
         request_timeout: Duration::from_secs(5),
         ..ClientOptions::default()
     }
-}
-
-/// The testkit servers run on runtimes of their own, started and dropped outside ours.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn fast() -> Backoff {

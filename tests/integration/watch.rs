@@ -3,43 +3,38 @@
 //! and legacy servers, an expired and a revoked token mid-run), change handling
 //! (restart once, never on unchanged polls, one restart for a burst, `signal:HUP`
 //! with atomically swapped files, failing polls), shutdown (forward, revoke,
-//! remove files), the sidecar form, and the PID-1 cases of `supervise_process`
-//! that matter at this level. Every wait is bounded; every launcher is stopped.
+//! remove files) and the sidecar form; the PID-1 duties are in `supervise`,
+//! which shares the helpers below. Every wait is bounded; every launcher is
+//! stopped.
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use svid_exec_testkit::infisical::{Fault, InfisicalConfig};
 use svid_exec_testkit::stack::{Stack, StackOptions, DEMO_SECRETS, ENVIRONMENT, PROJECT_ID};
 
-const WAIT: Duration = Duration::from_secs(40);
+use crate::util::{alive, ppid, secret_requests, wait_for, Launcher, Running};
 
-fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(40);
 
-fn set(stack: &Stack, key: &str, value: &str) {
+pub fn set(stack: &Stack, key: &str, value: &str) {
     stack
         .infisical
         .set_secret(PROJECT_ID, ENVIRONMENT, "/", key, value);
 }
 
-fn stack_with(ttl: (u64, u64), legacy: bool) -> Stack {
+/// A stack whose tokens live `ttl` (TTL, max TTL) on a current or legacy
+/// server, holding `WATCHED=one` besides the demo secrets.
+pub fn stack_with(ttl: (u64, u64), legacy: bool) -> Stack {
     let stack = Stack::start_with(StackOptions {
-        token_ttl: ttl,
+        token_ttl: Some(ttl),
         infisical: InfisicalConfig {
             legacy_tokens: legacy,
             ..InfisicalConfig::default()
@@ -52,75 +47,83 @@ fn stack_with(ttl: (u64, u64), legacy: bool) -> Stack {
 
 /// Secret reads (`GET /api/v4/secrets`, `/api/v3/secrets/raw`) served so far.
 fn secret_reads(stack: &Stack) -> Vec<u16> {
-    stack
-        .infisical
-        .requests()
+    secret_requests(stack)
         .into_iter()
-        .filter(|r| r.path.starts_with("/api/v4/secrets") || r.path.starts_with("/api/v3/secrets"))
         .map(|r| r.status)
         .collect()
 }
 
 /// A running `svid-exec` with a scratch directory `$D` (also in the child's
 /// environment). Dropping it stops svid-exec and any child it recorded.
-struct Launcher {
-    process: Option<Child>,
+pub struct Watched {
+    running: Option<Running>,
+    /// What it printed on stderr, once it exited.
+    stderr: String,
     dir: tempfile::TempDir,
 }
 
 /// A child that records `<pid> <$WATCHED>` and then is `sleep` (same pid).
-const RECORDER: &str = "echo \"$$ $WATCHED\" >> \"$D/starts\"; exec sleep 120";
+pub const RECORDER: &str = "echo \"$$ $WATCHED\" >> \"$D/starts\"; exec sleep 120";
 
-impl Launcher {
-    fn start(stack: &Stack, args: &[&str]) -> Self {
+impl Watched {
+    /// `svid-exec ARGS` (`$D` in them replaced) against `stack`; `adjust`
+    /// may change the launcher first (a wrapper, another environment).
+    pub fn start_with(stack: &Stack, args: &[&str], adjust: impl FnOnce(&mut Launcher)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
-        let process = Command::new(env!("CARGO_BIN_EXE_svid-exec"))
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("D", dir.path())
-            .envs(stack.launcher_env())
-            .args(
-                args.iter()
-                    .map(|a| a.replace("$D", &dir.path().to_string_lossy())),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start svid-exec");
+        let mut launcher = Launcher::on(stack);
+        launcher.env("D", dir.path()).args(
+            args.iter()
+                .map(|a| a.replace("$D", &dir.path().to_string_lossy())),
+        );
+        adjust(&mut launcher);
         Self {
-            process: Some(process),
+            running: Some(launcher.spawn()),
+            stderr: String::new(),
             dir,
         }
     }
 
+    pub fn start(stack: &Stack, args: &[&str]) -> Self {
+        Self::start_with(stack, args, |_| {})
+    }
+
     /// `run --watch --poll-interval <poll> [extra] -- sh -c <script>`.
-    fn run(stack: &Stack, poll: &str, extra: &[&str], script: &str) -> Self {
+    pub fn run(stack: &Stack, poll: &str, extra: &[&str], script: &str) -> Self {
         let mut args = vec!["run", "--watch", "--poll-interval", poll];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", "sh", "-c", script]);
         Self::start(stack, &args)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn pid(&self) -> i32 {
-        i32::try_from(self.process.as_ref().expect("running").id()).expect("pid")
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
     }
 
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal svid-exec");
+    pub fn pid(&self) -> i32 {
+        self.running().pid()
     }
 
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    pub fn signal(&self, signal: Signal) {
+        self.running().signal(signal);
+    }
+
+    /// Sends signal number `n` (real-time ones have no name in nix's enum).
+    pub fn signal_number(&self, n: i32) {
+        self.running().signal_number(n);
+    }
+
+    pub fn stderr(&self) -> String {
+        self.running
+            .as_ref()
+            .map_or_else(|| self.stderr.clone(), Running::stderr)
     }
 
     /// The `starts` records: (pid, value).
-    fn starts(&self) -> Vec<(i32, String)> {
+    pub fn starts(&self) -> Vec<(i32, String)> {
         fs::read_to_string(self.path("starts"))
             .unwrap_or_default()
             .lines()
@@ -131,14 +134,14 @@ impl Launcher {
             .collect()
     }
 
-    fn wait_starts(&self, n: usize) -> Vec<(i32, String)> {
+    pub fn wait_starts(&self, n: usize) -> Vec<(i32, String)> {
         wait_for(&format!("{n} child start(s)"), WAIT, || {
             let starts = self.starts();
             (starts.len() >= n).then_some(starts)
         })
     }
 
-    fn wait_file(&self, name: &str) -> String {
+    pub fn wait_file(&self, name: &str) -> String {
         wait_for(&format!("file {name}"), WAIT, || {
             fs::read_to_string(self.path(name))
                 .ok()
@@ -146,57 +149,35 @@ impl Launcher {
         })
     }
 
-    /// Waits (bounded) for svid-exec to exit; returns its exit code.
-    fn finish(&mut self) -> i32 {
-        let mut process = self.process.take().expect("running");
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = process.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = process.kill();
-                let _ = process.wait();
-                panic!("svid-exec did not exit; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        status
-            .code()
-            .unwrap_or_else(|| panic!("svid-exec was killed: {status:?}\n{}", self.stderr()))
+    /// Waits (bounded) for svid-exec to exit; returns its exit code, and
+    /// keeps what it printed for [`Watched::stderr`].
+    pub fn finish(&mut self) -> i32 {
+        self.finish_output().0
+    }
+
+    /// [`Watched::finish`], also returning what svid-exec (and its child)
+    /// printed on stdout.
+    pub fn finish_output(&mut self) -> (i32, Vec<u8>) {
+        let outcome = self.running.take().expect("running").wait_within(WAIT);
+        self.stderr.clone_from(&outcome.stderr);
+        (outcome.code(), outcome.stdout)
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(&mut self) -> i32 {
+    pub fn stop(&mut self) -> i32 {
         self.signal(Signal::SIGTERM);
         self.finish()
     }
 }
 
-impl Drop for Launcher {
+impl Drop for Watched {
     fn drop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
+        drop(self.running.take());
         for (pid, _) in self.starts() {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
-}
-
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
-
-/// The parent pid of `pid`, from /proc.
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
 }
 
 mod lifecycle {
@@ -206,7 +187,7 @@ mod lifecycle {
     /// happen, the child is never disturbed, and no secret read is ever refused.
     fn child_runs_undisturbed_through_renewals_and_logins(legacy: bool) {
         let stack = stack_with((2, 6), legacy);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         let first = launcher.wait_starts(1);
         let (pid, value) = first[0].clone();
         assert_eq!(value, "one");
@@ -254,7 +235,7 @@ mod lifecycle {
 
     /// After the token died behind our back, a change must still arrive: the poll's
     /// refusal leads to a fresh login, and the child restarts once with the value.
-    fn recovers_after(stack: &Stack, launcher: &Launcher, kill_token: impl FnOnce()) {
+    fn recovers_after(stack: &Stack, launcher: &Watched, kill_token: impl FnOnce()) {
         let first = launcher.wait_starts(1);
         let reads_before = secret_reads(stack).len();
         wait_for("a poll", WAIT, || {
@@ -285,7 +266,7 @@ mod lifecycle {
     #[test]
     fn an_expired_token_mid_run_is_recovered_with_a_fresh_login() {
         let stack = stack_with((60, 600), false);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         recovers_after(&stack, &launcher, || {
             stack.infisical.advance_clock(Duration::from_secs(120));
         });
@@ -300,7 +281,7 @@ mod lifecycle {
         use svid_exec::infisical::{AccessToken, Client, ClientOptions};
 
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         recovers_after(&stack, &launcher, || {
             let tokens = stack.infisical.live_token_strings();
             assert_eq!(tokens.len(), 1, "one token, svid-exec's");
@@ -337,7 +318,7 @@ mod changes {
     #[test]
     fn a_changed_value_restarts_the_child_exactly_once_and_unchanged_polls_never_do() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         let first = launcher.wait_starts(1);
         let reads = secret_reads(&stack).len();
         wait_for("5 unchanged polls", WAIT, || {
@@ -371,7 +352,7 @@ mod changes {
     #[test]
     fn a_burst_of_changes_gives_one_restart_with_the_last_value() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         launcher.wait_starts(1);
         for n in 1..=5 {
             set(&stack, "WATCHED", &format!("burst-{n}"));
@@ -395,7 +376,7 @@ mod changes {
         let script = "echo \"$$ -\" >> \"$D/starts\"; \
              trap 'cat \"$D/files/WATCHED\" >> \"$D/seen\"; echo >> \"$D/seen\"' HUP; \
              while :; do sleep 0.1; done";
-        let mut launcher = Launcher::run(
+        let mut launcher = Watched::run(
             &stack,
             "1s",
             &[
@@ -443,7 +424,7 @@ mod changes {
     #[test]
     fn signal_on_change_with_secrets_in_the_environment_is_refused_at_start_up() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &["--on-change", "signal:HUP"], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &["--on-change", "signal:HUP"], RECORDER);
         assert_eq!(launcher.finish(), 78);
         assert!(
             launcher
@@ -459,7 +440,7 @@ mod changes {
     #[test]
     fn failing_polls_keep_the_child_running_with_the_old_secrets() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         let first = launcher.wait_starts(1);
         // Enough 500s that the client's own retries (5 s per poll) give up at
         // least once, so the supervisor sees failed polls; meanwhile the value changes.
@@ -485,7 +466,7 @@ mod changes {
     #[test]
     fn an_emptied_project_mid_run_is_refused_and_the_child_keeps_its_secrets() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         let first = launcher.wait_starts(1);
         for key in DEMO_SECRETS.iter().map(|(k, _)| *k).chain(["WATCHED"]) {
             assert!(stack
@@ -515,7 +496,7 @@ mod shutdown {
         let stack = stack_with((3600, 86_400), false);
         let script = "echo \"$$ $WATCHED\" >> \"$D/starts\"; \
              trap 'echo term > \"$D/got\"; exit 3' TERM; while :; do sleep 0.1; done";
-        let mut launcher = Launcher::run(
+        let mut launcher = Watched::run(
             &stack,
             "5s",
             &["--files-dir", "$D/files", "--allow-non-tmpfs"],
@@ -541,7 +522,7 @@ mod shutdown {
     #[test]
     fn write_watch_refreshes_the_file_after_a_change_and_exits_0_on_term() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::start(
+        let mut launcher = Watched::start(
             &stack,
             &[
                 "write",
@@ -572,12 +553,12 @@ mod shutdown {
         // --stop-signal INT: SIGTERM to svid-exec reaches the child as SIGINT.
         let script = "echo \"$$ -\" >> \"$D/starts\"; trap 'exit 5' INT; trap '' TERM; \
              while :; do sleep 0.1; done";
-        let mut launcher = Launcher::run(&stack, "5s", &["--stop-signal", "INT"], script);
+        let mut launcher = Watched::run(&stack, "5s", &["--stop-signal", "INT"], script);
         launcher.wait_starts(1);
         assert_eq!(launcher.stop(), 5);
         // A child that ignores the stop signal is killed after --stop-timeout.
         let script = "echo \"$$ -\" >> \"$D/starts\"; trap '' TERM; while :; do sleep 0.1; done";
-        let mut launcher = Launcher::run(
+        let mut launcher = Watched::run(
             &stack,
             "5s",
             &["--stop-timeout", "1s", "--forward-to", "child"],
@@ -593,7 +574,7 @@ mod shutdown {
         stack
             .infisical
             .fail_next("/api/v1/auth/oidc-auth/login", 1000, Fault::Status(503));
-        let mut launcher = Launcher::run(&stack, "1s", &[], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &[], RECORDER);
         wait_for("a login attempt", WAIT, || {
             stack
                 .infisical
@@ -609,12 +590,12 @@ mod shutdown {
 
     /// A stack whose login works and whose secrets route answers 503 for a long
     /// time, and a launcher started on it, once it holds a token.
-    fn logged_in_but_stuck_fetching(args: &[&str]) -> (Stack, Launcher) {
+    fn logged_in_but_stuck_fetching(args: &[&str]) -> (Stack, Watched) {
         let stack = stack_with((3600, 86_400), false);
         stack
             .infisical
             .fail_next("/api/v4/secrets", 1000, Fault::Status(503));
-        let launcher = Launcher::start(&stack, args);
+        let launcher = Watched::start(&stack, args);
         wait_for("a secrets request", WAIT, || {
             stack
                 .infisical
@@ -655,7 +636,7 @@ mod shutdown {
         stack
             .infisical
             .fail_next("/api/v1/auth/oidc-auth/login", 1000, Fault::Status(503));
-        let mut launcher = Launcher::start(
+        let mut launcher = Watched::start(
             &stack,
             &["write", "--watch", "--dir", "$D/files", "--allow-non-tmpfs"],
         );
@@ -674,96 +655,15 @@ mod shutdown {
     #[test]
     fn a_start_up_failure_exits_like_exec_mode_before_anything_runs() {
         let stack = stack_with((3600, 86_400), false);
-        let mut launcher = Launcher::run(&stack, "1s", &["--path", "/nothing-here"], RECORDER);
+        let mut launcher = Watched::run(&stack, "1s", &["--path", "/nothing-here"], RECORDER);
         assert_eq!(launcher.finish(), 78, "{}", launcher.stderr());
         assert!(launcher.starts().is_empty());
     }
 }
 
-mod pid1 {
-    use super::*;
-
-    #[test]
-    fn exit_codes_pass_through() {
-        let stack = stack_with((3600, 86_400), false);
-        for n in [0, 1, 42, 255] {
-            let mut launcher = Launcher::run(&stack, "60s", &[], &format!("exit {n}"));
-            assert_eq!(launcher.finish(), n, "{}", launcher.stderr());
-        }
-        // The child ending on its own also ends svid-exec, which revokes its token.
-        assert_eq!(stack.infisical.counters().revocations, 4);
-    }
-
-    #[test]
-    fn a_signalled_child_exits_128_plus_n() {
-        let stack = stack_with((3600, 86_400), false);
-        for (name, n) in [("TERM", 15), ("HUP", 1), ("KILL", 9)] {
-            let mut launcher = Launcher::run(&stack, "60s", &[], &format!("kill -{name} $$"));
-            assert_eq!(
-                launcher.finish(),
-                128 + n,
-                "SIG{name}: {}",
-                launcher.stderr()
-            );
-        }
-    }
-
-    #[test]
-    fn a_forwarded_real_time_signal_that_kills_the_child_exits_128_plus_n() {
-        // SIGRTMIN+3 (docker's STOPSIGNAL for systemd images): no name in nix's
-        // enum, so it is sent by number; the child dies of it (default action).
-        let n = nix::libc::SIGRTMIN() + 3;
-        let stack = stack_with((3600, 86_400), false);
-        let script = "echo \"$$ -\" >> \"$D/starts\"; while :; do sleep 0.1; done";
-        let mut launcher = Launcher::run(&stack, "60s", &[], script);
-        launcher.wait_starts(1);
-        let sent = Command::new("kill")
-            .arg(format!("-{n}"))
-            .arg(launcher.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{n}");
-        assert_eq!(launcher.finish(), 128 + n, "{}", launcher.stderr());
-        assert_eq!(stack.infisical.counters().revocations, 1);
-    }
-
-    #[test]
-    fn term_and_usr1_are_forwarded_to_the_child() {
-        let stack = stack_with((3600, 86_400), false);
-        for (signal, name) in [(Signal::SIGUSR1, "USR1"), (Signal::SIGTERM, "TERM")] {
-            for forward in ["group", "child"] {
-                let script = format!(
-                    "echo \"$$ -\" >> \"$D/starts\"; trap 'echo {name} > \"$D/got\"; exit 7' {name}; \
-                     while :; do sleep 0.1; done"
-                );
-                let mut launcher =
-                    Launcher::run(&stack, "60s", &["--forward-to", forward], &script);
-                launcher.wait_starts(1);
-                launcher.signal(signal);
-                assert_eq!(launcher.finish(), 7, "{name} to {forward}");
-                assert_eq!(launcher.wait_file("got").trim(), name);
-            }
-        }
-    }
-
-    #[test]
-    fn group_forwarding_reaches_a_grandchild() {
-        let stack = stack_with((3600, 86_400), false);
-        let script = "sleep 60 & echo $! > \"$D/gc\"; echo \"$$ -\" >> \"$D/starts\"; \
-             trap 'echo got > \"$D/usr1\"' USR1; while :; do sleep 0.1; done";
-        let mut launcher = Launcher::run(&stack, "60s", &[], script);
-        launcher.wait_starts(1);
-        let gc: i32 = launcher.wait_file("gc").trim().parse().unwrap();
-        launcher.signal(Signal::SIGUSR1);
-        launcher.wait_file("usr1");
-        wait_for("the grandchild to die", WAIT, || (!alive(gc)).then_some(()));
-        assert_eq!(launcher.stop(), 128 + 15);
-    }
-}
-
 /// Idle cost of the supervisor: RSS and CPU time over 60 s of polling every 5 s.
 /// Not an assertion: prints the figures. Run with
-/// `cargo test --test watch_e2e -- --ignored --nocapture idle_cost`; set
+/// `cargo test --test integration -- --ignored --nocapture watch::idle_cost`; set
 /// `SVID_EXEC_BIN` to measure another build (e.g. `target/release/svid-exec`).
 #[test]
 #[ignore = "a measurement (60 s), not a check"]

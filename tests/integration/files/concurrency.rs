@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
-use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use secrecy::SecretString;
 use svid_exec::deliver::files::{self, FilesOptions};
 use svid_exec::secrets::SecretSet;
+
+use crate::util::{tmpfs_scratch, Scratch};
 
 const KEYS: [&str; 5] = ["ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO"];
 const GENERATIONS: u32 = 1_000;
@@ -144,13 +145,11 @@ fn json_read(path: &Path, tally: &mut Tally) {
 
 #[test]
 fn readers_never_see_two_generations_or_a_partial_file_across_1000_swaps() {
-    let shm = Path::new("/dev/shm");
-    let on_tmpfs = statfs(shm).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC);
-    let scratch = if on_tmpfs {
-        tempfile::tempdir_in(shm).unwrap()
+    let (scratch, on_tmpfs) = if let Some(scratch) = tmpfs_scratch() {
+        (scratch, true)
     } else {
-        eprintln!("note: /dev/shm is not a tmpfs; racing on a disk-backed directory instead");
-        tempfile::tempdir().unwrap()
+        eprintln!("note: racing on a disk-backed directory instead");
+        (Scratch::temp(), false)
     };
     let dir = scratch.path().join("secrets");
     let json = scratch.path().join("secrets.json");

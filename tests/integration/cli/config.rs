@@ -2,27 +2,19 @@
 //! problem and a hint, before anything runs (the child would create a marker
 //! file; it must not exist). Log lines are prefixed and honour the format.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use crate::util::{Launcher, Outcome};
 
-const BIN: &str = env!("CARGO_BIN_EXE_svid-exec");
-
-/// Runs `svid-exec run <args> -- sh -c 'touch MARKER'` with a cleared
-/// environment plus `env`, and returns the output and whether the marker exists.
-fn run_with_marker(args: &[&str], env: &[(&str, &str)]) -> (Output, bool) {
+/// Runs `svid-exec run <args> -- touch MARKER` with a cleared environment
+/// plus `env`, and returns the outcome and whether the marker exists.
+fn run_with_marker(args: &[&str], env: &[(&str, &str)]) -> (Outcome, bool) {
     let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("child-ran");
-    let touch = format!("touch '{}'", marker.display());
-    let out = Command::new(BIN)
+    let out = Launcher::new()
         .arg("run")
         .args(args)
-        .args(["--", "sh", "-c", &touch])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
         .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs");
-    let ran = Path::new(&marker).exists();
+        .marked_program(dir.path())
+        .run();
+    let ran = out.ran == Some(true);
     (out, ran)
 }
 
@@ -36,10 +28,6 @@ const VALID: &[&str] = &[
     "--jwt-file",
     "/nonexistent/jwt",
 ];
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn invalid_values_exit_78_with_message_and_hint_and_no_child() {
@@ -74,7 +62,7 @@ fn invalid_values_exit_78_with_message_and_hint_and_no_child() {
         let mut args = VALID.to_vec();
         args.extend_from_slice(extra);
         let (out, ran) = run_with_marker(&args, &[]);
-        let err = stderr(&out);
+        let err = &out.stderr;
         assert_eq!(out.status.code(), Some(78), "{extra:?}: {err}");
         assert!(
             err.contains(expected),
@@ -101,12 +89,8 @@ fn missing_project_environment_or_identity_exits_78_without_running_the_child() 
     ];
     for (args, expected) in cases {
         let (out, ran) = run_with_marker(args, &[]);
-        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(expected),
-            "{args:?}: {}",
-            stderr(&out)
-        );
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
         assert!(!ran);
     }
 }
@@ -115,18 +99,18 @@ fn missing_project_environment_or_identity_exits_78_without_running_the_child() 
 fn environment_variables_configure_and_flags_win() {
     // An invalid value from the environment is refused...
     let (out, ran) = run_with_marker(VALID, &[("SVID_EXEC_ON_CHANGE", "explode")]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(stderr(&out).contains("explode"));
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(out.stderr.contains("explode"));
     assert!(!ran);
     // ...and a flag overrides it (the next failure is a different one).
     let mut args = VALID.to_vec();
     args.extend_from_slice(&["--on-change", "none", "--file-mode", "9"]);
     let (out, _) = run_with_marker(&args, &[("SVID_EXEC_ON_CHANGE", "explode")]);
-    assert!(!stderr(&out).contains("explode"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--file-mode"), "{}", stderr(&out));
+    assert!(!out.stderr.contains("explode"), "{}", out.stderr);
+    assert!(out.stderr.contains("--file-mode"), "{}", out.stderr);
     // Comma-separated lists from the environment are split and checked.
     let (out, ran) = run_with_marker(VALID, &[("SVID_EXEC_AUDIENCE", "a,,b")]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
     assert!(!ran);
     // Required options can come from the environment alone.
     let (out, _) = run_with_marker(
@@ -137,7 +121,7 @@ fn environment_variables_configure_and_flags_win() {
             ("INFISICAL_ENVIRONMENT", "prod"),
         ],
     );
-    assert!(stderr(&out).contains("--file-mode"), "{}", stderr(&out));
+    assert!(out.stderr.contains("--file-mode"), "{}", out.stderr);
 }
 
 #[test]
@@ -155,21 +139,21 @@ fn check_refuses_watch_and_unknown_output_format() {
         (["--watch"].as_slice(), "--watch does not apply to check"),
         (["--output", "yaml"].as_slice(), "--output"),
     ] {
-        let out = Command::new(BIN)
+        let out = Launcher::new()
+            .env_remove("PATH")
             .args(base)
             .args(extra)
-            .env_clear()
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+            .run();
+        assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
     }
 }
 
 #[test]
 fn boolean_environment_variables_accept_the_usual_spellings() {
     let check = |value: &str| {
-        Command::new(BIN)
+        Launcher::new()
+            .env_remove("PATH")
             .args([
                 "check",
                 "--identity-id",
@@ -182,22 +166,20 @@ fn boolean_environment_variables_accept_the_usual_spellings() {
                 "--startup-timeout",
                 "1s",
             ])
-            .env_clear()
             .env("SVID_EXEC_WATCH", value)
-            .output()
-            .unwrap()
+            .run()
     };
     for on in ["1", "true", "yes", "on"] {
         let out = check(on);
-        assert_eq!(out.status.code(), Some(78), "{on}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(78), "{on}: {}", out.stderr);
         assert!(
-            stderr(&out).contains("--watch does not apply to check"),
+            out.stderr.contains("--watch does not apply to check"),
             "{on}"
         );
     }
     for off in ["0", "false", "no", "off"] {
         let out = check(off);
-        assert!(!stderr(&out).contains("--watch"), "{off}: {}", stderr(&out));
+        assert!(!out.stderr.contains("--watch"), "{off}: {}", out.stderr);
     }
 }
 
@@ -216,7 +198,7 @@ fn insecure_warning(extra: &[&str]) -> String {
     args.extend_from_slice(extra);
     let (out, ran) = run_with_marker(&args, &[]);
     assert!(!ran, "the child ran without secrets");
-    stderr(&out)
+    out.stderr
 }
 
 #[test]

@@ -16,14 +16,7 @@ use svid_exec::svid::{
 use svid_exec_testkit::workload::{AgentConfig, FakeAgent, Svid};
 use tokio::time::Instant;
 
-/// The fake agent runs its own runtime; ours is made per test.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use super::support::block_on;
 
 fn source(endpoint: &str, spiffe_id: Option<&str>) -> SvidSource {
     SvidSource::new(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {

@@ -7,192 +7,33 @@
 //! file: it must not exist after any failure). Also the bounded load test
 //! (`#[ignore]`d here, run alone by `bench/load.sh`).
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use svid_exec_testkit::infisical::Fault;
-use svid_exec_testkit::stack::{
-    Stack, StackOptions, DEMO_SECRETS, PROJECT_ID, SPIFFE_IDENTITY, WORKLOAD,
-};
+use svid_exec_testkit::stack::{Stack, StackOptions, PROJECT_ID, SPIFFE_IDENTITY, WORKLOAD};
 use svid_exec_testkit::workload::{AgentConfig, Svid};
+
+use crate::util::{assert_no_secret, Launcher, Outcome, Running};
 
 const SECRETS_ROUTE: &str = "/api/v4/secrets";
 const LOGIN_ROUTE: &str = "/api/v1/auth/oidc-auth/login";
 /// No launcher in this file may run longer than this; it is killed then.
 const HARD_LIMIT: Duration = Duration::from_secs(120);
 
-/// What one launcher run did.
-struct Outcome {
-    code: Option<i32>,
-    stderr: String,
-    elapsed: Duration,
-    ran: bool,
-}
-
-impl Outcome {
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.code, Some(code), "exit code; stderr:\n{}", self.stderr);
-    }
-
-    fn assert_says(&self, needles: &[&str]) {
-        for n in needles {
-            assert!(
-                self.stderr.contains(n),
-                "stderr lacks {n:?}:\n{}",
-                self.stderr
-            );
-        }
-    }
-
-    /// A failure: the code, the message, and the program never started.
-    fn assert_refused(&self, code: i32, needles: &[&str]) {
-        self.assert_code(code);
-        self.assert_says(needles);
-        assert!(!self.ran, "the program ran despite the failure");
-    }
-
-    /// A recovery: the program ran and its status (0) is the launcher's.
-    fn assert_ran(&self) {
-        self.assert_code(0);
-        assert!(
-            self.ran,
-            "the program did not run; stderr:\n{}",
-            self.stderr
-        );
-    }
-}
-
 /// A launcher to run against `stack`: `svid-exec run [args] -- touch MARKER`
-/// with the environment a user exports, adjusted.
-struct Launch<'a> {
-    stack: &'a Stack,
-    args: Vec<String>,
-    set: Vec<(String, String)>,
-    unset: Vec<&'static str>,
-    marker: PathBuf,
-}
-
-impl<'a> Launch<'a> {
-    fn new(stack: &'a Stack, name: &str) -> Self {
-        Self {
-            stack,
-            args: Vec::new(),
-            set: Vec::new(),
-            unset: Vec::new(),
-            marker: stack.dir().join(format!("{name}.ran")),
-        }
-    }
-
-    fn arg(mut self, a: impl Into<String>) -> Self {
-        self.args.push(a.into());
-        self
-    }
-
-    fn env(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.set.push((k.to_owned(), v.into()));
-        self
-    }
-
-    fn without(mut self, k: &'static str) -> Self {
-        self.unset.push(k);
-        self
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_svid-exec"));
-        let env: Vec<(String, String)> = self
-            .stack
-            .launcher_env()
-            .into_iter()
-            .filter(|(k, _)| !self.unset.contains(&k.as_str()))
-            .chain(self.set.iter().cloned())
-            .collect();
-        // Trace level: the no-secret check below then covers every log line
-        // each failure path can print.
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("SVID_EXEC_LOG_LEVEL", "trace")
-            .envs(env)
-            .arg("run")
-            .args(&self.args)
-            .arg("--")
-            .arg("touch")
-            .arg(&self.marker)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn spawn(&self) -> Running {
-        let _ = std::fs::remove_file(&self.marker);
-        Running {
-            child: self.command().spawn().expect("spawn svid-exec"),
-            started: Instant::now(),
-            marker: self.marker.clone(),
-        }
-    }
-
-    fn run(&self) -> Outcome {
-        self.spawn().wait()
-    }
-}
-
-struct Running {
-    child: std::process::Child,
-    started: Instant,
-    marker: PathBuf,
-}
-
-impl Running {
-    fn wait(mut self) -> Outcome {
-        let stderr = self.child.stderr.take().expect("stderr piped");
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
-            s
-        });
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if self.started.elapsed() > HARD_LIMIT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("svid-exec still running after {HARD_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let elapsed = self.started.elapsed();
-        let stderr = reader.join().expect("stderr reader");
-        // Shown with --nocapture, and by libtest when the test fails.
-        println!("--- exit {:?} after {elapsed:?}:\n{stderr}", status.code());
-        assert_no_secret(&stderr);
-        Outcome {
-            code: status.code(),
-            stderr,
-            elapsed,
-            ran: self.marker.exists(),
-        }
-    }
-}
-
-/// Nothing secret in what the launcher printed, whatever happened: no demo
-/// value, no JWT (SVID or access token, both start with a base64url `{"`).
-fn assert_no_secret(stderr: &str) {
-    for (name, value) in DEMO_SECRETS {
-        for line in value.lines().filter(|l| l.len() >= 8) {
-            assert!(
-                !stderr.contains(line),
-                "{name}'s value in stderr:\n{stderr}"
-            );
-        }
-    }
-    assert!(!stderr.contains("eyJ"), "a JWT in stderr:\n{stderr}");
-    // libtest's wording, and the launcher's own panic hook's.
-    assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");
-    assert!(!stderr.contains("internal error at"), "a panic:\n{stderr}");
+/// with the environment a user exports (adjusted by the test), at trace level
+/// (the audit of every outcome for secrets and panics then covers every log
+/// line each failure path can print).
+fn launch(stack: &Stack) -> Launcher {
+    let mut launcher = Launcher::on(stack);
+    launcher
+        .env("SVID_EXEC_LOG_LEVEL", "trace")
+        .arg("run")
+        .marked_program(stack.dir())
+        .stdout_null()
+        .limit(HARD_LIMIT)
+        .audited();
+    launcher
 }
 
 fn statuses(stack: &Stack, path: &str) -> Vec<u16> {
@@ -234,14 +75,14 @@ mod agent {
     fn absent_until_the_deadline_exits_69_naming_the_socket_it_waited_for() {
         let stack = Stack::start();
         let socket = stack.dir().join("no-agent.sock");
-        let out = Launch::new(&stack, "absent")
+        let out = launch(&stack)
             .env(
                 "SPIFFE_ENDPOINT_SOCKET",
                 format!("unix://{}", socket.display()),
             )
             .arg("--startup-timeout=2s")
             .run();
-        out.assert_refused(
+        out.expect_refused(
             69,
             &[
                 "no JWT-SVID from the Workload API",
@@ -261,10 +102,8 @@ mod agent {
         let mut stack = Stack::start();
         // A crashed agent's socket file, with nothing listening on it.
         stack.agent.stop_leaving_stale_socket();
-        let out = Launch::new(&stack, "stale")
-            .arg("--startup-timeout=2s")
-            .run();
-        out.assert_refused(
+        let out = launch(&stack).arg("--startup-timeout=2s").run();
+        out.expect_refused(
             69,
             &["no JWT-SVID from the Workload API", "nothing is listening"],
         );
@@ -273,21 +112,18 @@ mod agent {
     #[test]
     fn late_is_waited_for_then_the_program_runs() {
         let stack = stack_with_agent(AgentConfig::default().start_delay(Duration::from_secs(2)));
-        let out = Launch::new(&stack, "late")
-            .arg("--startup-timeout=60s")
-            .run();
-        out.assert_ran();
-        out.assert_says(&["does not exist yet", "waiting"]);
+        let out = launch(&stack).arg("--startup-timeout=60s").run();
+        out.expect_ran();
+        out.expect_stderr("does not exist yet")
+            .expect_stderr("waiting");
     }
 
     #[test]
     fn denying_the_first_calls_is_waited_for_then_the_program_runs() {
         let stack = stack_with_agent(AgentConfig::default().deny_first(3));
-        let out = Launch::new(&stack, "deny")
-            .arg("--startup-timeout=60s")
-            .run();
-        out.assert_ran();
-        out.assert_says(&["has not issued an identity for this workload yet"]);
+        let out = launch(&stack).arg("--startup-timeout=60s").run();
+        out.expect_ran();
+        out.expect_stderr("has not issued an identity for this workload yet");
         assert!(
             agent_fetches(&stack) >= 4,
             "3 denied calls, then one answered"
@@ -297,19 +133,15 @@ mod agent {
     #[test]
     fn unavailable_is_retried_then_the_program_runs() {
         let stack = stack_with_agent(AgentConfig::default().unavailable_first(2));
-        let out = Launch::new(&stack, "unavailable")
-            .arg("--startup-timeout=60s")
-            .run();
-        out.assert_ran();
-        out.assert_says(&["Unavailable"]);
+        let out = launch(&stack).arg("--startup-timeout=60s").run();
+        out.expect_ran();
+        out.expect_stderr("Unavailable");
     }
 
     #[test]
     fn crashing_mid_call_and_restarting_is_survived() {
         let mut stack = stack_with_agent(AgentConfig::default().latency(Duration::from_secs(30)));
-        let running = Launch::new(&stack, "crash")
-            .arg("--startup-timeout=60s")
-            .spawn();
+        let running = launch(&stack).arg("--startup-timeout=60s").spawn();
         // Wait until the launcher's call is in the agent (held by the latency)…
         let asked = Instant::now();
         while agent_fetches(&stack) == 0 {
@@ -325,28 +157,26 @@ mod agent {
         stack.agent.set_latency(Duration::ZERO);
         stack.agent.restart_after(Duration::from_secs(1));
         let out = running.wait();
-        out.assert_ran();
-        out.assert_says(&["waiting"]);
+        out.expect_ran();
+        out.expect_stderr("waiting");
         assert!(agent_fetches(&stack) >= 2, "the call was made again");
     }
 
     #[test]
     fn never_issuing_an_identity_exits_69_with_the_registration_hint() {
         let stack = stack_with_agent(AgentConfig::default().deny_first(u32::MAX));
-        let out = Launch::new(&stack, "never")
-            .arg("--startup-timeout=2s")
-            .run();
-        out.assert_refused(69, &["has not issued an identity", "registration entry"]);
+        let out = launch(&stack).arg("--startup-timeout=2s").run();
+        out.expect_refused(69, &["has not issued an identity", "registration entry"]);
     }
 
     #[test]
     fn an_invalid_spiffe_id_exits_78_before_asking_the_agent() {
         let stack = Stack::start();
-        let out = Launch::new(&stack, "badid")
+        let out = launch(&stack)
             .arg("--spiffe-id=example.org/not-a-spiffe-id")
             .arg("--startup-timeout=60s")
             .run();
-        out.assert_refused(78, &["--spiffe-id", "spiffe://"]);
+        out.expect_refused(78, &["--spiffe-id", "spiffe://"]);
         assert_eq!(agent_fetches(&stack), 0, "refused at once, no call made");
     }
 }
@@ -357,14 +187,14 @@ mod server {
     #[test]
     fn refusing_connections_until_the_deadline_exits_69() {
         let stack = Stack::start();
-        let out = Launch::new(&stack, "refused")
+        let out = launch(&stack)
             .env(
                 "INFISICAL_API_URL",
                 format!("https://127.0.0.1:{}", closed_port()),
             )
             .arg("--startup-timeout=3s")
             .run();
-        out.assert_refused(
+        out.expect_refused(
             69,
             &[
                 "gave up on Infisical after",
@@ -381,10 +211,8 @@ mod server {
         stack
             .infisical
             .fail_next(LOGIN_ROUTE, 100, Fault::Latency(Duration::from_secs(90)));
-        let out = Launch::new(&stack, "slow69")
-            .arg("--startup-timeout=3s")
-            .run();
-        out.assert_refused(69, &["gave up on Infisical after", "timed out"]);
+        let out = launch(&stack).arg("--startup-timeout=3s").run();
+        out.expect_refused(69, &["gave up on Infisical after", "timed out"]);
         // Bounded by --startup-timeout, not by the server's 90 s (generous bound).
         assert!(out.elapsed < Duration::from_secs(60), "{:?}", out.elapsed);
     }
@@ -396,11 +224,9 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 1, Fault::Latency(Duration::from_secs(45)));
-        let out = Launch::new(&stack, "slowok")
-            .arg("--startup-timeout=100s")
-            .run();
-        out.assert_ran();
-        out.assert_says(&["timed out", "retrying"]);
+        let out = launch(&stack).arg("--startup-timeout=100s").run();
+        out.expect_ran();
+        out.expect_stderr("timed out").expect_stderr("retrying");
         assert!(
             out.elapsed >= Duration::from_secs(29),
             "the first attempt was given the request timeout: {:?}",
@@ -416,9 +242,12 @@ mod server {
                 .infisical
                 .fail_next(SECRETS_ROUTE, 1, Fault::Status(status));
         }
-        let out = Launch::new(&stack, "5xx").run();
-        out.assert_ran();
-        out.assert_says(&["HTTP 500", "HTTP 502", "HTTP 503", "retrying"]);
+        let out = launch(&stack).run();
+        out.expect_ran();
+        out.expect_stderr("HTTP 500")
+            .expect_stderr("HTTP 502")
+            .expect_stderr("HTTP 503")
+            .expect_stderr("retrying");
         assert_eq!(statuses(&stack, SECRETS_ROUTE), [500, 502, 503, 200]);
     }
 
@@ -428,13 +257,11 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 10_000, Fault::Status(503));
-        let out = Launch::new(&stack, "5xx69")
-            .arg("--startup-timeout=3s")
-            .run();
-        out.assert_refused(69, &["gave up on Infisical after", "HTTP 503"]);
+        let out = launch(&stack).arg("--startup-timeout=3s").run();
+        out.expect_refused(69, &["gave up on Infisical after", "HTTP 503"]);
     }
 
-    fn rate_limited_once(header: bool, name: &str) {
+    fn rate_limited_once(header: bool) {
         let stack = Stack::start();
         stack.infisical.fail_next(
             SECRETS_ROUTE,
@@ -444,9 +271,9 @@ mod server {
                 header,
             },
         );
-        let out = Launch::new(&stack, name).run();
-        out.assert_ran();
-        out.assert_says(&["HTTP 429", "retrying"]);
+        let out = launch(&stack).run();
+        out.expect_ran();
+        out.expect_stderr("HTTP 429").expect_stderr("retrying");
         assert_eq!(statuses(&stack, SECRETS_ROUTE), [429, 200]);
         // Measured, not a tight timing check: it cannot finish before the
         // 3 s the server asked for; the upper bound only catches a hang.
@@ -460,12 +287,12 @@ mod server {
 
     #[test]
     fn rate_limited_with_retry_after_waits_at_least_that_long() {
-        rate_limited_once(true, "429h");
+        rate_limited_once(true);
     }
 
     #[test]
     fn rate_limited_with_the_wait_only_in_the_message_waits_at_least_that_long() {
-        rate_limited_once(false, "429m");
+        rate_limited_once(false);
     }
 
     #[test]
@@ -479,10 +306,8 @@ mod server {
                 header: true,
             },
         );
-        let out = Launch::new(&stack, "429far")
-            .arg("--startup-timeout=20s")
-            .run();
-        out.assert_refused(69, &["HTTP 429", "gave up on Infisical after"]);
+        let out = launch(&stack).arg("--startup-timeout=20s").run();
+        out.expect_refused(69, &["HTTP 429", "gave up on Infisical after"]);
         assert_eq!(statuses(&stack, SECRETS_ROUTE), [429], "no pointless retry");
     }
 
@@ -492,8 +317,8 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 100, Fault::GarbageBody);
-        let out = Launch::new(&stack, "garbage").run();
-        out.assert_refused(69, &["not the expected JSON", "invalid JSON at line"]);
+        let out = launch(&stack).run();
+        out.expect_refused(69, &["not the expected JSON", "invalid JSON at line"]);
     }
 
     #[test]
@@ -502,8 +327,8 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 100, Fault::TruncatedBody);
-        let out = Launch::new(&stack, "truncated").run();
-        out.assert_refused(69, &["not the expected JSON", "cut short"]);
+        let out = launch(&stack).run();
+        out.expect_refused(69, &["not the expected JSON", "cut short"]);
     }
 
     #[test]
@@ -513,8 +338,8 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 100, Fault::HugeBody(1 << 30));
-        let out = Launch::new(&stack, "huge").run();
-        out.assert_refused(69, &["larger than 67108864 bytes", "refusing to read it"]);
+        let out = launch(&stack).run();
+        out.expect_refused(69, &["larger than 67108864 bytes", "refusing to read it"]);
         // The largest child this test process has reaped so far: had the
         // launcher kept reading, it would hold the whole GiB.
         let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
@@ -530,9 +355,10 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 2, Fault::DropConnection);
-        let out = Launch::new(&stack, "dropped").run();
-        out.assert_ran();
-        out.assert_says(&["cannot reach Infisical", "retrying"]);
+        let out = launch(&stack).run();
+        out.expect_ran();
+        out.expect_stderr("cannot reach Infisical")
+            .expect_stderr("retrying");
         assert_eq!(
             statuses(&stack, SECRETS_ROUTE).len(),
             3,
@@ -546,10 +372,8 @@ mod server {
         stack
             .infisical
             .fail_next(SECRETS_ROUTE, 10_000, Fault::DropConnection);
-        let out = Launch::new(&stack, "dropped69")
-            .arg("--startup-timeout=3s")
-            .run();
-        out.assert_refused(
+        let out = launch(&stack).arg("--startup-timeout=3s").run();
+        out.expect_refused(
             69,
             &["gave up on Infisical after", "cannot reach Infisical"],
         );
@@ -562,11 +386,11 @@ mod tls {
     #[test]
     fn an_unknown_ca_exits_69_at_once_with_the_ca_cert_hint_and_the_whole_chain() {
         let stack = Stack::start();
-        let out = Launch::new(&stack, "unknownca")
-            .without("SVID_EXEC_CA_CERT")
+        let out = launch(&stack)
+            .env_remove("SVID_EXEC_CA_CERT")
             .arg("--startup-timeout=60s")
             .run();
-        out.assert_refused(
+        out.expect_refused(
             69,
             &["TLS with Infisical failed", "--ca-cert", "UnknownIssuer"],
         );
@@ -581,11 +405,11 @@ mod tls {
     fn ca_cert_makes_the_server_trusted() {
         let stack = Stack::start();
         let ca = stack.ca_path().display().to_string();
-        let out = Launch::new(&stack, "withca")
-            .without("SVID_EXEC_CA_CERT")
+        let out = launch(&stack)
+            .env_remove("SVID_EXEC_CA_CERT")
             .arg(format!("--ca-cert={ca}"))
             .run();
-        out.assert_ran();
+        out.expect_ran();
     }
 
     #[test]
@@ -596,19 +420,19 @@ mod tls {
         });
         // 0.0.0.0 reaches the local listener but is not a loopback name.
         let url = format!("http://0.0.0.0:{}", stack.infisical.addr().port());
-        let out = Launch::new(&stack, "http")
-            .env("INFISICAL_API_URL", &url)
-            .run();
-        out.assert_refused(78, &["--allow-insecure-http"]);
+        let out = launch(&stack).env("INFISICAL_API_URL", &url).run();
+        out.expect_refused(78, &["--allow-insecure-http"]);
         assert!(stack.infisical.requests().is_empty());
 
-        for round in 0..2 {
-            let out = Launch::new(&stack, &format!("http{round}"))
+        for _ in 0..2 {
+            let out = launch(&stack)
                 .env("INFISICAL_API_URL", &url)
                 .arg("--allow-insecure-http")
                 .run();
-            out.assert_ran();
-            out.assert_says(&["WARN", "--allow-insecure-http", "in clear"]);
+            out.expect_ran();
+            out.expect_stderr("WARN")
+                .expect_stderr("--allow-insecure-http")
+                .expect_stderr("in clear");
         }
     }
 }
@@ -619,13 +443,13 @@ mod refusals {
     #[test]
     fn a_wrong_identity_is_refused_without_retrying() {
         let stack = Stack::start();
-        let out = Launch::new(&stack, "wrongid")
+        let out = launch(&stack)
             .env(
                 "INFISICAL_MACHINE_IDENTITY_ID",
                 "00000000-0000-4000-8000-000000000000",
             )
             .run();
-        out.assert_refused(
+        out.expect_refused(
             77,
             &["00000000-0000-4000-8000-000000000000", "--identity-id"],
         );
@@ -638,8 +462,8 @@ mod refusals {
         stack
             .agent
             .set_svids([Svid::new("spiffe://example.org/ns/dev/sa/billing")]);
-        let out = Launch::new(&stack, "wrongsub").run();
-        out.assert_refused(
+        let out = launch(&stack).run();
+        out.expect_refused(
             77,
             &[
                 "refused the oidc-auth login",
@@ -654,13 +478,13 @@ mod refusals {
     fn a_missing_project_exits_78_without_retrying() {
         let stack = Stack::start();
         assert_ne!(PROJECT_ID, "0badc0de-0000-4000-8000-000000000000");
-        let out = Launch::new(&stack, "noproject")
+        let out = launch(&stack)
             .env(
                 "INFISICAL_PROJECT_ID",
                 "0badc0de-0000-4000-8000-000000000000",
             )
             .run();
-        out.assert_refused(
+        out.expect_refused(
             78,
             &[
                 "found nothing",
@@ -674,10 +498,8 @@ mod refusals {
     #[test]
     fn a_missing_path_answered_with_an_empty_list_exits_78_fail_closed() {
         let stack = Stack::start();
-        let out = Launch::new(&stack, "nopath")
-            .arg("--path=/no/such/folder")
-            .run();
-        out.assert_refused(
+        let out = launch(&stack).arg("--path=/no/such/folder").run();
+        out.expect_refused(
             78,
             &["no secrets were found", "/no/such/folder", "--allow-empty"],
         );
@@ -707,12 +529,12 @@ fn load_200_launchers_against_50_requests_per_second() {
     }
     let started = Instant::now();
     let runs: Vec<Running> = (0..launchers)
-        .map(|i| {
+        .map(|_| {
             // SPIFFE Auth checks the JWT against a static bundle: the stand-in
             // then measures the launchers, not its own discovery fetches
             // (OIDC Auth fetches discovery + JWKS at every login, and those
             // fetches time out first on a 2-core machine under this load).
-            Launch::new(&stack, &format!("load{i}"))
+            launch(&stack)
                 .env("INFISICAL_MACHINE_IDENTITY_ID", SPIFFE_IDENTITY)
                 .env("INFISICAL_AUTH_METHOD", "spiffe-auth")
                 .arg("--startup-timeout=100s")
@@ -726,7 +548,7 @@ fn load_200_launchers_against_50_requests_per_second() {
     let throttled = requests.iter().filter(|r| r.status == 429).count();
     let failed: Vec<&Outcome> = outcomes
         .iter()
-        .filter(|o| o.code != Some(0) || !o.ran)
+        .filter(|o| o.status.code() != Some(0) || o.ran != Some(true))
         .collect();
     let minimum = launchers * 2; // one login and one secrets listing each
     let mut times: Vec<Duration> = outcomes.iter().map(|o| o.elapsed).collect();
@@ -759,30 +581,18 @@ fn load_200_launchers_against_50_requests_per_second() {
 fn a_panic_exits_70_without_printing_its_message() {
     let stack = Stack::start();
     let marker = stack.dir().join("panic.ran");
-    let out = Command::new(env!("CARGO_BIN_EXE_svid-exec"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+    let out = Launcher::on(&stack)
         .env("SVID_EXEC_DEBUG_PANIC", "1")
-        .envs(stack.launcher_env())
         .args(["run", "--log-level", "trace", "--", "touch"])
         .arg(&marker)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run svid-exec");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(70), "{stderr}");
     assert!(stderr.contains("internal error at"), "{stderr}");
     assert!(
         !stderr.contains("debug panic"),
         "the panic message leaked:\n{stderr}"
     );
-    for (name, value) in DEMO_SECRETS {
-        for line in value.lines().filter(|l| l.len() >= 8) {
-            assert!(
-                !stderr.contains(line),
-                "{name}'s value in stderr:\n{stderr}"
-            );
-        }
-    }
+    assert_no_secret(stderr, &[]);
     assert!(!marker.exists(), "the program ran after a panic");
 }

@@ -2,9 +2,7 @@
 //! separately, references expand on request, tags filter, recursion labels
 //! paths, unknown folders are an empty 200, `ETag`s give 304s.
 
-mod infisical_support;
-
-use infisical_support::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 fn keys(list: &Value) -> Vec<(String, String)> {
@@ -31,15 +29,19 @@ const TRICKY: &str = "line one\nline two ünïcødé ✓ a=b=c \"quoted\" $HOME"
 
 #[test]
 fn v3_and_v4_return_the_same_secrets_with_full_objects() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/", "DB_PASSWORD", TRICKY);
-    inf.set_secret(PROJECT, "dev", "/", "API_KEY", "k");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "DB_PASSWORD", TRICKY);
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "API_KEY", "k");
     let token = stack.token();
-    let v4 = stack.client.v4(&token, "secretPath=/&includeImports=false");
+    let v4 = stack
+        .client()
+        .v4(&token, "secretPath=/&includeImports=false");
     assert_eq!(v4.status, 200, "{}", v4.text);
-    let v3 = stack.client.get(
-        &format!("/api/v3/secrets/raw?workspaceId={PROJECT}&environment=dev&secretPath=/"),
+    let v3 = stack.client().get(
+        &format!(
+            "/api/v3/secrets/raw?workspaceId={PROJECT_ID}&environment={ENVIRONMENT}&secretPath=/"
+        ),
         Some(&token),
     );
     assert_eq!(v3.status, 200, "{}", v3.text);
@@ -67,26 +69,26 @@ fn v3_and_v4_return_the_same_secrets_with_full_objects() {
         assert!(s.get(field).is_some(), "{field} missing: {s}");
     }
     assert_eq!(s["type"], "shared");
-    assert_eq!(s["workspace"], PROJECT);
+    assert_eq!(s["workspace"], PROJECT_ID);
     // Without imports the server answers `{secrets}` alone.
     assert!(v4.get("imports").is_none(), "{v4}");
 }
 
 #[test]
 fn imports_are_returned_separately_in_position_order() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/app", "SHARED", "own");
-    inf.set_secret(PROJECT, "dev", "/common", "SHARED", "common");
-    inf.set_secret(PROJECT, "dev", "/common", "ONLY_COMMON", "c");
-    inf.set_secret(PROJECT, "prod", "/", "SHARED", "prod");
-    inf.set_secret(PROJECT, "prod", "/nested", "DEEP", "deep");
-    inf.add_import(PROJECT, "dev", "/app", "dev", "/common");
-    inf.add_import(PROJECT, "dev", "/app", "prod", "/");
-    inf.add_import(PROJECT, "prod", "/", "prod", "/nested");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/app", "SHARED", "own");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/common", "SHARED", "common");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/common", "ONLY_COMMON", "c");
+    inf.set_secret(PROJECT_ID, "staging", "/", "SHARED", "staging");
+    inf.set_secret(PROJECT_ID, "staging", "/nested", "DEEP", "deep");
+    inf.add_import(PROJECT_ID, ENVIRONMENT, "/app", ENVIRONMENT, "/common");
+    inf.add_import(PROJECT_ID, ENVIRONMENT, "/app", "staging", "/");
+    inf.add_import(PROJECT_ID, "staging", "/", "staging", "/nested");
     let token = stack.token();
     let v4 = stack
-        .client
+        .client()
         .v4(&token, "secretPath=/app&includeImports=true")
         .json();
     assert_eq!(keys(&v4["secrets"]), pairs(&[("SHARED", "own")]));
@@ -97,7 +99,7 @@ fn imports_are_returned_separately_in_position_order() {
             imports[0]["environment"].as_str(),
             imports[0]["secretPath"].as_str()
         ),
-        (Some("dev"), Some("/common"))
+        (Some(ENVIRONMENT), Some("/common"))
     );
     assert_eq!(
         keys(&imports[0]["secrets"]),
@@ -106,18 +108,18 @@ fn imports_are_returned_separately_in_position_order() {
     // Nested imports are flattened after the import's own secrets.
     assert_eq!(
         keys(&imports[1]["secrets"]),
-        pairs(&[("SHARED", "prod"), ("DEEP", "deep")])
+        pairs(&[("SHARED", "staging"), ("DEEP", "deep")])
     );
     assert!(imports[1]["folderId"].is_string());
 
     // v4 includes imports by default; v3 only with snake_case include_imports.
-    let default = stack.client.v4(&token, "secretPath=/app").json();
+    let default = stack.client().v4(&token, "secretPath=/app").json();
     assert_eq!(default["imports"].as_array().unwrap().len(), 2);
     let v3 = |flag: &str| {
         stack
-            .client
+            .client()
             .get(
-                &format!("/api/v3/secrets/raw?workspaceId={PROJECT}&environment=dev&secretPath=/app&{flag}"),
+                &format!("/api/v3/secrets/raw?workspaceId={PROJECT_ID}&environment={ENVIRONMENT}&secretPath=/app&{flag}"),
                 Some(&token),
             )
             .json()
@@ -128,12 +130,12 @@ fn imports_are_returned_separately_in_position_order() {
     assert_eq!(v3("include_imports=true"), 2);
     // Recursive listing returns the imports of every folder in the subtree.
     let deep = stack
-        .client
+        .client()
         .v4(&token, "secretPath=/&recursive=true&includeImports=true")
         .json();
     assert_eq!(deep["imports"].as_array().unwrap().len(), 2);
     let root_only = stack
-        .client
+        .client()
         .v4(&token, "secretPath=/&includeImports=true")
         .json();
     assert_eq!(root_only["imports"], json!([]));
@@ -142,24 +144,24 @@ fn imports_are_returned_separately_in_position_order() {
 
 #[test]
 fn references_expand_only_when_asked_and_unresolvable_ones_stay_literal() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/", "HOST", "db.internal");
-    inf.set_secret(PROJECT, "prod", "/a/b", "PORT", "5432");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "HOST", "db.internal");
+    inf.set_secret(PROJECT_ID, "staging", "/a/b", "PORT", "5432");
     inf.set_secret(
-        PROJECT,
-        "dev",
+        PROJECT_ID,
+        ENVIRONMENT,
         "/",
         "URL",
-        "pg://${HOST}:${prod.a.b.PORT}/${NOPE}",
+        "pg://${HOST}:${staging.a.b.PORT}/${NOPE}",
     );
     let token = stack.token();
     let raw = stack
-        .client
+        .client()
         .v4(&token, "expandSecretReferences=false")
         .json();
     let expanded = stack
-        .client
+        .client()
         .v4(&token, "expandSecretReferences=true")
         .json();
     let url = |v: &Value| {
@@ -169,24 +171,24 @@ fn references_expand_only_when_asked_and_unresolvable_ones_stay_literal() {
             .unwrap()
             .1
     };
-    assert_eq!(url(&raw), "pg://${HOST}:${prod.a.b.PORT}/${NOPE}");
+    assert_eq!(url(&raw), "pg://${HOST}:${staging.a.b.PORT}/${NOPE}");
     assert_eq!(url(&expanded), "pg://db.internal:5432/${NOPE}");
 }
 
 #[test]
 fn tags_filter_and_recursion_labels_each_secret_with_its_path() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let inf = &stack.infisical;
-    inf.set_secret_tagged(PROJECT, "dev", "/", "A", "a", &["backend"]);
-    inf.set_secret_tagged(PROJECT, "dev", "/", "B", "b", &["frontend"]);
-    inf.set_secret(PROJECT, "dev", "/svc/api", "C", "c");
+    inf.set_secret_tagged(PROJECT_ID, ENVIRONMENT, "/", "A", "a", &["backend"]);
+    inf.set_secret_tagged(PROJECT_ID, ENVIRONMENT, "/", "B", "b", &["frontend"]);
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/svc/api", "C", "c");
     let token = stack.token();
-    let tagged = stack.client.v4(&token, "tagSlugs=backend").json();
+    let tagged = stack.client().v4(&token, "tagSlugs=backend").json();
     assert_eq!(keys(&tagged["secrets"]), pairs(&[("A", "a")]));
     assert_eq!(tagged["secrets"][0]["tags"][0]["slug"], "backend");
-    let flat = stack.client.v4(&token, "recursive=false").json();
+    let flat = stack.client().v4(&token, "recursive=false").json();
     assert_eq!(flat["secrets"].as_array().unwrap().len(), 2);
-    let deep = stack.client.v4(&token, "recursive=true").json();
+    let deep = stack.client().v4(&token, "recursive=true").json();
     let paths: Vec<(&str, &str)> = deep["secrets"]
         .as_array()
         .unwrap()
@@ -200,7 +202,7 @@ fn tags_filter_and_recursion_labels_each_secret_with_its_path() {
         .collect();
     assert_eq!(paths, vec![("A", "/"), ("B", "/"), ("C", "/svc/api")]);
     let sub = stack
-        .client
+        .client()
         .v4(&token, "secretPath=/svc/&recursive=true")
         .json();
     assert_eq!(keys(&sub["secrets"]), pairs(&[("C", "c")]));
@@ -208,14 +210,16 @@ fn tags_filter_and_recursion_labels_each_secret_with_its_path() {
 
 #[test]
 fn unknown_folders_and_environments_answer_200_with_nothing() {
-    let stack = Stack::start();
-    stack.infisical.set_secret(PROJECT, "dev", "/", "A", "a");
+    let stack = stand_ins();
+    stack
+        .infisical
+        .set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "a");
     let token = stack.token();
-    let r = stack.client.v4(&token, "secretPath=/does/not/exist");
+    let r = stack.client().v4(&token, "secretPath=/does/not/exist");
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"secrets": [], "imports": []}));
-    let r = stack.client.get(
-        &format!("/api/v4/secrets?projectId={PROJECT}&environment=nope"),
+    let r = stack.client().get(
+        &format!("/api/v4/secrets?projectId={PROJECT_ID}&environment=nope"),
         Some(&token),
     );
     assert_eq!(r.status, 200);
@@ -224,44 +228,47 @@ fn unknown_folders_and_environments_answer_200_with_nothing() {
 
 #[test]
 fn permissions_projects_by_slug_and_the_old_server_switch() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let inf = &stack.infisical;
     inf.add_project("proj-2", "secret-project");
-    inf.set_secret("proj-2", "dev", "/", "X", "x");
+    inf.set_secret("proj-2", ENVIRONMENT, "/", "X", "x");
     let token = stack.token();
     stack
-        .client
+        .client()
         .get(
-            "/api/v4/secrets?projectId=proj-2&environment=dev",
+            &format!("/api/v4/secrets?projectId=proj-2&environment={ENVIRONMENT}"),
             Some(&token),
         )
         .error(403, "PermissionDenied");
     stack
-        .client
+        .client()
         .get(
-            "/api/v4/secrets?projectId=nope&environment=dev",
+            &format!("/api/v4/secrets?projectId=nope&environment={ENVIRONMENT}"),
             Some(&token),
         )
         .error(404, "NotFound");
     stack
-        .client
-        .get("/api/v4/secrets?environment=dev", Some(&token))
+        .client()
+        .get(
+            &format!("/api/v4/secrets?environment={ENVIRONMENT}"),
+            Some(&token),
+        )
         .error(400, "BadRequest");
-    let project = stack.client.get(
+    let project = stack.client().get(
         &format!("/api/v1/projects/slug/{PROJECT_SLUG}"),
         Some(&token),
     );
     assert_eq!(project.status, 200, "{}", project.text);
     let project = project.json();
-    assert_eq!(project["id"], PROJECT);
-    assert_eq!(project["environments"][0]["slug"], "dev");
+    assert_eq!(project["id"], PROJECT_ID);
+    assert_eq!(project["environments"][0]["slug"], ENVIRONMENT);
     stack
-        .client
+        .client()
         .get("/api/v1/projects/slug/unknown", Some(&token))
         .error(404, "NotFound");
 
     inf.set_v4_disabled(true);
-    let body = stack.client.v4(&token, "").error(404, "Not Found");
+    let body = stack.client().v4(&token, "").error(404, "Not Found");
     assert!(
         body["message"]
             .as_str()
@@ -269,8 +276,8 @@ fn permissions_projects_by_slug_and_the_old_server_switch() {
             .starts_with("Route GET:/api/v4/secrets"),
         "{body}"
     );
-    let v3 = stack.client.get(
-        &format!("/api/v3/secrets/raw?workspaceSlug={PROJECT_SLUG}&environment=dev"),
+    let v3 = stack.client().get(
+        &format!("/api/v3/secrets/raw?workspaceSlug={PROJECT_SLUG}&environment={ENVIRONMENT}"),
         Some(&token),
     );
     assert_eq!(v3.status, 200, "{}", v3.text);
@@ -278,26 +285,26 @@ fn permissions_projects_by_slug_and_the_old_server_switch() {
 
 #[test]
 fn an_unchanged_etag_gives_304_and_a_change_gives_a_new_etag() {
-    let stack = Stack::start();
+    let stack = stand_ins();
     let inf = &stack.infisical;
-    inf.set_secret(PROJECT, "dev", "/", "A", "1");
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "1");
     let token = stack.token();
-    let path = format!("/api/v4/secrets?projectId={PROJECT}&environment=dev");
-    let first = stack.client.get(&path, Some(&token));
+    let path = format!("/api/v4/secrets?projectId={PROJECT_ID}&environment={ENVIRONMENT}");
+    let first = stack.client().get(&path, Some(&token));
     let etag = first.headers["etag"].to_str().unwrap().to_string();
-    let again = stack.client.get_etag(&path, Some(&token), Some(&etag));
+    let again = stack.client().get_etag(&path, Some(&token), Some(&etag));
     assert_eq!(again.status, 304);
     assert!(again.text.is_empty());
 
-    inf.set_secret(PROJECT, "dev", "/", "A", "2");
-    let changed = stack.client.get_etag(&path, Some(&token), Some(&etag));
+    inf.set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "2");
+    let changed = stack.client().get_etag(&path, Some(&token), Some(&etag));
     assert_eq!(changed.status, 200);
     assert_ne!(changed.headers["etag"].to_str().unwrap(), etag);
     assert_eq!(keys(&changed.json()["secrets"]), pairs(&[("A", "2")]));
 
-    assert!(inf.delete_secret(PROJECT, "dev", "/", "A"));
+    assert!(inf.delete_secret(PROJECT_ID, ENVIRONMENT, "/", "A"));
     assert_eq!(
-        stack.client.get(&path, Some(&token)).json()["secrets"],
+        stack.client().get(&path, Some(&token)).json()["secrets"],
         json!([])
     );
     let statuses: Vec<u16> = inf
@@ -311,13 +318,15 @@ fn an_unchanged_etag_gives_304_and_a_change_gives_a_new_etag() {
 
 #[test]
 fn values_can_be_hidden_and_status_needs_no_auth() {
-    let stack = Stack::start();
-    stack.infisical.set_secret(PROJECT, "dev", "/", "A", "1");
+    let stack = stand_ins();
+    stack
+        .infisical
+        .set_secret(PROJECT_ID, ENVIRONMENT, "/", "A", "1");
     let token = stack.token();
-    let hidden = stack.client.v4(&token, "viewSecretValue=false").json();
+    let hidden = stack.client().v4(&token, "viewSecretValue=false").json();
     assert_eq!(hidden["secrets"][0]["secretValue"], "<hidden-by-infisical>");
     assert_eq!(hidden["secrets"][0]["secretValueHidden"], true);
-    let status = stack.client.get("/api/status", None);
+    let status = stack.client().get("/api/status", None);
     assert_eq!(status.status, 200);
     assert_eq!(status.json()["message"], "Ok");
 }

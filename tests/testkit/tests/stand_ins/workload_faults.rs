@@ -3,7 +3,6 @@
 //! is still starting, and when it crashes and comes back; and its bundle
 //! stream delivers the JWKS. Seen through the real `spiffe` crate client.
 
-use std::future::Future;
 use std::time::Duration;
 
 use spiffe::transport::{GrpcStatusCode, TransportError};
@@ -13,17 +12,7 @@ use svid_exec_testkit::keys::KeyAlg;
 use svid_exec_testkit::workload::{AgentConfig, FakeAgent};
 use tokio_stream::StreamExt as _;
 
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("test timed out")
-    })
-}
+use crate::support::run;
 
 fn status_code(err: &WorkloadApiError) -> Option<GrpcStatusCode> {
     match err {

@@ -3,15 +3,17 @@
 //! planted links, removal.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::unistd::{Gid, Uid};
 use secrecy::SecretString;
 use svid_exec::deliver::files::{self, FilesError, FilesOptions};
 use svid_exec::error::ExitClass;
 use svid_exec::secrets::SecretSet;
+
+use super::{entries, generations, mode_of};
+use crate::util::{disk_scratch, tmpfs_scratch};
 
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUZ\nQ0Fsb3RvZnRleHQ=\n-----END CERTIFICATE-----\n";
 
@@ -35,63 +37,11 @@ fn awkward() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn is_tmpfs(path: &Path) -> bool {
-    statfs(path).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
-}
-
-/// A scratch directory on tmpfs (/dev/shm), or `None` when there is none.
-fn tmpfs_scratch() -> Option<tempfile::TempDir> {
-    let shm = Path::new("/dev/shm");
-    if is_tmpfs(shm) {
-        Some(tempfile::tempdir_in(shm).unwrap())
-    } else {
-        eprintln!("skipped: /dev/shm is not a tmpfs on this machine");
-        None
-    }
-}
-
-/// A scratch directory that is certainly disk-backed, or `None`.
-fn disk_scratch() -> Option<tempfile::TempDir> {
-    for base in [env!("CARGO_TARGET_TMPDIR"), "/var/tmp"] {
-        let base = Path::new(base);
-        if base.is_dir() && !is_tmpfs(base) {
-            if let Ok(dir) = tempfile::tempdir_in(base) {
-                return Some(dir);
-            }
-        }
-    }
-    eprintln!("skipped: no disk-backed scratch directory found");
-    None
-}
-
 fn opts_dir(dir: &Path) -> FilesOptions {
     FilesOptions {
         dir: Some(dir.to_owned()),
         ..FilesOptions::default()
     }
-}
-
-fn generations(dir: &Path) -> Vec<String> {
-    let mut g: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("..") && n.as_bytes().get(2).is_some_and(u8::is_ascii_digit))
-        .collect();
-    g.sort();
-    g
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn mode_of(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 #[test]

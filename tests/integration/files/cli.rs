@@ -5,20 +5,19 @@
 //! `--no-env`, and failures that must leave the previous generation intact.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, DEMO_SECRETS, ENVIRONMENT, PROJECT_ID};
 
-const BIN: &str = env!("CARGO_BIN_EXE_svid-exec");
+use super::{entries, generations, mode_of};
+use crate::util::{assert_no_secret, disk_scratch, parse_env0, tmpfs_scratch, Launcher};
+
 /// Every run is bounded: a stuck launcher is killed and the test fails.
 const BOUND: Duration = Duration::from_secs(90);
-const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 
 /// Values beyond the demo set: with and without a trailing newline, quotes,
 /// `=`, shell metacharacters, backslashes, empty.
@@ -54,160 +53,15 @@ fn all_secrets() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn svid_exec(stack: &Stack, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(stack.launcher_env())
-        .args(args);
-    cmd
-}
-
-/// Runs `cmd` to completion within [`BOUND`], capturing both streams.
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn svid-exec");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("svid-exec did not finish within {BOUND:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}; stderr:\n{}",
-        out.status,
-        stderr(out)
-    );
-}
-
-fn is_memory_backed(path: &Path) -> bool {
-    statfs(path).is_ok_and(|s| {
-        let t = s.filesystem_type();
-        t == TMPFS_MAGIC || t == RAMFS_MAGIC
-    })
-}
-
-/// A temp dir that can be removed even by a non-root user although svid-exec
-/// sealed its generation directories read-only (0500).
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let mut dirs = vec![self.0.path().to_owned()];
-        while let Some(dir) = dirs.pop() {
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(entry.path());
-                }
-            }
-        }
-    }
-}
-
-/// A scratch directory on tmpfs (`/dev/shm`), or `None` (with a message)
-/// where there is none.
-fn tmpfs_scratch() -> Option<Scratch> {
-    let shm = Path::new("/dev/shm");
-    if !is_memory_backed(shm) {
-        eprintln!("skipped: /dev/shm is not a tmpfs on this machine");
-        return None;
-    }
-    Some(Scratch(
-        tempfile::Builder::new()
-            .prefix("svid-exec-files-cli")
-            .tempdir_in(shm)
-            .unwrap(),
-    ))
-}
-
-/// A scratch directory on a disk-backed filesystem (cargo's target tmp, else
-/// the system temp dir or `/var/tmp`), or `None` (with a message) where
-/// there is none.
-fn disk_scratch() -> Option<Scratch> {
-    let candidates = [
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
-        std::env::temp_dir(),
-        PathBuf::from("/var/tmp"),
-    ];
-    for base in &candidates {
-        let _ = std::fs::create_dir_all(base);
-        if base.exists() && !is_memory_backed(base) {
-            if let Ok(dir) = tempfile::tempdir_in(base) {
-                return Some(Scratch(dir));
-            }
-        }
-    }
-    eprintln!("skipped: no writable disk-backed directory among {candidates:?}");
-    None
+/// `svid-exec ARGS` against `stack`, bounded by [`BOUND`].
+fn svid_exec(stack: &Stack, args: &[&str]) -> Launcher {
+    let mut launcher = Launcher::on(stack);
+    launcher.args(args).limit(BOUND);
+    launcher
 }
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn generations(dir: &Path) -> Vec<String> {
-    entries(dir)
-        .into_iter()
-        .filter(|n| n.starts_with("..") && n.as_bytes().get(2).is_some_and(u8::is_ascii_digit))
-        .collect()
-}
-
-fn mode_of(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 /// Everything under `dir` (links as their targets, files as their bytes),
@@ -315,7 +169,7 @@ fn write_produces_per_key_dotenv_and_json_layouts_with_exact_bytes() {
     let dir = scratch.path().join("secrets");
     let dotenv = scratch.path().join("app.env");
     let json = scratch.path().join("app.json");
-    let out = run(svid_exec(
+    let out = svid_exec(
         &stack,
         &[
             "write",
@@ -326,8 +180,9 @@ fn write_produces_per_key_dotenv_and_json_layouts_with_exact_bytes() {
             "--json-file",
             json.to_str().unwrap(),
         ],
-    ));
-    assert_code(&out, 0);
+    )
+    .run();
+    out.expect_code(0);
     let secrets = all_secrets();
     assert_per_key_layout(&dir, &secrets, &[]);
     assert_eq!(std::fs::read(&dotenv).unwrap(), expected_dotenv(&secrets));
@@ -345,13 +200,8 @@ fn write_produces_per_key_dotenv_and_json_layouts_with_exact_bytes() {
     // No temp files or probes left beside the outputs.
     assert_eq!(entries(scratch.path()), ["app.env", "app.json", "secrets"]);
     // Nothing about the values reached the log.
-    let log = stderr(&out);
-    for value in secrets.values().filter(|v| v.len() > 3) {
-        assert!(
-            !log.contains(value.as_str()),
-            "a value is in the log:\n{log}"
-        );
-    }
+    let values: Vec<&str> = secrets.values().map(String::as_str).collect();
+    assert_no_secret(&out.stderr, &values);
 }
 
 #[test]
@@ -362,7 +212,7 @@ fn a_second_write_is_fully_on_disk_at_exit_with_only_the_new_generation_left() {
     let stack = stack();
     let dir = scratch.path().join("secrets");
     let args = ["write", "--dir", dir.to_str().unwrap()];
-    assert_code(&run(svid_exec(&stack, &args)), 0);
+    svid_exec(&stack, &args).run().expect_code(0);
     let first = generations(&dir);
 
     stack
@@ -374,7 +224,7 @@ fn a_second_write_is_fully_on_disk_at_exit_with_only_the_new_generation_left() {
     assert!(stack
         .infisical
         .delete_secret(PROJECT_ID, ENVIRONMENT, "/", "EQUALS"));
-    assert_code(&run(svid_exec(&stack, &args)), 0);
+    svid_exec(&stack, &args).run().expect_code(0);
 
     // At exit: the new values, the new key, the removed key's link gone, the
     // old generation removed.
@@ -399,7 +249,7 @@ fn run_files_dir_writes_before_the_program_starts() {
     // there before exec, not after.
     let seen = scratch.path().join("seen");
     let script = r#"cat "$1/TLS_KEY" > "$2.tls" && cat "$1/NO_TRAILING_NL" > "$2.nonl" && . "$3" && printf %s "$QUOTES" > "$2.quotes""#;
-    let out = run(svid_exec(
+    let out = svid_exec(
         &stack,
         &[
             "run",
@@ -416,8 +266,9 @@ fn run_files_dir_writes_before_the_program_starts() {
             seen.to_str().unwrap(),
             dotenv.to_str().unwrap(),
         ],
-    ));
-    assert_code(&out, 0);
+    )
+    .run();
+    out.expect_code(0);
     let secrets = all_secrets();
     let read = |suffix: &str| std::fs::read(format!("{}.{suffix}", seen.display())).unwrap();
     assert_eq!(read("tls"), secrets["TLS_KEY"].as_bytes());
@@ -440,7 +291,7 @@ fn a_program_that_cannot_start_leaves_no_secret_file_behind() {
     ] {
         let dir = scratch.path().join(format!("secrets-{code}"));
         let dotenv = scratch.path().join(format!("app-{code}.env"));
-        let out = run(svid_exec(
+        let out = svid_exec(
             &stack,
             &[
                 "run",
@@ -451,8 +302,9 @@ fn a_program_that_cannot_start_leaves_no_secret_file_behind() {
                 "--",
                 &program,
             ],
-        ));
-        assert_code(&out, code);
+        )
+        .run();
+        out.expect_code(code);
         let left = if dir.exists() {
             entries(&dir)
         } else {
@@ -480,7 +332,7 @@ fn files_are_0400_by_default_and_a_private_created_directory() {
     let stack = stack();
     let dir = scratch.path().join("secrets");
     let dotenv = scratch.path().join("app.env");
-    let out = run(svid_exec(
+    let out = svid_exec(
         &stack,
         &[
             "write",
@@ -489,8 +341,9 @@ fn files_are_0400_by_default_and_a_private_created_directory() {
             "--dotenv-file",
             dotenv.to_str().unwrap(),
         ],
-    ));
-    assert_code(&out, 0);
+    )
+    .run();
+    out.expect_code(0);
     let generation = dir.join(&generations(&dir)[0]);
     for key in all_secrets().keys() {
         assert_eq!(mode_of(&generation.join(key)), 0o400, "{key}");
@@ -516,7 +369,7 @@ fn a_group_readable_file_mode_gives_the_group_search_on_directories_only() {
         ("0600", 0o700, 0o500),
     ] {
         let dir = scratch.path().join(format!("secrets-{file_mode}"));
-        let out = run(svid_exec(
+        let out = svid_exec(
             &stack,
             &[
                 "write",
@@ -525,8 +378,9 @@ fn a_group_readable_file_mode_gives_the_group_search_on_directories_only() {
                 "--file-mode",
                 file_mode,
             ],
-        ));
-        assert_code(&out, 0);
+        )
+        .run();
+        out.expect_code(0);
         let generation = dir.join(&generations(&dir)[0]);
         let want = u32::from_str_radix(file_mode, 8).unwrap();
         for key in all_secrets().keys() {
@@ -578,7 +432,7 @@ fn file_owner_is_applied_and_the_owner_and_group_can_read_but_others_cannot() {
     let stack = stack();
     let dir = scratch.path().join("secrets");
     let dotenv = scratch.path().join("app.env");
-    let out = run(svid_exec(
+    let out = svid_exec(
         &stack,
         &[
             "write",
@@ -591,8 +445,9 @@ fn file_owner_is_applied_and_the_owner_and_group_can_read_but_others_cannot() {
             "--file-owner",
             "1000:1000",
         ],
-    ));
-    assert_code(&out, 0);
+    )
+    .run();
+    out.expect_code(0);
     let generation = dir.join(&generations(&dir)[0]);
     let owned = |p: &Path| {
         let m = std::fs::symlink_metadata(p).unwrap();
@@ -657,9 +512,9 @@ fn a_disk_backed_target_is_refused_78_before_any_request_and_nothing_runs() {
         ],
     ];
     for args in &cases {
-        let out = run(svid_exec(&stack, args));
-        assert_code(&out, 78);
-        let err = stderr(&out);
+        let out = svid_exec(&stack, args).run();
+        out.expect_code(78);
+        let err = &out.stderr;
         assert!(err.contains("disk-backed"), "{args:?}: {err}");
         assert!(err.contains("--allow-non-tmpfs"), "{args:?}: {err}");
         assert!(!marker.exists(), "{args:?}: the program ran");
@@ -687,11 +542,12 @@ fn allow_non_tmpfs_accepts_a_disk_backed_target() {
     };
     let stack = stack();
     let dir = disk.path().join("secrets");
-    let out = run(svid_exec(
+    let out = svid_exec(
         &stack,
         &["write", "--dir", dir.to_str().unwrap(), "--allow-non-tmpfs"],
-    ));
-    assert_code(&out, 0);
+    )
+    .run();
+    out.expect_code(0);
     assert_per_key_layout(&dir, &all_secrets(), &[]);
     // The counterpart of the refusal's "no call at all".
     assert!(!stack.agent.calls().is_empty());
@@ -708,11 +564,8 @@ fn a_tmpfs_target_is_accepted_without_the_flag() {
     let existing = scratch.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
     for dir in [existing, scratch.path().join("created")] {
-        let out = run(svid_exec(
-            &stack,
-            &["write", "--dir", dir.to_str().unwrap()],
-        ));
-        assert_code(&out, 0);
+        let out = svid_exec(&stack, &["write", "--dir", dir.to_str().unwrap()]).run();
+        out.expect_code(0);
         assert_per_key_layout(&dir, &all_secrets(), &[]);
     }
 }
@@ -752,9 +605,9 @@ fn a_key_that_cannot_be_a_file_name_is_refused_78_naming_it_with_nothing_written
                 marker.to_str().unwrap(),
             ],
         ] {
-            let out = run(svid_exec(&stack, &args));
-            assert_code(&out, 78);
-            let err = stderr(&out);
+            let out = svid_exec(&stack, &args).run();
+            out.expect_code(78);
+            let err = &out.stderr;
             assert!(
                 err.contains(&format!("{bad:?}")),
                 "{bad:?} {args:?}: the error names the key: {err}"
@@ -788,7 +641,7 @@ fn a_refused_name_keeps_the_previous_generation() {
     let stack = stack();
     let dir = scratch.path().join("secrets");
     let args = ["write", "--dir", dir.to_str().unwrap()];
-    assert_code(&run(svid_exec(&stack, &args)), 0);
+    svid_exec(&stack, &args).run().expect_code(0);
     let before = snapshot(&dir);
     stack
         .infisical
@@ -796,7 +649,7 @@ fn a_refused_name_keeps_the_previous_generation() {
     stack
         .infisical
         .set_secret(PROJECT_ID, ENVIRONMENT, "/", "GREETING", "changed");
-    assert_code(&run(svid_exec(&stack, &args)), 78);
+    svid_exec(&stack, &args).run().expect_code(78);
     assert_eq!(snapshot(&dir), before);
 }
 
@@ -820,22 +673,9 @@ fn child_output(
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
-    let out = run(cmd);
-    assert_code(&out, 0);
+    let out = cmd.run();
+    out.expect_code(0);
     out.stdout
-}
-
-/// `env -0` output as a map (NUL-separated, so multi-line values stay whole).
-fn parse_env0(bytes: &[u8]) -> BTreeMap<String, String> {
-    bytes
-        .split(|b| *b == 0)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let e = String::from_utf8_lossy(e);
-            let (k, v) = e.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect()
 }
 
 /// Splits the child's output at the first `\x01` line: before it `env -0`,
@@ -845,7 +685,11 @@ fn env_and_rest(out: &[u8]) -> (BTreeMap<String, String>, Vec<u8>) {
         .iter()
         .position(|b| *b == 1)
         .expect("separator in the child's output");
-    (parse_env0(&out[..at]), out[at + 1..].to_vec())
+    let env = parse_env0(&out[..at])
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    (env, out[at + 1..].to_vec())
 }
 
 fn assert_no_secret_value_in(env: &BTreeMap<String, String>) {
@@ -969,7 +813,7 @@ fn a_failed_write_leaves_the_previous_generation_intact() {
         "--startup-timeout",
         "2s",
     ];
-    assert_code(&run(svid_exec(&stack, &args)), 0);
+    svid_exec(&stack, &args).run().expect_code(0);
     let before_dir = snapshot(&dir);
     let before_json = std::fs::read(&json).unwrap();
     assert_per_key_layout(&dir, &all_secrets(), &["app.env"]);
@@ -981,8 +825,8 @@ fn a_failed_write_leaves_the_previous_generation_intact() {
     // Refused login: the token's audience is not the one the identity accepts.
     let mut refused = args.to_vec();
     refused.extend_from_slice(&["--audience", "not-infisical"]);
-    let out = run(svid_exec(&stack, &refused));
-    assert_code(&out, 77);
+    let out = svid_exec(&stack, &refused).run();
+    out.expect_code(77);
     assert_eq!(snapshot(&dir), before_dir, "after the refused login");
     assert_eq!(std::fs::read(&json).unwrap(), before_json);
 
@@ -993,8 +837,8 @@ fn a_failed_write_leaves_the_previous_generation_intact() {
             .infisical
             .fail_next(route, 100_000, Fault::Status(500));
     }
-    let out = run(svid_exec(&stack, &args));
-    assert_code(&out, 69);
+    let out = svid_exec(&stack, &args).run();
+    out.expect_code(69);
     assert_eq!(
         snapshot(&dir),
         before_dir,
@@ -1013,8 +857,8 @@ fn a_failed_write_leaves_the_previous_generation_intact() {
     stack
         .infisical
         .fail_next("/api/*", 100_000, Fault::Status(500));
-    let out = run(svid_exec(&stack, &args));
-    assert_code(&out, 69);
+    let out = svid_exec(&stack, &args).run();
+    out.expect_code(69);
     assert_eq!(snapshot(&dir), before_dir, "after the unavailable server");
     assert_eq!(std::fs::read(&json).unwrap(), before_json);
     assert_eq!(entries(scratch.path()), ["app.json", "secrets"]);
@@ -1030,17 +874,14 @@ fn a_json_only_target_carries_keys_that_could_not_be_file_names() {
         .infisical
         .set_secret(PROJECT_ID, ENVIRONMENT, "/", "a/b", "slash");
     let json = scratch.path().join("app.json");
-    let out = run(svid_exec(
-        &stack,
-        &["write", "--json-file", json.to_str().unwrap()],
-    ));
-    assert_code(&out, 0);
+    let out = svid_exec(&stack, &["write", "--json-file", json.to_str().unwrap()]).run();
+    out.expect_code(0);
     let mut secrets = all_secrets();
     secrets.insert("a/b".into(), "slash".into());
     assert_eq!(std::fs::read(&json).unwrap(), expected_json(&secrets));
     // The same key with per-key files is refused.
     let dir = scratch.path().join("secrets");
-    let out = run(svid_exec(
+    let out = svid_exec(
         &stack,
         &[
             "write",
@@ -1049,8 +890,9 @@ fn a_json_only_target_carries_keys_that_could_not_be_file_names() {
             "--json-file",
             json.to_str().unwrap(),
         ],
-    ));
-    assert_code(&out, 78);
+    )
+    .run();
+    out.expect_code(78);
     assert_eq!(std::fs::read(&json).unwrap(), expected_json(&secrets));
 }
 
@@ -1093,15 +935,17 @@ fn an_owner_change_that_is_not_permitted_is_refused_78_before_any_request() {
             marker.to_str().unwrap(),
         ],
     ] {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--", BIN])
-            .args(&args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .envs(stack.launcher_env());
-        let out = run(cmd);
-        assert_code(&out, 78);
-        let err = stderr(&out);
+        let out = svid_exec(&stack, &args)
+            .via(&[
+                "setpriv",
+                "--reuid=1000",
+                "--regid=1000",
+                "--clear-groups",
+                "--",
+            ])
+            .run();
+        out.expect_code(78);
+        let err = &out.stderr;
         assert!(err.contains("not permitted"), "{args:?}: {err}");
         assert!(!marker.exists(), "{args:?}: the program ran");
         if dir.exists() {
@@ -1148,8 +992,8 @@ fn a_planted_symlink_cannot_redirect_a_write() {
         vec!["write", "--dir", dir.to_str().unwrap()],
         vec!["write", "--dotenv-file", dotenv.to_str().unwrap()],
     ] {
-        let out = run(svid_exec(&stack, &args));
-        assert_code(&out, 78);
+        let out = svid_exec(&stack, &args).run();
+        out.expect_code(78);
         assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch", "{args:?}");
         assert!(entries(&real).is_empty(), "{args:?}: {:?}", entries(&real));
         assert_eq!(entries(&dir), ["TLS_KEY"], "{args:?}");

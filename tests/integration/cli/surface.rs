@@ -2,27 +2,14 @@
 //! contract flag and environment variable in `--help`, the EXIT STATUS section,
 //! usage errors exit 2, and shell completions.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_svid-exec");
+use crate::util::{Launcher, Outcome};
 
 /// Runs the binary with a cleared environment (so the developer's own
 /// `INFISICAL_*` cannot leak into the test).
-fn svid_exec(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn svid_exec(args: &[&str]) -> Outcome {
+    Launcher::new().args(args).run()
 }
 
 /// Every flag of the contract with its environment variable (None: no variable).
@@ -76,8 +63,8 @@ const CONTRACT: &[(&str, Option<&str>)] = &[
 #[test]
 fn run_help_lists_every_contract_flag_with_its_environment_variable() {
     let out = svid_exec(&["run", "--help"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let help = stdout(&out);
+    assert!(out.status.success(), "{}", out.stderr);
+    let help = out.stdout_text();
     for (flag, env) in CONTRACT {
         assert!(
             help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
@@ -102,10 +89,10 @@ fn run_help_lists_every_contract_flag_with_its_environment_variable() {
 
 #[test]
 fn write_help_names_dir_and_check_help_names_output() {
-    let write = stdout(&svid_exec(&["write", "--help"]));
+    let write = svid_exec(&["write", "--help"]).stdout_text();
     assert!(write.contains("--dir <DIR>"));
     assert!(write.contains("[env: SVID_EXEC_FILES_DIR="));
-    let check = stdout(&svid_exec(&["check", "--help"]));
+    let check = svid_exec(&["check", "--help"]).stdout_text();
     assert!(check.contains("--output <FORMAT>"));
     assert!(check.contains("EXIT STATUS"));
 }
@@ -139,7 +126,7 @@ fn usage_errors_exit_2() {
     ];
     for args in cases {
         let out = svid_exec(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
     }
 }
@@ -152,8 +139,8 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
         ("fish", "complete -c svid-exec"),
     ] {
         let out = svid_exec(&["completions", shell]);
-        assert!(out.status.success(), "{shell}: {}", stderr(&out));
-        let script = stdout(&out);
+        assert!(out.status.success(), "{shell}: {}", out.stderr);
+        let script = out.stdout_text();
         assert!(script.contains(marker), "{shell} script lacks {marker:?}");
         assert!(
             script.contains("identity-id"),
@@ -189,13 +176,12 @@ fn completions_to_an_unwritable_stdout_fail_with_a_message_not_a_panic() {
         eprintln!("/dev/full is not available; skipping");
         return;
     };
-    let out = Command::new(BIN)
+    let out = Launcher::new()
+        .env_remove("PATH")
         .args(["completions", "bash"])
-        .env_clear()
-        .stdout(full)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+        .stdout_to(full)
+        .run();
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(70), "{err}");
     assert!(err.contains("cannot write to standard output"), "{err}");
     assert!(!err.contains("internal error at"), "panicked: {err}");
@@ -203,11 +189,7 @@ fn completions_to_an_unwritable_stdout_fail_with_a_message_not_a_panic() {
 
 #[test]
 fn man_prints_one_roff_page_with_every_command_and_its_environment_variables() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svid-exec"))
-        .arg("man")
-        .env_clear()
-        .output()
-        .unwrap();
+    let out = Launcher::new().env_remove("PATH").arg("man").run();
     assert_eq!(out.status.code(), Some(0));
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(

@@ -2,7 +2,6 @@
 //! accepts, signed by its key ring, with SPIRE's claims, header check and
 //! argument errors. Through its real unix socket.
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,18 +18,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Runs `f` on a fresh runtime, failing the test if it takes over 30 s.
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("test timed out")
-    })
-}
+use crate::support::run;
 
 fn now() -> i64 {
     i64::try_from(

@@ -1,25 +1,16 @@
-//! Shared helpers for the Infisical stand-in tests: a blocking HTTP client
-//! over real sockets, JWT-SVID minting, and a ready-made stack (discovery
-//! provider + Infisical with OIDC, JWT and SPIFFE identities and a project).
+//! Shared helpers of the stand-in tests: a blocking HTTP client over real
+//! sockets, the stand-in stack (`svid_exec_testkit::stack`) as they use it,
+//! and a bounded runtime for the async ones.
 
-#![allow(dead_code, reason = "each test file uses a different subset")]
-
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use svid_exec_testkit::discovery::Discovery;
-use svid_exec_testkit::infisical::{
-    AuthMethod, FakeInfisical, Identity, InfisicalConfig, JwtAuth, JwtKeys, OidcAuth, SpiffeAuth,
+pub use svid_exec_testkit::stack::{
+    now, svid_claims, AUDIENCE, ENVIRONMENT, JWT_IDENTITY, OIDC_IDENTITY, PROJECT_ID, PROJECT_SLUG,
+    SPIFFE_IDENTITY, WORKLOAD,
 };
-use svid_exec_testkit::keys::{KeyAlg, KeyRing};
-
-pub const PROJECT: &str = "proj-1";
-pub const PROJECT_SLUG: &str = "my-project";
-pub const OIDC_ID: &str = "11111111-1111-4111-8111-111111111111";
-pub const JWT_ID: &str = "22222222-2222-4222-8222-222222222222";
-pub const SPIFFE_ID_IDENTITY: &str = "33333333-3333-4333-8333-333333333333";
-pub const WORKLOAD: &str = "spiffe://example.org/ns/prod/sa/web";
-pub const AUDIENCE: &str = "infisical";
+use svid_exec_testkit::stack::{Stack, StackOptions};
 
 /// A response, read fully.
 #[derive(Debug)]
@@ -151,26 +142,10 @@ impl Client {
 
     pub fn v4(&self, token: &str, query: &str) -> Resp {
         self.get(
-            &format!("/api/v4/secrets?projectId={PROJECT}&environment=dev&{query}"),
+            &format!("/api/v4/secrets?projectId={PROJECT_ID}&environment={ENVIRONMENT}&{query}"),
             Some(token),
         )
     }
-}
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Claims of a JWT-SVID as SPIRE mints them (one audience as a plain string).
-pub fn svid_claims(sub: &str, aud: &str, iss: Option<&str>) -> Value {
-    let mut claims = json!({"sub": sub, "aud": aud, "exp": now() + 300, "iat": now()});
-    if let Some(iss) = iss {
-        claims["iss"] = json!(iss);
-    }
-    claims
 }
 
 /// Decodes a JWT's claims without verifying it.
@@ -185,86 +160,53 @@ pub fn claims_of(jwt: &str) -> Value {
     .unwrap()
 }
 
-/// Discovery + Infisical, an OIDC, a JWT and a SPIFFE identity, and project
-/// `proj-1` (slug `my-project`) readable by all three.
-pub struct Stack {
-    pub ring: KeyRing,
-    pub discovery: Discovery,
-    pub infisical: FakeInfisical,
-    pub client: Client,
+/// The stand-in stack as these tests use it: Infisical (and the discovery
+/// provider) over plain HTTP, no demo secrets, the identities' tokens on the
+/// server's defaults.
+pub fn stand_ins() -> Stack {
+    stand_ins_with(options())
 }
 
-impl Stack {
-    pub fn start() -> Self {
-        Self::start_with(InfisicalConfig::default(), |i| i)
+/// What [`stand_ins`] uses; adjust it for [`stand_ins_with`].
+pub fn options() -> StackOptions {
+    StackOptions {
+        https: false,
+        demo_secrets: false,
+        token_ttl: None,
+        ..StackOptions::default()
     }
+}
 
-    /// `tune` adjusts each identity (TTLs, uses) before it is added.
-    pub fn start_with(config: InfisicalConfig, tune: impl Fn(Identity) -> Identity) -> Self {
-        let ring = KeyRing::new(KeyAlg::Es256);
-        let discovery = Discovery::start(ring.clone(), None);
-        let infisical = FakeInfisical::start(config);
-        infisical.add_identity(tune(Identity::new(
-            OIDC_ID,
-            AuthMethod::Oidc(OidcAuth {
-                oidc_discovery_url: discovery.url(),
-                bound_issuer: discovery.url(),
-                bound_audiences: AUDIENCE.into(),
-                bound_subject: "spiffe://example.org/ns/prod/**".into(),
-                ..OidcAuth::default()
-            }),
-        )));
-        infisical.add_identity(tune(Identity::new(
-            JWT_ID,
-            AuthMethod::Jwt(JwtAuth {
-                keys: JwtKeys::JwksUrl {
-                    url: format!("{}/keys", discovery.url()),
-                    ca_cert: None,
-                },
-                bound_issuer: String::new(),
-                bound_audiences: AUDIENCE.into(),
-                bound_subject: WORKLOAD.into(),
-                bound_claims: std::collections::BTreeMap::default(),
-            }),
-        )));
-        let mut bundle = ring.jwks();
-        for key in bundle["keys"].as_array_mut().unwrap() {
-            key["use"] = json!("jwt-svid");
-        }
-        infisical.add_identity(tune(Identity::new(
-            SPIFFE_ID_IDENTITY,
-            AuthMethod::Spiffe(SpiffeAuth {
-                trust_domain: "example.org".into(),
-                allowed_spiffe_ids: "spiffe://example.org/ns/prod/*/web".into(),
-                allowed_audiences: AUDIENCE.into(),
-                bundle,
-            }),
-        )));
-        infisical.add_project(PROJECT, PROJECT_SLUG);
-        infisical.add_environment(PROJECT, "dev");
-        for id in [OIDC_ID, JWT_ID, SPIFFE_ID_IDENTITY] {
-            infisical.grant_read(id, PROJECT);
-        }
-        let client = Client::new(&infisical.url());
-        Self {
-            ring,
-            discovery,
-            infisical,
-            client,
-        }
-    }
+pub fn stand_ins_with(options: StackOptions) -> Stack {
+    Stack::start_with(options)
+}
 
-    /// A valid JWT-SVID for the workload with the discovery URL as `iss`.
-    pub fn svid(&self) -> String {
-        self.ring.sign(&svid_claims(
-            WORKLOAD,
-            AUDIENCE,
-            Some(&self.discovery.url()),
-        ))
-    }
-
+/// A blocking client for the stack's Infisical, and a token from it.
+pub trait Blocking {
+    fn client(&self) -> Client;
     /// An access token of the OIDC identity.
-    pub fn token(&self) -> String {
-        self.client.token("oidc", OIDC_ID, &self.svid())
+    fn token(&self) -> String;
+}
+
+impl Blocking for Stack {
+    fn client(&self) -> Client {
+        Client::new(&self.infisical.url())
     }
+
+    fn token(&self) -> String {
+        self.client().token("oidc", OIDC_IDENTITY, &self.svid())
+    }
+}
+
+/// Runs `f` on a fresh runtime, failing the test if it takes over 30 s.
+pub fn run<F: Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("test timed out")
+    })
 }
