@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::cli;
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::launch::signals::Signal;
 /// `--on-change` and `--forward-to` are the supervisor's own types: what the
 /// user may ask for is exactly what the supervisor can do.
@@ -248,6 +248,16 @@ impl ConfigError {
     /// Always [`ExitClass::Config`].
     pub const fn exit_class(&self) -> ExitClass {
         ExitClass::Config
+    }
+}
+
+impl Failure for ConfigError {
+    fn exit_class(&self) -> ExitClass {
+        ExitClass::Config
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(self.hint.clone())
     }
 }
 

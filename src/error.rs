@@ -1,5 +1,7 @@
-//! Exit classes: the one place where a failure becomes an exit code
-//! (`shared/reference/cli-contract.md`, "Exit status").
+//! The error contract: [`ExitClass`], the one place where a failure becomes an
+//! exit code (`shared/reference/cli-contract.md`, "Exit status"), and
+//! [`Failure`], what every module's error says about itself besides its
+//! message: its exit class and, kept apart from the message, what to check.
 
 /// The class of a failure that happened before (or instead of) the child's own exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +37,22 @@ impl ExitClass {
         }
     }
 }
+
+/// What every module error implements. The message (`Display`) says what
+/// failed and why; the hint, never part of the message, says what to check,
+/// so a report can show the two apart (`check`'s steps, the JSON log).
+pub trait Failure: std::error::Error {
+    /// The class of this failure, hence the exit code.
+    fn exit_class(&self) -> ExitClass;
+
+    /// What to check, when there is something to say.
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The hint of every [`ExitClass::Internal`] failure.
+pub const BUG_HINT: &str = "this is a bug in svid-exec, please report it";
 
 /// `a: b: c` for an error and its causes, skipping causes already quoted by their parent.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {

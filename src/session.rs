@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::infisical::{
     AccessToken, AuthMethod, Client, Etags, FetchOutcome, FetchSpec, InfisicalError,
 };
@@ -158,6 +158,19 @@ impl SessionError {
         match self {
             Self::Svid(e) => e.class(),
             Self::Infisical(e) => e.class(),
+        }
+    }
+}
+
+impl Failure for SessionError {
+    fn exit_class(&self) -> ExitClass {
+        self.class()
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Svid(e) => e.hint(),
+            Self::Infisical(e) => e.hint(),
         }
     }
 }

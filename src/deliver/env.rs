@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::config::EnvDelivery;
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
 /// The kernel's limit for one argv/envp string, NUL included
@@ -167,6 +167,16 @@ impl EnvError {
             }
             Self::MissingFileRef(_) => "this is a bug in svid-exec, please report it".to_owned(),
         }
+    }
+}
+
+impl Failure for EnvError {
+    fn exit_class(&self) -> ExitClass {
+        EnvError::exit_class(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(EnvError::hint(self))
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::retry::Transient;
 
 /// Longest server message kept in an error, in characters.
@@ -394,6 +394,57 @@ impl InfisicalError {
             self,
             Self::Reauthenticate { .. } | Self::RenewRefused { .. }
         )
+    }
+}
+
+impl Failure for InfisicalError {
+    fn exit_class(&self) -> ExitClass {
+        self.class()
+    }
+
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Self::InvalidApiUrl { .. } => {
+                "use the instance origin, e.g. https://app.infisical.com or https://infisical.example.com"
+            }
+            Self::InsecureHttp { .. } => {
+                "use https://, or pass --allow-insecure-http if this network is trusted"
+            }
+            Self::CaCert { .. } => "check --ca-cert: a readable file of PEM certificates",
+            Self::HttpClient(_) => crate::error::BUG_HINT,
+            Self::LoginRefused { hint, .. } => return Some(hint.clone()),
+            Self::NoSuchAuthMethod { method, .. } => {
+                return Some(format!(
+                    "check --identity-id, and that {method} is configured on that identity \
+                     (an identity set up with JWT Auth needs --auth-method jwt-auth, \
+                     SPIFFE Auth --auth-method spiffe-auth)"
+                ))
+            }
+            Self::Forbidden { .. } => {
+                "check that the identity has read access to this project, environment and path \
+                 (and the trusted IPs of its auth method)"
+            }
+            Self::NotFound { .. } => "check --project-id/--project-slug, --env and --path",
+            Self::BadRequest { .. } => {
+                "check the identity, project, environment and path values"
+            }
+            Self::Reauthenticate { .. } => "a fresh login is needed",
+            Self::Redirect { .. } => "set --api-url to the server's final origin",
+            Self::Tls { .. } => {
+                "if the server uses a private CA, pass its certificate with --ca-cert"
+            }
+            Self::BadResponse { .. } => "check that --api-url is an Infisical server",
+            Self::GaveUp { .. } => {
+                "check --api-url, the network path to the server and its health, \
+                 or allow more time (--startup-timeout)"
+            }
+            Self::RenewRefused { .. }
+            | Self::UnexpectedStatus { .. }
+            | Self::Busy { .. }
+            | Self::Network { .. }
+            | Self::TooLarge { .. } => return None,
+        };
+        Some(hint.to_owned())
     }
 }
 

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use crate::deliver::env::EnvPlan;
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 
 /// glibc's `PATH` when the variable is unset (`confstr(_CS_PATH)`).
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
@@ -65,6 +65,16 @@ impl ExecError {
                 "deliver large secrets as files (--files-dir DIR, with --no-env or --env-file-refs)"
             }
         }
+    }
+}
+
+impl Failure for ExecError {
+    fn exit_class(&self) -> ExitClass {
+        ExecError::exit_class(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(ExecError::hint(self).to_owned())
     }
 }
 

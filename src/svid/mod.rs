@@ -30,7 +30,7 @@ pub(crate) use jwt::decode_payload;
 pub use jwt::{decode_claims, Jwt, JwtClaims};
 pub use workload::{list_jwt_svids, SvidSummary};
 
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::retry::Backoff;
 
 /// SPIRE agent's default socket, the contract's default for `--workload-api-socket`.
@@ -144,11 +144,36 @@ impl SvidError {
     }
 }
 
-/// Parses a Workload API address: `unix:///path`, `unix:/path`, a bare absolute
-/// `/path` (what spiffe-helper and SPIRE's CLI take), or `tcp://IP:port`.
-///
-/// Unix forms are handled here rather than by the crate, which rejects bare
-/// paths and does not percent-decode (`unix:///a%20b` would name `/a%20b`).
+impl Failure for SvidError {
+    fn exit_class(&self) -> ExitClass {
+        self.class()
+    }
+
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Self::InvalidEndpoint { .. } => {
+                "use unix:///path, unix:/path, an absolute /path or tcp://IP:port (--workload-api-socket, SPIFFE_ENDPOINT_SOCKET)"
+            }
+            Self::InvalidSpiffeId { .. } => "give the full ID, e.g. spiffe://example.org/ns/app/sa/web",
+            Self::NoAudience => "give --audience (for example `infisical`)",
+            Self::JwtFileUnreadable { .. } => "check --jwt-file and that this user may read it",
+            Self::JwtFileNotReady { .. } => {
+                "check --jwt-file and that whatever writes it (spiffe-helper, a projected token) is running"
+            }
+            Self::JwtFileNotJwt { .. } => {
+                "check --jwt-file: it must hold one compact JWT (header.payload.signature)"
+            }
+            Self::Rejected { .. } => "check --audience (must not be empty) and --spiffe-id",
+            Self::Unsupported { .. } => {
+                "check that the address is a SPIFFE Workload API (a SPIRE agent)"
+            }
+            Self::Malformed { .. } => return None,
+            Self::GaveUp { check, .. } => check,
+        };
+        Some(hint.to_owned())
+    }
+}
+
 /// Where the JWT comes from.
 #[derive(Debug, Clone)]
 pub enum SvidSourceOptions {

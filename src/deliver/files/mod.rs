@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
 
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 use fs::{check_not_symlink_file, open_or_create_dir, probe, split_file_path};
 use render::{render_dotenv, render_json};
@@ -157,6 +157,36 @@ pub enum FilesError {
         #[source]
         source: io::Error,
     },
+}
+
+impl Failure for FilesError {
+    fn exit_class(&self) -> ExitClass {
+        FilesError::exit_class(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Self::InvalidName { .. } => {
+                "rename the secret in Infisical, or deliver it with --json-file, which carries any name"
+            }
+            Self::NotDotenvSafe { .. } => "use --files-dir or --json-file for it",
+            Self::InvalidMode { .. } => "use an octal permission such as 0400 or 0440",
+            Self::Clash { .. } => "give each output a path of its own",
+            Self::NotTmpfs { .. } => {
+                "use a memory-backed directory (Kubernetes: an emptyDir with medium: Memory; \
+                 systemd: RuntimeDirectory=; or /dev/shm) or pass --allow-non-tmpfs"
+            }
+            Self::Symlink { .. } => "give the real path",
+            Self::NotADirectory { .. } => "give a directory, or a path where one may be created",
+            Self::MissingParent { .. } => {
+                "create it (only the last component of a target directory is created)"
+            }
+            Self::Conflict { .. } => "move it away, or choose another target",
+            Self::OwnerNotPermitted { .. } => "drop --file-owner or grant the capability",
+            Self::Io { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
 }
 
 impl FilesError {

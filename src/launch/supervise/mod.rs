@@ -45,7 +45,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::signals::Signal;
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
 pub use driver::{run, supervise};
@@ -213,6 +213,21 @@ pub enum SuperviseError {
     /// The async runtime could not start.
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+impl Failure for SuperviseError {
+    fn exit_class(&self) -> ExitClass {
+        SuperviseError::exit_class(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::Mlock(_) => "check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK".to_owned(),
+            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => {
+                crate::error::BUG_HINT.to_owned()
+            }
+        })
+    }
 }
 
 impl SuperviseError {
