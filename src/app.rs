@@ -19,7 +19,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::deliver::env::{EnvError, EnvPlan, EnvSource, ExecLimits};
 use crate::deliver::files::{self, FilesError, FilesOptions};
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure, BUG_HINT};
 use crate::flow::FlowError;
 use crate::launch::exec::{self, ExecError};
 use crate::secrets::SecretSet;
@@ -62,9 +62,8 @@ pub enum AppError {
     Runtime(#[source] std::io::Error),
 }
 
-impl AppError {
-    /// The exit class of this failure.
-    pub fn exit_class(&self) -> ExitClass {
+impl Failure for AppError {
+    fn exit_class(&self) -> ExitClass {
         match self {
             Self::Config(e) => e.exit_class(),
             Self::Env(e) => e.exit_class(),
@@ -77,17 +76,14 @@ impl AppError {
         }
     }
 
-    /// What to check, if there is something to say.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
-            Self::Config(e) => Some(e.hint().to_owned()),
-            Self::Env(e) => Some(e.hint()),
-            Self::Exec(e) => Some(e.hint().to_owned()),
-            Self::Files(_) | Self::Flow(_) => None,
-            Self::Supervise(e) => match e.exit_class() {
-                ExitClass::Internal => Some("this is a bug in svid-exec, please report it".to_owned()),
-                _ => None,
-            },
+            Self::Config(e) => e.hint(),
+            Self::Env(e) => e.hint(),
+            Self::Exec(e) => e.hint(),
+            Self::Files(e) => e.hint(),
+            Self::Flow(e) => e.hint(),
+            Self::Supervise(e) => e.hint(),
             Self::Empty { .. } => Some(
                 "check --env and --path (some servers answer a mistyped environment or path with an \
                  empty list) and that the identity may read them; pass --allow-empty if empty is expected"
@@ -97,7 +93,7 @@ impl AppError {
                 "check the keys in Infisical, --path, --tag and the identity's access to imports".to_owned(),
             ),
             Self::Stdout(_) => Some("check where standard output goes (a closed or full file?)".to_owned()),
-            Self::Runtime(_) => Some("this is a bug in svid-exec, please report it".to_owned()),
+            Self::Runtime(_) => Some(BUG_HINT.to_owned()),
         }
     }
 }

@@ -21,11 +21,11 @@ use crate::app::{build_env_plan, files_options, per_key_paths, AppError};
 use crate::config::{CheckOutput, Config, ConfigError, ProjectRef};
 use crate::deliver::env::ExecLimits;
 use crate::deliver::files;
-use crate::error::ExitClass;
-use crate::flow::{self, FlowError};
-use crate::infisical::{AuthMethod, FetchOutcome, FetchSpec, InfisicalError};
+use crate::error::{ExitClass, Failure};
+use crate::flow;
+use crate::infisical::{AuthMethod, FetchOutcome, FetchSpec};
 use crate::secrets::SecretSet;
-use crate::session::{Session, SessionError, TokenTimes};
+use crate::session::{Session, TokenTimes};
 use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidError, WorkloadApiOptions};
 
 /// Longest time the final revoke may take: the token expires by itself anyway.
@@ -121,10 +121,10 @@ impl Report {
         self.push(name, Status::Fail, detail, hint, Some(class));
     }
 
-    /// A failure given as an error message whose trailing "; check …" is the hint.
-    fn fail_message(&mut self, name: impl Into<String>, message: &str, class: ExitClass) {
-        let (detail, hint) = split_hint(message);
-        self.fail(name, detail, hint, class);
+    /// A failure reported by an error: its message (and causes) as the
+    /// detail, its hint and its class.
+    fn fail_with(&mut self, name: impl Into<String>, error: &(dyn Failure + 'static)) {
+        self.fail(name, chain(error), error.hint(), error.exit_class());
     }
 
     fn skip(&mut self, name: impl Into<String>, because: &str) {
@@ -183,59 +183,12 @@ impl Report {
     }
 }
 
-/// Splits an error message of the form "what failed; check …" at the first
-/// "; " that starts a hint (`check`, `use`, `pass`, `give`, …).
-fn split_hint(message: &str) -> (String, Option<String>) {
-    const STARTS: &[&str] = &[
-        "check ", "use ", "pass ", "give ", "create ", "is ", "if ", "set ", "a fresh ", "allow ",
-        "add ", "drop ", "remove ",
-    ];
-    let mut from = 0;
-    while let Some(at) = message[from..].find("; ") {
-        let at = from + at;
-        let rest = &message[at + 2..];
-        if STARTS.iter().any(|s| rest.starts_with(s)) {
-            return (message[..at].to_owned(), Some(rest.to_owned()));
-        }
-        from = at + 2;
-    }
-    (message.to_owned(), None)
-}
-
 /// "1 secret", "3 secrets".
 fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
         format!("{n} {noun}s")
-    }
-}
-
-/// A failed session step: a refused login keeps the server's message as the
-/// detail and its decoded hint apart; anything else is split at its hint.
-fn fail_session(report: &mut Report, name: &str, error: &SessionError) {
-    if let SessionError::Infisical(InfisicalError::LoginRefused {
-        method,
-        identity_id,
-        server,
-        hint,
-    }) = error
-    {
-        report.fail(
-            name,
-            format!("Infisical refused the {method} login for identity {identity_id}: {server}"),
-            Some(hint.clone()),
-            error.class(),
-        );
-    } else {
-        report.fail_message(name, &chain(error), error.class());
-    }
-}
-
-fn fail_flow(report: &mut Report, name: &str, error: &FlowError) {
-    match error {
-        FlowError::Session(e) => fail_session(report, name, e),
-        other => report.fail_message(name, &chain(other), other.exit_class()),
     }
 }
 
@@ -270,12 +223,7 @@ const LATER_STEPS: &[&str] = &[
 /// (78) and every other is skipped, in the requested format.
 pub fn config_failed(error: &ConfigError, json: bool) -> Result<ExitCode, AppError> {
     let mut report = Report::default();
-    report.fail(
-        "configuration",
-        error.to_string(),
-        Some(error.hint().to_owned()),
-        error.exit_class(),
-    );
+    report.fail_with("configuration", error);
     for name in LATER_STEPS {
         report.skip(*name, "the configuration is invalid");
     }
@@ -368,7 +316,7 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
     let workload = match workload_options(config) {
         Ok(w) => w,
         Err(e) => {
-            report.fail_message("workload-api", &e.to_string(), e.class());
+            report.fail_with("workload-api", &e);
             report.skip("svid", "the Workload API address is invalid");
             return false;
         }
@@ -376,7 +324,7 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
     let source = match flow::svid_source(config) {
         Ok(s) => s,
         Err(e) => {
-            fail_flow(report, "workload-api", &e);
+            report.fail_with("workload-api", &e);
             report.skip("svid", "no JWT source");
             return false;
         }
@@ -389,7 +337,7 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
     let jwt = match source.fetch(deadline).await {
         Ok(jwt) => jwt,
         Err(e) => {
-            report.fail_message(name, &chain(&e), e.class());
+            report.fail_with(name, &e);
             report.skip("svid", "no JWT-SVID");
             return false;
         }
@@ -488,7 +436,7 @@ async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> 
     let mut session = match flow::session(config) {
         Ok(s) => s,
         Err(e) => {
-            fail_flow(report, "login", &e);
+            report.fail_with("login", &e);
             return None;
         }
     };
@@ -507,7 +455,7 @@ async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> 
             Some(session)
         }
         Err(e) => {
-            fail_session(report, "login", &e);
+            report.fail_with("login", &e);
             None
         }
     }
@@ -536,7 +484,7 @@ async fn fetch_steps(
                 id
             }
             Err(e) => {
-                fail_session(report, "project", &e);
+                report.fail_with("project", &e);
                 report.skip("paths", "the project is unknown");
                 return None;
             }
@@ -597,7 +545,7 @@ async fn fetch_steps(
                 all_read = false;
             }
             Err(e) => {
-                fail_session(report, &name, &e);
+                report.fail_with(&name, &e);
                 all_read = false;
             }
         }
@@ -668,7 +616,7 @@ fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>)
         _ => Ok(()),
     });
     if let Err(e) = result {
-        report.fail_message("files", &chain(&e), e.exit_class());
+        report.fail_with("files", &e);
         return;
     }
     let targets: Vec<String> = [&options.dir, &options.dotenv_file, &options.json_file]
@@ -720,14 +668,14 @@ fn environment_step(report: &mut Report, config: &Config, secrets: Option<&Secre
     let plan = match build_env_plan(config, secrets, &file_paths) {
         Ok(plan) => plan,
         Err(e) => {
-            report.fail("environment", e.to_string(), Some(e.hint()), e.exit_class());
+            report.fail_with("environment", &e);
             return;
         }
     };
     let limits = ExecLimits::current();
     let no_args: [OsString; 0] = [];
     if let Err(e) = plan.check_size(&no_args, limits) {
-        report.fail("environment", e.to_string(), Some(e.hint()), e.exit_class());
+        report.fail_with("environment", &e);
         return;
     }
     let detail = format!(
@@ -750,22 +698,6 @@ fn environment_step(report: &mut Report, config: &Config, secrets: Option<&Secre
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hint_is_split_at_the_first_hint_clause() {
-        let (d, h) = split_hint(
-            "no JWT-SVID from the Workload API at unix:///x within 1s: the socket does not exist; check that the SPIRE agent is running",
-        );
-        assert_eq!(
-            d,
-            "no JWT-SVID from the Workload API at unix:///x within 1s: the socket does not exist"
-        );
-        assert_eq!(h.as_deref(), Some("check that the SPIRE agent is running"));
-        let (d, h) = split_hint("a; b; use a memory-backed directory");
-        assert_eq!(d, "a; b");
-        assert_eq!(h.as_deref(), Some("use a memory-backed directory"));
-        assert_eq!(split_hint("plain"), ("plain".to_owned(), None));
-    }
 
     #[test]
     fn exit_code_is_the_first_failures_and_warnings_pass() {

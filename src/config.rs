@@ -239,19 +239,10 @@ impl ConfigError {
             hint: hint.into(),
         }
     }
-
-    /// What to check.
-    pub fn hint(&self) -> &str {
-        &self.hint
-    }
-
-    /// Always [`ExitClass::Config`].
-    pub const fn exit_class(&self) -> ExitClass {
-        ExitClass::Config
-    }
 }
 
 impl Failure for ConfigError {
+    /// Always [`ExitClass::Config`].
     fn exit_class(&self) -> ExitClass {
         ExitClass::Config
     }
@@ -876,7 +867,10 @@ mod tests {
                 err.to_string().contains(expected),
                 "{extra:?}: {err} does not mention {expected:?}"
             );
-            assert!(!err.hint().is_empty(), "{extra:?} has a hint");
+            assert!(
+                err.hint().is_some_and(|h| !h.is_empty()),
+                "{extra:?} has a hint"
+            );
             assert_eq!(err.exit_class(), ExitClass::Config);
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::config::{Config, ProjectRef};
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::infisical::{Client, ClientOptions, FetchOutcome, FetchSpec, InfisicalError};
 use crate::secrets::SecretSet;
 use crate::session::{Session, SessionError, SessionOptions};
@@ -33,14 +33,22 @@ pub enum FlowError {
     UnexpectedNotModified,
 }
 
-impl FlowError {
-    /// The exit class.
-    pub fn exit_class(&self) -> ExitClass {
+impl Failure for FlowError {
+    fn exit_class(&self) -> ExitClass {
         match self {
-            Self::Svid(e) => e.class(),
-            Self::Infisical(e) => e.class(),
-            Self::Session(e) => e.class(),
+            Self::Svid(e) => e.exit_class(),
+            Self::Infisical(e) => e.exit_class(),
+            Self::Session(e) => e.exit_class(),
             Self::UnexpectedNotModified => ExitClass::Unavailable,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Svid(e) => e.hint(),
+            Self::Infisical(e) => e.hint(),
+            Self::Session(e) => e.hint(),
+            Self::UnexpectedNotModified => None,
         }
     }
 }

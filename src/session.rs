@@ -137,7 +137,7 @@ fn is_transient(e: &SessionError) -> bool {
         SessionError::Infisical(e) => {
             e.is_transient() || matches!(e, InfisicalError::GaveUp { .. })
         }
-        SessionError::Svid(e) => e.class() == ExitClass::Unavailable,
+        SessionError::Svid(e) => e.exit_class() == ExitClass::Unavailable,
     }
 }
 
@@ -152,19 +152,12 @@ pub enum SessionError {
     Infisical(#[from] InfisicalError),
 }
 
-impl SessionError {
-    /// The exit class.
-    pub fn class(&self) -> ExitClass {
-        match self {
-            Self::Svid(e) => e.class(),
-            Self::Infisical(e) => e.class(),
-        }
-    }
-}
-
 impl Failure for SessionError {
     fn exit_class(&self) -> ExitClass {
-        self.class()
+        match self {
+            Self::Svid(e) => e.exit_class(),
+            Self::Infisical(e) => e.exit_class(),
+        }
     }
 
     fn hint(&self) -> Option<String> {

@@ -10,7 +10,7 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
-use crate::error::chain;
+use crate::error::{chain, Failure};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, ExitCode};
@@ -276,7 +276,9 @@ impl WatchNetwork {
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
                 let transient = match &err {
-                    SessionError::Infisical(e) => e.class() == crate::error::ExitClass::Unavailable,
+                    SessionError::Infisical(e) => {
+                        e.exit_class() == crate::error::ExitClass::Unavailable
+                    }
                     SessionError::Svid(_) => false,
                 };
                 let left = self

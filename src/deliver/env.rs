@@ -134,18 +134,16 @@ pub enum EnvError {
     MissingFileRef(String),
 }
 
-impl EnvError {
-    /// Exit class.
-    pub const fn exit_class(&self) -> ExitClass {
+impl Failure for EnvError {
+    fn exit_class(&self) -> ExitClass {
         match self {
             Self::MissingFileRef(_) => ExitClass::Internal,
             _ => ExitClass::Config,
         }
     }
 
-    /// What to check.
-    pub fn hint(&self) -> String {
-        match self {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
             Self::NulInValue(_) => {
                 "deliver this secret as a file (--files-dir DIR --no-env), which keeps every byte"
                     .to_owned()
@@ -165,18 +163,8 @@ impl EnvError {
                     list.join(", ")
                 )
             }
-            Self::MissingFileRef(_) => "this is a bug in svid-exec, please report it".to_owned(),
-        }
-    }
-}
-
-impl Failure for EnvError {
-    fn exit_class(&self) -> ExitClass {
-        EnvError::exit_class(self)
-    }
-
-    fn hint(&self) -> Option<String> {
-        Some(EnvError::hint(self))
+            Self::MissingFileRef(_) => crate::error::BUG_HINT.to_owned(),
+        })
     }
 }
 
@@ -630,7 +618,7 @@ mod tests {
             matches!(err, EnvError::StringTooLong { ref name, .. } if name == "BIG"),
             "{err}"
         );
-        let hint = err.hint();
+        let hint = err.hint().unwrap();
         assert!(
             hint.contains(&format!("BIG ({MAX_ARG_STRLEN} bytes)")),
             "{hint}"

@@ -436,7 +436,7 @@ fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
 
     #[test]
     fn api_url_is_normalised() {
@@ -469,7 +469,7 @@ mod tests {
             "https://",
         ] {
             let err = normalize_api_url(bad).unwrap_err();
-            assert_eq!(err.class(), ExitClass::Config, "{bad}");
+            assert_eq!(err.exit_class(), ExitClass::Config, "{bad}");
         }
     }
 
@@ -510,8 +510,8 @@ mod tests {
                 matches!(err, InfisicalError::InsecureHttp { .. }),
                 "{refused}: {err}"
             );
-            assert_eq!(err.class(), ExitClass::Config);
-            assert!(err.to_string().contains("--allow-insecure-http"));
+            assert_eq!(err.exit_class(), ExitClass::Config);
+            assert!(err.hint().unwrap().contains("--allow-insecure-http"));
             assert!(
                 Client::new(&opts(refused, true)).is_ok(),
                 "{refused} allowed"
@@ -528,11 +528,11 @@ mod tests {
             ..ClientOptions::default()
         };
         let err = Client::new(&opts(&missing)).unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(err.to_string().contains("ca.pem"), "{err}");
         std::fs::write(&missing, "not a pem").unwrap();
         let err = Client::new(&opts(&missing)).unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
     }
 
     #[test]
@@ -556,6 +556,6 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("GET /x"));
         let err = parse_json::<S>("GET /x", b"<html>").unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable);
+        assert_eq!(err.exit_class(), ExitClass::Unavailable);
     }
 }

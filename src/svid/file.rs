@@ -109,7 +109,7 @@ fn read_jwt_file(path: &Path) -> Result<Jwt, FileAttempt> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
     use crate::svid::jwt::test_token as jwt;
     use crate::svid::{SvidSource, SvidSourceOptions};
     use secrecy::ExposeSecret as _;
@@ -136,7 +136,7 @@ mod tests {
         };
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
         assert!(err.to_string().contains("junk.jwt"), "{err}");
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
 
         let good = dir.path().join("good.jwt");
         std::fs::write(
@@ -167,7 +167,7 @@ mod tests {
             .fetch(Instant::now() + Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Unavailable, "{err}");
         let text = err.to_string();
         assert!(
             text.contains("waited for") && text.contains("late.jwt"),
@@ -210,6 +210,6 @@ mod tests {
         .await
         .expect("a malformed file must not be waited for")
         .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
     }
 }

@@ -40,11 +40,11 @@ pub const DEFAULT_WORKLOAD_API_SOCKET: &str = "unix:///tmp/spire-agent/public/ap
 /// hold the first call for about 30 s (spiffe.md §2.5).
 pub const DEFAULT_PER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Errors of this module; [`SvidError::class`] gives the exit class.
+/// Errors of this module; [`Failure`] gives the exit class and the hint.
 #[derive(Debug, thiserror::Error)]
 pub enum SvidError {
     /// The Workload API address could not be understood.
-    #[error("invalid Workload API address {value:?}: {reason}; expected unix:///path, unix:/path, an absolute /path or tcp://IP:port")]
+    #[error("invalid Workload API address {value:?}: {reason}")]
     InvalidEndpoint {
         /// What was given.
         value: String,
@@ -52,7 +52,7 @@ pub enum SvidError {
         reason: String,
     },
     /// `--spiffe-id` is not a SPIFFE ID.
-    #[error("invalid --spiffe-id {value:?}: {reason}; expected spiffe://trust-domain/path")]
+    #[error("--spiffe-id {value:?} is not a SPIFFE ID ({reason})")]
     InvalidSpiffeId {
         /// What was given.
         value: String,
@@ -60,10 +60,10 @@ pub enum SvidError {
         reason: String,
     },
     /// No audience to request: SPIRE would refuse the call.
-    #[error("no audience to request the JWT-SVID for; give --audience (for example `infisical`)")]
+    #[error("no audience to request the JWT-SVID for")]
     NoAudience,
     /// The JWT file could not be read.
-    #[error("cannot read the JWT file {}: {source}; check --jwt-file and that this user may read it", path.display())]
+    #[error("cannot read the JWT file {}: {source}", path.display())]
     JwtFileUnreadable {
         /// The file.
         path: PathBuf,
@@ -71,7 +71,7 @@ pub enum SvidError {
         source: io::Error,
     },
     /// The JWT file stayed missing or empty until the deadline.
-    #[error("waited for {} {} but it {last}; check --jwt-file and that whatever writes it (spiffe-helper, a projected token) is running", path.display(), humantime::format_duration(*.waited))]
+    #[error("waited for {} {} but it {last}", path.display(), humantime::format_duration(*.waited))]
     JwtFileNotReady {
         /// The file.
         path: PathBuf,
@@ -89,7 +89,7 @@ pub enum SvidError {
         reason: &'static str,
     },
     /// The agent refused the request as invalid (gRPC `InvalidArgument`): retrying cannot help.
-    #[error("the Workload API at {endpoint} rejected the request as invalid (InvalidArgument: {message}); check --audience (must not be empty) and --spiffe-id")]
+    #[error("the Workload API at {endpoint} rejected the request as invalid (InvalidArgument: {message})")]
     Rejected {
         /// The address.
         endpoint: String,
@@ -97,7 +97,9 @@ pub enum SvidError {
         message: String,
     },
     /// The other side does not implement the call (gRPC `Unimplemented`).
-    #[error("the service at {endpoint} does not implement FetchJWTSVID (Unimplemented: {message}); is it a SPIFFE Workload API (SPIRE agent)?")]
+    #[error(
+        "the service at {endpoint} does not implement FetchJWTSVID (Unimplemented: {message})"
+    )]
     Unsupported {
         /// The address.
         endpoint: String,
@@ -113,7 +115,7 @@ pub enum SvidError {
         detail: String,
     },
     /// Nothing usable before the deadline.
-    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
+    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// The address.
         endpoint: String,
@@ -126,9 +128,8 @@ pub enum SvidError {
     },
 }
 
-impl SvidError {
-    /// The exit class of this error.
-    pub fn class(&self) -> ExitClass {
+impl Failure for SvidError {
+    fn exit_class(&self) -> ExitClass {
         match self {
             Self::InvalidEndpoint { .. }
             | Self::InvalidSpiffeId { .. }
@@ -141,12 +142,6 @@ impl SvidError {
                 ExitClass::Unavailable
             }
         }
-    }
-}
-
-impl Failure for SvidError {
-    fn exit_class(&self) -> ExitClass {
-        self.class()
     }
 
     fn hint(&self) -> Option<String> {
@@ -247,6 +242,6 @@ mod tests {
             per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
         }))
         .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
     }
 }

@@ -279,7 +279,7 @@ fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
     use crate::svid::jwt::test_token as jwt;
     use crate::svid::{SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
 
@@ -324,7 +324,7 @@ mod tests {
             .fetch(Instant::now() + Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Unavailable, "{err}");
         let text = err.to_string();
         assert!(text.contains("does not exist yet"), "{text}");
         assert!(text.contains("agent.sock"), "{text}");

@@ -206,9 +206,7 @@ pub enum SuperviseError {
     #[error("could not start the signal thread: {0}")]
     SignalThread(std::io::Error),
     /// `--mlock` was asked for and the kernel refused.
-    #[error(
-        "--mlock: could not lock memory ({0}); check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK"
-    )]
+    #[error("--mlock: could not lock memory ({0})")]
     Mlock(nix::errno::Errno),
     /// The async runtime could not start.
     #[error("could not start the async runtime: {0}")]
@@ -217,7 +215,10 @@ pub enum SuperviseError {
 
 impl Failure for SuperviseError {
     fn exit_class(&self) -> ExitClass {
-        SuperviseError::exit_class(self)
+        match self {
+            Self::Mlock(_) => ExitClass::Config,
+            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => ExitClass::Internal,
+        }
     }
 
     fn hint(&self) -> Option<String> {
@@ -227,16 +228,6 @@ impl Failure for SuperviseError {
                 crate::error::BUG_HINT.to_owned()
             }
         })
-    }
-}
-
-impl SuperviseError {
-    /// The exit class of this error.
-    pub fn exit_class(&self) -> ExitClass {
-        match self {
-            Self::Mlock(_) => ExitClass::Config,
-            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => ExitClass::Internal,
-        }
     }
 }
 
