@@ -132,15 +132,6 @@ fn needs_refresh_for_call(expiry: Instant, now: Instant) -> bool {
     now + CALL_EXPIRY_MARGIN >= expiry
 }
 
-fn is_transient(e: &SessionError) -> bool {
-    match e {
-        SessionError::Infisical(e) => {
-            e.is_transient() || matches!(e, InfisicalError::GaveUp { .. })
-        }
-        SessionError::Svid(e) => e.exit_class() == ExitClass::Unavailable,
-    }
-}
-
 /// Errors of a session step: from the JWT source or from Infisical.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -150,6 +141,15 @@ pub enum SessionError {
     /// Talking to Infisical failed.
     #[error(transparent)]
     Infisical(#[from] InfisicalError),
+}
+
+impl Transient for SessionError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Svid(e) => e.is_transient(),
+            Self::Infisical(e) => e.is_transient(),
+        }
+    }
 }
 
 impl Failure for SessionError {
@@ -273,9 +273,7 @@ impl Session {
                 self.token = Some(renewed);
                 Ok(Refresh::Renew)
             }
-            Err(e) if e.is_transient() || matches!(e, InfisicalError::GaveUp { .. }) => {
-                Err(e.into())
-            }
+            Err(e) if e.is_transient() => Err(e.into()),
             Err(e) => {
                 tracing::warn!("{e}; logging in again with a fresh JWT-SVID");
                 self.login(deadline).await?;
@@ -302,7 +300,7 @@ impl Session {
         }
         match self.refresh(deadline.min(expiry.max(Instant::now()))).await {
             Ok(_) => Ok(()),
-            Err(e) if Instant::now() < expiry && is_transient(&e) => {
+            Err(e) if Instant::now() < expiry && e.is_transient() => {
                 tracing::warn!(
                     "renewing the access token failed ({e}); it is still valid, so it is used"
                 );

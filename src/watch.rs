@@ -10,7 +10,8 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
-use crate::error::{chain, Failure};
+use crate::error::chain;
+use crate::retry::Transient;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, ExitCode};
@@ -275,12 +276,7 @@ impl WatchNetwork {
                 let reason = chain(&err);
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
-                let transient = match &err {
-                    SessionError::Infisical(e) => {
-                        e.exit_class() == crate::error::ExitClass::Unavailable
-                    }
-                    SessionError::Svid(_) => false,
-                };
+                let transient = err.is_transient();
                 let left = self
                     .session
                     .token()

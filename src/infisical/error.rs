@@ -444,8 +444,13 @@ impl InfisicalError {
 }
 
 impl Transient for InfisicalError {
+    /// 429, 5xx and network failures; and retries of those that ran out of
+    /// time (a later call, with a deadline of its own, may succeed).
     fn is_transient(&self) -> bool {
-        matches!(self, Self::Busy { .. } | Self::Network { .. })
+        matches!(
+            self,
+            Self::Busy { .. } | Self::Network { .. } | Self::GaveUp { .. }
+        )
     }
 
     fn min_wait(&self) -> Option<Duration> {

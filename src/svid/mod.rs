@@ -31,7 +31,7 @@ pub use jwt::{decode_claims, Jwt, JwtClaims};
 pub use workload::{list_jwt_svids, SvidSummary};
 
 use crate::error::{ExitClass, Failure};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Transient};
 
 /// SPIRE agent's default socket, the contract's default for `--workload-api-socket`.
 pub const DEFAULT_WORKLOAD_API_SOCKET: &str = "unix:///tmp/spire-agent/public/api.sock";
@@ -166,6 +166,17 @@ impl Failure for SvidError {
             Self::GaveUp { check, .. } => check,
         };
         Some(hint.to_owned())
+    }
+}
+
+impl Transient for SvidError {
+    /// The waits that ran out of time (the agent, or the file's writer, may
+    /// still come) and an agent's malformed answer (it may be restarting).
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::GaveUp { .. } | Self::JwtFileNotReady { .. } | Self::Malformed { .. }
+        )
     }
 }
 
