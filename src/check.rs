@@ -7,8 +7,6 @@
 //! (used only to size the environment) and are dropped with it.
 
 use crate::error::chain;
-use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -17,10 +15,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::app::{build_env_plan, files_options, per_key_paths, AppError};
+use crate::app::AppError;
 use crate::config::{CheckOutput, Config, ConfigError, ProjectRef};
 use crate::deliver::env::ExecLimits;
-use crate::deliver::files;
+use crate::deliver::Delivery;
 use crate::error::{ExitClass, Failure};
 use crate::flow;
 use crate::infisical::{AuthMethod, FetchOutcome, FetchSpec};
@@ -272,8 +270,9 @@ async fn check(config: &Config) -> Report {
         report.skip("paths", "not logged in");
         None
     };
-    files_step(&mut report, config, secrets.as_ref());
-    environment_step(&mut report, config, secrets.as_ref());
+    let delivery = config.delivery();
+    files_step(&mut report, &delivery, secrets.as_ref());
+    environment_step(&mut report, &delivery, secrets.as_ref());
     drop(secrets);
     match session.as_mut() {
         Some(session) => match session.revoke(Instant::now() + REVOKE_TIMEOUT).await {
@@ -557,48 +556,27 @@ async fn fetch_steps(
     Some(merged)
 }
 
-/// The merged set: not empty (unless `--allow-empty`), every `--require`d key present.
+/// The merged set: not empty (unless `--allow-empty`), every `--require`d
+/// key present, as `run` and `write` would accept it.
 fn secrets_step(report: &mut Report, config: &Config, merged: &SecretSet) {
-    let fetch = &config.fetch;
-    let missing: Vec<&str> = fetch
-        .require
-        .iter()
-        .map(String::as_str)
-        .filter(|key| !merged.contains(key))
-        .collect();
-    if merged.is_empty() && !fetch.allow_empty {
-        report.fail(
-            "secrets",
-            "no secrets in any path: run and write would refuse to start",
-            Some("check --env, --path and --tag and the identity's access; pass --allow-empty if empty is expected".to_owned()),
-            ExitClass::Config,
-        );
-    } else if !missing.is_empty() {
-        report.fail(
-            "secrets",
-            format!("required secrets are missing: {}", missing.join(", ")),
-            Some(
-                "check the keys in Infisical, --path, --tag and the identity's access to imports"
-                    .to_owned(),
-            ),
-            ExitClass::Config,
-        );
-    } else {
-        let mut detail = format!(
-            "{} in total after merging the paths",
-            plural(merged.len(), "secret")
-        );
-        if !fetch.require.is_empty() {
-            let _ = write!(detail, "; every --require'd key is present");
-        }
-        report.ok("secrets", detail);
+    if let Err(e) = config.delivery().check_present(merged) {
+        report.fail_with("secrets", &e);
+        return;
     }
+    let mut detail = format!(
+        "{} in total after merging the paths",
+        plural(merged.len(), "secret")
+    );
+    if !config.delivery.require.is_empty() {
+        let _ = write!(detail, "; every --require'd key is present");
+    }
+    report.ok("secrets", detail);
 }
 
 /// `files`: each target exists (or can be created), is a real directory on
 /// tmpfs, is writable, the mode and owner can be applied; the secret names fit as file names.
-fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>) {
-    let Some(options) = files_options(config) else {
+fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+    let Some(options) = delivery.files() else {
         report.skip(
             "files",
             "no file target (--files-dir, --dotenv-file, --json-file)",
@@ -611,9 +589,9 @@ fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>)
         .flatten()
         .map(|p| options.dir.as_ref() != Some(p) || p.exists())
         .collect();
-    let result = files::preflight(&options).and_then(|()| match (secrets, &options.dir) {
-        (Some(secrets), Some(_)) => files::validate_names(secrets),
-        _ => Ok(()),
+    let result = delivery.preflight().and_then(|()| match secrets {
+        Some(secrets) => delivery.check_file_names(secrets),
+        None => Ok(()),
     });
     if let Err(e) = result {
         report.fail_with("files", &e);
@@ -652,8 +630,8 @@ fn files_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>)
 
 /// `environment`: the child's environment (inherited + secrets) against the
 /// exec limits, before the program's own arguments.
-fn environment_step(report: &mut Report, config: &Config, secrets: Option<&SecretSet>) {
-    if config.delivery.env.is_none() {
+fn environment_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+    if !delivery.to_env() {
         report.skip(
             "environment",
             "--no-env: secrets are not put in the environment",
@@ -664,8 +642,11 @@ fn environment_step(report: &mut Report, config: &Config, secrets: Option<&Secre
         report.skip("environment", "the secrets could not be read");
         return;
     };
-    let file_paths: BTreeMap<String, std::path::PathBuf> = per_key_paths(config, secrets);
-    let plan = match build_env_plan(config, secrets, &file_paths) {
+    // `check` starts no program: the size is checked without its arguments.
+    let plan = match delivery
+        .env(secrets)
+        .and_then(|plan| delivery.check_fits(&plan).map(|()| plan))
+    {
         Ok(plan) => plan,
         Err(e) => {
             report.fail_with("environment", &e);
@@ -673,11 +654,6 @@ fn environment_step(report: &mut Report, config: &Config, secrets: Option<&Secre
         }
     };
     let limits = ExecLimits::current();
-    let no_args: [OsString; 0] = [];
-    if let Err(e) = plan.check_size(&no_args, limits) {
-        report.fail_with("environment", &e);
-        return;
-    }
     let detail = format!(
         "{} variables from secrets; about {} of the {} bytes exec allows (ARG_MAX), before the program's arguments",
         plan.delivered_names().len(),

@@ -10,11 +10,15 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::cli;
+use crate::deliver::env::EnvOptions;
+use crate::deliver::files::FilesOptions;
+use crate::deliver::{Delivery, DeliveryOptions};
 use crate::error::{ExitClass, Failure};
 use crate::launch::signals::Signal;
 /// `--on-change` and `--forward-to` are the supervisor's own types: what the
 /// user may ask for is exactly what the supervisor can do.
 pub use crate::launch::supervise::{ForwardTo, OnChange};
+use nix::unistd::{Gid, Uid};
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
@@ -27,8 +31,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// What to fetch.
     pub fetch: FetchConfig,
-    /// How secrets reach the program.
-    pub delivery: DeliveryConfig,
+    /// How secrets reach the program (the command line that `execve` counts
+    /// with the environment is in [`Config::command`]).
+    pub delivery: DeliveryOptions,
     /// Supervision.
     pub watch: WatchConfig,
     /// Logs.
@@ -128,63 +133,6 @@ pub struct FetchConfig {
     pub expand: bool,
     /// Only secrets with these tag slugs.
     pub tags: Vec<String>,
-    /// Keys that must be present.
-    pub require: Vec<String>,
-    /// Accept an empty result.
-    pub allow_empty: bool,
-}
-
-/// How secrets reach the program.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryConfig {
-    /// Environment delivery; `None` for `write`, or `run --no-env`.
-    pub env: Option<EnvDelivery>,
-    /// File delivery; `None` when no files option is given.
-    pub files: Option<FilesConfig>,
-}
-
-/// Environment delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvDelivery {
-    /// Prepended to every name.
-    pub prefix: String,
-    /// Secrets replace inherited variables of the same name.
-    pub override_inherited: bool,
-    /// Deliver `KEY_FILE=<path>` instead of values (needs `files.targets.dir`).
-    pub file_refs: bool,
-}
-
-/// Where files go.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FilesTargets {
-    /// One file per secret.
-    pub dir: Option<PathBuf>,
-    /// All secrets in one dotenv file.
-    pub dotenv_file: Option<PathBuf>,
-    /// All secrets in one JSON file.
-    pub json_file: Option<PathBuf>,
-}
-
-/// File delivery (at least one target is set).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilesConfig {
-    /// Targets.
-    pub targets: FilesTargets,
-    /// Mode of written files, within 0o777.
-    pub mode: u32,
-    /// Owner of written files.
-    pub owner: Option<FileOwner>,
-    /// Allow a disk-backed filesystem.
-    pub allow_non_tmpfs: bool,
-}
-
-/// `--file-owner UID[:GID]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileOwner {
-    /// User ID.
-    pub uid: u32,
-    /// Group ID, when given.
-    pub gid: Option<u32>,
 }
 
 /// Supervision.
@@ -300,8 +248,20 @@ impl Config {
         let mut warnings = Vec::new();
         let output = output_config(&common.output)?;
         let (identity, server) = identity_config(common.identity, &mut warnings)?;
+        let (require, allow_empty) = (
+            list("--require", common.fetch.require.clone())?,
+            common.fetch.allow_empty,
+        );
         let fetch = fetch_config(common.fetch)?;
-        let delivery = delivery_config(&kind, common.delivery, dir)?;
+        let mut delivery = delivery_config(&kind, common.delivery, dir)?;
+        delivery.require = require;
+        delivery.allow_empty = allow_empty;
+        delivery.scope = format!(
+            "{}, environment {}, path {}",
+            fetch.project,
+            fetch.environment,
+            fetch.paths.join(",")
+        );
         let watch = watch_config(&common.watch)?;
         check_combinations(&kind, &delivery, &watch)?;
         Ok(Self {
@@ -314,6 +274,21 @@ impl Config {
             output,
             warnings,
         })
+    }
+}
+
+impl Config {
+    /// The one [`Delivery`] of this run, for everything that delivers:
+    /// `run`'s program and its arguments count with the environment against
+    /// `execve`'s limits; `write` and `check` start no program.
+    pub fn delivery(&self) -> Delivery {
+        let command_line = match &self.command {
+            CommandConfig::Run { program, args } => {
+                std::iter::once(program).chain(args).cloned().collect()
+            }
+            CommandConfig::Write | CommandConfig::Check { .. } => Vec::new(),
+        };
+        Delivery::new(self.delivery.clone(), command_line)
     }
 }
 
@@ -496,7 +471,6 @@ fn fetch_config(args: cli::FetchArgs) -> Result<FetchConfig> {
         paths
     };
     let tags = list("--tag", args.tag)?;
-    let require = list("--require", args.require)?;
     Ok(FetchConfig {
         project,
         environment,
@@ -505,8 +479,6 @@ fn fetch_config(args: cli::FetchArgs) -> Result<FetchConfig> {
         include_imports: !args.no_imports,
         expand: !args.no_expand,
         tags,
-        require,
-        allow_empty: args.allow_empty,
     })
 }
 
@@ -551,27 +523,18 @@ fn delivery_config(
     kind: &CommandConfig,
     args: cli::DeliveryArgs,
     dir: Option<PathBuf>,
-) -> Result<DeliveryConfig> {
-    let targets = FilesTargets {
+) -> Result<DeliveryOptions> {
+    let mut targets = FilesOptions {
         dir: non_empty_path("--files-dir", dir)?,
         dotenv_file: non_empty_path("--dotenv-file", args.dotenv_file)?,
         json_file: non_empty_path("--json-file", args.json_file)?,
+        ..FilesOptions::default()
     };
-    let any_file =
-        targets.dir.is_some() || targets.dotenv_file.is_some() || targets.json_file.is_some();
-    let files = if any_file {
-        Some(FilesConfig {
-            targets,
-            mode: file_mode(&args.file_mode)?,
-            owner: args.file_owner.as_deref().map(file_owner).transpose()?,
-            allow_non_tmpfs: args.allow_non_tmpfs,
-        })
-    } else {
-        // Still validate what was given, so a typo is not silently ignored.
-        file_mode(&args.file_mode)?;
-        args.file_owner.as_deref().map(file_owner).transpose()?;
-        None
-    };
+    // Validated even without a target, so a typo is not silently ignored.
+    targets.mode = file_mode(&args.file_mode)?;
+    targets.owner = args.file_owner.as_deref().map(file_owner).transpose()?;
+    targets.allow_non_tmpfs = args.allow_non_tmpfs;
+    let files = (!targets.is_empty()).then_some(targets);
     let prefix = args.env_prefix.unwrap_or_default();
     if prefix.contains('=') || prefix.contains('\0') {
         return Err(ConfigError::new(
@@ -579,12 +542,7 @@ fn delivery_config(
             "a variable name cannot contain `=`; use letters, digits and `_`",
         ));
     }
-    if args.env_file_refs
-        && files
-            .as_ref()
-            .and_then(|f| f.targets.dir.as_ref())
-            .is_none()
-    {
+    if args.env_file_refs && files.as_ref().and_then(|f| f.dir.as_ref()).is_none() {
         return Err(ConfigError::new(
             "--env-file-refs needs --files-dir",
             "KEY_FILE=<path> points at one file per secret; add --files-dir DIR (a tmpfs)",
@@ -599,7 +557,7 @@ fn delivery_config(
                     "--env-file-refs puts KEY_FILE=<path> in the environment; drop one of them",
                 ));
             }
-            (!args.no_env).then_some(EnvDelivery {
+            (!args.no_env).then_some(EnvOptions {
                 prefix,
                 override_inherited: !args.no_override,
                 file_refs: args.env_file_refs,
@@ -612,7 +570,11 @@ fn delivery_config(
             "add --files-dir, --dotenv-file or --json-file, or drop --no-env",
         ));
     }
-    Ok(DeliveryConfig { env, files })
+    Ok(DeliveryOptions {
+        env,
+        files,
+        ..DeliveryOptions::default()
+    })
 }
 
 /// A file target, made absolute (against the current directory) so that
@@ -648,7 +610,7 @@ fn file_mode(raw: &str) -> Result<u32> {
     }
 }
 
-fn file_owner(raw: &str) -> Result<FileOwner> {
+fn file_owner(raw: &str) -> Result<(Uid, Option<Gid>)> {
     let bad = || {
         ConfigError::new(
             format!("--file-owner {raw:?} is not UID[:GID]"),
@@ -663,7 +625,7 @@ fn file_owner(raw: &str) -> Result<FileOwner> {
     let gid = gid
         .map(|g| g.parse::<u32>().map_err(|_| bad()))
         .transpose()?;
-    Ok(FileOwner { uid, gid })
+    Ok((Uid::from_raw(uid), gid.map(Gid::from_raw)))
 }
 
 /// `TERM`, `SIGTERM`, `term`, `15` or a real-time signal such as `RTMIN+3`:
@@ -722,7 +684,7 @@ fn watch_config(args: &cli::WatchArgs) -> Result<WatchConfig> {
 
 fn check_combinations(
     kind: &CommandConfig,
-    delivery: &DeliveryConfig,
+    delivery: &DeliveryOptions,
     watch: &WatchConfig,
 ) -> Result<()> {
     if watch.enabled && matches!(kind, CommandConfig::Check { .. }) {
@@ -791,15 +753,8 @@ mod tests {
         assert_eq!(c.identity.audiences, ["infisical"]);
         assert_eq!(c.server.startup_timeout, Duration::from_secs(60));
         assert_eq!(c.fetch.paths, ["/"]);
-        assert!(c.fetch.include_imports && c.fetch.expand && !c.fetch.allow_empty);
-        assert_eq!(
-            c.delivery.env,
-            Some(EnvDelivery {
-                prefix: String::new(),
-                override_inherited: true,
-                file_refs: false
-            })
-        );
+        assert!(c.fetch.include_imports && c.fetch.expand && !c.delivery.allow_empty);
+        assert_eq!(c.delivery.env, Some(EnvOptions::default()));
         assert!(c.delivery.files.is_none());
         assert_eq!(c.watch.on_change, OnChange::Restart);
         assert_eq!(c.watch.stop_signal, Signal::TERM);
@@ -965,10 +920,7 @@ mod tests {
         assert_eq!(files.mode, 0o440);
         assert_eq!(
             files.owner,
-            Some(FileOwner {
-                uid: 1000,
-                gid: Some(2000)
-            })
+            Some((Uid::from_raw(1000), Some(Gid::from_raw(2000))))
         );
         assert!(c.delivery.env.unwrap().file_refs);
         assert_eq!(c.watch.on_change, OnChange::Signal(Signal::HUP));
@@ -980,7 +932,7 @@ mod tests {
     #[test]
     fn relative_file_targets_are_made_absolute() {
         let c = run_with(&["--files-dir", "run/s", "--dotenv-file", "./s.env"]).unwrap();
-        let targets = c.delivery.files.unwrap().targets;
+        let targets = c.delivery.files.unwrap();
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(targets.dir.unwrap(), cwd.join("run/s"));
         assert!(targets.dotenv_file.unwrap().is_absolute());
@@ -1110,9 +1062,6 @@ mod tests {
         ])
         .unwrap();
         assert!(c.delivery.env.is_none());
-        assert_eq!(
-            c.delivery.files.unwrap().targets.dir.unwrap(),
-            Path::new("/run/s")
-        );
+        assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
     }
 }

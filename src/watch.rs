@@ -12,22 +12,21 @@
 
 use crate::error::chain;
 use crate::retry::Transient;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
 use std::process::{Command, ExitCode};
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::app::{self, AppError};
+use crate::app::AppError;
 use crate::config::Config;
-use crate::deliver::env::ExecLimits;
-use crate::deliver::files::{self, FilesOptions};
+use crate::deliver::Delivery;
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
+    self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
 };
 use crate::secrets::SecretSet;
 use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
@@ -60,13 +59,14 @@ pub fn run(
         argv.extend_from_slice(args);
         argv
     });
+    let delivery = Rc::new(config.delivery());
     runtime.block_on(async {
-        app::preflight_files(config)?;
+        delivery.preflight()?;
         // The session lives out here, so a token obtained before an interruption
         // or a failed check is still ours to revoke.
         let mut session = crate::flow::session(config)?;
         let outcome = tokio::select! {
-            started = start(config, argv.as_deref(), &mut session) => Ok(started),
+            started = start(config, &delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
         let (secrets, spec) = match outcome {
@@ -108,12 +108,11 @@ pub fn run(
             session,
             spec,
             etags: None,
-            config: config.clone(),
-            argv: argv.clone(),
-        };
-        let delivery = WatchDelivery {
-            files: app::files_options(config),
-            config: config.clone(),
+            poll_bound: config
+                .watch
+                .poll_interval
+                .clamp(Duration::from_secs(5), CALL_TIMEOUT),
+            delivery: Rc::clone(&delivery),
         };
         let code = supervise::supervise(
             signals,
@@ -152,42 +151,21 @@ async fn revoke(session: &mut Session) {
     }
 }
 
-/// Log in, fetch once and check the result, all before anything is started
-/// (after [`app::preflight_files`]).
+/// Log in, fetch once and accept the result, all before anything is started
+/// (after [`Delivery::preflight`]).
 async fn start(
     config: &Config,
-    argv: Option<&[OsString]>,
+    delivery: &Delivery,
     session: &mut Session,
 ) -> Result<(SecretSet, FetchSpec), AppError> {
     let (secrets, spec) = crate::flow::login_and_fetch(session, config).await?;
-    check_deliverable(config, argv, &secrets)?;
+    delivery.accept(&secrets)?;
     Ok((secrets, spec))
-}
-
-/// Everything exec mode refuses before starting the program, applied to every
-/// fetched set: empty (unless allowed) or missing `--require`d keys, names that
-/// cannot be files, an environment the kernel would refuse. A set that fails is
-/// never delivered: the child keeps the last good one.
-fn check_deliverable(
-    config: &Config,
-    argv: Option<&[OsString]>,
-    secrets: &SecretSet,
-) -> Result<(), AppError> {
-    app::check_fetched(&config.fetch, secrets)?;
-    if app::files_options(config).is_some_and(|o| o.dir.is_some()) {
-        files::validate_names(secrets)?;
-    }
-    if let Some(argv) = argv {
-        let paths = app::per_key_paths(config, secrets);
-        let plan = app::env_plan(config, secrets, &paths)?;
-        plan.check_size(argv, ExecLimits::current())?;
-    }
-    Ok(())
 }
 
 /// The supervisor's settings from `--poll-interval`, `--on-change`,
 /// `--stop-signal`, `--stop-timeout`, `--forward-to` (`--allow-empty` is
-/// applied by [`check_deliverable`] before a set reaches the supervisor).
+/// applied by [`Delivery::accept`] before a set reaches the supervisor).
 fn settings(config: &Config) -> Settings {
     let watch = &config.watch;
     let mut settings = Settings::new(watch.poll_interval);
@@ -199,13 +177,16 @@ fn settings(config: &Config) -> Settings {
 }
 
 /// The supervisor's network side: one session (token), one fetch request, the
-/// `ETag`s of the last delivered-or-pending fetch.
+/// `ETag`s of the last delivered-or-pending fetch, and the delivery that
+/// accepts (or refuses) each fetched set before the supervisor sees it.
 pub struct WatchNetwork {
     session: Session,
     spec: FetchSpec,
     etags: Option<Etags>,
-    config: Config,
-    argv: Option<Vec<OsString>>,
+    /// Retrying one poll for longer than the interval is pointless (the next
+    /// poll comes anyway), but a short interval gets a few tries.
+    poll_bound: Duration,
+    delivery: Rc<Delivery>,
 }
 
 impl std::fmt::Debug for WatchNetwork {
@@ -228,14 +209,7 @@ impl WatchNetwork {
     }
 
     async fn poll(&mut self) -> Reply {
-        // Retrying one poll for longer than the interval is pointless (the next
-        // poll comes anyway), but give a short interval a few tries.
-        let bound = self
-            .config
-            .watch
-            .poll_interval
-            .clamp(Duration::from_secs(5), CALL_TIMEOUT);
-        let deadline = Instant::now() + bound;
+        let deadline = Instant::now() + self.poll_bound;
         match self
             .session
             .fetch(&self.spec, self.etags.as_ref(), deadline)
@@ -243,9 +217,7 @@ impl WatchNetwork {
         {
             Ok(FetchOutcome::NotModified) => Reply::NotModified,
             Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) =
-                    check_deliverable(&self.config, self.argv.as_deref(), &fetched.secrets)
-                {
+                if let Err(err) = self.delivery.accept(&fetched.secrets) {
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
                     return Reply::PollFailed {
@@ -323,56 +295,29 @@ impl Network for WatchNetwork {
     }
 }
 
-/// The supervisor's delivery side: the configured files, and the child's
-/// environment planned as in exec mode (bootstrap variables removed).
-pub struct WatchDelivery {
-    files: Option<FilesOptions>,
-    config: Config,
-}
-
-impl std::fmt::Debug for WatchDelivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchDelivery")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Delivery for WatchDelivery {
+/// The supervisor's delivery side is the one [`Delivery`]: the same files and
+/// the same environment plan as exec mode (bootstrap variables removed).
+impl supervise::Delivery for Rc<Delivery> {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
-        if let Some(options) = &self.files {
-            app::write_and_log(secrets, options)?;
-        }
-        Ok(())
+        Ok(self.write(secrets)?)
     }
 
     fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
-        let paths = app::per_key_paths(&self.config, secrets);
-        match app::build_env_plan(&self.config, secrets, &paths) {
-            Ok(plan) => {
-                let envp = plan.to_envp();
-                for var in envp.as_cstrs() {
-                    let bytes = var.to_bytes();
-                    if let Some(eq) = bytes.iter().position(|b| *b == b'=') {
-                        command.env(
-                            OsStr::from_bytes(&bytes[..eq]),
-                            OsStr::from_bytes(&bytes[eq + 1..]),
-                        );
-                    }
-                }
-            }
-            // Every set is checked with the same plan before it is accepted
-            // (`check_deliverable`), so this is a bug; the child then gets an
-            // empty environment rather than a partial one.
+        match self.env(secrets) {
+            Ok(plan) => plan.apply(command),
+            // Every set is accepted with the same plan before it reaches the
+            // supervisor, so this is a bug; the child then gets an empty
+            // environment rather than a partial one.
             Err(err) => {
+                command.env_clear();
                 tracing::error!(%err, "internal error: could not plan the child's environment");
             }
         }
     }
 
     fn remove_files(&mut self) {
-        if let Some(options) = &self.files {
-            match files::remove(options) {
+        if self.files().is_some() {
+            match self.remove() {
                 Ok(()) => tracing::info!("removed the secret files"),
                 Err(err) => tracing::warn!(%err, "could not remove the secret files"),
             }

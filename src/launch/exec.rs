@@ -193,16 +193,12 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::config::EnvDelivery;
+    use crate::deliver::env::EnvOptions;
     use crate::deliver::env::EnvSource;
     use crate::secrets::SecretSet;
 
     fn plan_with_path<'a>(set: &'a SecretSet, path: &str) -> EnvPlan<'a> {
-        let options = EnvDelivery {
-            prefix: String::new(),
-            override_inherited: true,
-            file_refs: false,
-        };
+        let options = EnvOptions::default();
         EnvPlan::build(
             vec![("PATH".into(), path.into())],
             set,
@@ -294,11 +290,7 @@ mod tests {
         );
         set.insert("HOME", secrecy::SecretString::from("from-secret"));
         set.insert("UNICODE", secrecy::SecretString::from("héllo ✓ 'q' \"d\""));
-        let options = EnvDelivery {
-            prefix: String::new(),
-            override_inherited: true,
-            file_refs: false,
-        };
+        let options = EnvOptions::default();
         let plan = EnvPlan::build(
             crate::deliver::env::inherited(),
             &set,

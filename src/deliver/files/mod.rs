@@ -220,6 +220,13 @@ pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
     Ok(())
 }
 
+/// The stable path of `key`'s file in the per-key directory `dir`: `DIR/KEY`,
+/// a link that always resolves into the current generation (what
+/// `--env-file-refs` gives the child as `KEY_FILE`).
+pub fn key_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(key)
+}
+
 /// Refuses any key that cannot safely be a file name in DIR: empty, `.`, `..`,
 /// containing `/` or NUL, longer than `NAME_MAX`, or starting with `..` (the
 /// layout's own `..data` and generation names).
