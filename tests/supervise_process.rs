@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use svid_exec::config;
+use svid_exec::error::Failure;
 use svid_exec::launch::supervise::{
     self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
 };
-use svid_exec::error::Failure;
 use svid_exec::secrets::SecretSet;
 
 // ---------------------------------------------------------------------------

@@ -124,7 +124,9 @@ impl Stack {
 
     pub fn client(&self) -> Client {
         Client::new(&ClientOptions {
-            api_url: format!("{}/api/", self.infisical.url()),
+            api_url: format!("{}/api/", self.infisical.url())
+                .parse()
+                .expect("the stand-in's URL"),
             ..ClientOptions::default()
         })
         .unwrap()
