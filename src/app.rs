@@ -12,12 +12,13 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
-use crate::config::{CommandConfig, Config, ConfigError, LogFormat};
+use crate::config::{Config, ConfigError, Task};
 use crate::deliver::{DeliverError, Delivery};
 use crate::error::{ExitClass, Failure, BUG_HINT};
-use crate::flow::FlowError;
 use crate::launch::exec::{self, ExecError};
+use crate::logging::LogFormat;
 use crate::secrets::SecretSet;
+use crate::session::SessionError;
 
 /// Every failure of the launcher itself, each with its exit class and hint.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub enum AppError {
     Exec(#[from] ExecError),
     /// Getting the JWT-SVID, logging in or fetching failed.
     #[error(transparent)]
-    Flow(#[from] FlowError),
+    Session(#[from] SessionError),
     /// The supervisor could not be set up (`--watch`).
     #[error(transparent)]
     Supervise(#[from] crate::launch::supervise::SuperviseError),
@@ -51,7 +52,7 @@ impl Failure for AppError {
             Self::Config(e) => e.exit_class(),
             Self::Deliver(e) => e.exit_class(),
             Self::Exec(e) => e.exit_class(),
-            Self::Flow(e) => e.exit_class(),
+            Self::Session(e) => e.exit_class(),
             Self::Supervise(e) => e.exit_class(),
             Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
@@ -62,7 +63,7 @@ impl Failure for AppError {
             Self::Config(e) => e.hint(),
             Self::Deliver(e) => e.hint(),
             Self::Exec(e) => e.hint(),
-            Self::Flow(e) => e.hint(),
+            Self::Session(e) => e.hint(),
             Self::Supervise(e) => e.hint(),
             Self::Stdout(_) => {
                 Some("check where standard output goes (a closed or full file?)".to_owned())
@@ -151,20 +152,18 @@ fn run(cli: Cli) -> Result<ExitCode, AppError> {
         }
         Err(e) => return Err(e.into()),
     };
-    crate::logging::init(config.output);
+    crate::logging::init(config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    match &config.command {
-        CommandConfig::Run { program, args } if !config.watch.enabled => {
-            run_exec(&config, program, args)
+    match (&config.task, &config.watch) {
+        (Task::Run { program, args }, None) => run_exec(&config, program, args),
+        (Task::Run { program, args }, Some(settings)) => {
+            crate::watch::run(&config, settings, Some((program, args.as_slice())))
         }
-        CommandConfig::Run { program, args } => {
-            crate::watch::run(&config, Some((program, args.as_slice())))
-        }
-        CommandConfig::Write if config.watch.enabled => crate::watch::run(&config, None),
-        CommandConfig::Write => run_write(&config),
-        CommandConfig::Check { output } => crate::check::run(&config, *output),
+        (Task::Write, Some(settings)) => crate::watch::run(&config, settings, None),
+        (Task::Write, None) => run_write(&config),
+        (Task::Check { output }, _) => crate::check::run(&config, *output),
     }
 }
 
@@ -256,7 +255,9 @@ fn run_exec(config: &Config, program: &OsString, args: &[OsString]) -> Result<Ex
 /// client, token) is dropped here: only the secret set leaves, and the token
 /// is never handed to the child.
 async fn fetch_secrets(config: &Config) -> Result<SecretSet, AppError> {
-    let (secrets, session, _spec) = crate::flow::fetch_once(config).await?;
+    let mut session = config.session()?;
+    let deadline = tokio::time::Instant::now() + config.startup_timeout;
+    let (secrets, _spec) = session.start(&config.fetch, deadline).await?;
     drop(session);
     Ok(secrets)
 }

@@ -16,15 +16,14 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::app::AppError;
-use crate::config::{CheckOutput, Config, ConfigError, ProjectRef};
+use crate::config::{CheckOutput, Config, ConfigError};
 use crate::deliver::env::ExecLimits;
 use crate::deliver::Delivery;
 use crate::error::{ExitClass, Failure};
-use crate::flow;
-use crate::infisical::{AuthMethod, FetchOutcome, FetchSpec};
+use crate::infisical::{AuthMethod, FetchSpec, ProjectRef};
 use crate::secrets::SecretSet;
 use crate::session::{Session, TokenTimes};
-use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidError, WorkloadApiOptions};
+use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidSource, SvidSourceOptions};
 
 /// Longest time the final revoke may take: the token expires by itself anyway.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -244,17 +243,9 @@ pub fn run(config: &Config, output: CheckOutput) -> Result<ExitCode, AppError> {
     emit(&report, output)
 }
 
-/// The Workload API options, as `flow::svid_source` uses them (None with `--jwt-file`).
-fn workload_options(config: &Config) -> Result<Option<WorkloadApiOptions>, SvidError> {
-    if config.identity.jwt_file.is_some() {
-        return Ok(None);
-    }
-    flow::workload_options(config).map(Some)
-}
-
 async fn check(config: &Config) -> Report {
     let mut report = Report::default();
-    let deadline = Instant::now() + config.server.startup_timeout;
+    let deadline = Instant::now() + config.startup_timeout;
     configuration_step(&mut report, config);
 
     let mut session = if identity_steps(&mut report, config, deadline).await {
@@ -289,14 +280,14 @@ async fn check(config: &Config) -> Report {
 }
 
 fn configuration_step(report: &mut Report, config: &Config) {
-    let project = &config.fetch.project;
     let detail = format!(
-        "valid: identity {} ({}), {project}, environment {}, paths {}, API {}",
-        config.identity.identity_id,
-        config.identity.auth_method,
+        "valid: identity {} ({}), {}, environment {}, paths {}, API {}",
+        config.login.identity_id,
+        config.login.method,
+        config.fetch.project_id,
         config.fetch.environment,
         config.fetch.paths.join(","),
-        config.server.api_url.as_str().trim_end_matches('/'),
+        config.client.api_url,
     );
     if config.warnings.is_empty() {
         report.ok("configuration", detail);
@@ -312,15 +303,7 @@ fn configuration_step(report: &mut Report, config: &Config) {
 /// `workload-api` (or `jwt-file`) and one `svid` step per JWT-SVID. True when
 /// a JWT could be obtained, i.e. a login can be tried.
 async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant) -> bool {
-    let workload = match workload_options(config) {
-        Ok(w) => w,
-        Err(e) => {
-            report.fail_with("workload-api", &e);
-            report.skip("svid", "the Workload API address is invalid");
-            return false;
-        }
-    };
-    let source = match flow::svid_source(config) {
+    let source = match SvidSource::new(config.svid.clone()) {
         Ok(s) => s,
         Err(e) => {
             report.fail_with("workload-api", &e);
@@ -328,10 +311,9 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
             return false;
         }
     };
-    let name = if workload.is_some() {
-        "workload-api"
-    } else {
-        "jwt-file"
+    let name = match &config.svid {
+        SvidSourceOptions::WorkloadApi(_) => "workload-api",
+        SvidSourceOptions::File(_) => "jwt-file",
     };
     let jwt = match source.fetch(deadline).await {
         Ok(jwt) => jwt,
@@ -341,11 +323,11 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
             return false;
         }
     };
-    let method = config.identity.auth_method;
+    let method = config.login.method;
     let used = jwt.claims().clone();
     drop(jwt);
-    match (&workload, &config.identity.jwt_file) {
-        (Some(options), _) => {
+    match &config.svid {
+        SvidSourceOptions::WorkloadApi(options) => {
             report.ok(
                 name,
                 format!("reachable at {}", describe_endpoint(&options.endpoint)),
@@ -367,14 +349,13 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
                 }
             }
         }
-        (None, Some(path)) => {
+        SvidSourceOptions::File(path) => {
             report.ok(
                 name,
                 format!("{} is readable and holds a JWT", path.display()),
             );
             svid_step(report, &used, None, true, method);
         }
-        (None, None) => unreachable!("workload_options is None only with --jwt-file"),
     }
     true
 }
@@ -432,7 +413,7 @@ fn svid_step(
 }
 
 async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> Option<Session> {
-    let mut session = match flow::session(config) {
+    let mut session = match config.session() {
         Ok(s) => s,
         Err(e) => {
             report.fail_with("login", &e);
@@ -446,8 +427,8 @@ async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> 
                 "login",
                 format!(
                     "logged in as identity {} with {}; the access token is valid for {}",
-                    config.identity.identity_id,
-                    config.identity.auth_method,
+                    config.login.identity_id,
+                    config.login.method,
                     humantime::format_duration(ttl)
                 ),
             );
@@ -468,47 +449,39 @@ async fn fetch_steps(
     session: &mut Session,
     deadline: Instant,
 ) -> Option<SecretSet> {
-    let fetch = &config.fetch;
-    let project_id = match &fetch.project {
-        ProjectRef::Id(id) => {
-            report.ok(
-                "project",
-                format!("project ID {id} given (read access is checked per path below)"),
-            );
-            id.clone()
+    let spec = match session.resolve(&config.fetch, deadline).await {
+        Ok(spec) => spec,
+        Err(e) => {
+            report.fail_with("project", &e);
+            report.skip("paths", "the project is unknown");
+            return None;
         }
-        ProjectRef::Slug(slug) => match session.resolve_project_slug(slug, deadline).await {
-            Ok(id) => {
-                report.ok("project", format!("slug {slug} is project {id}"));
-                id
-            }
-            Err(e) => {
-                report.fail_with("project", &e);
-                report.skip("paths", "the project is unknown");
-                return None;
-            }
-        },
     };
+    match &config.fetch.project_id {
+        ProjectRef::Id(id) => report.ok(
+            "project",
+            format!("project ID {id} given (read access is checked per path below)"),
+        ),
+        ProjectRef::Slug(slug) => report.ok(
+            "project",
+            format!("slug {slug} is project {}", spec.project_id),
+        ),
+    }
     let mut merged = SecretSet::new();
     let mut all_read = true;
-    for path in &fetch.paths {
-        let spec = FetchSpec {
-            project_id: project_id.clone(),
-            environment: fetch.environment.clone(),
+    for path in &spec.paths {
+        let one = FetchSpec {
             paths: vec![path.clone()],
-            recursive: fetch.recursive,
-            include_imports: fetch.include_imports,
-            expand: fetch.expand,
-            tags: fetch.tags.clone(),
+            ..spec.clone()
         };
         let name = format!("path {path}");
-        match session.fetch(&spec, None, deadline).await {
-            Ok(FetchOutcome::Fetched(fetched)) => {
+        match session.fetch_all(&one, deadline).await {
+            Ok(fetched) => {
                 let names: Vec<&str> = fetched.secrets.names().collect();
                 let imported = fetched.paths.first().map_or(0, |p| p.imported);
                 let mut detail = format!(
                     "readable in {}: {}",
-                    fetch.environment,
+                    spec.environment,
                     plural(names.len(), "secret")
                 );
                 if imported > 0 {
@@ -533,15 +506,6 @@ async fn fetch_steps(
                     report.ok(name, detail);
                 }
                 merged.extend_overriding(fetched.secrets);
-            }
-            Ok(FetchOutcome::NotModified) => {
-                report.fail(
-                    name,
-                    "the server answered 304 Not Modified to a request without If-None-Match",
-                    None,
-                    ExitClass::Unavailable,
-                );
-                all_read = false;
             }
             Err(e) => {
                 report.fail_with(&name, &e);

@@ -8,7 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod error;
-pub mod flow;
 pub mod infisical;
 pub mod launch;
 pub mod logging;

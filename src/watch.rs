@@ -45,10 +45,11 @@ const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
 /// was killed by signal N), or 0 for `write --watch` ended by SIGTERM/SIGINT.
 pub fn run(
     config: &Config,
+    settings: &Settings,
     command: Option<(&OsString, &[OsString])>,
 ) -> Result<ExitCode, AppError> {
     // Before any thread: block signals, start the signal thread, harden, subreaper.
-    let mut signals = supervise::prepare(config.watch.mlock)?;
+    let mut signals = supervise::prepare(settings.mlock)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,7 +65,7 @@ pub fn run(
         delivery.preflight()?;
         // The session lives out here, so a token obtained before an interruption
         // or a failed check is still ours to revoke.
-        let mut session = crate::flow::session(config)?;
+        let mut session = config.session()?;
         let outcome = tokio::select! {
             started = start(config, &delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
@@ -94,13 +95,13 @@ pub fn run(
             tracing::info!(
                 secrets = secrets.len(),
                 program = %child.program.to_string_lossy(),
-                poll_interval = ?config.watch.poll_interval,
+                poll_interval = ?settings.poll_interval,
                 "supervising the program"
             );
         } else {
             tracing::info!(
                 secrets = secrets.len(),
-                poll_interval = ?config.watch.poll_interval,
+                poll_interval = ?settings.poll_interval,
                 "keeping the files fresh"
             );
         }
@@ -108,8 +109,7 @@ pub fn run(
             session,
             spec,
             etags: None,
-            poll_bound: config
-                .watch
+            poll_bound: settings
                 .poll_interval
                 .clamp(Duration::from_secs(5), CALL_TIMEOUT),
             delivery: Rc::clone(&delivery),
@@ -117,7 +117,7 @@ pub fn run(
         let code = supervise::supervise(
             signals,
             child.as_ref(),
-            settings(config),
+            settings.clone(),
             secrets,
             renew_in,
             network,
@@ -158,22 +158,10 @@ async fn start(
     delivery: &Delivery,
     session: &mut Session,
 ) -> Result<(SecretSet, FetchSpec), AppError> {
-    let (secrets, spec) = crate::flow::login_and_fetch(session, config).await?;
+    let deadline = Instant::now() + config.startup_timeout;
+    let (secrets, spec) = session.start(&config.fetch, deadline).await?;
     delivery.accept(&secrets)?;
     Ok((secrets, spec))
-}
-
-/// The supervisor's settings from `--poll-interval`, `--on-change`,
-/// `--stop-signal`, `--stop-timeout`, `--forward-to` (`--allow-empty` is
-/// applied by [`Delivery::accept`] before a set reaches the supervisor).
-fn settings(config: &Config) -> Settings {
-    let watch = &config.watch;
-    let mut settings = Settings::new(watch.poll_interval);
-    settings.on_change = watch.on_change;
-    settings.stop_signal = watch.stop_signal;
-    settings.stop_timeout = watch.stop_timeout;
-    settings.forward_to = watch.forward_to;
-    settings
 }
 
 /// The supervisor's network side: one session (token), one fetch request, the

@@ -97,6 +97,9 @@ pub struct Settings {
     pub revoke_timeout: Duration,
     /// Seed for poll jitter (fixed in tests).
     pub jitter_seed: u64,
+    /// Lock the supervisor's memory so secrets are never swapped (`--mlock`,
+    /// applied by [`prepare`]).
+    pub mlock: bool,
 }
 
 impl Settings {
@@ -115,6 +118,7 @@ impl Settings {
             change_window: Duration::from_secs(300),
             revoke_timeout: Duration::from_secs(5),
             jitter_seed: fastrand::u64(..),
+            mlock: false,
         }
     }
 }
