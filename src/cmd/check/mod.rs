@@ -6,179 +6,27 @@
 //! secret value, the JWT or the access token: values stay in the `SecretSet`
 //! (used only to size the environment) and are dropped with it.
 
-use crate::error::chain;
+mod report;
+
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::app::AppError;
+use super::{runtime, CmdError};
 use crate::config::{CheckOutput, Config, ConfigError};
 use crate::deliver::env::ExecLimits;
 use crate::deliver::Delivery;
-use crate::error::{ExitClass, Failure};
+use crate::error::chain;
 use crate::infisical::{AuthMethod, FetchSpec, ProjectRef};
 use crate::secrets::SecretSet;
 use crate::session::{Session, TokenTimes};
 use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidSource, SvidSourceOptions};
+use report::{emit, Report};
 
 /// Longest time the final revoke may take: the token expires by itself anyway.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The outcome of one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Passed.
-    Ok,
-    /// Passed, but something needs attention.
-    Warn,
-    /// Failed: `check` exits non-zero.
-    Fail,
-    /// Not run, because a step it depends on failed (or it does not apply).
-    Skip,
-}
-
-impl Status {
-    const fn mark(self) -> &'static str {
-        match self {
-            Self::Ok => "✓",
-            Self::Warn => "!",
-            Self::Fail => "✗",
-            Self::Skip => "-",
-        }
-    }
-}
-
-/// One line of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    /// What was checked (`login`, `path /api`, …).
-    pub name: String,
-    /// Its outcome.
-    pub status: Status,
-    /// What was found (names and claims, never values).
-    pub detail: String,
-    /// What to check, when there is something to say.
-    pub hint: Option<String>,
-    /// The exit class of a failure.
-    #[serde(skip)]
-    pub class: Option<ExitClass>,
-}
-
-/// Every step, in order.
-#[derive(Debug, Default)]
-pub struct Report {
-    steps: Vec<Step>,
-}
-
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    ok: bool,
-    exit_code: u8,
-    steps: &'a [Step],
-}
-
-impl Report {
-    fn push(
-        &mut self,
-        name: impl Into<String>,
-        status: Status,
-        detail: impl Into<String>,
-        hint: Option<String>,
-        class: Option<ExitClass>,
-    ) {
-        self.steps.push(Step {
-            name: name.into(),
-            status,
-            detail: detail.into(),
-            hint,
-            class,
-        });
-    }
-
-    fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
-        self.push(name, Status::Ok, detail, None, None);
-    }
-
-    fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, hint: Option<String>) {
-        self.push(name, Status::Warn, detail, hint, None);
-    }
-
-    fn fail(
-        &mut self,
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        hint: Option<String>,
-        class: ExitClass,
-    ) {
-        self.push(name, Status::Fail, detail, hint, Some(class));
-    }
-
-    /// A failure reported by an error: its message (and causes) as the
-    /// detail, its hint and its class.
-    fn fail_with(&mut self, name: impl Into<String>, error: &(dyn Failure + 'static)) {
-        self.fail(name, chain(error), error.hint(), error.exit_class());
-    }
-
-    fn skip(&mut self, name: impl Into<String>, because: &str) {
-        self.push(
-            name,
-            Status::Skip,
-            format!("skipped: {because}"),
-            None,
-            None,
-        );
-    }
-
-    /// The steps so far.
-    pub fn steps(&self) -> &[Step] {
-        &self.steps
-    }
-
-    /// 0 when nothing failed (warnings allowed), else the code of the first failure's class.
-    pub fn exit_code(&self) -> u8 {
-        self.steps
-            .iter()
-            .find_map(|s| s.class.filter(|_| s.status == Status::Fail))
-            .map_or(0, ExitClass::code)
-    }
-
-    /// One line per step, then the result.
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        for step in &self.steps {
-            let _ = write!(out, "{} {}: {}", step.status.mark(), step.name, step.detail);
-            if let Some(hint) = &step.hint {
-                let _ = write!(out, " — hint: {hint}");
-            }
-            out.push('\n');
-        }
-        let code = self.exit_code();
-        if code == 0 {
-            out.push_str("result: ok (exit 0)\n");
-        } else {
-            let _ = writeln!(out, "result: failed (exit {code})");
-        }
-        out
-    }
-
-    /// `{ok, exit_code, steps: [{name, status, detail, hint}]}`.
-    pub fn json(&self) -> String {
-        let code = self.exit_code();
-        let mut out = serde_json::to_string_pretty(&JsonReport {
-            ok: code == 0,
-            exit_code: code,
-            steps: &self.steps,
-        })
-        .unwrap_or_else(|_| format!("{{\"ok\":false,\"exit_code\":{code},\"steps\":[]}}"));
-        out.push('\n');
-        out
-    }
-}
 
 /// "1 secret", "3 secrets".
 fn plural(n: usize, noun: &str) -> String {
@@ -186,21 +34,6 @@ fn plural(n: usize, noun: &str) -> String {
         format!("1 {noun}")
     } else {
         format!("{n} {noun}s")
-    }
-}
-
-/// Prints the report and returns its exit code.
-fn emit(report: &Report, output: CheckOutput) -> Result<ExitCode, AppError> {
-    let text = match output {
-        CheckOutput::Text => report.text(),
-        CheckOutput::Json => report.json(),
-    };
-    match std::io::stdout().write_all(text.as_bytes()) {
-        Ok(()) => Ok(ExitCode::from(report.exit_code())),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(ExitCode::from(report.exit_code()))
-        }
-        Err(e) => Err(AppError::Stdout(e)),
     }
 }
 
@@ -218,32 +51,25 @@ const LATER_STEPS: &[&str] = &[
 
 /// `check` with a configuration that did not validate: the first step fails
 /// (78) and every other is skipped, in the requested format.
-pub fn config_failed(error: &ConfigError, json: bool) -> Result<ExitCode, AppError> {
+pub(super) fn config_failed(
+    error: &ConfigError,
+    output: CheckOutput,
+) -> Result<ExitCode, CmdError> {
     let mut report = Report::default();
     report.fail_with("configuration", error);
     for name in LATER_STEPS {
         report.skip(*name, "the configuration is invalid");
     }
-    let output = if json {
-        CheckOutput::Json
-    } else {
-        CheckOutput::Text
-    };
     emit(&report, output)
 }
 
 /// Runs every step and prints the report; the exit code is the first failure's.
-pub fn run(config: &Config, output: CheckOutput) -> Result<ExitCode, AppError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(AppError::Runtime)?;
-    let report = runtime.block_on(check(config));
-    drop(runtime);
+pub(super) fn check(config: &Config, output: CheckOutput) -> Result<ExitCode, CmdError> {
+    let report = runtime()?.block_on(steps(config));
     emit(&report, output)
 }
 
-async fn check(config: &Config) -> Report {
+async fn steps(config: &Config) -> Report {
     let mut report = Report::default();
     let deadline = Instant::now() + config.startup_timeout;
     configuration_step(&mut report, config);
@@ -632,43 +458,5 @@ fn environment_step(report: &mut Report, delivery: &Delivery, secrets: Option<&S
             format!("{detail}; {}", plan.warnings().join("; ")),
             None,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_code_is_the_first_failures_and_warnings_pass() {
-        let mut r = Report::default();
-        r.ok("a", "fine");
-        r.warn("b", "hmm", None);
-        assert_eq!(r.exit_code(), 0);
-        r.fail("c", "refused", None, ExitClass::Refused);
-        r.fail("d", "bad", None, ExitClass::Config);
-        r.skip("e", "c failed");
-        assert_eq!(r.exit_code(), 77);
-        let text = r.text();
-        assert!(text.contains("✓ a: fine\n"), "{text}");
-        assert!(text.contains("! b: hmm\n"), "{text}");
-        assert!(text.contains("✗ c: refused\n"), "{text}");
-        assert!(text.contains("- e: skipped: c failed\n"), "{text}");
-        assert!(text.ends_with("result: failed (exit 77)\n"), "{text}");
-    }
-
-    #[test]
-    fn json_report_has_ok_exit_code_and_steps() {
-        let mut r = Report::default();
-        r.ok("a", "fine");
-        r.fail("b", "bad", Some("fix it".into()), ExitClass::Config);
-        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
-        assert_eq!(v["ok"], false);
-        assert_eq!(v["exit_code"], 78);
-        assert_eq!(v["steps"][0]["status"], "ok");
-        assert_eq!(v["steps"][0]["hint"], serde_json::Value::Null);
-        assert_eq!(v["steps"][1]["status"], "fail");
-        assert_eq!(v["steps"][1]["hint"], "fix it");
-        assert!(v["steps"][1].get("class").is_none());
     }
 }

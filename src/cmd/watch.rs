@@ -1,8 +1,9 @@
 //! `run --watch` and `write --watch`: the wiring between the configuration, the
-//! session (token lifecycle) and the supervisor. [`WatchNetwork`] answers the
+//! session (token lifecycle) and the supervisor. [`SessionNetwork`] answers the
 //! supervisor's requests (poll, renew, re-login, revoke) over a [`Session`], the
-//! resolved [`FetchSpec`] and the last `ETag`s; [`WatchDelivery`] writes the files
-//! and builds the child's environment with the same plan as exec mode.
+//! resolved [`FetchSpec`] and the last `ETag`s, accepting each fetched set with
+//! the one [`Delivery`], which also writes the files and plans the child's
+//! environment for the supervisor, as in exec mode.
 //!
 //! Order matters: [`supervise::prepare`] blocks signals before the async runtime
 //! (and with it any thread) exists; then the first login and fetch run on that
@@ -10,8 +11,6 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
-use crate::error::chain;
-use crate::retry::Transient;
 use std::ffi::OsString;
 use std::process::{Command, ExitCode};
 use std::rc::Rc;
@@ -19,15 +18,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::app::AppError;
+use super::{runtime, CmdError};
 use crate::config::Config;
 use crate::deliver::Delivery;
+use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
     self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
 };
+use crate::retry::Transient;
 use crate::secrets::SecretSet;
 use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
 
@@ -43,23 +44,14 @@ const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
 /// `run --watch` (`command` is the program and its arguments) or `write --watch`
 /// (`None`). Returns the supervisor's exit code: the child's own (128+N when it
 /// was killed by signal N), or 0 for `write --watch` ended by SIGTERM/SIGINT.
-pub fn run(
+pub(super) fn supervise(
     config: &Config,
     settings: &Settings,
     command: Option<(&OsString, &[OsString])>,
-) -> Result<ExitCode, AppError> {
+) -> Result<ExitCode, CmdError> {
     // Before any thread: block signals, start the signal thread, harden, subreaper.
     let mut signals = supervise::prepare(settings.mlock)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(AppError::Runtime)?;
-    let argv: Option<Vec<OsString>> = command.map(|(program, args)| {
-        let mut argv = Vec::with_capacity(args.len() + 1);
-        argv.push(program.clone());
-        argv.extend_from_slice(args);
-        argv
-    });
+    let runtime = runtime()?;
     let delivery = Rc::new(config.delivery());
     runtime.block_on(async {
         delivery.preflight()?;
@@ -77,7 +69,7 @@ pub fn run(
                 return Err(err);
             }
             Err(signal) => {
-                let code = interrupted_exit_code(signal, argv.is_none());
+                let code = interrupted_exit_code(signal, command.is_none());
                 tracing::info!(%signal, code, "interrupted during start-up; nothing was started");
                 revoke(&mut session).await;
                 return Ok(ExitCode::from(code));
@@ -105,7 +97,7 @@ pub fn run(
                 "keeping the files fresh"
             );
         }
-        let network = WatchNetwork {
+        let network = SessionNetwork {
             session,
             spec,
             etags: None,
@@ -157,7 +149,7 @@ async fn start(
     config: &Config,
     delivery: &Delivery,
     session: &mut Session,
-) -> Result<(SecretSet, FetchSpec), AppError> {
+) -> Result<(SecretSet, FetchSpec), CmdError> {
     let deadline = Instant::now() + config.startup_timeout;
     let (secrets, spec) = session.start(&config.fetch, deadline).await?;
     delivery.accept(&secrets)?;
@@ -167,7 +159,7 @@ async fn start(
 /// The supervisor's network side: one session (token), one fetch request, the
 /// `ETag`s of the last delivered-or-pending fetch, and the delivery that
 /// accepts (or refuses) each fetched set before the supervisor sees it.
-pub struct WatchNetwork {
+pub struct SessionNetwork {
     session: Session,
     spec: FetchSpec,
     etags: Option<Etags>,
@@ -177,16 +169,16 @@ pub struct WatchNetwork {
     delivery: Rc<Delivery>,
 }
 
-impl std::fmt::Debug for WatchNetwork {
+impl std::fmt::Debug for SessionNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchNetwork")
+        f.debug_struct("SessionNetwork")
             .field("session", &self.session)
             .field("spec", &self.spec)
             .finish_non_exhaustive()
     }
 }
 
-impl WatchNetwork {
+impl SessionNetwork {
     /// Time until the session's next planned refresh.
     fn renew_in(&self) -> Duration {
         self.session
@@ -209,7 +201,10 @@ impl WatchNetwork {
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
                     return Reply::PollFailed {
-                        reason: format!("the new secrets cannot be delivered: {}", chain(&err)),
+                        reason: format!(
+                            "the new secrets cannot be delivered: {}",
+                            chain_and_hint(&err)
+                        ),
                         auth: false,
                     };
                 }
@@ -218,7 +213,7 @@ impl WatchNetwork {
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
-                reason: chain(&err),
+                reason: chain_and_hint(&err),
             },
         }
     }
@@ -233,7 +228,7 @@ impl WatchNetwork {
                 }
             }
             Err(err) => {
-                let reason = chain(&err);
+                let reason = chain_and_hint(&err);
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
                 let transient = err.is_transient();
@@ -261,7 +256,7 @@ impl WatchNetwork {
                 renew_in: self.renew_in(),
             },
             Err(err) => Reply::LoginFailed {
-                reason: chain(&err),
+                reason: chain_and_hint(&err),
             },
         }
     }
@@ -272,7 +267,7 @@ impl WatchNetwork {
     }
 }
 
-impl Network for WatchNetwork {
+impl Network for SessionNetwork {
     async fn call(&mut self, request: Request) -> Reply {
         match request {
             Request::Poll => self.poll().await,
