@@ -8,7 +8,7 @@
 //! again: [`Config::session`] and [`Config::delivery`] build the parts.
 //!
 //! Each part is read by its own function from its own flags, independently of
-//! the others; only [`check_combinations`] looks across parts. The value
+//! the others; only `check_combinations` looks across parts. The value
 //! parsers are in `values.rs`.
 
 mod values;

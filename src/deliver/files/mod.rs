@@ -81,7 +81,7 @@ impl FilesOptions {
     }
 }
 
-/// What [`write`] produced: the paths a program should read.
+/// What [`write()`] produced: the paths a program should read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     /// Each key's stable path, `DIR/KEY` (a link that always resolves to the
@@ -289,7 +289,7 @@ pub fn write(secrets: &SecretSet, opts: &FilesOptions) -> Result<Written, FilesE
     Ok(written)
 }
 
-/// Removes what [`write`] wrote: per-key links, `..data`, every generation
+/// Removes what [`write()`] wrote: per-key links, `..data`, every generation
 /// directory, the dotenv and JSON files. Leaves DIR itself and anything in it
 /// that svid-exec did not write. Missing targets are not an error.
 pub fn remove(opts: &FilesOptions) -> Result<(), FilesError> {

@@ -10,7 +10,7 @@
 //! `main` calls [`prepare`] before anything else: it blocks every signal but the
 //! synchronous fault signals (so no thread ever runs a handler), starts the one
 //! signal-reading thread, hardens the process (no core dumps, not ptrace-able,
-//! optional mlock) and registers as child subreaper. Later, [`run`] starts the child
+//! optional mlock) and registers as child subreaper. Later, [`supervise`] starts the child
 //! with `std::process::Command` in its own process group and keeps only its pid: one
 //! reaper (`waitpid(-1)`, see [`super::reaper`]) owns every exit status.
 //!
@@ -48,7 +48,7 @@ use super::signals::Signal;
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
-pub use driver::{run, supervise};
+pub use driver::supervise;
 pub use process::{prepare, ChildCommand, SignalReader};
 pub use state::{Action, Event, State};
 
@@ -212,25 +212,20 @@ pub enum SuperviseError {
     /// `--mlock` was asked for and the kernel refused.
     #[error("--mlock: could not lock memory ({0})")]
     Mlock(nix::errno::Errno),
-    /// The async runtime could not start.
-    #[error("could not start the async runtime: {0}")]
-    Runtime(std::io::Error),
 }
 
 impl Failure for SuperviseError {
     fn exit_class(&self) -> ExitClass {
         match self {
             Self::Mlock(_) => ExitClass::Config,
-            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => ExitClass::Internal,
+            Self::BlockSignals(_) | Self::SignalThread(_) => ExitClass::Internal,
         }
     }
 
     fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Mlock(_) => "check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK".to_owned(),
-            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => {
-                crate::error::BUG_HINT.to_owned()
-            }
+            Self::BlockSignals(_) | Self::SignalThread(_) => crate::error::BUG_HINT.to_owned(),
         })
     }
 }
