@@ -28,13 +28,23 @@ pub(super) async fn fetch(
     let started = Instant::now();
     let endpoint = describe_endpoint(&options.endpoint);
     let mut last_reason: Option<String> = None;
+    // The last reason from an attempt that had its whole time bound.
+    let mut last_whole: Option<(String, &'static str)> = None;
     let result = retry::retry_until(
         backoff,
         deadline,
         options.per_call_timeout,
         |bound| fetch_once(options, bound),
         |err: &Attempt, wait| {
-            if let Attempt::Wait { reason, .. } = err {
+            if let Attempt::Wait {
+                reason,
+                check,
+                cut_short,
+            } = err
+            {
+                if !cut_short {
+                    last_whole = Some((reason.clone(), check));
+                }
                 if last_reason.as_deref() == Some(reason.as_str()) {
                     tracing::debug!(endpoint = %endpoint, retry_in = ?wait, "{reason}; still waiting…");
                 } else {
@@ -52,14 +62,38 @@ pub(super) async fn fetch(
         }
         Err(Stop::Fatal(Attempt::Fatal(e)) | Stop::Deadline(Attempt::Fatal(e))) => Err(e),
         Err(
-            Stop::Fatal(Attempt::Wait { reason, check })
-            | Stop::Deadline(Attempt::Wait { reason, check }),
-        ) => Err(SvidError::GaveUp {
-            endpoint,
-            waited: retry::to_millis(started.elapsed()),
-            last: reason,
-            check,
-        }),
+            Stop::Fatal(Attempt::Wait {
+                reason,
+                check,
+                cut_short,
+            })
+            | Stop::Deadline(Attempt::Wait {
+                reason,
+                check,
+                cut_short,
+            }),
+        ) => {
+            let (last, check) = last_word((reason, check, cut_short), last_whole);
+            Err(SvidError::GaveUp {
+                endpoint,
+                waited: retry::to_millis(started.elapsed()),
+                last,
+                check,
+            })
+        }
+    }
+}
+
+/// What a give-up reports as the last reason to wait: the final attempt's,
+/// unless the deadline cut that attempt short (then its "did not answer" says
+/// only that the time ran out) and an earlier attempt said more.
+fn last_word(
+    (reason, check, cut_short): (String, &'static str, bool),
+    last_whole: Option<(String, &'static str)>,
+) -> (String, &'static str) {
+    match last_whole {
+        Some(earlier) if cut_short => earlier,
+        _ => (reason, check),
     }
 }
 
@@ -86,10 +120,13 @@ fn log_fetched(jwt: &Jwt, endpoint: &str) {
 /// The outcome of one failed attempt.
 #[derive(Debug)]
 enum Attempt {
-    /// Worth waiting for: what we wait for, and what to check if it never comes.
+    /// Worth waiting for: what we wait for, and what to check if it never
+    /// comes; `cut_short` when the agent did not answer within a time bound
+    /// that the deadline had cut below the per-call timeout.
     Wait {
         reason: String,
         check: &'static str,
+        cut_short: bool,
     },
     Fatal(SvidError),
 }
@@ -115,9 +152,10 @@ async fn fetch_once(options: &WorkloadApiOptions, bound: Duration) -> Result<Jwt
             return Err(Attempt::Wait {
                 reason: format!(
                     "the Workload API did not answer within {} (first-time workload attestation can take ~30 s)",
-                    humantime::format_duration(bound)
+                    humantime::format_duration(retry::to_millis(bound))
                 ),
                 check: CHECK_AGENT,
+                cut_short: bound < options.per_call_timeout,
             })
         }
         Ok(Err(e)) => return Err(classify(&e, &options.endpoint)),
@@ -176,13 +214,14 @@ pub async fn list_jwt_svids(
         Err(_) => Attempt::Wait {
             reason: "the Workload API did not answer".to_owned(),
             check: CHECK_AGENT,
+            cut_short: false,
         },
         Ok(Err(e)) => classify(&e, &options.endpoint),
         Ok(Ok(svids)) => return Ok(svids.iter().map(summarize).collect()),
     };
     Err(match attempt {
         Attempt::Fatal(e) => e,
-        Attempt::Wait { reason, check } => SvidError::GaveUp {
+        Attempt::Wait { reason, check, .. } => SvidError::GaveUp {
             endpoint,
             waited: retry::to_millis(started.elapsed()),
             last: reason,
@@ -194,7 +233,11 @@ pub async fn list_jwt_svids(
 /// Sorts a Workload API error into wait or fail (spiffe.md §1.6 policy table).
 fn classify(err: &WorkloadApiError, endpoint: &Endpoint) -> Attempt {
     let name = describe_endpoint(endpoint);
-    let wait = |reason: String, check| Attempt::Wait { reason, check };
+    let wait = |reason: String, check| Attempt::Wait {
+        reason,
+        check,
+        cut_short: false,
+    };
     match err {
         WorkloadApiError::Transport(TransportError::Connect(c)) => match io_kind(c) {
             Some(io::ErrorKind::NotFound) => wait(
@@ -282,6 +325,20 @@ mod tests {
     use crate::error::{ExitClass, Failure};
     use crate::svid::jwt::test_token as jwt;
     use crate::svid::{SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
+
+    #[test]
+    fn a_give_up_names_the_last_full_reason_not_a_timeout_the_deadline_cut_short() {
+        let not_issued = ("not issued yet".to_owned(), CHECK_ENTRY);
+        let cut = ("did not answer within 1ms".to_owned(), CHECK_AGENT, true);
+        assert_eq!(last_word(cut.clone(), Some(not_issued.clone())), not_issued);
+        // Nothing said more, or the final attempt had its whole bound: its own reason.
+        assert_eq!(last_word(cut.clone(), None), (cut.0.clone(), CHECK_AGENT));
+        let whole = ("did not answer within 30s".to_owned(), CHECK_AGENT, false);
+        assert_eq!(
+            last_word(whole.clone(), Some(not_issued)),
+            (whole.0, CHECK_AGENT)
+        );
+    }
 
     #[test]
     fn summary_has_the_claims_and_hint_and_reads_iss_from_the_payload() {
