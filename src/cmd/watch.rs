@@ -280,7 +280,7 @@ impl Network for SessionNetwork {
 
 /// The supervisor's delivery side is the one [`Delivery`]: the same files and
 /// the same environment plan as exec mode (bootstrap variables removed).
-impl supervise::Delivery for Rc<Delivery> {
+impl supervise::Deliver for Rc<Delivery> {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
         Ok(self.write(secrets)?)
     }

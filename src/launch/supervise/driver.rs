@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::process::spawn_child;
 use super::state::{Action, Event, State};
-use super::{ChildCommand, Delivery, Network, Reply, Request, Settings, SignalReader};
+use super::{ChildCommand, Deliver, Network, Reply, Request, Settings, SignalReader};
 use crate::error::ExitClass;
 use crate::launch::reaper;
 use crate::launch::signals::{self, Signal};
@@ -105,7 +105,7 @@ pub async fn supervise<N, D>(
 ) -> u8
 where
     N: Network + 'static,
-    D: Delivery,
+    D: Deliver,
 {
     let now = Instant::now();
     let (state, first) = if child.is_some() {
@@ -164,7 +164,7 @@ struct Driver<'c, N, D> {
 impl<N, D> Driver<'_, N, D>
 where
     N: Network + 'static,
-    D: Delivery,
+    D: Deliver,
 {
     /// Performs one action of the state machine. Every action is performed
     /// here, in one place, so a hook that follows the child or the secrets (a

@@ -3,7 +3,7 @@
 //! [`State::step`]), the thin async driver that performs its actions
 //! (`driver.rs`, [`supervise`]), and the process set-up before any thread
 //! exists and the child's spawn (`process.rs`, [`prepare`]). This file holds the
-//! settings and the two interfaces the driver plugs into: [`Network`] and [`Delivery`].
+//! settings and the two interfaces the driver plugs into: [`Network`] and [`Deliver`].
 //!
 //! # Theory of operation
 //!
@@ -19,7 +19,7 @@
 //! driver turns signals, reaped children, network replies and deadlines into
 //! [`Event`]s and performs the [`Action`]s. The network side (polling, renewing,
 //! re-login, revoking) plugs in through [`Network`], one request at a time; file and
-//! environment delivery through [`Delivery`].
+//! environment delivery through [`Deliver`].
 //!
 //! Every signal but SIGCHLD is forwarded as it is, TSTP/TTIN/TTOU included (tini);
 //! SIGTTIN/SIGTTOU being blocked in the supervisor also lets it write its log from
@@ -190,13 +190,14 @@ pub trait Network {
 /// An error from the delivery side; its text must never contain a secret value.
 pub type DeliveryError = Box<dyn std::error::Error + Send + Sync>;
 
-/// File and environment delivery, as the supervisor sees it.
-pub trait Delivery {
+/// File and environment delivery, as the supervisor sees it (`deliver::Delivery`
+/// in the program).
+pub trait Deliver {
     /// Writes (atomically replaces) the secret files for `secrets`.
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError>;
-    /// Adds the child's environment to `command` (already `env_clear`ed).
+    /// Gives `command` the child's environment, and nothing else.
     fn child_env(&self, secrets: &SecretSet, command: &mut Command);
-    /// Removes the files `run` created (shutdown).
+    /// Removes the files written (shutdown).
     fn remove_files(&mut self);
 }
 
