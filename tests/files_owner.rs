@@ -13,6 +13,7 @@ use std::process::Command;
 use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::unistd::{geteuid, Gid, Uid};
 use svid_exec::deliver::files::{self, FilesError, FilesOptions};
+use svid_exec::error::Failure;
 
 const CHILD_DIR_VAR: &str = "SVID_EXEC_TEST_OWNER_CHILD_DIR";
 
@@ -26,7 +27,7 @@ fn assert_owner_refused(dir: &Path) {
     let err = files::preflight(&opts).unwrap_err();
     assert!(matches!(err, FilesError::OwnerNotPermitted { .. }), "{err}");
     assert_eq!(err.exit_class().code(), 78);
-    let msg = err.to_string();
+    let msg = format!("{err}; hint: {}", err.hint().unwrap_or_default());
     assert!(msg.contains("--file-owner"), "{msg}");
     assert!(msg.contains("CAP_CHOWN"), "{msg}");
     let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().collect();

@@ -286,7 +286,7 @@ mod lifecycle {
             let tokens = stack.infisical.live_token_strings();
             assert_eq!(tokens.len(), 1, "one token, svid-exec's");
             let client = Client::new(&ClientOptions {
-                api_url: stack.infisical.url(),
+                api_url: stack.infisical.url().parse().expect("the stand-in's URL"),
                 ca_cert: Some(stack.ca_path().to_path_buf()),
                 ..ClientOptions::default()
             })

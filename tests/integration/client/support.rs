@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use svid_exec::error::Failure;
 use svid_exec::infisical::{
     AccessToken, AuthMethod, Client, ClientOptions, FetchOutcome, FetchSpec, Fetched,
     InfisicalError,
@@ -41,6 +42,11 @@ pub fn stack_with(config: InfisicalConfig, ttl: (u64, u64)) -> Stack {
         demo_secrets: false,
         ..StackOptions::default()
     })
+}
+
+/// The error as the user sees it: its message, then its hint.
+pub fn shown(err: &impl Failure) -> String {
+    format!("{err}; hint: {}", err.hint().unwrap_or_default())
 }
 
 /// [`stack_with`] the default server, tokens living an hour (a day at most).
@@ -98,7 +104,9 @@ impl ClientSide for Stack {
 
     fn client(&self) -> Client {
         Client::new(&ClientOptions {
-            api_url: format!("{}/api/", self.infisical.url()),
+            api_url: format!("{}/api/", self.infisical.url())
+                .parse()
+                .expect("the stand-in's URL"),
             ..ClientOptions::default()
         })
         .unwrap()

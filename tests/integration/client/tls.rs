@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use secrecy::SecretString;
-use svid_exec::error::ExitClass;
+use svid_exec::error::{ExitClass, Failure};
 use svid_exec::infisical::{AuthMethod, Client, ClientOptions, InfisicalError};
 use svid_exec::retry::Backoff;
 use svid_exec::svid::Jwt;
@@ -15,7 +15,7 @@ use svid_exec_testkit::http::HttpServer;
 use svid_exec_testkit::tls::TestCa;
 use tokio::time::Instant;
 
-use super::support::block_on;
+use super::support::{block_on, shown};
 
 fn jwt() -> Jwt {
     let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -31,9 +31,9 @@ fn deadline(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms)
 }
 
-fn options(url: String) -> ClientOptions {
+fn options(url: &str) -> ClientOptions {
     ClientOptions {
-        api_url: url,
+        api_url: url.parse().expect("a loopback URL"),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
         ..ClientOptions::default()
@@ -52,19 +52,19 @@ fn fast() -> Backoff {
 fn unknown_ca_fails_at_once_naming_the_certificate_problem_and_ca_cert() {
     let ca = TestCa::new();
     let server = HttpServer::start(axum::Router::new(), Some(ca.server_config()));
-    let client = Client::new(&options(server.url()))
+    let client = Client::new(&options(&server.url()))
         .unwrap()
         .with_backoff(fast());
     let err =
         block_on(client.login(AuthMethod::Oidc, "id", None, &jwt(), deadline(20_000))).unwrap_err();
     assert!(matches!(err, InfisicalError::Tls { .. }), "{err}");
-    let text = err.to_string();
+    let text = shown(&err);
     assert!(
         text.contains("UnknownIssuer"),
         "innermost cause kept: {text}"
     );
     assert!(text.contains("--ca-cert"), "{text}");
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn ca_cert_makes_the_server_trusted() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let server = HttpServer::start(axum::Router::new(), Some(ca.server_config()));
-    let mut opts = options(server.url());
+    let mut opts = options(&server.url());
     opts.ca_cert = Some(ca.write_ca_pem(dir.path()));
     let client = Client::new(&opts).unwrap().with_backoff(fast());
     // The empty router answers 404: the TLS handshake succeeded and the login
@@ -91,11 +91,11 @@ fn a_server_that_is_down_is_retried_until_the_deadline_then_unavailable() {
     let mut server = HttpServer::start(axum::Router::new(), None);
     let url = server.url();
     server.stop();
-    let client = Client::new(&options(url)).unwrap().with_backoff(fast());
+    let client = Client::new(&options(&url)).unwrap().with_backoff(fast());
     let err =
         block_on(client.login(AuthMethod::Oidc, "id", None, &jwt(), deadline(500))).unwrap_err();
     assert!(matches!(err, InfisicalError::GaveUp { .. }), "{err}");
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
     assert!(
         err.to_string()
             .contains("POST /api/v1/auth/oidc-auth/login"),

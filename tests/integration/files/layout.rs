@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Uid};
 use secrecy::SecretString;
 use svid_exec::deliver::files::{self, FilesError, FilesOptions};
-use svid_exec::error::ExitClass;
+use svid_exec::error::{ExitClass, Failure};
 use svid_exec::secrets::SecretSet;
 
 use super::{entries, generations, mode_of};
@@ -221,7 +221,7 @@ fn disk_backed_targets_are_refused_unless_allowed() {
         assert!(matches!(err, FilesError::NotTmpfs { .. }), "{err}");
         assert_eq!(err.exit_class(), ExitClass::Config);
         assert_eq!(err.exit_class().code(), 78);
-        let msg = err.to_string();
+        let msg = format!("{err}; hint: {}", err.hint().unwrap_or_default());
         assert!(msg.contains("medium: Memory"), "{msg}");
         assert!(msg.contains("--allow-non-tmpfs"), "{msg}");
         let err = files::write(&set(&[("K", "v")]), opts).unwrap_err();

@@ -1,8 +1,9 @@
 //! `run --watch` and `write --watch`: the wiring between the configuration, the
-//! session (token lifecycle) and the supervisor. [`WatchNetwork`] answers the
+//! session (token lifecycle) and the supervisor. [`SessionNetwork`] answers the
 //! supervisor's requests (poll, renew, re-login, revoke) over a [`Session`], the
-//! resolved [`FetchSpec`] and the last `ETag`s; [`WatchDelivery`] writes the files
-//! and builds the child's environment with the same plan as exec mode.
+//! resolved [`FetchSpec`] and the last `ETag`s, accepting each fetched set with
+//! the one [`Delivery`], which also writes the files and plans the child's
+//! environment for the supervisor, as in exec mode.
 //!
 //! Order matters: [`supervise::prepare`] blocks signals before the async runtime
 //! (and with it any thread) exists; then the first login and fetch run on that
@@ -10,24 +11,24 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
-use crate::error::chain;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
 use std::process::{Command, ExitCode};
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::app::{self, AppError};
+use super::{runtime, CmdError};
 use crate::config::Config;
-use crate::deliver::env::ExecLimits;
-use crate::deliver::files::{self, FilesOptions};
+use crate::deliver::Delivery;
+use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
+    self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
 };
+use crate::retry::Transient;
 use crate::secrets::SecretSet;
 use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
 
@@ -43,29 +44,22 @@ const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
 /// `run --watch` (`command` is the program and its arguments) or `write --watch`
 /// (`None`). Returns the supervisor's exit code: the child's own (128+N when it
 /// was killed by signal N), or 0 for `write --watch` ended by SIGTERM/SIGINT.
-pub fn run(
+pub(super) fn supervise(
     config: &Config,
+    settings: &Settings,
     command: Option<(&OsString, &[OsString])>,
-) -> Result<ExitCode, AppError> {
+) -> Result<ExitCode, CmdError> {
     // Before any thread: block signals, start the signal thread, harden, subreaper.
-    let mut signals = supervise::prepare(config.watch.mlock)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(AppError::Runtime)?;
-    let argv: Option<Vec<OsString>> = command.map(|(program, args)| {
-        let mut argv = Vec::with_capacity(args.len() + 1);
-        argv.push(program.clone());
-        argv.extend_from_slice(args);
-        argv
-    });
+    let mut signals = supervise::prepare(settings.mlock)?;
+    let runtime = runtime()?;
+    let delivery = Rc::new(config.delivery());
     runtime.block_on(async {
-        app::preflight_files(config)?;
+        delivery.preflight()?;
         // The session lives out here, so a token obtained before an interruption
         // or a failed check is still ours to revoke.
-        let mut session = crate::flow::session(config)?;
+        let mut session = config.session()?;
         let outcome = tokio::select! {
-            started = start(config, argv.as_deref(), &mut session) => Ok(started),
+            started = start(config, &delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
         let (secrets, spec) = match outcome {
@@ -75,7 +69,7 @@ pub fn run(
                 return Err(err);
             }
             Err(signal) => {
-                let code = interrupted_exit_code(signal, argv.is_none());
+                let code = interrupted_exit_code(signal, command.is_none());
                 tracing::info!(%signal, code, "interrupted during start-up; nothing was started");
                 revoke(&mut session).await;
                 return Ok(ExitCode::from(code));
@@ -93,31 +87,29 @@ pub fn run(
             tracing::info!(
                 secrets = secrets.len(),
                 program = %child.program.to_string_lossy(),
-                poll_interval = ?config.watch.poll_interval,
+                poll_interval = ?settings.poll_interval,
                 "supervising the program"
             );
         } else {
             tracing::info!(
                 secrets = secrets.len(),
-                poll_interval = ?config.watch.poll_interval,
+                poll_interval = ?settings.poll_interval,
                 "keeping the files fresh"
             );
         }
-        let network = WatchNetwork {
+        let network = SessionNetwork {
             session,
             spec,
             etags: None,
-            config: config.clone(),
-            argv: argv.clone(),
-        };
-        let delivery = WatchDelivery {
-            files: app::files_options(config),
-            config: config.clone(),
+            poll_bound: settings
+                .poll_interval
+                .clamp(Duration::from_secs(5), CALL_TIMEOUT),
+            delivery: Rc::clone(&delivery),
         };
         let code = supervise::supervise(
             signals,
             child.as_ref(),
-            settings(config),
+            settings.clone(),
             secrets,
             renew_in,
             network,
@@ -151,72 +143,42 @@ async fn revoke(session: &mut Session) {
     }
 }
 
-/// Log in, fetch once and check the result, all before anything is started
-/// (after [`app::preflight_files`]).
+/// Log in, fetch once and accept the result, all before anything is started
+/// (after [`Delivery::preflight`]).
 async fn start(
     config: &Config,
-    argv: Option<&[OsString]>,
+    delivery: &Delivery,
     session: &mut Session,
-) -> Result<(SecretSet, FetchSpec), AppError> {
-    let (secrets, spec) = crate::flow::login_and_fetch(session, config).await?;
-    check_deliverable(config, argv, &secrets)?;
+) -> Result<(SecretSet, FetchSpec), CmdError> {
+    let deadline = Instant::now() + config.startup_timeout;
+    let (secrets, spec) = session.start(&config.fetch, deadline).await?;
+    delivery.accept(&secrets)?;
     Ok((secrets, spec))
 }
 
-/// Everything exec mode refuses before starting the program, applied to every
-/// fetched set: empty (unless allowed) or missing `--require`d keys, names that
-/// cannot be files, an environment the kernel would refuse. A set that fails is
-/// never delivered: the child keeps the last good one.
-fn check_deliverable(
-    config: &Config,
-    argv: Option<&[OsString]>,
-    secrets: &SecretSet,
-) -> Result<(), AppError> {
-    app::check_fetched(&config.fetch, secrets)?;
-    if app::files_options(config).is_some_and(|o| o.dir.is_some()) {
-        files::validate_names(secrets)?;
-    }
-    if let Some(argv) = argv {
-        let paths = app::per_key_paths(config, secrets);
-        let plan = app::env_plan(config, secrets, &paths)?;
-        plan.check_size(argv, ExecLimits::current())?;
-    }
-    Ok(())
-}
-
-/// The supervisor's settings from `--poll-interval`, `--on-change`,
-/// `--stop-signal`, `--stop-timeout`, `--forward-to` (`--allow-empty` is
-/// applied by [`check_deliverable`] before a set reaches the supervisor).
-fn settings(config: &Config) -> Settings {
-    let watch = &config.watch;
-    let mut settings = Settings::new(watch.poll_interval);
-    settings.on_change = watch.on_change;
-    settings.stop_signal = watch.stop_signal;
-    settings.stop_timeout = watch.stop_timeout;
-    settings.forward_to = watch.forward_to;
-    settings
-}
-
 /// The supervisor's network side: one session (token), one fetch request, the
-/// `ETag`s of the last delivered-or-pending fetch.
-pub struct WatchNetwork {
+/// `ETag`s of the last delivered-or-pending fetch, and the delivery that
+/// accepts (or refuses) each fetched set before the supervisor sees it.
+pub struct SessionNetwork {
     session: Session,
     spec: FetchSpec,
     etags: Option<Etags>,
-    config: Config,
-    argv: Option<Vec<OsString>>,
+    /// Retrying one poll for longer than the interval is pointless (the next
+    /// poll comes anyway), but a short interval gets a few tries.
+    poll_bound: Duration,
+    delivery: Rc<Delivery>,
 }
 
-impl std::fmt::Debug for WatchNetwork {
+impl std::fmt::Debug for SessionNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchNetwork")
+        f.debug_struct("SessionNetwork")
             .field("session", &self.session)
             .field("spec", &self.spec)
             .finish_non_exhaustive()
     }
 }
 
-impl WatchNetwork {
+impl SessionNetwork {
     /// Time until the session's next planned refresh.
     fn renew_in(&self) -> Duration {
         self.session
@@ -227,14 +189,7 @@ impl WatchNetwork {
     }
 
     async fn poll(&mut self) -> Reply {
-        // Retrying one poll for longer than the interval is pointless (the next
-        // poll comes anyway), but give a short interval a few tries.
-        let bound = self
-            .config
-            .watch
-            .poll_interval
-            .clamp(Duration::from_secs(5), CALL_TIMEOUT);
-        let deadline = Instant::now() + bound;
+        let deadline = Instant::now() + self.poll_bound;
         match self
             .session
             .fetch(&self.spec, self.etags.as_ref(), deadline)
@@ -242,13 +197,14 @@ impl WatchNetwork {
         {
             Ok(FetchOutcome::NotModified) => Reply::NotModified,
             Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) =
-                    check_deliverable(&self.config, self.argv.as_deref(), &fetched.secrets)
-                {
+                if let Err(err) = self.delivery.accept(&fetched.secrets) {
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
                     return Reply::PollFailed {
-                        reason: format!("the new secrets cannot be delivered: {}", chain(&err)),
+                        reason: format!(
+                            "the new secrets cannot be delivered: {}",
+                            chain_and_hint(&err)
+                        ),
                         auth: false,
                     };
                 }
@@ -257,7 +213,7 @@ impl WatchNetwork {
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
-                reason: chain(&err),
+                reason: chain_and_hint(&err),
             },
         }
     }
@@ -272,13 +228,10 @@ impl WatchNetwork {
                 }
             }
             Err(err) => {
-                let reason = chain(&err);
+                let reason = chain_and_hint(&err);
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
-                let transient = match &err {
-                    SessionError::Infisical(e) => e.class() == crate::error::ExitClass::Unavailable,
-                    SessionError::Svid(_) => false,
-                };
+                let transient = err.is_transient();
                 let left = self
                     .session
                     .token()
@@ -303,7 +256,7 @@ impl WatchNetwork {
                 renew_in: self.renew_in(),
             },
             Err(err) => Reply::LoginFailed {
-                reason: chain(&err),
+                reason: chain_and_hint(&err),
             },
         }
     }
@@ -314,7 +267,7 @@ impl WatchNetwork {
     }
 }
 
-impl Network for WatchNetwork {
+impl Network for SessionNetwork {
     async fn call(&mut self, request: Request) -> Reply {
         match request {
             Request::Poll => self.poll().await,
@@ -325,56 +278,29 @@ impl Network for WatchNetwork {
     }
 }
 
-/// The supervisor's delivery side: the configured files, and the child's
-/// environment planned as in exec mode (bootstrap variables removed).
-pub struct WatchDelivery {
-    files: Option<FilesOptions>,
-    config: Config,
-}
-
-impl std::fmt::Debug for WatchDelivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchDelivery")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Delivery for WatchDelivery {
+/// The supervisor's delivery side is the one [`Delivery`]: the same files and
+/// the same environment plan as exec mode (bootstrap variables removed).
+impl supervise::Deliver for Rc<Delivery> {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
-        if let Some(options) = &self.files {
-            app::write_and_log(secrets, options)?;
-        }
-        Ok(())
+        Ok(self.write(secrets)?)
     }
 
     fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
-        let paths = app::per_key_paths(&self.config, secrets);
-        match app::build_env_plan(&self.config, secrets, &paths) {
-            Ok(plan) => {
-                let envp = plan.to_envp();
-                for var in envp.as_cstrs() {
-                    let bytes = var.to_bytes();
-                    if let Some(eq) = bytes.iter().position(|b| *b == b'=') {
-                        command.env(
-                            OsStr::from_bytes(&bytes[..eq]),
-                            OsStr::from_bytes(&bytes[eq + 1..]),
-                        );
-                    }
-                }
-            }
-            // Every set is checked with the same plan before it is accepted
-            // (`check_deliverable`), so this is a bug; the child then gets an
-            // empty environment rather than a partial one.
+        match self.env(secrets) {
+            Ok(plan) => plan.apply(command),
+            // Every set is accepted with the same plan before it reaches the
+            // supervisor, so this is a bug; the child then gets an empty
+            // environment rather than a partial one.
             Err(err) => {
+                command.env_clear();
                 tracing::error!(%err, "internal error: could not plan the child's environment");
             }
         }
     }
 
     fn remove_files(&mut self) {
-        if let Some(options) = &self.files {
-            match files::remove(options) {
+        if self.files().is_some() {
+            match self.remove() {
                 Ok(()) => tracing::info!("removed the secret files"),
                 Err(err) => tracing::warn!(%err, "could not remove the secret files"),
             }
