@@ -94,6 +94,17 @@ impl FromIterator<(String, SecretString)> for SecretSet {
     }
 }
 
+#[cfg(test)]
+impl SecretSet {
+    /// A set from `(name, value)` pairs (unit tests).
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), SecretString::from(*value)))
+            .collect()
+    }
+}
+
 impl fmt::Debug for SecretSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()

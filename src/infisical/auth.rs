@@ -252,9 +252,9 @@ impl Client {
     /// What to try when this URL serves no Infisical API: the origin without
     /// the path prefix, or the instance origin as the browser shows it.
     fn url_suggestion(&self) -> String {
-        let origin = self.url.origin().ascii_serialization();
+        let origin = self.url.url().origin().ascii_serialization();
         if self.base_url() == origin {
-            "--api-url is the instance origin as the browser shows it (e.g. https://app.infisical.com, https://infisical.example.com), without a route".to_owned()
+            "set --api-url to the instance origin as the browser shows it (e.g. https://app.infisical.com, https://infisical.example.com), without a route".to_owned()
         } else {
             format!("try --api-url {origin} (without the path), or the prefix your reverse proxy really serves the API under")
         }
@@ -337,6 +337,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{ExitClass, Failure};
     use base64::Engine as _;
 
     fn b64(s: &str) -> String {
@@ -389,7 +390,7 @@ mod tests {
                 matches!(err, InfisicalError::BadSecret { .. }),
                 "{body}: {err}"
             );
-            assert_eq!(err.class(), crate::error::ExitClass::Unavailable);
+            assert_eq!(err.exit_class(), ExitClass::Unavailable);
             assert!(err.to_string().contains("accessToken"), "{err}");
         }
     }

@@ -1,7 +1,8 @@
-//! The Infisical HTTP client: base URL rules, TLS (rustls, `trust.rs`), the
-//! route requests take (`transport.rs`), timeouts, the retry loop, and reading
-//! bodies into zeroizing memory. The calls themselves live in `auth.rs` (login, renew, revoke) and
-//! `secrets.rs` (project slug, secret listing).
+//! The Infisical HTTP client: TLS (rustls, `trust.rs`), the route requests
+//! take (`transport.rs`), timeouts, the retry loop, and reading bodies into
+//! zeroizing memory. The base URL is validated once, as an [`ApiUrl`]
+//! (`url.rs`). The calls themselves live in `auth.rs` (login, renew, revoke)
+//! and `secrets.rs` (project slug, secret listing).
 //!
 //! Every request is bounded by the caller's deadline; transient failures (429,
 //! 5xx, connection errors, timeouts) are retried with the program's one backoff
@@ -14,6 +15,7 @@ mod secret_json;
 pub mod secrets;
 mod transport;
 mod trust;
+mod url;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,14 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
-use reqwest::{RequestBuilder, Url};
+use reqwest::RequestBuilder;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 pub use auth::AccessToken;
 pub use error::{AuthMethod, InfisicalError, ServerError};
-pub use secrets::{ApiVersion, Etags, FetchOutcome, FetchSpec, Fetched, PathSummary};
-pub use transport::loopback_host;
+pub use secrets::{ApiVersion, Etags, FetchOutcome, FetchSpec, Fetched, PathSummary, ProjectRef};
+pub use url::ApiUrl;
 
 use crate::error::chain;
 use crate::retry::{self, Backoff, Stop};
@@ -53,15 +55,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How to reach Infisical.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Instance origin; a trailing `/` or `/api` is accepted.
-    pub api_url: String,
+    /// The instance, validated (plain `http://` to a remote host only if allowed there).
+    pub api_url: ApiUrl,
     /// Extra PEM bundle trusted for the server, in addition to the built-in
     /// and system roots.
     pub ca_cert: Option<PathBuf>,
     /// Trust only `ca_cert` (`--ca-cert-only`): not the built-in or system roots.
     pub ca_cert_only: bool,
-    /// Allow `http://` to a host that is not loopback (the caller warns).
-    pub allow_insecure_http: bool,
     /// TCP + TLS connect bound ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
     /// Bound on one request, body included ([`REQUEST_TIMEOUT`]; also capped by the caller's deadline).
@@ -73,10 +73,9 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
-            api_url: DEFAULT_API_URL.to_owned(),
+            api_url: ApiUrl::default(),
             ca_cert: None,
             ca_cert_only: false,
-            allow_insecure_http: false,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             user_agent: concat!("svid-exec/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -87,15 +86,14 @@ impl Default for ClientOptions {
 /// An Infisical client. Cheap to share by reference; holds one connection pool.
 #[derive(Debug)]
 pub struct Client {
-    /// Origin (plus any path prefix), no trailing slash.
-    base: String,
     http: reqwest::Client,
     request_timeout: Duration,
     backoff: Backoff,
     /// Set once `/api/v4/secrets` answered 404: the server is too old; v3 from then on.
     use_v3: AtomicBool,
-    /// The normalised API URL (scheme, host and port for the scheme probe).
-    url: Url,
+    /// The instance: its origin (plus any path prefix) for every request,
+    /// its scheme, host and port for the scheme probe.
+    url: ApiUrl,
     /// Requests go through a proxy (the port cannot be probed directly).
     proxied: bool,
     /// Plain HTTP only to addresses that are all loopback.
@@ -104,57 +102,15 @@ pub struct Client {
     probed: AtomicBool,
 }
 
-/// Normalises `--api-url`: `https://host`, `https://host/`, `https://host/api`
-/// and the versioned route prefixes `https://host/api/v1` (`/api/v3`, …) all
-/// become `https://host`; a path prefix before them is kept. The one place
-/// that defines a valid API URL.
-pub fn normalize_api_url(value: &str) -> Result<Url, InfisicalError> {
-    let bad = |reason: &str| InfisicalError::InvalidApiUrl {
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let mut url = Url::parse(value.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(
-            "the scheme must be https:// (or http:// to a loopback host)",
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry credentials"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    let mut path = url.path().trim_end_matches('/').to_owned();
-    // `/api/v1`, `/api/v3`: the start of a route, pasted from the API reference.
-    if let Some((before, version)) = path.rsplit_once("/api/v") {
-        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) {
-            path.truncate(before.len() + "/api".len());
-        }
-    }
-    if path.ends_with("/api") {
-        path.truncate(path.len() - "/api".len());
-    }
-    let path = path.trim_end_matches('/').to_owned();
-    url.set_path(&path);
-    Ok(url)
-}
-
 impl Client {
-    /// A client for `options.api_url`. Refuses `http://` to a non-loopback host
-    /// unless allowed (a name: on its resolved addresses, at every connection);
-    /// chooses the proxy (https only); loads `--ca-cert` in addition to the
-    /// built-in roots.
+    /// A client for `options.api_url` (validated by [`ApiUrl`]; plain
+    /// `http://` to a name reaches only the loopback addresses it resolves to,
+    /// checked at every connection); chooses the proxy (https only); trusts
+    /// the built-in roots, `--ca-cert` and, when needed, the system's roots
+    /// (`trust.rs`).
     pub fn new(options: &ClientOptions) -> Result<Self, InfisicalError> {
-        let url = normalize_api_url(&options.api_url)?;
-        let plain = url.scheme() == "http";
-        if plain && loopback_host(&url) == Some(false) && !options.allow_insecure_http {
-            let host = url.host_str().unwrap_or_default().to_owned();
-            return Err(InfisicalError::InsecureHttp { host });
-        }
+        let url = options.api_url.clone();
+        let loopback_only = url.checks_resolved_loopback();
         let proxy = transport::choose_proxy(&url, &|name| std::env::var(name).ok())
             .map_err(InfisicalError::Proxy)?;
         let proxy = match proxy {
@@ -196,21 +152,19 @@ impl Client {
         if let Some(proxy) = proxy.clone() {
             builder = builder.proxy(proxy);
         }
-        if plain && !options.allow_insecure_http {
+        if loopback_only {
             builder = builder.dns_resolver(Arc::new(LoopbackOnly));
         }
         let http = builder
             .build()
             .map_err(|e| InfisicalError::HttpClient(chain(&e)))?;
-        let base = url.as_str().trim_end_matches('/').to_owned();
         Ok(Self {
-            base,
             http,
             request_timeout: options.request_timeout,
             backoff: Backoff::DEFAULT,
             use_v3: AtomicBool::new(false),
             proxied: proxy.is_some(),
-            loopback_only: plain && !options.allow_insecure_http,
+            loopback_only,
             url,
             probed: AtomicBool::new(false),
         })
@@ -225,11 +179,11 @@ impl Client {
 
     /// The normalised origin, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.url.base()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.url.base())
     }
 
     /// Runs `attempt` with retries of transient errors until `deadline`.
@@ -354,9 +308,10 @@ impl Client {
         if self.proxied || self.probed.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        let host = self.url.host_str()?;
+        let url = self.url.url();
+        let host = url.host_str()?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self.url.port_or_known_default()?;
+        let port = url.port_or_known_default()?;
         let ips: Vec<std::net::IpAddr> = if let Ok(ip) = bare.parse() {
             vec![ip]
         } else if self.loopback_only {
@@ -373,17 +328,17 @@ impl Client {
             .map(|ip| std::net::SocketAddr::new(ip, port))
             .collect();
         let speaks = transport::probe(&addrs).await?;
-        let (wanted, what) = match (self.url.scheme(), speaks) {
+        let (wanted, what) = match (url.scheme(), speaks) {
             ("http", transport::Speaks::Tls) => ("https", "TLS"),
             ("https", transport::Speaks::PlainHttp) => ("http", "plain HTTP"),
             _ => return None,
         };
-        let mut suggestion = self.url.clone();
+        let mut suggestion = url.clone();
         let _ = suggestion.set_scheme(wanted);
         // Same port: it is the port that speaks the other scheme.
         let _ = suggestion.set_port(Some(port));
         Some(InfisicalError::WrongScheme {
-            url: self.base.clone(),
+            url: self.url.base().to_owned(),
             speaks: what,
             suggestion: suggestion.as_str().trim_end_matches('/').to_owned(),
         })
@@ -592,98 +547,17 @@ fn find_in_chain<'e, T: std::error::Error + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
-
-    #[test]
-    fn api_url_is_normalised() {
-        let table = [
-            ("https://app.infisical.com", "https://app.infisical.com/"),
-            ("https://app.infisical.com/", "https://app.infisical.com/"),
-            (
-                "https://app.infisical.com/api",
-                "https://app.infisical.com/",
-            ),
-            (
-                "https://app.infisical.com/api/",
-                "https://app.infisical.com/",
-            ),
-            (
-                "https://eu.infisical.com:8443/infisical/api",
-                "https://eu.infisical.com:8443/infisical",
-            ),
-            ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/"),
-            ("https://h.example/api/v1", "https://h.example/"),
-            ("https://h.example/api/v3/", "https://h.example/"),
-            ("https://h.example/api/v4", "https://h.example/"),
-            (
-                "https://h.example/infisical/api/v1",
-                "https://h.example/infisical",
-            ),
-            (
-                "https://h.example/api/versions",
-                "https://h.example/api/versions",
-            ),
-            ("https://h.example/api/v", "https://h.example/api/v"),
-            ("  https://x.example  ", "https://x.example/"),
-        ];
-        for (input, want) in table {
-            assert_eq!(normalize_api_url(input).unwrap().as_str(), want, "{input}");
-        }
-        for bad in [
-            "app.infisical.com",
-            "ftp://x",
-            "https://u:p@x",
-            "https://x/?a=1",
-            "https://",
-        ] {
-            let err = normalize_api_url(bad).unwrap_err();
-            assert_eq!(err.class(), ExitClass::Config, "{bad}");
-        }
-    }
+    use crate::error::{ExitClass, Failure};
 
     #[test]
     fn client_base_has_no_trailing_slash() {
         let c = Client::new(&ClientOptions {
-            api_url: "https://app.infisical.com/api/".into(),
+            api_url: "https://app.infisical.com/api/".parse().unwrap(),
             ..ClientOptions::default()
         })
         .unwrap();
         assert_eq!(c.base_url(), "https://app.infisical.com");
         assert_eq!(c.url("/api/status"), "https://app.infisical.com/api/status");
-    }
-
-    #[test]
-    fn plain_http_only_to_loopback_unless_allowed() {
-        let opts = |url: &str, allow| ClientOptions {
-            api_url: url.into(),
-            allow_insecure_http: allow,
-            ..ClientOptions::default()
-        };
-        // Names are accepted here and checked on their resolved addresses at
-        // every connection (tests/client_trust.rs).
-        for ok in [
-            "http://127.0.0.1:1",
-            "http://localhost:8080",
-            "http://[::1]:80",
-            "http://127.9.9.9",
-            "http://a.localhost",
-            "http://infisical.internal",
-        ] {
-            assert!(Client::new(&opts(ok, false)).is_ok(), "{ok}");
-        }
-        for refused in ["http://10.0.0.1", "http://0.0.0.0:80", "http://[::]:80"] {
-            let err = Client::new(&opts(refused, false)).unwrap_err();
-            assert!(
-                matches!(err, InfisicalError::InsecureHttp { .. }),
-                "{refused}: {err}"
-            );
-            assert_eq!(err.class(), ExitClass::Config);
-            assert!(err.to_string().contains("--allow-insecure-http"));
-            assert!(
-                Client::new(&opts(refused, true)).is_ok(),
-                "{refused} allowed"
-            );
-        }
     }
 
     #[test]
@@ -695,11 +569,11 @@ mod tests {
             ..ClientOptions::default()
         };
         let err = Client::new(&opts(&missing)).unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(err.to_string().contains("ca.pem"), "{err}");
         std::fs::write(&missing, "not a pem").unwrap();
         let err = Client::new(&opts(&missing)).unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
     }
 
     #[test]
@@ -739,6 +613,6 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("GET /x"));
         let err = parse_json::<S>("GET /x", b"<html>").unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable);
+        assert_eq!(err.exit_class(), ExitClass::Unavailable);
     }
 }

@@ -4,11 +4,11 @@
 //! the probe that tells a TLS port from a plain-HTTP one when the scheme of
 //! `--api-url` does not match what the port speaks.
 //!
-//! The rules (cli-contract.md, "Trust"): a loopback host is an address in
-//! 127.0.0.0/8 or `::1`, or `localhost`; any other name must resolve to loopback
-//! addresses only, checked on every connection (so a name cannot be trusted
-//! once and then point elsewhere). Proxies carry only `https://` traffic: a
-//! proxy would otherwise receive the JWT and the access token in clear.
+//! The rules (cli-contract.md, "Trust"): what a loopback host is, and what
+//! the URL alone decides, is `url.rs`'s; here, any other name must resolve to
+//! loopback addresses only, checked on every connection (so a name cannot be
+//! trusted once and then point elsewhere). Proxies carry only `https://`
+//! traffic: a proxy would otherwise receive the JWT and the access token in clear.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -17,27 +17,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The plain-HTTP rule as far as the URL alone can tell: `Some(true)` for a
-/// loopback address or `localhost`, `Some(false)` for any other address, `None`
-/// for a name, which is checked on its resolved addresses at connect time.
-pub fn loopback_host(url: &Url) -> Option<bool> {
-    let host = url.host_str()?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => Some(is_loopback_ip(ip)),
-        Err(_) => is_localhost(host).then_some(true),
-    }
-}
-
-/// `localhost` (or `localhost.`), loopback by definition (RFC 6761).
-fn is_localhost(name: &str) -> bool {
-    name.trim_end_matches('.').eq_ignore_ascii_case("localhost")
-}
-
-/// 127.0.0.0/8, `::1`, and those written as IPv4-mapped IPv6.
-pub(crate) fn is_loopback_ip(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
-}
+use super::url::{is_localhost, is_loopback_ip, ApiUrl};
 
 /// A name's addresses are not all loopback, or it has none: plain HTTP to it
 /// would cross the network in clear.
@@ -134,14 +114,14 @@ const HTTP_PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "al
 
 /// Decides the proxy for `api` from the environment (`env` reads a variable).
 pub(crate) fn choose_proxy(
-    api: &Url,
+    api: &ApiUrl,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ProxyChoice, String> {
     let set = |vars: &[&'static str]| {
         vars.iter()
             .find_map(|v| env(v).filter(|s| !s.trim().is_empty()).map(|s| (*v, s)))
     };
-    if api.scheme() != "https" {
+    if api.url().scheme() != "https" {
         return Ok(ProxyChoice::Direct {
             note: set(&HTTP_PROXY_VARS).map(|(var, _)| {
                 format!("{var} is set but not used: plain http:// never goes through a proxy")
@@ -151,11 +131,11 @@ pub(crate) fn choose_proxy(
     let Some((from, value)) = set(&HTTPS_PROXY_VARS) else {
         return Ok(ProxyChoice::Direct { note: None });
     };
-    let host = api.host_str().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = api.host().trim_start_matches('[').trim_end_matches(']');
     // A proxy cannot reach this machine's loopback, and TLS protects the
-    // exchange either way: `*.localhost` counts here by name (RFC 6761).
-    let loopback = loopback_host(api) == Some(true)
+    // exchange either way: `*.localhost` counts here by name (RFC 6761), as
+    // curl does, without the resolution plain http needs.
+    let loopback = api.loopback_host() == Some(true)
         || host
             .trim_end_matches('.')
             .to_ascii_lowercase()
@@ -185,7 +165,7 @@ pub(crate) fn choose_proxy(
         .map_err(|e| format!("{from} {:?} is not a proxy URL: {e}", shown(value)))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!(
-            "{from} {} is not supported: use an http:// or https:// proxy",
+            "{from} {} is not an http:// or https:// proxy, the only kinds supported",
             without_credentials(&url)
         ));
     }
@@ -326,24 +306,8 @@ mod tests {
         Url::parse(s).unwrap()
     }
 
-    #[test]
-    fn loopback_is_decided_by_address_and_localhost_only() {
-        for (u, want) in [
-            ("http://127.0.0.1:1", Some(true)),
-            ("http://127.9.9.9", Some(true)),
-            ("http://[::1]:80", Some(true)),
-            ("http://[::ffff:127.0.0.1]", Some(true)),
-            ("http://localhost:8080", Some(true)),
-            ("http://LOCALHOST.", Some(true)),
-            ("http://10.0.0.1", Some(false)),
-            ("http://0.0.0.0", Some(false)),
-            ("http://[::]", Some(false)),
-            ("http://a.localhost", None),
-            ("http://localhost.example.com", None),
-            ("http://infisical.internal", None),
-        ] {
-            assert_eq!(loopback_host(&url(u)), want, "{u}");
-        }
+    fn api_url(s: &str) -> ApiUrl {
+        ApiUrl::parse_allowing_plain_http(s).unwrap()
     }
 
     #[test]
@@ -389,7 +353,8 @@ mod tests {
             ("HTTPS_PROXY", "http://u:pw@p:2"),
             ("ALL_PROXY", "http://p:3"),
         ];
-        let via = |api: &str, vars: &[(&str, &str)]| choose_proxy(&url(api), &env(vars)).unwrap();
+        let via =
+            |api: &str, vars: &[(&str, &str)]| choose_proxy(&api_url(api), &env(vars)).unwrap();
         for direct in [
             "http://127.0.0.1:8080",
             "http://infisical.example.com",
@@ -434,7 +399,7 @@ mod tests {
             ProxyChoice::Via { .. }
         ));
         let bad = choose_proxy(
-            &url("https://app.infisical.com"),
+            &api_url("https://app.infisical.com"),
             &env(&[("HTTPS_PROXY", "socks5://u:secret@p:1080")]),
         )
         .unwrap_err();

@@ -265,6 +265,7 @@ fn system_roots(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{ExitClass, Failure};
     use svid_exec_testkit::tls::TestCa;
 
     fn provider() -> Arc<CryptoProvider> {
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn ca_cert_only_without_ca_cert_is_a_configuration_error() {
         let err = client_config(None, true).unwrap_err();
-        assert_eq!(err.class(), crate::error::ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(
             err.to_string().contains("--ca-cert-only needs --ca-cert"),
             "{err}"

@@ -411,17 +411,19 @@ pub(crate) async fn layer(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // Every request is logged with the status it was answered.
+    let record = |response: &Response| RequestRecord {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        status: response.status().as_u16(),
+        authorization_present,
+    };
 
     let fault = state.lock().faults.take(&path);
     if let Some(Fault::EchoCredential(status)) = fault {
         let response = echo_credential(request, status).await;
-        state.lock().faults.log.push(RequestRecord {
-            method: method.to_string(),
-            path,
-            query,
-            status: response.status().as_u16(),
-            authorization_present,
-        });
+        state.lock().faults.log.push(record(&response));
         return response;
     }
     let mut early = None;
@@ -481,12 +483,6 @@ pub(crate) async fn layer(
     if let Some(fault) = post {
         response = mangle(response, &fault).await;
     }
-    state.lock().faults.log.push(RequestRecord {
-        method: method.to_string(),
-        path,
-        query,
-        status: response.status().as_u16(),
-        authorization_present,
-    });
+    state.lock().faults.log.push(record(&response));
     response
 }
