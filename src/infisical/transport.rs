@@ -106,7 +106,9 @@ pub(crate) enum ProxyChoice {
 }
 
 /// Proxy variables for `https://`, in the order they are looked up (curl's
-/// and reqwest's: the scheme's own, then the catch-all).
+/// and reqwest's: the scheme's own, then the catch-all). The contract names
+/// `HTTPS_PROXY`; `ALL_PROXY` is honoured too because curl honours it, and
+/// docs/options.md ("Proxies") says so.
 const HTTPS_PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
 
 /// Variables that would route plain HTTP through a proxy (never honoured).

@@ -263,6 +263,27 @@ fn https_to_a_remote_name_goes_through_the_proxy_which_sees_only_ciphertext() {
 }
 
 #[test]
+fn all_proxy_carries_https_when_https_proxy_is_unset() {
+    // As curl: the catch-all variable serves https:// too (never plain http://).
+    let stack = Stack::start();
+    let proxy = RecordingProxy::start();
+    let port = stack.infisical.addr().port();
+    let mut launcher = Launcher::on(&stack);
+    launcher
+        .audited()
+        .env("INFISICAL_API_URL", format!("https://{REMOTE_NAME}:{port}"))
+        .env("ALL_PROXY", proxy.url());
+    run_true(&mut launcher, &[])
+        .expect_code(0)
+        .expect_stderr("connecting to Infisical through a proxy")
+        .expect_stderr("ALL_PROXY");
+    assert_eq!(
+        proxy.log().requests,
+        vec![format!("CONNECT {REMOTE_NAME}:{port} HTTP/1.1")]
+    );
+}
+
+#[test]
 fn an_unsupported_proxy_is_78_naming_the_variable_without_its_credentials() {
     let stack = Stack::start();
     let port = stack.infisical.addr().port();
