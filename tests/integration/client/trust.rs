@@ -218,17 +218,26 @@ fn https_to_loopback_never_goes_through_a_proxy() {
         .expect_stderr("(loopback)");
 }
 
+/// The stand-in's `host:port` under a name that is not loopback (on the
+/// stand-ins' certificate; only a proxy can reach it), and an audited
+/// launcher with `--api-url` `https://` to it.
+fn via_remote_name(stack: &Stack) -> (String, Launcher) {
+    let authority = format!("{REMOTE_NAME}:{}", stack.infisical.addr().port());
+    let mut launcher = Launcher::on(stack);
+    launcher
+        .audited()
+        .env("INFISICAL_API_URL", format!("https://{authority}"));
+    (authority, launcher)
+}
+
 #[test]
 fn https_to_a_remote_name_goes_through_the_proxy_which_sees_only_ciphertext() {
     let stack = Stack::start();
     let proxy = RecordingProxy::start();
     let jwt_file = stack.write_jwt_file(Duration::from_secs(300));
     let jwt = std::fs::read_to_string(&jwt_file).unwrap();
-    let port = stack.infisical.addr().port();
-    let mut launcher = Launcher::on(&stack);
+    let (authority, mut launcher) = via_remote_name(&stack);
     launcher
-        .audited()
-        .env("INFISICAL_API_URL", format!("https://{REMOTE_NAME}:{port}"))
         .env("SVID_EXEC_JWT_FILE", &jwt_file)
         .env(
             "HTTPS_PROXY",
@@ -249,7 +258,7 @@ fn https_to_a_remote_name_goes_through_the_proxy_which_sees_only_ciphertext() {
     let log = proxy.log();
     assert_eq!(
         log.requests,
-        vec![format!("CONNECT {REMOTE_NAME}:{port} HTTP/1.1")],
+        vec![format!("CONNECT {authority} HTTP/1.1")],
         "one tunnel, reused for every call"
     );
     assert_eq!(log.proxy_authorizations.len(), 1, "{log:?}");
@@ -267,34 +276,26 @@ fn all_proxy_carries_https_when_https_proxy_is_unset() {
     // As curl: the catch-all variable serves https:// too (never plain http://).
     let stack = Stack::start();
     let proxy = RecordingProxy::start();
-    let port = stack.infisical.addr().port();
-    let mut launcher = Launcher::on(&stack);
-    launcher
-        .audited()
-        .env("INFISICAL_API_URL", format!("https://{REMOTE_NAME}:{port}"))
-        .env("ALL_PROXY", proxy.url());
+    let (authority, mut launcher) = via_remote_name(&stack);
+    launcher.env("ALL_PROXY", proxy.url());
     run_true(&mut launcher, &[])
         .expect_code(0)
         .expect_stderr("connecting to Infisical through a proxy")
         .expect_stderr("ALL_PROXY");
     assert_eq!(
         proxy.log().requests,
-        vec![format!("CONNECT {REMOTE_NAME}:{port} HTTP/1.1")]
+        vec![format!("CONNECT {authority} HTTP/1.1")]
     );
 }
 
 #[test]
 fn an_unsupported_proxy_is_78_naming_the_variable_without_its_credentials() {
     let stack = Stack::start();
-    let port = stack.infisical.addr().port();
-    let mut launcher = Launcher::on(&stack);
-    launcher
-        .audited()
-        .env("INFISICAL_API_URL", format!("https://{REMOTE_NAME}:{port}"))
-        .env(
-            "HTTPS_PROXY",
-            "socks5://svc:hunter2-proxy-pass@127.0.0.1:1080",
-        );
+    let (_, mut launcher) = via_remote_name(&stack);
+    launcher.env(
+        "HTTPS_PROXY",
+        "socks5://svc:hunter2-proxy-pass@127.0.0.1:1080",
+    );
     let outcome = run_true(&mut launcher, &[]);
     outcome
         .expect_code(78)
