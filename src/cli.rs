@@ -210,6 +210,10 @@ pub struct IdentityArgs {
     #[arg(long, env = "SVID_EXEC_CA_CERT", value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
 
+    /// Trust only --ca-cert, not the built-in or system roots (pinning a private CA).
+    #[arg(long, env = "SVID_EXEC_CA_CERT_ONLY", value_parser = BoolishValueParser::new())]
+    pub ca_cert_only: bool,
+
     /// How long to keep retrying (agent not ready, server unavailable) before giving up.
     #[arg(
         long,

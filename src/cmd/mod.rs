@@ -124,9 +124,10 @@ fn report(error: &CmdError) {
         );
         return;
     }
-    eprintln!("svid-exec: {message}");
+    // Escaped like every text log line: the chain can quote server text or names.
+    eprintln!("svid-exec: {}", crate::logging::escape(&message));
     if let Some(hint) = hint {
-        eprintln!("svid-exec: hint: {hint}");
+        eprintln!("svid-exec: hint: {}", crate::logging::escape(&hint));
     }
 }
 

@@ -318,9 +318,10 @@ fn svid_options(args: &cli::IdentityArgs) -> Result<SvidSourceOptions> {
     }))
 }
 
-/// `--api-url` (by the client's own rules, [`ApiUrl`]; plain `http://` to a
-/// non-loopback host only with `--allow-insecure-http`, and then with a
-/// warning) and `--ca-cert`.
+/// `--api-url` (by the client's own rules, [`ApiUrl`]: plain `http://` to a
+/// non-loopback address only with `--allow-insecure-http`, and then with a
+/// warning; a name is checked by the client on the addresses it resolves
+/// to), `--ca-cert` and `--ca-cert-only`.
 fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Result<ClientOptions> {
     let api_url = if args.allow_insecure_http {
         ApiUrl::parse_allowing_plain_http(&args.api_url)
@@ -334,9 +335,16 @@ fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Resul
             api_url.host()
         ));
     }
+    if args.ca_cert_only && args.ca_cert.is_none() {
+        return Err(ConfigError::new(
+            "--ca-cert-only needs --ca-cert: without it nothing would be trusted",
+            "pass the private CA's PEM bundle with --ca-cert (SVID_EXEC_CA_CERT)",
+        ));
+    }
     Ok(ClientOptions {
         api_url,
         ca_cert: args.ca_cert.clone(),
+        ca_cert_only: args.ca_cert_only,
         ..ClientOptions::default()
     })
 }

@@ -27,6 +27,7 @@ const CONTRACT: &[(&str, Option<&str>)] = &[
     ("--workload-api-socket", Some("SPIFFE_ENDPOINT_SOCKET")),
     ("--jwt-file", Some("SVID_EXEC_JWT_FILE")),
     ("--ca-cert", Some("SVID_EXEC_CA_CERT")),
+    ("--ca-cert-only", Some("SVID_EXEC_CA_CERT_ONLY")),
     ("--startup-timeout", Some("SVID_EXEC_STARTUP_TIMEOUT")),
     ("--project-id", Some("INFISICAL_PROJECT_ID")),
     ("--project-slug", Some("INFISICAL_PROJECT_SLUG")),
