@@ -67,6 +67,16 @@ pub struct RunArgs {
     )]
     pub files_dir: Option<PathBuf>,
 
+    /// Give each secret to the program as a sealed memfd it inherits, named by
+    /// `KEY_FILE=/proc/self/fd/N`, and no value in its environment.
+    #[arg(
+        long,
+        env = "SVID_EXEC_MEMFD",
+        value_parser = BoolishValueParser::new(),
+        help_heading = "Where secrets may live"
+    )]
+    pub memfd: bool,
+
     /// The program to run and its arguments (after `--`). Found through PATH.
     #[arg(required = true, last = true, value_name = "COMMAND", num_args = 1..)]
     pub command: Vec<OsString>,
@@ -331,6 +341,27 @@ pub struct DeliveryArgs {
     /// With --files-dir: give the child `KEY_FILE=<path>` instead of the value.
     #[arg(long, env = "SVID_EXEC_ENV_FILE_REFS", value_parser = BoolishValueParser::new())]
     pub env_file_refs: bool,
+
+    /// Keep the last good secrets in this private tmpfs directory, and start
+    /// with them when Infisical is unavailable and the Workload API still
+    /// vouches for this workload.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FALLBACK_DIR",
+        value_name = "DIR",
+        help_heading = "Where secrets may live"
+    )]
+    pub fallback_dir: Option<PathBuf>,
+
+    /// Never start with cached secrets older than this.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FALLBACK_MAX_AGE",
+        default_value = "24h",
+        value_name = "DURATION",
+        help_heading = "Where secrets may live"
+    )]
+    pub fallback_max_age: String,
 }
 
 /// Supervision (`--watch`).

@@ -1,17 +1,18 @@
 //! The raw process-level system calls of the supervisor: the signal mask, the
 //! signal wait, raw `kill`, the child's set-up between fork and exec, and the
 //! supervisor's own hardening (no core dumps, not ptrace-able, subreaper, mlock),
-//! and the timerfd behind the supervisor's deadlines.
+//! the timerfd behind the supervisor's deadlines, and the descriptors a program
+//! inherits at fixed numbers (`--memfd`).
 //!
 //! This is the one module allowed `unsafe`; everything here is a thin, documented
 //! wrapper so the rest of the crate stays safe.
 #![allow(
     unsafe_code,
-    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, Command::pre_exec and registering a raw fd with Tokio have no safe wrapper"
+    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, Command::pre_exec, dup2 onto a fixed number and registering a raw fd with Tokio have no safe wrapper"
 )]
 
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd, RawFd};
+use std::os::fd::{AsFd as _, AsRawFd, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
@@ -245,4 +246,110 @@ pub fn async_timer() -> io::Result<AsyncFd<Timer>> {
     // descriptor `as_raw_fd` returns is open, and always the same one, for as long
     // as the registration lives.
     Ok(unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }?)
+}
+
+// ---------------------------------------------------------------------------
+// Descriptors the program inherits at fixed numbers (`--memfd`)
+
+/// The lowest descriptor number above every one the program inherits anyway:
+/// 0-2 and whatever our own parent passed without close-on-exec (systemd's
+/// socket-activation descriptors from 3 on, a shell's redirections). Numbers
+/// from here on are svid-exec's to give. Everything svid-exec itself opens is
+/// close-on-exec (as Rust opens every descriptor), so the answer does not
+/// change while it runs. At least 3; 3 when `/proc` cannot be read.
+pub fn first_unused_inherited_fd() -> RawFd {
+    let mut first = 3;
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return first;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the flags of a descriptor number (EBADF
+        // for the directory's own, closed by now); no memory is involved.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            first = first.max(fd + 1);
+        }
+    }
+    first
+}
+
+/// Descriptors the program is to inherit at fixed numbers, each held here
+/// (close-on-exec) either at its number already or above every such number.
+/// Holding the free numbers matters for `std::process::Command`: its spawn
+/// opens a pipe for exec errors at the lowest free number, and a number the
+/// child is given must not be that pipe.
+#[derive(Debug)]
+pub struct InheritAt(Vec<(OwnedFd, RawFd)>);
+
+impl InheritAt {
+    /// Places each `(descriptor, number in the program)`; the numbers are
+    /// distinct and above 2. The given descriptors are closed once placed.
+    pub fn place(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<Self> {
+        let above = fds.iter().map(|(_, at)| *at).max().map_or(3, |m| m + 1);
+        let mut placed = Vec::with_capacity(fds.len());
+        for (fd, at) in fds {
+            let source = if fd.as_raw_fd() == at {
+                fd
+            } else {
+                // SAFETY: F_GETFD only reads the flags of a descriptor number
+                // (it fails for a number nothing holds); no memory is involved.
+                let free = unsafe { libc::fcntl(at, libc::F_GETFD) } < 0;
+                match free.then(|| dup_at_least(&fd, at)).transpose()? {
+                    Some(copy) if copy.as_raw_fd() == at => copy,
+                    _ => dup_at_least(&fd, above)?,
+                }
+            };
+            placed.push((source, at));
+        }
+        Ok(Self(placed))
+    }
+
+    /// Puts each descriptor at its number, without close-on-exec, in the
+    /// process about to exec. Async-signal-safe: `fcntl` and `dup2` over a
+    /// vector allocated before, no allocation.
+    fn apply(&self) -> io::Result<()> {
+        for (source, at) in &self.0 {
+            let source = source.as_raw_fd();
+            let rc = if source == *at {
+                // SAFETY: F_SETFD 0 clears close-on-exec on a descriptor we own.
+                unsafe { libc::fcntl(source, libc::F_SETFD, 0) }
+            } else {
+                // SAFETY: dup2 of a descriptor we own onto a number that holds
+                // none of ours (see `place`); it leaves close-on-exec off.
+                unsafe { libc::dup2(source, *at) }
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC)`: a close-on-exec copy of `fd` at `min` or the lowest free number above.
+fn dup_at_least(fd: &OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The spawn hook for extra descriptors: the child of `command` gets `fds` at
+/// their numbers before exec. The command owns them: they are closed here
+/// when it is dropped, after the spawn.
+pub fn inherit_fds(command: &mut Command, fds: InheritAt) {
+    // SAFETY: the hook runs in the forked child before exec; `apply` only
+    // calls fcntl and dup2 (async-signal-safe) over memory allocated before
+    // the fork, and does not allocate.
+    unsafe {
+        command.pre_exec(move || fds.apply());
+    }
+}
+
+/// For `run` without `--watch`: puts `fds` at their numbers in this process,
+/// for the `execve` that follows (the copies above stay close-on-exec).
+pub fn inherit_fds_across_exec(fds: &InheritAt) -> io::Result<()> {
+    fds.apply()
 }

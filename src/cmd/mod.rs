@@ -9,6 +9,7 @@
 mod check;
 mod man;
 mod run;
+mod start;
 mod watch;
 mod write;
 
@@ -18,7 +19,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::runtime::Runtime;
-use tokio::time::Instant;
 
 use crate::cli::{Cli, Command};
 use crate::config::{CheckOutput, Config, ConfigError, Task};
@@ -191,18 +191,17 @@ fn print_stdout(bytes: &[u8]) -> Result<(), CmdError> {
 }
 
 /// The one-shot start of `run` and `write`: check the file targets, then log
-/// in, fetch and accept the set for delivery, all before anything is written
+/// in, fetch and accept the set for delivery (or, during an outage, take the
+/// cached one when the fallback's rules allow), all before anything is written
 /// or started. The runtime, and with it every connection, the JWT-SVID and the
 /// access token, is gone when this returns: only the secret set survives.
 fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdError> {
     delivery.preflight()?;
     let secrets = runtime()?.block_on(async {
         let mut session = config.session()?;
-        let deadline = Instant::now() + config.startup_timeout;
-        let (secrets, _spec) = session.start(&config.fetch, deadline).await?;
-        Ok::<_, CmdError>(secrets)
+        start::start(config, delivery, &mut session).await
     })?;
-    delivery.accept(&secrets)?;
+    let secrets = secrets.into_secrets();
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)

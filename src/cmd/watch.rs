@@ -2,8 +2,11 @@
 //! session (token lifecycle) and the supervisor. [`SessionNetwork`] answers the
 //! supervisor's requests (poll, renew, re-login, revoke) over a [`Session`], the
 //! resolved [`FetchSpec`] and the last `ETag`s, accepting each fetched set with
-//! the one [`Delivery`], which also writes the files and plans the child's
-//! environment for the supervisor, as in exec mode.
+//! the one [`Delivery`], which also writes the files, plans the child's
+//! environment and makes its memfds for the supervisor, as in exec mode, and
+//! keeps every fetched set for the fallback. A start from the fallback's
+//! cached set (Infisical unavailable) is supervised the same way: the first
+//! poll that reaches the server switches to fresh secrets.
 //!
 //! Order matters: [`supervise::prepare`] blocks signals before the async runtime
 //! (and with it any thread) exists; then the first login and fetch run on that
@@ -12,17 +15,19 @@
 //! connection pool must not outlive the runtime it was made on).
 
 use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
 use std::process::{Command, ExitCode};
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::start::{self, Started};
 use super::{runtime, CmdError};
 use crate::config::Config;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
-use crate::infisical::{Etags, FetchOutcome, FetchSpec};
+use crate::infisical::{Etags, FetchOutcome, FetchSpec, ProjectRef};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
@@ -59,11 +64,13 @@ pub(super) fn supervise(
         // or a failed check is still ours to revoke.
         let mut session = config.session()?;
         let outcome = tokio::select! {
-            started = start(config, &delivery, &mut session) => Ok(started),
+            started = start::start(config, &delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
         let (secrets, spec) = match outcome {
-            Ok(Ok(started)) => started,
+            Ok(Ok(Started::Fresh { secrets, spec })) => (secrets, Some(spec)),
+            // The project may not be resolved yet: the first poll does it.
+            Ok(Ok(Started::Cached { secrets })) => (secrets, None),
             Ok(Err(err)) => {
                 revoke(&mut session).await;
                 return Err(err);
@@ -99,8 +106,11 @@ pub(super) fn supervise(
         }
         let network = SessionNetwork {
             session,
+            on_cache: spec.is_none(),
+            template: config.fetch.clone(),
             spec,
             etags: None,
+            fetched: None,
             poll_bound: settings
                 .poll_interval
                 .clamp(Duration::from_secs(5), CALL_TIMEOUT),
@@ -143,26 +153,21 @@ async fn revoke(session: &mut Session) {
     }
 }
 
-/// Log in, fetch once and accept the result, all before anything is started
-/// (after [`Delivery::preflight`]).
-async fn start(
-    config: &Config,
-    delivery: &Delivery,
-    session: &mut Session,
-) -> Result<(SecretSet, FetchSpec), CmdError> {
-    let deadline = Instant::now() + config.startup_timeout;
-    let (secrets, spec) = session.start(&config.fetch, deadline).await?;
-    delivery.accept(&secrets)?;
-    Ok((secrets, spec))
-}
-
 /// The supervisor's network side: one session (token), one fetch request, the
 /// `ETag`s of the last delivered-or-pending fetch, and the delivery that
 /// accepts (or refuses) each fetched set before the supervisor sees it.
 pub struct SessionNetwork {
     session: Session,
-    spec: FetchSpec,
+    /// What to fetch, as configured (its project resolved into `spec`).
+    template: FetchSpec<ProjectRef>,
+    /// What to fetch, its project resolved; `None` until the first fetch
+    /// after a start from the cached set.
+    spec: Option<FetchSpec>,
+    /// Still on the cached set: no fetch has succeeded yet.
+    on_cache: bool,
     etags: Option<Etags>,
+    /// The fingerprint of the set those `ETag`s are of (what a 304 confirms).
+    fetched: Option<[u8; 32]>,
     /// Retrying one poll for longer than the interval is pointless (the next
     /// poll comes anyway), but a short interval gets a few tries.
     poll_bound: Duration,
@@ -188,14 +193,37 @@ impl SessionNetwork {
             })
     }
 
+    /// A failed call's reply: after a refusal, the identity's cached sets go first.
+    fn failed(&self, err: &SessionError) -> String {
+        start::forget_if_refused(&self.delivery, err);
+        chain_and_hint(err)
+    }
+
     async fn poll(&mut self) -> Reply {
         let deadline = Instant::now() + self.poll_bound;
+        if self.spec.is_none() {
+            match self.session.resolve(&self.template, deadline).await {
+                Ok(spec) => self.spec = Some(spec),
+                Err(err) => {
+                    return Reply::PollFailed {
+                        auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
+                        reason: self.failed(&err),
+                    }
+                }
+            }
+        }
+        let spec = self.spec.as_ref().expect("UNWRAP: resolved above");
         match self
             .session
-            .fetch(&self.spec, self.etags.as_ref(), deadline)
+            .fetch(spec, self.etags.as_ref(), deadline)
             .await
         {
-            Ok(FetchOutcome::NotModified) => Reply::NotModified,
+            Ok(FetchOutcome::NotModified) => {
+                if let Some(fingerprint) = self.fetched {
+                    start::reconfirm(&self.delivery, &self.session, fingerprint);
+                }
+                Reply::NotModified
+            }
             Ok(FetchOutcome::Fetched(fetched)) => {
                 if let Err(err) = self.delivery.accept(&fetched.secrets) {
                     // The ETags stay those of the last good set, so the next poll
@@ -209,11 +237,18 @@ impl SessionNetwork {
                     };
                 }
                 self.etags = Some(fetched.etags);
+                self.fetched = Some(fetched.secrets.fingerprint());
+                start::remember(&self.delivery, &self.session, &fetched.secrets);
+                if std::mem::take(&mut self.on_cache) {
+                    tracing::info!(
+                        "Infisical answers again; fresh secrets replace the cached ones"
+                    );
+                }
                 Reply::Fetched(fetched.secrets)
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
-                reason: chain_and_hint(&err),
+                reason: self.failed(&err),
             },
         }
     }
@@ -228,7 +263,7 @@ impl SessionNetwork {
                 }
             }
             Err(err) => {
-                let reason = chain_and_hint(&err);
+                let reason = self.failed(&err);
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
                 let transient = err.is_transient();
@@ -256,7 +291,7 @@ impl SessionNetwork {
                 renew_in: self.renew_in(),
             },
             Err(err) => Reply::LoginFailed {
-                reason: chain_and_hint(&err),
+                reason: self.failed(&err),
             },
         }
     }
@@ -296,6 +331,10 @@ impl supervise::Deliver for Rc<Delivery> {
                 tracing::error!(%err, "internal error: could not plan the child's environment");
             }
         }
+    }
+
+    fn child_fds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliveryError> {
+        Ok(self.memfds(secrets)?)
     }
 
     fn remove_files(&mut self) {

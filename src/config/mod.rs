@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::cli;
 use crate::deliver::env::EnvOptions;
+use crate::deliver::fallback::{Binding, FallbackOptions};
 use crate::deliver::files::FilesOptions;
 use crate::deliver::{Delivery, DeliveryOptions};
 use crate::error::{ExitClass, Failure, BUG_HINT};
@@ -129,7 +130,7 @@ impl Config {
     /// Validates the parsed command line. `completions` and `man` have no
     /// configuration and are handled before this (it refuses them).
     pub fn from_cli(command: cli::Command) -> Result<Self> {
-        let (task, common, dir) = task(command)?;
+        let (task, common, dir, memfd) = task(command)?;
         let mut warnings = Vec::new();
         let log = log_options(&common.output)?;
         let login = login_options(&common.identity)?;
@@ -137,7 +138,12 @@ impl Config {
         let client = client_options(&common.identity, &mut warnings)?;
         let startup_timeout = duration("--startup-timeout", &common.identity.startup_timeout)?;
         let fetch = fetch_template(&common.fetch)?;
+        check_memfd(memfd, &common.delivery)?;
+        let fallback_dir = common.delivery.fallback_dir.clone();
+        let fallback_max_age = common.delivery.fallback_max_age.clone();
+        let allow_non_tmpfs = common.delivery.allow_non_tmpfs;
         let mut delivery = delivery_options(&task, common.delivery, dir)?;
+        delivery.memfd = memfd;
         delivery.require = list("--require", common.fetch.require)?;
         delivery.allow_empty = common.fetch.allow_empty;
         delivery.scope = format!(
@@ -146,6 +152,18 @@ impl Config {
             fetch.environment,
             fetch.paths.join(",")
         );
+        delivery.fallback = fallback_options(
+            FallbackArgs {
+                dir: fallback_dir,
+                max_age: &fallback_max_age,
+                allow_non_tmpfs,
+            },
+            &svid,
+            &client,
+            &login,
+            &fetch,
+            &delivery,
+        )?;
         let settings = watch_settings(&common.watch)?;
         let watch = common.watch.watch.then_some(settings);
         check_combinations(&task, &delivery, watch.as_ref())?;
@@ -187,9 +205,9 @@ impl Config {
     }
 }
 
-/// The task, the options it shares with the others, and its files directory
-/// (`--files-dir`, or `--dir` for `write`).
-fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>)> {
+/// The task, the options it shares with the others, its files directory
+/// (`--files-dir`, or `--dir` for `write`) and `--memfd` (`run` only).
+fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>, bool)> {
     match command {
         cli::Command::Run(run) => {
             let mut command_line = run.command.into_iter();
@@ -203,9 +221,14 @@ fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>
                 ));
             }
             let args = command_line.collect();
-            Ok((Task::Run { program, args }, run.common, run.files_dir))
+            Ok((
+                Task::Run { program, args },
+                run.common,
+                run.files_dir,
+                run.memfd,
+            ))
         }
-        cli::Command::Write(a) => Ok((Task::Write, a.common, a.dir)),
+        cli::Command::Write(a) => Ok((Task::Write, a.common, a.dir, false)),
         cli::Command::Check(a) => {
             let output = match a.output.as_str() {
                 "text" => CheckOutput::Text,
@@ -217,7 +240,7 @@ fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>
                     ))
                 }
             };
-            Ok((Task::Check { output }, a.common, a.files_dir))
+            Ok((Task::Check { output }, a.common, a.files_dir, false))
         }
         cli::Command::Completions(_) | cli::Command::Man => Err(ConfigError::new(
             "`completions` and `man` take no configuration",
@@ -459,6 +482,87 @@ fn delivery_options(
     })
 }
 
+/// `--memfd` names each secret's memfd in the environment (`KEY_FILE`):
+/// nothing else may decide what the environment carries.
+fn check_memfd(memfd: bool, args: &cli::DeliveryArgs) -> Result<()> {
+    if memfd && args.no_env {
+        return Err(ConfigError::new(
+            "--memfd and --no-env contradict each other",
+            "--memfd puts KEY_FILE=/proc/self/fd/N in the environment (never a value); drop --no-env",
+        ));
+    }
+    if memfd && args.env_file_refs {
+        return Err(ConfigError::new(
+            "--memfd and --env-file-refs both decide what KEY_FILE names",
+            "drop one: --memfd names a memfd, --env-file-refs a file in --files-dir",
+        ));
+    }
+    Ok(())
+}
+
+/// `--fallback-dir` and `--fallback-max-age`, as given.
+struct FallbackArgs<'a> {
+    dir: Option<PathBuf>,
+    max_age: &'a str,
+    allow_non_tmpfs: bool,
+}
+
+/// The fallback directory, its maximum age (checked even without a
+/// directory) and what a stored set is bound to: everything that decided
+/// what is fetched and delivered (the SPIFFE ID is added at each login).
+fn fallback_options(
+    args: FallbackArgs<'_>,
+    svid: &SvidSourceOptions,
+    client: &ClientOptions,
+    login: &SessionOptions,
+    fetch: &FetchSpec<ProjectRef>,
+    delivery: &DeliveryOptions,
+) -> Result<Option<FallbackOptions>> {
+    let max_age = duration("--fallback-max-age", args.max_age)?;
+    let Some(dir) = non_empty_path("--fallback-dir", args.dir)? else {
+        return Ok(None);
+    };
+    if matches!(svid, SvidSourceOptions::File(_)) {
+        return Err(ConfigError::new(
+            "--fallback-dir needs the Workload API, not --jwt-file",
+            "cached secrets are used only when the Workload API has just issued a JWT-SVID for \
+             the same SPIFFE ID; a JWT file proves nothing about the workload during an outage",
+        ));
+    }
+    if delivery.files.as_ref().and_then(|f| f.dir.as_ref()) == Some(&dir) {
+        return Err(ConfigError::new(
+            format!(
+                "--fallback-dir {} is also the files directory",
+                dir.display()
+            ),
+            "give the fallback a directory of its own (it is kept private, 0700)",
+        ));
+    }
+    let binding = Binding {
+        api_url: client.api_url.as_str().to_owned(),
+        identity_id: login.identity_id.clone(),
+        auth_method: login.method.slug().to_owned(),
+        organization: login.organization_slug.clone(),
+        project: match &fetch.project_id {
+            ProjectRef::Id(id) => format!("id:{id}"),
+            ProjectRef::Slug(slug) => format!("slug:{slug}"),
+        },
+        environment: fetch.environment.clone(),
+        paths: fetch.paths.clone(),
+        flags: [fetch.recursive, fetch.include_imports, fetch.expand],
+        tags: fetch.tags.clone(),
+        require: delivery.require.clone(),
+        // The selection (--only/--map) goes here, one canonical line per rule.
+        selection: Vec::new(),
+    };
+    Ok(Some(FallbackOptions {
+        dir,
+        max_age,
+        allow_non_tmpfs: args.allow_non_tmpfs,
+        binding,
+    }))
+}
+
 /// The supervisor's settings, checked whether or not `--watch` is given.
 fn watch_settings(args: &cli::WatchArgs) -> Result<Settings> {
     let mut settings = Settings::new(duration("--poll-interval", &args.poll_interval)?);
@@ -479,6 +583,13 @@ fn check_combinations(
     let Some(watch) = watch else {
         return Ok(());
     };
+    if delivery.memfd && matches!(watch.on_change, OnChange::Signal(_)) {
+        return Err(ConfigError::new(
+            "--on-change signal:<SIG> cannot update secrets delivered as memfds",
+            "a sealed memfd cannot change: use --on-change restart (fresh memfds at each start) \
+             or none",
+        ));
+    }
     if matches!(task, Task::Check { .. }) {
         return Err(ConfigError::new(
             "--watch does not apply to check",

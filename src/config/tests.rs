@@ -377,3 +377,84 @@ fn watch_is_refused_for_check_and_write_gets_no_env_delivery() {
     assert!(c.delivery.env.is_none());
     assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
 }
+
+#[test]
+fn memfd_combinations_that_contradict_it_are_refused() {
+    let table: &[(&[&str], &str)] = &[
+        (&["--memfd", "--no-env"], "--memfd and --no-env"),
+        (
+            &["--memfd", "--files-dir", "/run/s", "--env-file-refs"],
+            "--memfd and --env-file-refs",
+        ),
+        (
+            &["--memfd", "--watch", "--on-change", "signal:HUP"],
+            "delivered as memfds",
+        ),
+    ];
+    for (extra, message) in table {
+        let err = run_with(extra).unwrap_err();
+        assert!(err.to_string().contains(message), "{extra:?}: {err}");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+    for ok in [
+        &["--memfd"][..],
+        &["--memfd", "--watch"],
+        &["--memfd", "--watch", "--on-change", "none"],
+        &["--memfd", "--files-dir", "/run/s", "--env-prefix", "APP_"],
+    ] {
+        assert!(run_with(ok).unwrap().delivery.memfd, "{ok:?}");
+    }
+}
+
+#[test]
+fn the_fallback_is_bound_to_what_decides_the_fetch() {
+    let c = run_with(&[
+        "--fallback-dir",
+        "/run/fb",
+        "--path",
+        "/b,/a",
+        "--tag",
+        "t",
+        "--require",
+        "K",
+    ])
+    .unwrap();
+    let fallback = c.delivery.fallback.expect("--fallback-dir");
+    assert_eq!(fallback.dir, Path::new("/run/fb"));
+    assert_eq!(fallback.max_age, crate::deliver::fallback::DEFAULT_MAX_AGE);
+    let b = fallback.binding;
+    assert_eq!(b.api_url, "https://app.infisical.com/");
+    assert_eq!(b.identity_id, "id-1");
+    assert_eq!(b.auth_method, "oidc-auth");
+    assert_eq!(b.project, "id:p-1");
+    assert_eq!(b.paths, ["/b", "/a"]);
+    assert_eq!((b.tags, b.require), (vec!["t".into()], vec!["K".into()]));
+    assert_eq!(b.flags, [false, true, true]);
+    let hours = run_with(&["--fallback-dir", "/run/fb", "--fallback-max-age", "90m"]).unwrap();
+    assert_eq!(
+        hours.delivery.fallback.unwrap().max_age,
+        Duration::from_secs(5400)
+    );
+    assert!(run_with(&[]).unwrap().delivery.fallback.is_none());
+}
+
+#[test]
+fn fallback_refusals_name_the_flag() {
+    let table: &[(&[&str], &str)] = &[
+        (&["--fallback-max-age", "soon"], "--fallback-max-age"),
+        (&["--fallback-max-age", "0s"], "--fallback-max-age"),
+        (
+            &["--fallback-dir", "/run/fb", "--jwt-file", "/run/jwt"],
+            "needs the Workload API",
+        ),
+        (
+            &["--fallback-dir", "/run/s", "--files-dir", "/run/s"],
+            "also the files directory",
+        ),
+    ];
+    for (extra, message) in table {
+        let err = run_with(extra).unwrap_err();
+        assert!(err.to_string().contains(message), "{extra:?}: {err}");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+}

@@ -69,6 +69,9 @@ pub enum EnvSource<'a> {
     /// `KEY_FILE=<path>` for each key: the path of its file in this per-key
     /// files directory.
     FileRefs(&'a Path),
+    /// `KEY_FILE=/proc/self/fd/N` for each key: the descriptor its memfd is
+    /// inherited at (`--memfd`).
+    Memfd(crate::deliver::memfd::Layout),
 }
 
 /// One variable's value in the plan.
@@ -221,12 +224,16 @@ impl<'a> EnvPlan<'a> {
     ) -> Result<Self, EnvError> {
         let mut planned: Vec<(String, Value<'a>)> = Vec::with_capacity(secrets.len());
         let mut warnings = Vec::new();
-        for (key, value) in secrets.iter() {
+        for (index, (key, value)) in secrets.iter().enumerate() {
             let (name, value) = match source {
                 EnvSource::Values => (format!("{}{key}", options.prefix), Value::Secret(value)),
                 EnvSource::FileRefs(dir) => (
                     format!("{}{key}_FILE", options.prefix),
                     Value::FilePath(crate::deliver::files::key_path(dir, key)),
+                ),
+                EnvSource::Memfd(layout) => (
+                    format!("{}{key}_FILE", options.prefix),
+                    Value::FilePath(layout.path(index)),
                 ),
             };
             let reason = if name.is_empty() {

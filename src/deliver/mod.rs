@@ -8,20 +8,27 @@
 //!   be a file, an environment `execve` would refuse) is refused the same way
 //!   at start and on every poll;
 //! - [`Delivery::write`] and [`Delivery::remove`] for the files;
-//! - [`Delivery::env`], the child's environment as an [`EnvPlan`].
+//! - [`Delivery::env`], the child's environment as an [`EnvPlan`];
+//! - [`Delivery::memfds`], the sealed memfds the program inherits (`--memfd`);
+//! - [`Delivery::fallback`], the last good set kept for an outage (`--fallback-dir`).
 //!
 //! A new way of delivering (a template, a memfd, a fallback cache) is one more
 //! module here and one more part that `Delivery` composes in these calls.
 
 pub mod env;
+pub mod fallback;
 pub mod files;
+pub mod memfd;
 
 use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
 
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 use env::{EnvError, EnvOptions, EnvPlan, EnvSource, ExecLimits};
+use fallback::{FallbackError, FallbackOptions, Store};
 use files::{FilesError, FilesOptions};
+use memfd::{Layout, MemfdError};
 
 /// What the configuration asks of delivery.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +44,11 @@ pub struct DeliveryOptions {
     pub allow_empty: bool,
     /// What was asked for, for messages ("project p, environment prod, path /").
     pub scope: String,
+    /// Each secret as a sealed memfd inherited by the program (`--memfd`);
+    /// the environment then names them (`KEY_FILE=/proc/self/fd/N`).
+    pub memfd: bool,
+    /// Keep the last good set for an outage (`--fallback-dir`).
+    pub fallback: Option<FallbackOptions>,
 }
 
 /// Why a set of secrets cannot be delivered. Messages name keys and paths,
@@ -58,6 +70,12 @@ pub enum DeliverError {
     /// The child's environment cannot be built.
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// The memfds cannot be made (`--memfd`).
+    #[error(transparent)]
+    Memfd(#[from] MemfdError),
+    /// The fallback directory cannot be used (`--fallback-dir`).
+    #[error(transparent)]
+    Fallback(#[from] FallbackError),
 }
 
 impl Failure for DeliverError {
@@ -66,6 +84,8 @@ impl Failure for DeliverError {
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
             Self::Files(e) => e.exit_class(),
             Self::Env(e) => e.exit_class(),
+            Self::Memfd(e) => e.exit_class(),
+            Self::Fallback(e) => e.exit_class(),
         }
     }
 
@@ -83,6 +103,8 @@ impl Failure for DeliverError {
             ),
             Self::Files(e) => e.hint(),
             Self::Env(e) => e.hint(),
+            Self::Memfd(e) => e.hint(),
+            Self::Fallback(e) => e.hint(),
         }
     }
 }
@@ -94,16 +116,29 @@ pub struct Delivery {
     /// The program's command line (empty without a program): `execve` counts
     /// it with the environment against its limits.
     command_line: Vec<OsString>,
+    /// The memfds' numbers, fixed for the whole run (`--memfd`).
+    memfd: Option<Layout>,
+    /// The fallback directory (`--fallback-dir`).
+    fallback: Option<Store>,
 }
 
 impl Delivery {
     /// A delivery for a program started with `command_line` (empty for
     /// `write` and `check`, which start none).
     pub fn new(options: DeliveryOptions, command_line: Vec<OsString>) -> Self {
+        let memfd = options.memfd.then(Layout::current);
+        let fallback = options.fallback.clone().map(Store::new);
         Self {
             options,
             command_line,
+            memfd,
+            fallback,
         }
+    }
+
+    /// The fallback directory, with `--fallback-dir`.
+    pub fn fallback(&self) -> Option<&Store> {
+        self.fallback.as_ref()
     }
 
     /// The file targets, if any.
@@ -117,23 +152,53 @@ impl Delivery {
     }
 
     /// Checks what can be checked before anything is fetched: the file
-    /// targets (tmpfs, permissions, planted links, owner).
+    /// targets (tmpfs, permissions, planted links, owner), the fallback
+    /// directory (created, ours, 0700) and `/proc` for `--memfd`.
     pub fn preflight(&self) -> Result<(), DeliverError> {
-        match self.files() {
-            Some(files) => Ok(files::preflight(files)?),
-            None => Ok(()),
+        if let Some(files) = self.files() {
+            files::preflight(files)?;
         }
+        if let Some(store) = &self.fallback {
+            store.prepare()?;
+        }
+        if self.memfd.is_some() {
+            memfd::preflight()?;
+        }
+        Ok(())
     }
 
     /// Refuses a set that must not be delivered, before any of it is: empty
-    /// (unless allowed), a `--require`d key missing, an environment the
-    /// kernel would refuse with the program's command line, a name that
-    /// cannot be a file.
+    /// (unless allowed), a `--require`d key missing, and what
+    /// [`Delivery::check_deliverable`] refuses.
     pub fn accept(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
         self.check_present(secrets)?;
+        self.check_deliverable(secrets)
+    }
+
+    /// A set read back from the fallback directory: it was accepted when it
+    /// was stored, under the same binding (selection and `--require`
+    /// included), so only what depends on this launch's targets is checked
+    /// again, and emptiness (which `--allow-empty` decides).
+    pub fn accept_cached(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
+        if secrets.is_empty() && !self.options.allow_empty {
+            return Err(DeliverError::Empty {
+                scope: self.options.scope.clone(),
+            });
+        }
+        self.check_deliverable(secrets)
+    }
+
+    /// What this launch's targets cannot take: an environment the kernel
+    /// would refuse with the program's command line, a name that cannot be a
+    /// file, more memfds than allowed.
+    pub fn check_deliverable(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
         let plan = self.env(secrets)?;
         self.check_fits(&plan)?;
-        self.check_file_names(secrets)
+        self.check_file_names(secrets)?;
+        if let Some(layout) = &self.memfd {
+            layout.check_count(secrets.len())?;
+        }
+        Ok(())
     }
 
     /// Empty (unless `--allow-empty`) or a `--require`d key missing.
@@ -175,8 +240,9 @@ impl Delivery {
             return Ok(EnvPlan::inherited_only(inherited));
         };
         let dir = self.files().and_then(|f| f.dir.as_deref());
-        let source = match dir {
-            Some(dir) if options.file_refs => EnvSource::FileRefs(dir),
+        let source = match (self.memfd, dir) {
+            (Some(layout), _) => EnvSource::Memfd(layout),
+            (None, Some(dir)) if options.file_refs => EnvSource::FileRefs(dir),
             _ => EnvSource::Values,
         };
         Ok(EnvPlan::build(inherited, secrets, options, source)?)
@@ -202,6 +268,21 @@ impl Delivery {
             "secrets written to files"
         );
         Ok(())
+    }
+
+    /// With `--memfd`: a sealed memfd per secret, in name order, each with
+    /// the number the program inherits it at (what [`Delivery::env`] names).
+    /// Close-on-exec here; the launcher places them (`sys::InheritAt`) and
+    /// closes its copies once the program has them. Empty without `--memfd`.
+    pub fn memfds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliverError> {
+        use secrecy::ExposeSecret as _;
+        let Some(layout) = self.memfd else {
+            return Ok(Vec::new());
+        };
+        let items = secrets
+            .iter()
+            .map(|(key, value)| (key, value.expose_secret().as_bytes()));
+        Ok(memfd::create(layout, items)?)
     }
 
     /// Removes what [`Delivery::write`] wrote.

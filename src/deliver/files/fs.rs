@@ -20,7 +20,7 @@ use super::{FilesError, FilesOptions};
 /// `ramfs` has no constant in nix; value from `linux/magic.h`.
 const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 
-pub(super) fn io_err(op: &'static str, path: &Path, source: impl Into<io::Error>) -> FilesError {
+pub(in crate::deliver) fn io_err(op: &'static str, path: &Path, source: impl Into<io::Error>) -> FilesError {
     FilesError::Io {
         op,
         path: path.to_owned(),
@@ -144,7 +144,10 @@ pub(super) fn is_symlink(path: &Path) -> bool {
 
 /// Opens `dir` refusing symlinks, creating its last component if missing
 /// (private mode, given to `owner`), and checks its filesystem.
-pub(super) fn open_or_create_dir(dir: &Path, opts: &FilesOptions) -> Result<OwnedFd, FilesError> {
+pub(in crate::deliver) fn open_or_create_dir(
+    dir: &Path,
+    opts: &FilesOptions,
+) -> Result<OwnedFd, FilesError> {
     match open_dir_nofollow(dir) {
         Ok(fd) => {
             check_tmpfs(&fd, dir, opts)?;
@@ -238,7 +241,7 @@ pub(super) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, FilesError> {
 
 /// Creates `name` in `dir` exclusively (never through a link) at `opts.mode`
 /// from the start, gives it to the owner, writes `bytes` and syncs it.
-pub(super) fn create_file_at(
+pub(in crate::deliver) fn create_file_at(
     dir: &OwnedFd,
     name: &OsStr,
     bytes: &[u8],

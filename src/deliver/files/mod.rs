@@ -21,7 +21,8 @@
 //! Every path is opened with `O_NOFOLLOW`/`O_EXCL` relative to a directory
 //! descriptor, so a planted symlink cannot redirect a write. One writer per
 
-mod fs;
+// The fallback directory (`deliver::fallback`) is opened by the same rules.
+pub(super) mod fs;
 mod render;
 mod single;
 mod tree;

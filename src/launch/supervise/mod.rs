@@ -41,6 +41,7 @@ mod process;
 mod state;
 
 use std::future::Future;
+use std::os::fd::{OwnedFd, RawFd};
 use std::process::Command;
 use std::time::Duration;
 
@@ -197,6 +198,13 @@ pub trait Deliver {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError>;
     /// Gives `command` the child's environment, and nothing else.
     fn child_env(&self, secrets: &SecretSet, command: &mut Command);
+    /// Descriptors the child inherits at fixed numbers (`(descriptor, number
+    /// in the child)`), made fresh for each start from `secrets` (`--memfd`);
+    /// closed in the supervisor once the child is started. None by default.
+    fn child_fds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliveryError> {
+        let _ = secrets;
+        Ok(Vec::new())
+    }
     /// Removes the files written (shutdown).
     fn remove_files(&mut self);
 }

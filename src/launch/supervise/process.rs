@@ -66,9 +66,11 @@ pub struct ChildCommand {
 }
 
 /// Spawns the child: own process group, clean signal state, an explicit
-/// environment. Only the pid is kept: the reaper owns the exit status. An exec
-/// failure maps to 127 (not found), 126 (cannot execute) or, as in exec mode,
-/// 78 for `E2BIG` (arguments + environment too large).
+/// environment, the delivery's descriptors at their numbers (closed here when
+/// `command` is dropped, once the child has them). Only the pid is kept: the
+/// reaper owns the exit status. An exec failure maps to 127 (not found), 126
+/// (cannot execute, or its descriptors could not be made) or, as in exec
+/// mode, 78 for `E2BIG` (arguments + environment too large).
 pub(super) fn spawn_child<D: Deliver>(
     child: &ChildCommand,
     delivery: &D,
@@ -83,6 +85,16 @@ pub(super) fn spawn_child<D: Deliver>(
         command.current_dir(cwd);
     }
     delivery.child_env(secrets, &mut command);
+    let fds = delivery
+        .child_fds(secrets)
+        .and_then(|fds| Ok(sys::InheritAt::place(fds)?));
+    match fds {
+        Ok(fds) => sys::inherit_fds(&mut command, fds),
+        Err(err) => {
+            tracing::error!("cannot start {}: {err}", child.program.to_string_lossy());
+            return Err(ExitClass::CannotExecute.code());
+        }
+    }
     sys::isolate_child(&mut command);
     match command.spawn() {
         // Dropping `Child` neither waits nor kills: the reaper owns it from here.
