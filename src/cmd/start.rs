@@ -181,7 +181,6 @@ fn recover(
     let entry = entry.expect("UNWRAP: decide uses only an entry that exists");
     delivery.accept_cached(&entry.secrets)?;
     tracing::warn!(
-        age = %fallback::show_age(age),
         dir = %store.dir().display(),
         secrets = entry.secrets.len(),
         reason = %chain(&err),

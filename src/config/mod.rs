@@ -585,7 +585,7 @@ fn check_combinations(
     };
     if delivery.memfd && matches!(watch.on_change, OnChange::Signal(_)) {
         return Err(ConfigError::new(
-            "--on-change signal:<SIG> cannot update secrets delivered as memfds",
+            "--on-change signal:<SIG> cannot update secrets delivered with --memfd",
             "a sealed memfd cannot change: use --on-change restart (fresh memfds at each start) \
              or none",
         ));

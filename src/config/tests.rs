@@ -388,7 +388,7 @@ fn memfd_combinations_that_contradict_it_are_refused() {
         ),
         (
             &["--memfd", "--watch", "--on-change", "signal:HUP"],
-            "delivered as memfds",
+            "delivered with --memfd",
         ),
     ];
     for (extra, message) in table {

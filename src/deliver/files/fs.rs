@@ -20,7 +20,11 @@ use super::{FilesError, FilesOptions};
 /// `ramfs` has no constant in nix; value from `linux/magic.h`.
 const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 
-pub(in crate::deliver) fn io_err(op: &'static str, path: &Path, source: impl Into<io::Error>) -> FilesError {
+pub(in crate::deliver) fn io_err(
+    op: &'static str,
+    path: &Path,
+    source: impl Into<io::Error>,
+) -> FilesError {
     FilesError::Io {
         op,
         path: path.to_owned(),

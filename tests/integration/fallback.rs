@@ -1,0 +1,338 @@
+//! `--fallback-dir` end to end: a first run against the stand-ins stores the
+//! set; then Infisical goes down (503 on every route, or nothing listening)
+//! and the next start uses the cached set, with a WARN saying so, but only
+//! for the same SPIFFE ID, the same binding and within the maximum age; a
+//! refusal deletes every set of the identity; `--watch` switches to fresh
+//! secrets when the server answers again; the directory and file modes.
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use svid_exec_testkit::infisical::Fault;
+use svid_exec_testkit::stack::{Stack, DEMO_SECRETS, WORKLOAD};
+use svid_exec_testkit::workload::Svid;
+
+use crate::util::{tmpfs_scratch, Launcher, Outcome, Scratch};
+use crate::watch::{set, stack_with, Watched, RECORDER};
+
+/// The WARN line of a start from the cache.
+const USED: &str = "starting with cached secrets of age";
+
+/// A stack, a fallback directory on tmpfs, and the set a first run (which
+/// reached the server) stored there.
+struct Cached {
+    stack: Stack,
+    dir: PathBuf,
+    scratch: Scratch,
+}
+
+impl Cached {
+    /// On `stack`; `None` (the test is skipped) without a tmpfs.
+    fn on(stack: Stack) -> Option<Self> {
+        let scratch = tmpfs_scratch()?;
+        let dir = scratch.path().join("fallback");
+        store(&stack, &dir, &[]);
+        Some(Self {
+            stack,
+            dir,
+            scratch,
+        })
+    }
+
+    /// On the default stack.
+    fn start() -> Option<Self> {
+        Self::on(Stack::start())
+    }
+
+    /// `run ARGS -- env -0` with this directory.
+    fn run(&self, args: &[&str]) -> Outcome {
+        run_env(&mut launcher(&self.stack, &self.dir), args)
+    }
+}
+
+/// `svid-exec ARGS` against `stack` with `--fallback-dir DIR` and a short
+/// start-up deadline (an outage is given up on after it), audited.
+fn launcher(stack: &Stack, dir: &Path) -> Launcher {
+    let mut launcher = Launcher::on(stack);
+    launcher
+        .env("SVID_EXEC_FALLBACK_DIR", dir)
+        .env("SVID_EXEC_STARTUP_TIMEOUT", "2s")
+        .audited();
+    launcher
+}
+
+/// `run [ARGS] -- env -0`: the child prints its environment.
+fn run_env(launcher: &mut Launcher, args: &[&str]) -> Outcome {
+    launcher
+        .arg("run")
+        .args(args)
+        .args(["--", "env", "-0"])
+        .run()
+}
+
+/// A run that reaches the server and stores the set.
+fn store(stack: &Stack, dir: &Path, args: &[&str]) {
+    let out = run_env(&mut launcher(stack, dir), args);
+    out.expect_code(0);
+    assert!(!out.stderr.contains(USED), "{}", out.stderr);
+    assert!(!sets(dir).is_empty(), "nothing stored");
+}
+
+/// The stored sets in `dir`.
+fn sets(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("set-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every route answers 503.
+fn fail_everything(stack: &Stack) {
+    stack
+        .infisical
+        .fail_next("/*", u32::MAX, Fault::Status(503));
+}
+
+/// Asserts that the start failed as an outage (69) without the cache.
+#[track_caller]
+fn assert_not_used(out: &Outcome, why: &str) {
+    out.expect_code(69)
+        .expect_stderr("the cached secrets cannot be used")
+        .expect_stderr(why);
+    assert!(!out.stderr.contains(USED), "{}", out.stderr);
+    assert!(out.child_env().is_empty(), "the program ran");
+}
+
+#[test]
+fn a_server_answering_503_everywhere_starts_the_program_with_the_cached_set() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    assert_eq!(sets(&cached.dir).len(), 1);
+    fail_everything(&cached.stack);
+    let out = cached.run(&[]);
+    out.expect_code(0)
+        .expect_stderr(USED)
+        .expect_stderr("HTTP 503")
+        .expect_demo_env();
+    // WARN, every time.
+    cached.run(&[]).expect_code(0).expect_stderr(USED);
+}
+
+#[test]
+fn a_server_refusing_connections_starts_the_program_and_write_with_the_cached_set() {
+    let Some(mut cached) = Cached::start() else {
+        return;
+    };
+    cached.stack.infisical.stop();
+    cached
+        .run(&[])
+        .expect_code(0)
+        .expect_stderr(USED)
+        .expect_demo_env();
+    // `write` (an init container restarted during the outage) too. Its
+    // binding is the same: the targets are not part of it.
+    let files = cached.scratch.path().join("files");
+    let out = launcher(&cached.stack, &cached.dir)
+        .args(["write", "--dir"])
+        .arg(&files)
+        .run();
+    out.expect_code(0).expect_stderr(USED);
+    for (key, value) in DEMO_SECRETS {
+        assert_eq!(std::fs::read(files.join(key)).unwrap(), value.as_bytes());
+    }
+}
+
+#[test]
+fn a_different_spiffe_id_gets_nothing_from_the_cache() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    fail_everything(&cached.stack);
+    cached
+        .stack
+        .agent
+        .set_svids([Svid::new("spiffe://example.org/ns/prod/sa/other")]);
+    assert_not_used(&cached.run(&[]), "no cached set for this SPIFFE ID");
+}
+
+#[test]
+fn without_a_jwt_svid_from_the_workload_api_nothing_vouches_for_the_cache() {
+    let Some(mut cached) = Cached::start() else {
+        return;
+    };
+    fail_everything(&cached.stack);
+    cached.stack.agent.stop();
+    assert_not_used(&cached.run(&[]), "did not just issue a JWT-SVID");
+}
+
+#[test]
+fn a_different_binding_gets_nothing_from_the_cache() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    fail_everything(&cached.stack);
+    for args in [
+        &["--path", "/app"][..],
+        &["--tag", "db"],
+        &["--require", "GREETING"],
+        &["--recursive"],
+        &["--auth-method", "jwt-auth"],
+    ] {
+        assert_not_used(&cached.run(args), "no cached set for this SPIFFE ID");
+    }
+    // The same binding still works.
+    cached.run(&[]).expect_code(0).expect_stderr(USED);
+}
+
+#[test]
+fn an_entry_older_than_the_maximum_age_is_not_used() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    fail_everything(&cached.stack);
+    // Ages are whole seconds from the fetch's whole second: 1.1 s later the
+    // set is at least 1 s old.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = cached.run(&["--fallback-max-age", "1s"]);
+    assert_not_used(&out, "older than --fallback-max-age 1s");
+}
+
+#[test]
+fn a_failure_that_is_not_an_outage_never_uses_the_cache() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    // The server rejects the request as invalid (a configuration error).
+    for route in ["/api/v4/secrets*", "/api/v3/secrets*"] {
+        cached
+            .stack
+            .infisical
+            .fail_next(route, u32::MAX, Fault::Status(400));
+    }
+    let out = cached.run(&[]);
+    out.expect_code(78).expect_stderr("rejected");
+    assert!(!out.stderr.contains(USED), "{}", out.stderr);
+    assert_eq!(
+        sets(&cached.dir).len(),
+        1,
+        "a 400 does not delete the cache"
+    );
+}
+
+#[test]
+fn a_refused_login_deletes_every_set_of_the_identity_whatever_its_spiffe_id() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    store(&cached.stack, &cached.dir, &["--require", "GREETING"]);
+    assert_eq!(sets(&cached.dir).len(), 2);
+    // The identity's OIDC binding accepts spiffe://example.org/ns/prod/**
+    // only: a workload now attested as another ID is refused at login.
+    let agent = &cached.stack.agent;
+    agent.set_svids([Svid::new("spiffe://example.org/ns/dev/sa/billing")]);
+    cached
+        .run(&[])
+        .expect_code(77)
+        .expect_stderr("its cached secrets are deleted");
+    assert!(sets(&cached.dir).is_empty(), "{:?}", sets(&cached.dir));
+    // During a later outage, with the old SPIFFE ID back, nothing is left.
+    agent.set_svids([Svid::new(WORKLOAD)]);
+    fail_everything(&cached.stack);
+    assert_not_used(&cached.run(&[]), "no cached set");
+}
+
+#[test]
+fn watch_starts_from_the_cache_and_switches_to_fresh_secrets_when_the_server_answers() {
+    let Some(mut cached) = Cached::on(stack_with((3600, 86_400), false)) else {
+        return;
+    };
+    cached.stack.infisical.stop();
+    set(&cached.stack, "WATCHED", "two");
+    let args = [
+        "run",
+        "--watch",
+        "--poll-interval",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        RECORDER,
+    ];
+    let mut watched = Watched::start_with(&cached.stack, &args, |l| {
+        l.env("SVID_EXEC_FALLBACK_DIR", &cached.dir)
+            .env("SVID_EXEC_STARTUP_TIMEOUT", "2s");
+    });
+    let first = watched.wait_starts(1);
+    assert_eq!(first[0].1, "one", "{}", watched.stderr());
+    assert!(watched.stderr().contains(USED), "{}", watched.stderr());
+    cached.stack.infisical.restart();
+    let starts = watched.wait_starts(2);
+    assert_eq!(starts[1].1, "two", "{}", watched.stderr());
+    let switched = "fresh secrets replace the cached ones";
+    assert!(watched.stderr().contains(switched), "{}", watched.stderr());
+    assert_eq!(watched.stop(), 128 + 15);
+    // The fresh set is what is cached now.
+    cached.stack.infisical.stop();
+    let out = launcher(&cached.stack, &cached.dir)
+        .args(["run", "--", "sh", "-c", "printf %s \"$WATCHED\""])
+        .run();
+    out.expect_code(0).expect_stderr(USED);
+    assert_eq!(out.stdout_text(), "two");
+}
+
+#[test]
+fn the_directory_is_private_and_ours_and_the_files_0600() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    let (stack, scratch) = (&cached.stack, &cached.scratch);
+    let private = |dir: &Path| {
+        let meta = std::fs::metadata(dir).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{dir:?}");
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+    };
+    // Missing: created 0700; the set 0600.
+    private(&cached.dir);
+    for file in sets(&cached.dir) {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "{file:?}");
+        assert!(std::fs::read(&file)
+            .unwrap()
+            .starts_with(b"svid-exec fallback v1\n"));
+    }
+    // An existing directory others may read is made private.
+    let open = scratch.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    store(stack, &open, &[]);
+    private(&open);
+    // A link in its place, or a directory on a disk: 78, nothing runs.
+    let link = scratch.path().join("link");
+    std::os::unix::fs::symlink(&cached.dir, &link).unwrap();
+    let refused = |dir: &Path, message: &str| {
+        let out = run_env(&mut launcher(stack, dir), &[]);
+        out.expect_code(78).expect_stderr(message);
+        assert!(out.child_env().is_empty(), "the program ran");
+    };
+    refused(&link, "symbolic link");
+    if let Some(disk) = crate::util::disk_scratch() {
+        refused(&disk.path().join("fb"), "disk-backed");
+    }
+    // Someone else's: 78 (only root can make one here).
+    if nix::unistd::geteuid().is_root() {
+        let theirs = scratch.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        refused(&theirs, "belongs to uid 65534");
+    }
+}
