@@ -151,8 +151,8 @@ async fn start(
     session: &mut Session,
 ) -> Result<(SecretSet, FetchSpec), CmdError> {
     let deadline = Instant::now() + config.startup_timeout;
-    let (secrets, spec) = session.start(&config.fetch, deadline).await?;
-    delivery.accept(&secrets)?;
+    let (fetched, spec) = session.start(&config.fetch, deadline).await?;
+    let secrets = delivery.accept(fetched)?;
     Ok((secrets, spec))
 }
 
@@ -196,21 +196,21 @@ impl SessionNetwork {
             .await
         {
             Ok(FetchOutcome::NotModified) => Reply::NotModified,
-            Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) = self.delivery.accept(&fetched.secrets) {
-                    // The ETags stay those of the last good set, so the next poll
-                    // fetches (and refuses) this content again rather than "304".
-                    return Reply::PollFailed {
-                        reason: format!(
-                            "the new secrets cannot be delivered: {}",
-                            chain_and_hint(&err)
-                        ),
-                        auth: false,
-                    };
+            Ok(FetchOutcome::Fetched(fetched)) => match self.delivery.accept(fetched.secrets) {
+                Ok(secrets) => {
+                    self.etags = Some(fetched.etags);
+                    Reply::Fetched(secrets)
                 }
-                self.etags = Some(fetched.etags);
-                Reply::Fetched(fetched.secrets)
-            }
+                // The ETags stay those of the last good set, so the next poll
+                // fetches (and refuses) this content again rather than "304".
+                Err(err) => Reply::PollFailed {
+                    reason: format!(
+                        "the new secrets cannot be delivered: {}",
+                        chain_and_hint(&err)
+                    ),
+                    auth: false,
+                },
+            },
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
                 reason: chain_and_hint(&err),

@@ -479,7 +479,8 @@ mod environment {
         let outcome = run_env(&stack, &[]);
         outcome
             .expect_code(0)
-            .expect_stderr("\"my-key.v2\" is not a portable shell variable name");
+            .expect_stderr("not portable shell variable names: my-key.v2")
+            .expect_stderr("--map my-key.v2=MY_KEY_V2");
         assert_eq!(
             outcome.child_env().get("my-key.v2").map(Vec::as_slice),
             Some(&b"dotted"[..])
@@ -936,9 +937,9 @@ mod fail_closed {
             command,
             &[],
             78,
-            "required secrets are missing: STRIPE_KEY",
+            "required secrets are missing: STRIPE_KEY (--require)",
         );
-        assert!(!outcome.stderr.contains("missing: GREETING"));
+        assert!(!outcome.stderr.contains("GREETING (--require)"));
     }
 
     #[test]
