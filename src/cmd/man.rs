@@ -3,10 +3,8 @@
 
 use std::io::Write as _;
 
-use clap::CommandFactory;
-
 use super::CmdError;
-use crate::cli::{Cli, Command};
+use crate::cli::{self, Command};
 
 /// The manual page or the completion script `command` asks for (`None` for
 /// the other commands). Generated into memory first: `clap_complete` panics
@@ -15,7 +13,7 @@ pub(super) fn generate(command: &Command) -> Option<Result<Vec<u8>, CmdError>> {
     match command {
         Command::Completions(args) => {
             let mut script = Vec::new();
-            clap_complete::generate(args.shell, &mut Cli::command(), "svid-exec", &mut script);
+            clap_complete::generate(args.shell, &mut cli::command(), "svid-exec", &mut script);
             Some(Ok(script))
         }
         Command::Man => Some(man_page().map_err(CmdError::Stdout)),
@@ -27,7 +25,7 @@ pub(super) fn generate(command: &Command) -> Option<Result<Vec<u8>, CmdError>> {
 /// options (with their environment variables and defaults) and exit status.
 fn man_page() -> std::io::Result<Vec<u8>> {
     let mut page = Vec::new();
-    let command = Cli::command();
+    let command = cli::command();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("svid-exec {}", sub.get_name());

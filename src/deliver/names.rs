@@ -101,7 +101,8 @@ pub fn hint(unfit: &[Unfit]) -> String {
     let mut parts = Vec::new();
     if !renamable.is_empty() {
         parts.push(format!(
-            "rename them with --map {} (or in Infisical); --json-file carries any name",
+            "rename with --map {} (or in Infisical), or deliver as files: --json-file carries \
+             any name, --files-dir any name without `/`",
             suggest_map(&renamable)
         ));
     }
@@ -199,8 +200,9 @@ mod tests {
         let found = unfit(&set, &options(false, true, false));
         assert_eq!(
             hint(&found),
-            "rename them with --map 9x=_9X,db.password=DB_PASSWORD,my-key=MY_KEY (or in \
-             Infisical); --json-file carries any name"
+            "rename with --map 9x=_9X,db.password=DB_PASSWORD,my-key=MY_KEY (or in \
+             Infisical), or deliver as files: --json-file carries any name, --files-dir any \
+             name without `/`"
         );
     }
 }

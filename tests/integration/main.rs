@@ -18,5 +18,6 @@ mod faults;
 mod files;
 mod readme;
 mod run;
+mod select;
 mod supervise;
 mod watch;

@@ -498,8 +498,9 @@ mod environment {
             Launcher::on(&stack),
             &[],
             78,
-            "\"A=B\" cannot be an environment variable name",
+            "\"A=B\" in the environment: it contains `=`",
         )
+        .expect_stderr("--map A=B=A_B")
         .expect_stderr("--files-dir");
     }
 
