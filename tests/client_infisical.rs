@@ -11,13 +11,18 @@ use std::time::Duration;
 
 use client_support::*;
 use secrecy::ExposeSecret;
-use svid_exec::error::ExitClass;
+use svid_exec::error::{ExitClass, Failure};
 use svid_exec::infisical::{ApiVersion, AuthMethod, FetchOutcome, InfisicalError};
 use svid_exec::retry::Transient;
 use svid_exec::session::{Refresh, Session, SessionOptions};
 use svid_exec::svid::{SvidSource, SvidSourceOptions};
 use svid_exec_testkit::infisical::{Fault, InfisicalConfig};
 use tokio::time::Instant;
+
+/// The error as the user sees it: its message, then its hint.
+fn shown(err: &impl Failure) -> String {
+    format!("{err}; hint: {}", err.hint().unwrap_or_default())
+}
 
 #[test]
 fn each_login_method_succeeds_without_an_authorization_header() {
@@ -67,8 +72,8 @@ fn a_wrong_subject_is_refused_with_the_subject_in_the_hint() {
         )
         .unwrap_err();
     assert!(matches!(err, InfisicalError::LoginRefused { .. }), "{err}");
-    assert_eq!(err.class(), ExitClass::Refused);
-    let text = err.to_string();
+    assert_eq!(err.exit_class(), ExitClass::Refused);
+    let text = shown(&err);
     assert!(
         text.contains("spiffe://example.org/ns/dev/sa/web"),
         "{text}"
@@ -86,8 +91,8 @@ fn a_missing_issuer_on_oidc_is_refused_with_the_jwt_issuer_hint() {
                 .login(AuthMethod::Oidc, OIDC_ID, None, &jwt, within(20)),
         )
         .unwrap_err();
-    assert_eq!(err.class(), ExitClass::Refused, "{err}");
-    assert!(err.to_string().contains("jwt_issuer"), "{err}");
+    assert_eq!(err.exit_class(), ExitClass::Refused, "{err}");
+    assert!(shown(&err).contains("jwt_issuer"), "{err}");
 }
 
 #[test]
@@ -100,8 +105,8 @@ fn a_wrong_audience_is_refused_naming_the_audience_requested() {
                 .login(AuthMethod::Oidc, OIDC_ID, None, &jwt, within(20)),
         )
         .unwrap_err();
-    assert_eq!(err.class(), ExitClass::Refused, "{err}");
-    assert!(err.to_string().contains("vault"), "{err}");
+    assert_eq!(err.exit_class(), ExitClass::Refused, "{err}");
+    assert!(shown(&err).contains("vault"), "{err}");
 }
 
 #[test]
@@ -117,7 +122,7 @@ fn a_wrong_method_for_the_identity_suggests_the_auth_method_flag() {
         matches!(err, InfisicalError::NoSuchAuthMethod { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("--auth-method jwt-auth"), "{err}");
+    assert!(shown(&err).contains("--auth-method jwt-auth"), "{err}");
 }
 
 #[test]
@@ -228,7 +233,7 @@ fn project_slug_resolves_to_the_id() {
     let err = s
         .block_on(client.resolve_project_slug(&token, "nope", within(20)))
         .unwrap_err();
-    assert_eq!(err.class(), ExitClass::Config, "{err}");
+    assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
 }
 
 #[test]
@@ -270,7 +275,7 @@ fn a_folder_without_permission_is_refused_77() {
     let mut other = spec(&["/"]);
     other.project_id = "other".into();
     let err = s.fetch(&client, &token, &other).unwrap_err();
-    assert_eq!(err.class(), ExitClass::Refused, "{err}");
+    assert_eq!(err.exit_class(), ExitClass::Refused, "{err}");
     assert!(!err.needs_login());
 }
 
@@ -330,7 +335,7 @@ fn a_server_down_until_the_deadline_is_unavailable() {
         ))
         .unwrap_err();
     assert!(matches!(err, InfisicalError::GaveUp { .. }), "{err}");
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
 }
 
 #[test]
@@ -343,7 +348,7 @@ fn garbage_and_truncated_bodies_are_clear_errors_not_panics() {
         s.infisical.fail_next("/api/v4/secrets", 1, fault);
         let err = s.fetch(&client, &token, &spec(&["/"])).unwrap_err();
         assert!(matches!(err, InfisicalError::BadResponse { .. }), "{err}");
-        assert_eq!(err.class(), ExitClass::Unavailable);
+        assert_eq!(err.exit_class(), ExitClass::Unavailable);
         let text = err.to_string();
         assert!(text.contains("/api/v4/secrets"), "{text}");
         assert!(!text.contains("secret-value-123"), "{text}");

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use svid_exec::error::ExitClass;
+use svid_exec::error::{ExitClass, Failure};
 use svid_exec::retry::Backoff;
 use svid_exec::svid::{
     parse_endpoint, parse_spiffe_id, SvidError, SvidSource, SvidSourceOptions, WorkloadApiOptions,
@@ -15,6 +15,11 @@ use svid_exec::svid::{
 };
 use svid_exec_testkit::workload::{AgentConfig, FakeAgent, Svid};
 use tokio::time::Instant;
+
+/// The error as the user sees it: its message, then its hint.
+fn shown(err: &impl Failure) -> String {
+    format!("{err}; hint: {}", err.hint().unwrap_or_default())
+}
 
 /// The fake agent runs its own runtime; ours is made per test.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -99,8 +104,8 @@ fn an_absent_agent_is_unavailable_at_the_deadline_naming_what_it_waited_for() {
     agent.stop();
     let err = block_on(source(&agent.endpoint(), None).fetch(within(400))).unwrap_err();
     assert!(matches!(err, SvidError::GaveUp { .. }), "{err}");
-    assert_eq!(err.class(), ExitClass::Unavailable);
-    let text = err.to_string();
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
+    let text = shown(&err);
     assert!(text.contains("does not exist yet"), "{text}");
     assert!(text.contains("agent.sock"), "{text}");
     assert!(text.contains("SPIRE agent is running"), "{text}");
@@ -111,7 +116,7 @@ fn a_stale_socket_is_reported_as_nothing_listening() {
     let mut agent = FakeAgent::start(AgentConfig::default());
     agent.stop_leaving_stale_socket();
     let err = block_on(source(&agent.endpoint(), None).fetch(within(400))).unwrap_err();
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
     assert!(err.to_string().contains("nothing is listening"), "{err}");
 }
 
@@ -119,8 +124,8 @@ fn a_stale_socket_is_reported_as_nothing_listening() {
 fn a_workload_never_registered_gives_up_with_the_registration_hint() {
     let agent = FakeAgent::start(AgentConfig::default().deny_first(u32::MAX));
     let err = block_on(source(&agent.endpoint(), None).fetch(within(400))).unwrap_err();
-    assert_eq!(err.class(), ExitClass::Unavailable);
-    let text = err.to_string();
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
+    let text = shown(&err);
     assert!(text.contains("has not issued an identity"), "{text}");
     assert!(text.contains("registration entry"), "{text}");
 }
@@ -136,7 +141,7 @@ fn a_slow_agent_is_bounded_by_the_per_call_timeout() {
     };
     let src = SvidSource::new(SvidSourceOptions::WorkloadApi(options)).unwrap();
     let err = block_on(src.fetch(within(600))).unwrap_err();
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
     assert!(err.to_string().contains("did not answer within"), "{err}");
 }
 

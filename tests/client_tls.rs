@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use secrecy::SecretString;
-use svid_exec::error::ExitClass;
+use svid_exec::error::{ExitClass, Failure};
 use svid_exec::infisical::{AuthMethod, Client, ClientOptions, InfisicalError};
 use svid_exec::retry::Backoff;
 use svid_exec::svid::Jwt;
 use svid_exec_testkit::http::HttpServer;
 use svid_exec_testkit::tls::TestCa;
 use tokio::time::Instant;
+
+/// The error as the user sees it: its message, then its hint.
+fn shown(err: &impl Failure) -> String {
+    format!("{err}; hint: {}", err.hint().unwrap_or_default())
+}
 
 fn jwt() -> Jwt {
     let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -65,13 +70,13 @@ fn unknown_ca_fails_at_once_naming_the_certificate_problem_and_ca_cert() {
     let err =
         block_on(client.login(AuthMethod::Oidc, "id", None, &jwt(), deadline(20_000))).unwrap_err();
     assert!(matches!(err, InfisicalError::Tls { .. }), "{err}");
-    let text = err.to_string();
+    let text = shown(&err);
     assert!(
         text.contains("UnknownIssuer"),
         "innermost cause kept: {text}"
     );
     assert!(text.contains("--ca-cert"), "{text}");
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
 }
 
 #[test]
@@ -102,7 +107,7 @@ fn a_server_that_is_down_is_retried_until_the_deadline_then_unavailable() {
     let err =
         block_on(client.login(AuthMethod::Oidc, "id", None, &jwt(), deadline(500))).unwrap_err();
     assert!(matches!(err, InfisicalError::GaveUp { .. }), "{err}");
-    assert_eq!(err.class(), ExitClass::Unavailable);
+    assert_eq!(err.exit_class(), ExitClass::Unavailable);
     assert!(
         err.to_string()
             .contains("POST /api/v1/auth/oidc-auth/login"),

@@ -10,7 +10,7 @@ use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::unistd::{Gid, Uid};
 use secrecy::SecretString;
 use svid_exec::deliver::files::{self, FilesError, FilesOptions};
-use svid_exec::error::ExitClass;
+use svid_exec::error::{ExitClass, Failure};
 use svid_exec::secrets::SecretSet;
 
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUZ\nQ0Fsb3RvZnRleHQ=\n-----END CERTIFICATE-----\n";

@@ -9,6 +9,7 @@ use std::process::Command;
 use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::unistd::{geteuid, Gid, Uid};
 use svid_exec::deliver::files::{self, FilesError, FilesOptions};
+use svid_exec::error::Failure;
 
 const CHILD_DIR_VAR: &str = "SVID_EXEC_TEST_OWNER_CHILD_DIR";
 

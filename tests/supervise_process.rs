@@ -23,6 +23,7 @@ use svid_exec::config;
 use svid_exec::launch::supervise::{
     self, ChildCommand, Delivery, DeliveryError, Network, Reply, Request, Settings,
 };
+use svid_exec::error::Failure;
 use svid_exec::secrets::SecretSet;
 
 // ---------------------------------------------------------------------------
