@@ -1,19 +1,23 @@
-//! JWT-SVID sources: the SPIFFE Workload API (via the `spiffe` crate) or a JWT
-//! file, chosen by [`SvidSourceOptions`], each waiting (with the program's one
-//! backoff) for what is not there yet at start.
+//! JWT-SVID sources: the SPIFFE Workload API or a JWT file, chosen by
+//! [`SvidSourceOptions`], each waiting (with the program's one backoff) for
+//! what is not there yet at start.
 //!
-//! The JWT is a bearer credential from the moment it arrives: it is moved into a
-//! `SecretString` at once and only its claims (`sub`, `aud`, `exp`, `iss`) stay
-//! readable, for logs and hints. The crate's `JwtSvid` is dropped immediately and
-//! never `Debug`-formatted. A JWT is fetched fresh for every login, never cached.
+//! The JWT is a bearer credential from the moment it arrives: it is copied into
+//! a `SecretString` at once and only its claims (`sub`, `aud`, `exp`, `iss`)
+//! stay readable, for logs and hints; the answer's or file buffer's copy is
+//! zeroized when dropped, and never `Debug`-formatted. A JWT is fetched fresh
+//! for every login, never cached. The `spiffe` crate gives the address and
+//! SPIFFE ID types; the call itself is `grpc.rs`.
 //!
 //! - `endpoint.rs`: the Workload API address and `--spiffe-id` parsers;
 //! - `jwt.rs`: [`Jwt`] and its readable [`JwtClaims`] (decoded in one place);
 //! - `file.rs`: `--jwt-file`, waited for while missing or empty;
-//! - `workload.rs`: the Workload API, waited for while the agent is not ready.
+//! - `workload.rs`: the Workload API, waited for while the agent is not ready;
+//! - `grpc.rs`: the one unary `FetchJWTSVID` call over HTTP/2.
 
 mod endpoint;
 mod file;
+mod grpc;
 mod jwt;
 mod workload;
 

@@ -3,16 +3,14 @@
 //! and `check`'s listing of every JWT-SVID the workload has.
 
 use std::io;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
-use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
-use spiffe::workload_api::error::WorkloadApiError;
-use spiffe::WorkloadApiClient;
 use tokio::time::Instant;
 
+use super::grpc::{self, CallError, Code, JwtSvidEntry, JwtSvidRequest, JwtSvidResponse};
 use super::{decode_claims, describe_endpoint, Jwt, JwtClaims, SvidError, WorkloadApiOptions};
-use crate::error::chain;
 use crate::retry::{self, Backoff, Stop, Transient};
 
 /// Below this remaining lifetime a fetched JWT-SVID is logged as a warning:
@@ -27,19 +25,21 @@ pub(super) async fn fetch(
 ) -> Result<Jwt, SvidError> {
     let started = Instant::now();
     let endpoint = describe_endpoint(&options.endpoint);
-    let mut last_reason: Option<String> = None;
+    // The last reason to wait, with what to check, for the final error.
+    let last_reason: Mutex<Option<(String, &'static str)>> = Mutex::new(None);
     let result = retry::retry_until(
         backoff,
         deadline,
         options.per_call_timeout,
         |bound| fetch_once(options, bound),
         |err: &Attempt, wait| {
-            if let Attempt::Wait { reason, .. } = err {
-                if last_reason.as_deref() == Some(reason.as_str()) {
+            if let Attempt::Wait { reason, check } = err {
+                let mut last = last_reason.lock().unwrap_or_else(PoisonError::into_inner);
+                if last.as_ref().is_some_and(|(r, _)| r == reason) {
                     tracing::debug!(endpoint = %endpoint, retry_in = ?wait, "{reason}; still waiting…");
                 } else {
                     tracing::info!(endpoint = %endpoint, "{reason}; waiting…");
-                    last_reason = Some(reason.clone());
+                    *last = Some((reason.clone(), check));
                 }
             }
         },
@@ -60,7 +60,29 @@ pub(super) async fn fetch(
             last: reason,
             check,
         }),
+        // The deadline cut the last attempt short: what was waited for is
+        // what the attempts before it said, not that this one had no time.
+        Err(Stop::Fatal(Attempt::Cut) | Stop::Deadline(Attempt::Cut)) => {
+            let waited = retry::to_millis(started.elapsed());
+            let (last, check) = last_reason
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(|| (no_answer_within(waited), CHECK_AGENT));
+            Err(SvidError::GaveUp {
+                endpoint,
+                waited,
+                last,
+                check,
+            })
+        }
     }
+}
+
+fn no_answer_within(bound: Duration) -> String {
+    format!(
+        "the Workload API did not answer within {} (first-time workload attestation can take ~30 s)",
+        humantime::format_duration(retry::to_millis(bound))
+    )
 }
 
 fn log_fetched(jwt: &Jwt, endpoint: &str) {
@@ -91,49 +113,63 @@ enum Attempt {
         reason: String,
         check: &'static str,
     },
+    /// The deadline ended the attempt before the per-call bound did.
+    Cut,
     Fatal(SvidError),
 }
 
 impl Transient for Attempt {
     fn is_transient(&self) -> bool {
-        matches!(self, Self::Wait { .. })
+        matches!(self, Self::Wait { .. } | Self::Cut)
     }
 }
 
 const CHECK_AGENT: &str = "check that the SPIRE agent is running and its socket is mounted at this address (SPIFFE_ENDPOINT_SOCKET / --workload-api-socket)";
 const CHECK_ENTRY: &str = "check that a registration entry matches this workload's selectors and has reached the agent (`spire-server entry show`), and --spiffe-id if given";
 
+/// One `FetchJWTSVID`, bounded by `bound`.
+async fn call(options: &WorkloadApiOptions, bound: Duration) -> Result<JwtSvidResponse, Attempt> {
+    let request = JwtSvidRequest {
+        audience: options.audiences.clone(),
+        spiffe_id: options
+            .spiffe_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    };
+    let answer = grpc::unary(&options.endpoint, grpc::FETCH_JWT_SVID, &request);
+    match tokio::time::timeout(bound, answer).await {
+        Err(_) if bound < options.per_call_timeout => Err(Attempt::Cut),
+        Err(_) => Err(Attempt::Wait {
+            reason: no_answer_within(bound),
+            check: CHECK_AGENT,
+        }),
+        Ok(Err(e)) => Err(classify(e, options)),
+        Ok(Ok(answer)) => Ok(answer),
+    }
+}
+
 async fn fetch_once(options: &WorkloadApiOptions, bound: Duration) -> Result<Jwt, Attempt> {
-    let call = async {
-        let client = WorkloadApiClient::connect(options.endpoint.clone()).await?;
-        client
-            .fetch_jwt_svid(&options.audiences, options.spiffe_id.as_ref())
-            .await
-    };
-    let svid = match tokio::time::timeout(bound, call).await {
-        Err(_) => {
-            return Err(Attempt::Wait {
-                reason: format!(
-                    "the Workload API did not answer within {} (first-time workload attestation can take ~30 s)",
-                    humantime::format_duration(bound)
-                ),
-                check: CHECK_AGENT,
-            })
-        }
-        Ok(Err(e)) => return Err(classify(&e, &options.endpoint)),
-        Ok(Ok(svid)) => svid,
-    };
-    // Copy the token into zeroizing memory and drop the crate's value at once;
-    // the claims (`iss` included, which the crate does not expose) are read
-    // from the copy by the one decoder.
-    let token = SecretString::from(svid.token());
-    drop(svid);
-    Jwt::new(token).map_err(|reason| {
+    let answer = call(options, bound).await?;
+    let malformed = |detail: String| {
         Attempt::Fatal(SvidError::Malformed {
             endpoint: describe_endpoint(&options.endpoint),
-            detail: format!("the JWT-SVID's claims cannot be read ({reason})"),
+            detail,
         })
-    })
+    };
+    // The first JWT-SVID is the workload's default one (the spec's order).
+    let entry = answer
+        .svids
+        .first()
+        .ok_or_else(|| malformed("an answer without any JWT-SVID".to_owned()))?;
+    if entry.svid.is_empty() {
+        return Err(malformed("a JWT-SVID entry without its token".to_owned()));
+    }
+    // The token goes into zeroizing memory; the answer's copy is zeroized
+    // when the answer is dropped (`JwtSvidEntry`'s `Drop`).
+    let jwt = Jwt::new(SecretString::from(entry.svid.as_str()))
+        .map_err(|reason| malformed(format!("the JWT-SVID's claims cannot be read ({reason})")))?;
+    Ok(jwt)
 }
 
 /// What `check` shows of one JWT-SVID the workload has: its readable claims
@@ -146,11 +182,11 @@ pub struct SvidSummary {
     pub hint: Option<String>,
 }
 
-fn summarize(svid: &spiffe::JwtSvid) -> SvidSummary {
+fn summarize(entry: &JwtSvidEntry) -> SvidSummary {
     SvidSummary {
-        // The crate has parsed the token already, so its payload decodes.
-        claims: decode_claims(svid.token()).unwrap_or_default(),
-        hint: svid.hint().map(str::to_owned),
+        // Unreadable claims show as absent; the login step reports the token it uses.
+        claims: decode_claims(&entry.svid).unwrap_or_default(),
+        hint: Some(entry.hint.clone()).filter(|h| !h.is_empty()),
     }
 }
 
@@ -163,117 +199,97 @@ pub async fn list_jwt_svids(
 ) -> Result<Vec<SvidSummary>, SvidError> {
     let endpoint = describe_endpoint(&options.endpoint);
     let started = Instant::now();
-    let call = async {
-        let client = WorkloadApiClient::connect(options.endpoint.clone()).await?;
-        client
-            .fetch_all_jwt_svids(&options.audiences, options.spiffe_id.as_ref())
-            .await
-    };
     let bound = deadline
         .saturating_duration_since(started)
         .min(options.per_call_timeout);
-    let attempt = match tokio::time::timeout(bound, call).await {
-        Err(_) => Attempt::Wait {
-            reason: "the Workload API did not answer".to_owned(),
-            check: CHECK_AGENT,
-        },
-        Ok(Err(e)) => classify(&e, &options.endpoint),
-        Ok(Ok(svids)) => return Ok(svids.iter().map(summarize).collect()),
-    };
-    Err(match attempt {
-        Attempt::Fatal(e) => e,
-        Attempt::Wait { reason, check } => SvidError::GaveUp {
+    match call(options, bound).await {
+        Ok(answer) => Ok(answer.svids.iter().map(summarize).collect()),
+        Err(Attempt::Fatal(e)) => Err(e),
+        Err(Attempt::Wait { reason, check }) => Err(SvidError::GaveUp {
             endpoint,
             waited: retry::to_millis(started.elapsed()),
             last: reason,
             check,
-        },
-    })
+        }),
+        Err(Attempt::Cut) => Err(SvidError::GaveUp {
+            endpoint,
+            waited: retry::to_millis(started.elapsed()),
+            last: no_answer_within(bound),
+            check: CHECK_AGENT,
+        }),
+    }
 }
 
-/// Sorts a Workload API error into wait or fail (spiffe.md §1.6 policy table).
-fn classify(err: &WorkloadApiError, endpoint: &Endpoint) -> Attempt {
-    let name = describe_endpoint(endpoint);
+/// Sorts a failed call into wait or fail (spiffe.md §1.6 policy table).
+fn classify(err: CallError, options: &WorkloadApiOptions) -> Attempt {
+    let name = describe_endpoint(&options.endpoint);
     let wait = |reason: String, check| Attempt::Wait { reason, check };
     match err {
-        WorkloadApiError::Transport(TransportError::Connect(c)) => match io_kind(c) {
-            Some(io::ErrorKind::NotFound) => wait(
-                "the Workload API socket does not exist yet (SPIRE agent not started, or socket not mounted)".into(),
-                CHECK_AGENT,
-            ),
-            Some(io::ErrorKind::ConnectionRefused) => wait(
-                "nothing is listening on the Workload API socket yet (SPIRE agent starting?)".into(),
-                CHECK_AGENT,
-            ),
-            Some(io::ErrorKind::PermissionDenied) => wait(
-                "this user may not open the Workload API socket (permission denied)".into(),
-                "check the socket's permissions and the user svid-exec runs as",
-            ),
-            _ => wait(
-                format!("cannot connect to the Workload API ({})", chain(c)),
-                CHECK_AGENT,
-            ),
-        },
-        WorkloadApiError::Transport(TransportError::Status(s)) => match s.code() {
-            GrpcStatusCode::InvalidArgument => Attempt::Fatal(SvidError::Rejected {
+        CallError::Connect(e) => connect_failed(&e),
+        CallError::Transport(detail) => wait(
+            format!("the Workload API call failed ({detail}); the agent may have restarted"),
+            CHECK_AGENT,
+        ),
+        CallError::Status { code, message } => match code {
+            Code::INVALID_ARGUMENT => Attempt::Fatal(SvidError::Rejected {
                 endpoint: name,
-                message: s.message().to_owned(),
+                message,
             }),
-            GrpcStatusCode::Unimplemented => Attempt::Fatal(SvidError::Unsupported {
+            Code::UNIMPLEMENTED => Attempt::Fatal(SvidError::Unsupported {
                 endpoint: name,
-                message: s.message().to_owned(),
+                message,
             }),
-            GrpcStatusCode::Unavailable => wait(
-                format!("the SPIRE agent is unavailable (Unavailable: {})", s.message()),
+            Code::UNAVAILABLE => wait(
+                format!("the SPIRE agent is unavailable (Unavailable: {message})"),
                 CHECK_AGENT,
             ),
-            // tonic reports a connection that broke mid-call (the agent
-            // crashed or restarted) as Unknown "transport error".
-            GrpcStatusCode::Unknown => wait(
+            // SPIRE's text when no registration entry matches (yet).
+            Code::PERMISSION_DENIED if message.contains("no identity issued") => wait(
+                "the SPIRE agent has not issued an identity for this workload yet (PermissionDenied)"
+                    .into(),
+                CHECK_ENTRY,
+            ),
+            Code::PERMISSION_DENIED => wait(
+                format!("the SPIRE agent denied the request (PermissionDenied: {message})"),
+                CHECK_ENTRY,
+            ),
+            Code::UNKNOWN => wait(
                 format!(
-                    "the Workload API call failed (Unknown: {}); the agent may have restarted",
-                    s.message()
+                    "the Workload API call failed (Unknown: {message}); the agent may have restarted"
                 ),
                 CHECK_AGENT,
             ),
             code => wait(
-                format!("the SPIRE agent answered {code} ({})", s.message()),
+                format!("the SPIRE agent answered {code} ({message})"),
                 CHECK_AGENT,
             ),
         },
-        WorkloadApiError::NoIdentityIssued => wait(
-            "the SPIRE agent has not issued an identity for this workload yet (PermissionDenied)".into(),
-            CHECK_ENTRY,
-        ),
-        WorkloadApiError::PermissionDenied(msg) => wait(
-            format!("the SPIRE agent denied the request (PermissionDenied: {msg})"),
-            CHECK_ENTRY,
-        ),
-        WorkloadApiError::EmptyResponse => wait(
-            "the SPIRE agent returned no JWT-SVID for this workload yet".into(),
-            CHECK_ENTRY,
-        ),
-        WorkloadApiError::Endpoint(e) => Attempt::Fatal(SvidError::InvalidEndpoint {
-            value: name,
-            reason: e.to_string(),
-        }),
-        other => Attempt::Fatal(SvidError::Malformed {
+        CallError::Malformed(detail) => Attempt::Fatal(SvidError::Malformed {
             endpoint: name,
-            detail: other.to_string(),
+            detail,
         }),
     }
 }
 
-/// The first `io::Error` kind in a cause chain.
-fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        cur = e.source();
+/// A failed connect: whether to wait, and for what.
+fn connect_failed(err: &io::Error) -> Attempt {
+    let wait = |reason: String| Attempt::Wait {
+        reason,
+        check: CHECK_AGENT,
+    };
+    match err.kind() {
+        io::ErrorKind::NotFound => wait(
+            "the Workload API socket does not exist yet (SPIRE agent not started, or socket not mounted)".into(),
+        ),
+        io::ErrorKind::ConnectionRefused => wait(
+            "nothing is listening on the Workload API socket yet (SPIRE agent starting?)".into(),
+        ),
+        io::ErrorKind::PermissionDenied => Attempt::Wait {
+            reason: "this user may not open the Workload API socket (permission denied)".into(),
+            check: "check the socket's permissions and the user svid-exec runs as",
+        },
+        _ => wait(format!("cannot connect to the Workload API ({err})")),
     }
-    None
 }
 
 #[cfg(test)]
@@ -281,28 +297,78 @@ mod tests {
     use super::*;
     use crate::error::ExitClass;
     use crate::svid::jwt::test_token as jwt;
-    use crate::svid::{SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
+    use crate::svid::{parse_spiffe_id, SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
+    use spiffe::transport::Endpoint;
+
+    fn entry(spiffe_id: &str, payload: &str, hint: &str) -> JwtSvidEntry {
+        JwtSvidEntry {
+            spiffe_id: spiffe_id.to_owned(),
+            svid: jwt(payload),
+            hint: hint.to_owned(),
+        }
+    }
+
+    fn options(audiences: &[&str], spiffe_id: Option<&str>) -> WorkloadApiOptions {
+        WorkloadApiOptions {
+            endpoint: Endpoint::Unix("/nonexistent/agent.sock".into()),
+            audiences: audiences.iter().map(ToString::to_string).collect(),
+            spiffe_id: spiffe_id.map(|id| parse_spiffe_id(id).unwrap()),
+            per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+        }
+    }
 
     #[test]
     fn summary_has_the_claims_and_hint_and_reads_iss_from_the_payload() {
-        let token = jwt(
+        let e = entry(
+            "spiffe://example.org/w",
             r#"{"sub":"spiffe://example.org/w","aud":["infisical"],"exp":1700000000,"iss":"https://oidc.example"}"#,
+            "internal",
         );
-        let svid = spiffe::JwtSvid::parse_insecure(&token)
-            .unwrap()
-            .with_hint("internal");
-        let s = summarize(&svid);
+        let s = summarize(&e);
         assert_eq!(s.claims.sub.as_deref(), Some("spiffe://example.org/w"));
         assert_eq!(s.claims.aud, vec!["infisical"]);
         assert_eq!(s.claims.exp, Some(1_700_000_000));
         assert_eq!(s.claims.iss.as_deref(), Some("https://oidc.example"));
         assert_eq!(s.hint.as_deref(), Some("internal"));
-        assert!(!format!("{s:?}").contains(&token));
+        assert!(!format!("{s:?}").contains(&e.svid));
 
-        let token = jwt(r#"{"sub":"spiffe://example.org/w","aud":"infisical","exp":1700000000}"#);
-        let s = summarize(&spiffe::JwtSvid::parse_insecure(&token).unwrap());
+        let e = entry(
+            "spiffe://example.org/w",
+            r#"{"sub":"spiffe://example.org/w","aud":"infisical","exp":1700000000}"#,
+            "",
+        );
+        let s = summarize(&e);
         assert_eq!(s.claims.iss, None);
         assert_eq!(s.hint, None);
+    }
+
+    #[test]
+    fn statuses_are_sorted_into_wait_or_fail() {
+        let o = options(&["infisical"], None);
+        let status = |code, message: &str| CallError::Status {
+            code,
+            message: message.to_owned(),
+        };
+        let is_fatal = |e| matches!(classify(e, &o), Attempt::Fatal(_));
+        assert!(is_fatal(status(
+            Code::INVALID_ARGUMENT,
+            "audience must be specified"
+        )));
+        assert!(is_fatal(status(Code::UNIMPLEMENTED, "")));
+        assert!(is_fatal(CallError::Malformed("x".into())));
+        assert!(!is_fatal(status(
+            Code::UNAVAILABLE,
+            "workload attestation failed"
+        )));
+        assert!(!is_fatal(status(Code::UNKNOWN, "transport error")));
+        assert!(!is_fatal(CallError::Transport("connection reset".into())));
+        let Attempt::Wait { reason, check } =
+            classify(status(Code::PERMISSION_DENIED, "no identity issued"), &o)
+        else {
+            panic!("not registered yet is waited for");
+        };
+        assert!(reason.contains("has not issued an identity"), "{reason}");
+        assert_eq!(check, CHECK_ENTRY);
     }
 
     #[tokio::test]
@@ -310,9 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source = SvidSource::new(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
             endpoint: Endpoint::Unix(dir.path().join("agent.sock")),
-            audiences: vec!["infisical".into()],
-            spiffe_id: None,
-            per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+            ..options(&["infisical"], None)
         }))
         .unwrap()
         .with_backoff(Backoff {
