@@ -12,7 +12,8 @@
 //! - `endpoint.rs`: the Workload API address and `--spiffe-id` parsers;
 //! - `jwt.rs`: [`Jwt`] and its readable [`JwtClaims`] (decoded in one place);
 //! - `file.rs`: `--jwt-file`, waited for while missing or empty;
-//! - `workload.rs`: the Workload API, waited for while the agent is not ready;
+//! - `workload.rs`: the Workload API, waited for while the agent is not ready,
+//!   its answers checked against themselves and the request;
 //! - `grpc.rs`: the one unary `FetchJWTSVID` call over HTTP/2.
 
 mod endpoint;
@@ -116,6 +117,16 @@ pub enum SvidError {
         /// What was wrong (the crate's messages never contain the token).
         detail: String,
     },
+    /// The agent's answer contradicts itself or the request: the token's `sub`
+    /// is not the answer's `spiffe_id` (or the one asked for), or its `aud`
+    /// lacks a requested audience. Not retried: no setting of ours can fix it.
+    #[error("the Workload API at {endpoint} answered a JWT-SVID that contradicts its answer: {detail}; it is not used")]
+    Contradicted {
+        /// The address.
+        endpoint: String,
+        /// Both sides of the contradiction (never the token).
+        detail: String,
+    },
     /// Nothing usable before the deadline.
     #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
@@ -141,9 +152,10 @@ impl SvidError {
             | Self::JwtFileNotJwt { .. }
             | Self::Rejected { .. }
             | Self::Unsupported { .. } => ExitClass::Config,
-            Self::Malformed { .. } | Self::GaveUp { .. } | Self::JwtFileNotReady { .. } => {
-                ExitClass::Unavailable
-            }
+            Self::Malformed { .. }
+            | Self::Contradicted { .. }
+            | Self::GaveUp { .. }
+            | Self::JwtFileNotReady { .. } => ExitClass::Unavailable,
         }
     }
 }
@@ -172,6 +184,9 @@ impl Failure for SvidError {
                 "check that the address is a SPIFFE Workload API (a SPIRE agent)"
             }
             Self::Malformed { .. } => return None,
+            Self::Contradicted { .. } => {
+                "the agent does not follow the Workload API: check which process serves this socket, and the SPIRE agent's version and logs"
+            }
             Self::GaveUp { check, .. } => check,
         };
         Some(hint.to_owned())

@@ -1,6 +1,10 @@
 //! The Workload API source: one `FetchJWTSVID` per login, waiting while the
 //! agent is starting or has not attested the workload yet (spiffe.md §1.6),
 //! and `check`'s listing of every JWT-SVID the workload has.
+//!
+//! An answer is checked against itself and the request before its token is
+//! used: the token's `sub` must be the answer's `spiffe_id` (and the one asked
+//! for with `--spiffe-id`), and its `aud` must hold every requested audience.
 
 use std::io;
 use std::sync::{Mutex, PoisonError};
@@ -169,7 +173,71 @@ async fn fetch_once(options: &WorkloadApiOptions, bound: Duration) -> Result<Jwt
     // when the answer is dropped (`JwtSvidEntry`'s `Drop`).
     let jwt = Jwt::new(SecretString::from(entry.svid.as_str()))
         .map_err(|reason| malformed(format!("the JWT-SVID's claims cannot be read ({reason})")))?;
-    Ok(jwt)
+    match contradiction(entry, jwt.claims(), options) {
+        None => Ok(jwt),
+        Some(Contradiction::Malformed(detail)) => Err(malformed(detail)),
+        Some(Contradiction::Claims(detail)) => Err(Attempt::Fatal(SvidError::Contradicted {
+            endpoint: describe_endpoint(&options.endpoint),
+            detail,
+        })),
+    }
+}
+
+/// What is wrong with an answer, judged against itself and the request.
+#[derive(Debug, PartialEq, Eq)]
+enum Contradiction {
+    /// A field the Workload API requires is missing or invalid.
+    Malformed(String),
+    /// The token's claims contradict the answer or the request.
+    Claims(String),
+}
+
+/// Whether `entry` (with the token's `claims`) is what was asked for: its
+/// `spiffe_id` a SPIFFE ID (the one given by `--spiffe-id`, if any), the
+/// token's `sub` that same ID, its `aud` every requested audience, an `exp`.
+fn contradiction(
+    entry: &JwtSvidEntry,
+    claims: &JwtClaims,
+    options: &WorkloadApiOptions,
+) -> Option<Contradiction> {
+    let id = entry.spiffe_id.as_str();
+    if let Err(e) = spiffe::SpiffeId::new(id) {
+        return Some(Contradiction::Malformed(format!(
+            "the answer's spiffe_id {id:?} is not a SPIFFE ID ({e})"
+        )));
+    }
+    if let Some(asked) = &options.spiffe_id {
+        if asked.to_string() != id {
+            return Some(Contradiction::Claims(format!(
+                "--spiffe-id asked for {asked} but the answer is for {id}"
+            )));
+        }
+    }
+    match claims.sub.as_deref() {
+        Some(sub) if sub == id => {}
+        Some(sub) => {
+            return Some(Contradiction::Claims(format!(
+                "the answer is for {id} but the token's sub claim is {sub}"
+            )))
+        }
+        None => {
+            return Some(Contradiction::Claims(format!(
+                "the answer is for {id} but the token has no sub claim"
+            )))
+        }
+    }
+    if let Some(missing) = options.audiences.iter().find(|a| !claims.aud.contains(a)) {
+        return Some(Contradiction::Claims(format!(
+            "the request asked for audience {missing:?} but the token's aud claim is {:?}",
+            claims.aud
+        )));
+    }
+    if claims.exp.is_none() {
+        return Some(Contradiction::Malformed(
+            "a JWT-SVID without an exp claim".to_owned(),
+        ));
+    }
+    None
 }
 
 /// What `check` shows of one JWT-SVID the workload has: its readable claims
@@ -340,6 +408,71 @@ mod tests {
         let s = summarize(&e);
         assert_eq!(s.claims.iss, None);
         assert_eq!(s.hint, None);
+    }
+
+    /// The check of an answer, on a token with `payload`.
+    fn judge(id: &str, payload: &str, options: &WorkloadApiOptions) -> Option<Contradiction> {
+        let e = entry(id, payload, "");
+        let claims = decode_claims(&e.svid).unwrap();
+        contradiction(&e, &claims, options)
+    }
+
+    #[test]
+    fn an_answer_must_agree_with_itself_and_the_request() {
+        let w = "spiffe://example.org/w";
+        let one = options(&["infisical"], None);
+        let good = r#"{"sub":"spiffe://example.org/w","aud":"infisical","exp":1}"#;
+        assert_eq!(judge(w, good, &one), None);
+        assert_eq!(judge(w, good, &options(&["infisical"], Some(w))), None);
+        let both = r#"{"sub":"spiffe://example.org/w","aud":["infisical","b"],"exp":1}"#;
+        assert_eq!(judge(w, both, &options(&["b", "infisical"], None)), None);
+
+        let claims = |c: Option<Contradiction>| match c {
+            Some(Contradiction::Claims(text)) => text,
+            other => panic!("expected a contradiction, got {other:?}"),
+        };
+        let text = claims(judge(
+            w,
+            r#"{"sub":"spiffe://example.org/impostor","aud":"infisical","exp":1}"#,
+            &one,
+        ));
+        assert!(text.contains("spiffe://example.org/w"), "{text}");
+        assert!(text.contains("spiffe://example.org/impostor"), "{text}");
+        let text = claims(judge(w, r#"{"aud":"infisical","exp":1}"#, &one));
+        assert!(text.contains("no sub claim"), "{text}");
+        let text = claims(judge(
+            w,
+            r#"{"sub":"spiffe://example.org/w","aud":["other"],"exp":1}"#,
+            &one,
+        ));
+        assert!(
+            text.contains(r#""infisical""#) && text.contains(r#"["other"]"#),
+            "{text}"
+        );
+        let text = claims(judge(w, good, &options(&["infisical", "b"], None)));
+        assert!(text.contains(r#""b""#), "{text}");
+        let text = claims(judge(
+            w,
+            good,
+            &options(&["infisical"], Some("spiffe://example.org/other")),
+        ));
+        assert!(
+            text.contains("--spiffe-id asked for spiffe://example.org/other"),
+            "{text}"
+        );
+
+        assert!(matches!(
+            judge("not-an-id", good, &one),
+            Some(Contradiction::Malformed(_))
+        ));
+        assert!(matches!(
+            judge(
+                w,
+                r#"{"sub":"spiffe://example.org/w","aud":"infisical"}"#,
+                &one
+            ),
+            Some(Contradiction::Malformed(_))
+        ));
     }
 
     #[test]
