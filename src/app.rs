@@ -11,7 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::config::{CommandConfig, Config, ConfigError, FetchConfig, LogFormat};
@@ -106,7 +106,7 @@ impl AppError {
 pub fn main() -> ExitCode {
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
-    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let cli = Cli::try_parse_with_sources(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {

@@ -7,7 +7,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Text appended to the long help of every command.
 const EXIT_STATUS: &str = "\
@@ -31,6 +32,37 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses `args` like [`Parser::try_parse_from`] and also records where
+    /// values that messages must attribute came from (flag, variable or
+    /// default), which the parsed struct alone cannot tell.
+    pub fn try_parse_with_sources<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Self::command();
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        // Read before the values are taken out of the matches below.
+        let socket_source = match matches.subcommand() {
+            // Only these have the argument (clap panics on asking others).
+            Some(("run" | "write" | "check", sub)) => sub.value_source("workload_api_socket"),
+            _ => None,
+        };
+        let mut cli =
+            Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))?;
+        match &mut cli.command {
+            Command::Run(RunArgs { common, .. })
+            | Command::Write(WriteArgs { common, .. })
+            | Command::Check(CheckArgs { common, .. }) => {
+                common.identity.workload_api_socket_source = socket_source;
+            }
+            Command::Completions(_) | Command::Man => {}
+        }
+        Ok(cli)
+    }
 }
 
 /// The subcommands.
@@ -201,6 +233,10 @@ pub struct IdentityArgs {
         value_name = "ADDR"
     )]
     pub workload_api_socket: String,
+
+    /// Where `workload_api_socket` came from; set by [`Cli::try_parse_with_sources`].
+    #[arg(skip)]
+    pub workload_api_socket_source: Option<ValueSource>,
 
     /// Read the JWT from this file at every login instead of the Workload API.
     #[arg(long, env = "SVID_EXEC_JWT_FILE", value_name = "PATH")]

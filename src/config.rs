@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::parser::ValueSource;
 use reqwest::Url;
 
 use crate::cli;
@@ -15,6 +16,7 @@ use crate::launch::signals::Signal;
 /// `--on-change` and `--forward-to` are the supervisor's own types: what the
 /// user may ask for is exactly what the supervisor can do.
 pub use crate::launch::supervise::{ForwardTo, OnChange};
+use crate::svid::EndpointOrigin;
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub struct IdentityConfig {
     pub spiffe_id: Option<String>,
     /// Workload API address as given (`unix:///p`, `unix:/p` or `/p`).
     pub workload_api_socket: String,
+    /// Where that address came from (flag, `SPIFFE_ENDPOINT_SOCKET`, default).
+    pub workload_api_socket_origin: EndpointOrigin,
     /// Read the JWT from this file instead of the Workload API.
     pub jwt_file: Option<PathBuf>,
 }
@@ -416,6 +420,11 @@ fn identity_config(
         audiences,
         spiffe_id,
         workload_api_socket: socket,
+        workload_api_socket_origin: match args.workload_api_socket_source {
+            Some(ValueSource::EnvVariable) => EndpointOrigin::Env,
+            Some(ValueSource::DefaultValue) => EndpointOrigin::Default,
+            _ => EndpointOrigin::Flag,
+        },
         jwt_file: args.jwt_file,
     };
     let api_url = api_url(&args.api_url, args.allow_insecure_http, warnings)?;

@@ -66,6 +66,7 @@ pub fn workload_options(config: &Config) -> Result<WorkloadApiOptions, SvidError
             .map(parse_spiffe_id)
             .transpose()?,
         per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+        origin: identity.workload_api_socket_origin,
     })
 }
 

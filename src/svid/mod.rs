@@ -30,7 +30,7 @@ use spiffe::transport::Endpoint;
 use spiffe::SpiffeId;
 use tokio::time::Instant;
 
-pub use endpoint::{describe_endpoint, parse_endpoint, parse_spiffe_id};
+pub use endpoint::{describe_endpoint, parse_endpoint, parse_spiffe_id, EndpointOrigin};
 pub(crate) use jwt::decode_payload;
 pub use jwt::{decode_claims, Jwt, JwtClaims};
 pub use workload::{list_jwt_svids, SvidSummary};
@@ -213,6 +213,8 @@ pub struct WorkloadApiOptions {
     pub spiffe_id: Option<SpiffeId>,
     /// Bound on one connect + fetch ([`DEFAULT_PER_CALL_TIMEOUT`]); never past the deadline.
     pub per_call_timeout: Duration,
+    /// Where `endpoint` came from, for messages.
+    pub origin: EndpointOrigin,
 }
 
 /// Fetches JWTs, fresh at every call.
@@ -264,6 +266,7 @@ mod tests {
             audiences: vec![String::new()],
             spiffe_id: None,
             per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+            origin: EndpointOrigin::Flag,
         }))
         .unwrap_err();
         assert_eq!(err.class(), ExitClass::Config);

@@ -365,7 +365,9 @@ mod tests {
     use super::*;
     use crate::error::ExitClass;
     use crate::svid::jwt::test_token as jwt;
-    use crate::svid::{parse_spiffe_id, SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
+    use crate::svid::{
+        parse_spiffe_id, EndpointOrigin, SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT,
+    };
     use spiffe::transport::Endpoint;
 
     fn entry(spiffe_id: &str, payload: &str, hint: &str) -> JwtSvidEntry {
@@ -382,6 +384,7 @@ mod tests {
             audiences: audiences.iter().map(ToString::to_string).collect(),
             spiffe_id: spiffe_id.map(|id| parse_spiffe_id(id).unwrap()),
             per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+            origin: EndpointOrigin::Flag,
         }
     }
 
