@@ -4,9 +4,13 @@
 //! the key words of the message, whether the program ran, and whether
 //! anything reached the agent or Infisical.
 //!
+//! - the Workload API address: unset (the default is named), a directory (its
+//!   sockets listed), a socket this user may not open (who owns what), the
+//!   progress lines while waiting, several audiences;
 //! - the agent's answer: a token whose `sub` or `aud` contradicts the answer.
 
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,8 @@ use svid_exec_testkit::workload::{AgentConfig, Lie};
 
 /// No launcher in this file may run longer than this; it is killed then.
 const HARD_LIMIT: Duration = Duration::from_secs(90);
+/// The SPIRE agent's default socket, svid-exec's default address.
+const DEFAULT_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
 const LOGIN_ROUTE: &str = "/api/v1/auth/oidc-auth/login";
 
 /// What one launcher run did.
@@ -41,6 +47,11 @@ impl Outcome {
         self.assert_says(needles);
         assert!(!self.ran, "the program ran despite the failure");
     }
+
+    fn assert_ran(&self) {
+        assert_eq!(self.code, Some(0), "exit code; stderr:\n{}", self.stderr);
+        assert!(self.ran, "the program did not run:\n{}", self.stderr);
+    }
 }
 
 /// `svid-exec run [args] -- touch MARKER` against `stack`, with the
@@ -48,6 +59,9 @@ impl Outcome {
 struct Launch<'a> {
     stack: &'a Stack,
     args: Vec<String>,
+    set: Vec<(String, String)>,
+    unset: Vec<&'static str>,
+    uid: Option<u32>,
     marker: PathBuf,
 }
 
@@ -56,6 +70,9 @@ impl<'a> Launch<'a> {
         Self {
             stack,
             args: Vec::new(),
+            set: Vec::new(),
+            unset: Vec::new(),
+            uid: None,
             marker: stack.dir().join(format!("{name}.ran")),
         }
     }
@@ -65,12 +82,35 @@ impl<'a> Launch<'a> {
         self
     }
 
+    fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.set.push((k.to_owned(), v.into()));
+        self
+    }
+
+    fn without(mut self, k: &'static str) -> Self {
+        self.unset.push(k);
+        self
+    }
+
+    /// Runs the launcher as this uid (and gid), without supplementary groups.
+    fn user(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
     fn run(&self) -> Outcome {
         let _ = std::fs::remove_file(&self.marker);
+        let env: Vec<(String, String)> = self
+            .stack
+            .launcher_env()
+            .into_iter()
+            .filter(|(k, _)| !self.unset.contains(&k.as_str()))
+            .chain(self.set.iter().cloned())
+            .collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_svid-exec"));
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .envs(self.stack.launcher_env())
+            .envs(env)
             .arg("run")
             .args(&self.args)
             .arg("--")
@@ -79,6 +119,10 @@ impl<'a> Launch<'a> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(uid) = self.uid {
+            // std drops the supplementary groups when root sets a uid.
+            cmd.uid(uid).gid(uid);
+        }
         let mut child = cmd.spawn().expect("spawn svid-exec");
         let stderr = child.stderr.take().expect("stderr piped");
         let reader = std::thread::spawn(move || {
@@ -127,6 +171,197 @@ fn logins(stack: &Stack) -> usize {
         .iter()
         .filter(|r| r.path == LOGIN_ROUTE)
         .count()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+mod address {
+    use super::*;
+
+    #[test]
+    fn unset_says_so_and_names_the_default_it_tried_in_the_first_wait_and_the_error() {
+        assert!(
+            !Path::new(DEFAULT_SOCKET).exists(),
+            "this test needs no SPIRE agent at {DEFAULT_SOCKET}"
+        );
+        let stack = Stack::start();
+        let out = Launch::new(&stack, "unset")
+            .without("SPIFFE_ENDPOINT_SOCKET")
+            .arg("--startup-timeout=2s")
+            .run();
+        out.assert_refused(69, &["does not exist yet", DEFAULT_SOCKET]);
+        let unset = "SPIFFE_ENDPOINT_SOCKET is unset";
+        let waiting = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("waiting"))
+            .expect("a waiting line");
+        assert!(waiting.contains(unset), "{waiting}");
+        let error = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("no JWT-SVID from the Workload API"))
+            .expect("the final error");
+        assert!(error.contains(unset), "{error}");
+        assert_eq!(logins(&stack), 0);
+    }
+
+    #[test]
+    fn set_by_the_variable_or_the_flag_is_named_by_where_it_came_from() {
+        let stack = Stack::start();
+        let absent = format!("unix://{}", stack.dir().join("absent.sock").display());
+        let out = Launch::new(&stack, "env")
+            .env("SPIFFE_ENDPOINT_SOCKET", absent.clone())
+            .arg("--startup-timeout=1s")
+            .run();
+        out.assert_refused(69, &["absent.sock (from SPIFFE_ENDPOINT_SOCKET)"]);
+        assert!(!out.stderr.contains("is unset"), "{}", out.stderr);
+        let out = Launch::new(&stack, "flag")
+            .arg(format!("--workload-api-socket={absent}"))
+            .arg("--startup-timeout=1s")
+            .run();
+        out.assert_refused(69, &["absent.sock (from --workload-api-socket)"]);
+    }
+
+    #[test]
+    fn waiting_says_every_ten_seconds_what_it_still_waits_for() {
+        let stack = Stack::start();
+        let absent = format!("unix://{}", stack.dir().join("absent.sock").display());
+        let out = Launch::new(&stack, "progress")
+            .env("SPIFFE_ENDPOINT_SOCKET", absent)
+            .arg("--startup-timeout=12s")
+            .run();
+        out.assert_refused(69, &["still waiting for the SPIRE agent at unix://"]);
+        let progress = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("still waiting for the SPIRE agent"))
+            .unwrap();
+        assert!(progress.contains("absent.sock"), "{progress}");
+        assert!(progress.contains(" s of 12 s"), "{progress}");
+        assert!(progress.contains("does not exist yet"), "{progress}");
+    }
+
+    #[test]
+    fn a_directory_is_refused_at_once_listing_the_sockets_in_it() {
+        let stack = Stack::start();
+        let mount = stack.agent.socket_path().parent().unwrap().to_owned();
+        let out = Launch::new(&stack, "dir")
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", mount.display()),
+            )
+            .arg("--startup-timeout=60s")
+            .run();
+        out.assert_refused(
+            78,
+            &[
+                "is a directory, not a socket",
+                &format!("sockets in it: {}", stack.agent.endpoint()),
+            ],
+        );
+        assert_eq!(agent_fetches(&stack), 0);
+        assert_eq!(logins(&stack), 0);
+
+        let empty = stack.dir().join("empty-mount");
+        std::fs::create_dir(&empty).unwrap();
+        let out = Launch::new(&stack, "emptydir")
+            .arg(format!("--workload-api-socket={}", empty.display()))
+            .arg("--startup-timeout=60s")
+            .run();
+        out.assert_refused(78, &["is a directory, not a socket", "it holds no socket"]);
+    }
+
+    /// Runs as uid 65534 against a socket only root may open; `None` when
+    /// this test cannot drop privileges here.
+    fn as_nobody(stack: &Stack, name: &str) -> Option<Outcome> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to run the launcher as another user");
+            return None;
+        }
+        let out = Launch::new(stack, name)
+            .user(65534)
+            // Plain HTTP on loopback: no CA file to read as nobody.
+            .without("SVID_EXEC_CA_CERT")
+            .arg("--startup-timeout=2s")
+            .run();
+        if out.code.is_none() || out.stderr.is_empty() {
+            eprintln!("skipped: nobody cannot run the test binary here");
+            return None;
+        }
+        Some(out)
+    }
+
+    fn http_stack() -> Stack {
+        Stack::start_with(StackOptions {
+            https: false,
+            ..StackOptions::default()
+        })
+    }
+
+    #[test]
+    fn permission_denied_names_us_and_the_sockets_owner_and_mode_and_is_retried() {
+        let stack = http_stack();
+        let socket = stack.agent.socket_path().to_owned();
+        chmod(socket.parent().unwrap(), 0o755);
+        chmod(&socket, 0o700);
+        let Some(out) = as_nobody(&stack, "denied") else {
+            return;
+        };
+        out.assert_refused(
+            69,
+            &[
+                "no JWT-SVID from the Workload API",
+                "permission denied",
+                "svid-exec runs as uid 65534 gid 65534",
+                "the socket is owned by uid 0 gid 0, mode 0700",
+                "waiting",
+            ],
+        );
+    }
+
+    #[test]
+    fn permission_denied_by_a_directory_on_the_way_names_that_directory() {
+        let stack = http_stack();
+        let socket = stack.agent.socket_path().to_owned();
+        let dir = socket.parent().unwrap().to_owned();
+        chmod(&dir, 0o700);
+        let Some(out) = as_nobody(&stack, "denieddir") else {
+            return;
+        };
+        out.assert_refused(
+            69,
+            &[
+                "permission denied",
+                "svid-exec runs as uid 65534 gid 65534",
+                &format!(
+                    "the directory {} (owned by uid 0 gid 0, mode 0700) does not let this user through",
+                    dir.display()
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn several_audiences_are_warned_about_at_start() {
+        let stack = Stack::start();
+        let out = Launch::new(&stack, "audiences")
+            .arg("--audience=infisical")
+            .arg("--audience=billing")
+            .run();
+        out.assert_ran();
+        out.assert_says(&[
+            "several audiences requested (billing, infisical)",
+            "HTTP 500",
+        ]);
+
+        let out = Launch::new(&stack, "one-audience").run();
+        out.assert_ran();
+        assert!(!out.stderr.contains("several audiences"), "{}", out.stderr);
+    }
 }
 
 mod answer {

@@ -1,6 +1,6 @@
 //! JWT-SVID sources: the SPIFFE Workload API or a JWT file, chosen by
 //! [`SvidSourceOptions`], each waiting (with the program's one backoff) for
-//! what is not there yet at start.
+//! what is not there yet at start, and saying every 10 s that it still waits.
 //!
 //! The JWT is a bearer credential from the moment it arrives: it is copied into
 //! a `SecretString` at once and only its claims (`sub`, `aud`, `exp`, `iss`)
@@ -14,12 +14,16 @@
 //! - `file.rs`: `--jwt-file`, waited for while missing or empty;
 //! - `workload.rs`: the Workload API, waited for while the agent is not ready,
 //!   its answers checked against themselves and the request;
-//! - `grpc.rs`: the one unary `FetchJWTSVID` call over HTTP/2.
+//! - `grpc.rs`: the one unary `FetchJWTSVID` call over HTTP/2;
+//! - `diagnose.rs`: what is at the socket's path when connecting fails;
+//! - `progress.rs`: the "still waiting" lines.
 
+mod diagnose;
 mod endpoint;
 mod file;
 mod grpc;
 mod jwt;
+mod progress;
 mod workload;
 
 use std::io;
@@ -127,11 +131,23 @@ pub enum SvidError {
         /// Both sides of the contradiction (never the token).
         detail: String,
     },
+    /// The address names a directory (often the mount that holds the socket).
+    #[error("the Workload API address {endpoint} ({}) is a directory, not a socket; {}", origin.describe(), list_sockets(sockets))]
+    SocketIsDirectory {
+        /// The address.
+        endpoint: String,
+        /// Where it came from.
+        origin: EndpointOrigin,
+        /// The sockets directly in it.
+        sockets: Vec<PathBuf>,
+    },
     /// Nothing usable before the deadline.
-    #[error("no JWT-SVID from the Workload API at {endpoint} within {}: {last}; {check}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
+    #[error("no JWT-SVID from the Workload API at {endpoint} ({}) within {}: {last}; {check}", origin.describe(), humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// The address.
         endpoint: String,
+        /// Where the address came from.
+        origin: EndpointOrigin,
         /// How long it waited.
         waited: Duration,
         /// The last reason it waited.
@@ -151,6 +167,7 @@ impl SvidError {
             | Self::JwtFileUnreadable { .. }
             | Self::JwtFileNotJwt { .. }
             | Self::Rejected { .. }
+            | Self::SocketIsDirectory { .. }
             | Self::Unsupported { .. } => ExitClass::Config,
             Self::Malformed { .. }
             | Self::Contradicted { .. }
@@ -187,10 +204,53 @@ impl Failure for SvidError {
             Self::Contradicted { .. } => {
                 "the agent does not follow the Workload API: check which process serves this socket, and the SPIRE agent's version and logs"
             }
+            Self::SocketIsDirectory { sockets, .. } => {
+                return Some(match sockets.first() {
+                    Some(socket) => format!(
+                        "point SPIFFE_ENDPOINT_SOCKET or --workload-api-socket at the socket itself, e.g. unix://{}",
+                        socket.display()
+                    ),
+                    None => "point SPIFFE_ENDPOINT_SOCKET or --workload-api-socket at the agent's socket, not at a directory (a CSI volume or hostPath mount is the directory that holds it; Docker creates an empty directory when a bind-mounted socket does not exist on the host yet)".to_owned(),
+                })
+            }
+            Self::GaveUp {
+                origin: EndpointOrigin::Default,
+                check,
+                ..
+            } => {
+                return Some(format!(
+                    "SPIFFE_ENDPOINT_SOCKET is unset and --workload-api-socket was not given, so the SPIRE agent's default socket {DEFAULT_WORKLOAD_API_SOCKET} was tried: set one of them to the agent's socket (e.g. unix:///run/spire/sockets/agent.sock); {check}"
+                ))
+            }
             Self::GaveUp { check, .. } => check,
         };
         Some(hint.to_owned())
     }
+}
+
+/// `sockets in it: unix:///a, unix:///b` or `it holds no socket`.
+fn list_sockets(sockets: &[PathBuf]) -> String {
+    if sockets.is_empty() {
+        return "it holds no socket".to_owned();
+    }
+    let named: Vec<String> = sockets
+        .iter()
+        .map(|s| format!("unix://{}", s.display()))
+        .collect();
+    format!("sockets in it: {}", named.join(", "))
+}
+
+/// The warning for several requested audiences, `None` for one.
+fn several_audiences(audiences: &[String]) -> Option<String> {
+    let mut distinct: Vec<&str> = audiences.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    (distinct.len() > 1).then(|| {
+        format!(
+            "several audiences requested ({}): the JWT-SVID's aud claim is then a JSON array, which Infisical versions of 2024 answer with HTTP 500 at login, and every audience can replay the token to the others; request one audience, dedicated to Infisical",
+            distinct.join(", ")
+        )
+    })
 }
 
 /// Where the JWT comes from.
@@ -225,11 +285,15 @@ pub struct SvidSource {
 }
 
 impl SvidSource {
-    /// A source; refuses an empty audience list up front (SPIRE would answer `InvalidArgument`).
+    /// A source; refuses an empty audience list up front (SPIRE would answer
+    /// `InvalidArgument`) and warns when several audiences are requested.
     pub fn new(options: SvidSourceOptions) -> Result<Self, SvidError> {
         if let SvidSourceOptions::WorkloadApi(w) = &options {
             if w.audiences.iter().all(|a| a.trim().is_empty()) {
                 return Err(SvidError::NoAudience);
+            }
+            if let Some(warning) = several_audiences(&w.audiences) {
+                tracing::warn!("{warning}");
             }
         }
         Ok(Self {
@@ -270,5 +334,67 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(err.class(), ExitClass::Config);
+    }
+
+    #[test]
+    fn several_distinct_audiences_are_warned_about_one_is_not() {
+        let list = |a: &[&str]| a.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(several_audiences(&list(&["infisical"])), None);
+        assert_eq!(several_audiences(&list(&["infisical", "infisical"])), None);
+        let warning = several_audiences(&list(&["infisical", "vault"])).unwrap();
+        assert!(warning.contains("(infisical, vault)"), "{warning}");
+        assert!(warning.contains("HTTP 500"), "{warning}");
+    }
+
+    #[test]
+    fn the_default_address_is_named_as_such_in_the_final_error_and_its_hint() {
+        let err = SvidError::GaveUp {
+            endpoint: DEFAULT_WORKLOAD_API_SOCKET.to_owned(),
+            origin: EndpointOrigin::Default,
+            waited: Duration::from_secs(60),
+            last: "the Workload API socket does not exist yet".to_owned(),
+            check: "check the agent",
+        };
+        let text = err.to_string();
+        assert!(text.contains("SPIFFE_ENDPOINT_SOCKET is unset"), "{text}");
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("SPIFFE_ENDPOINT_SOCKET is unset"), "{hint}");
+        assert!(hint.contains(DEFAULT_WORKLOAD_API_SOCKET), "{hint}");
+        assert!(hint.ends_with("check the agent"), "{hint}");
+
+        let from_env = SvidError::GaveUp {
+            endpoint: "unix:///run/spire/agent.sock".to_owned(),
+            origin: EndpointOrigin::Env,
+            waited: Duration::from_secs(60),
+            last: "the Workload API socket does not exist yet".to_owned(),
+            check: "check the agent",
+        };
+        assert!(from_env
+            .to_string()
+            .contains("(from SPIFFE_ENDPOINT_SOCKET)"));
+        assert_eq!(from_env.hint().as_deref(), Some("check the agent"));
+    }
+
+    #[test]
+    fn a_directory_lists_its_sockets_and_the_hint_names_the_first() {
+        let err = SvidError::SocketIsDirectory {
+            endpoint: "unix:///run/spire".to_owned(),
+            origin: EndpointOrigin::Env,
+            sockets: vec![PathBuf::from("/run/spire/agent.sock")],
+        };
+        assert_eq!(err.class(), ExitClass::Config);
+        let text = err.to_string();
+        assert!(text.contains("is a directory, not a socket"), "{text}");
+        assert!(
+            text.contains("sockets in it: unix:///run/spire/agent.sock"),
+            "{text}"
+        );
+        assert!(err.hint().unwrap().contains("unix:///run/spire/agent.sock"));
+        let empty = SvidError::SocketIsDirectory {
+            endpoint: "unix:///run/spire".to_owned(),
+            origin: EndpointOrigin::Env,
+            sockets: Vec::new(),
+        };
+        assert!(empty.to_string().contains("it holds no socket"));
     }
 }

@@ -11,27 +11,42 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
+use spiffe::transport::Endpoint;
 use tokio::time::Instant;
 
+use super::diagnose::{not_a_socket, permission_detail, NotSocket};
 use super::grpc::{self, CallError, Code, JwtSvidEntry, JwtSvidRequest, JwtSvidResponse};
-use super::{decode_claims, describe_endpoint, Jwt, JwtClaims, SvidError, WorkloadApiOptions};
+use super::progress::{elapsed_of, with_progress, PROGRESS_EVERY};
+use super::{
+    decode_claims, describe_endpoint, EndpointOrigin, Jwt, JwtClaims, SvidError,
+    WorkloadApiOptions, DEFAULT_WORKLOAD_API_SOCKET,
+};
 use crate::retry::{self, Backoff, Stop, Transient};
 
 /// Below this remaining lifetime a fetched JWT-SVID is logged as a warning:
 /// the agent serves cached tokens down to ~half their TTL, less when its server is unreachable.
 const SHORT_LIFETIME: Duration = Duration::from_secs(30);
 
-/// A fresh JWT-SVID from the Workload API, waiting (with `backoff`) until `deadline`.
+/// A fresh JWT-SVID from the Workload API, waiting (with `backoff`) until
+/// `deadline`, and saying every [`PROGRESS_EVERY`] that it still waits.
 pub(super) async fn fetch(
     options: &WorkloadApiOptions,
     backoff: &Backoff,
     deadline: Instant,
 ) -> Result<Jwt, SvidError> {
     let started = Instant::now();
+    let total = deadline.saturating_duration_since(started);
     let endpoint = describe_endpoint(&options.endpoint);
-    // The last reason to wait, with what to check, for the final error.
+    let note = if options.origin == EndpointOrigin::Default {
+        format!(
+            " (SPIFFE_ENDPOINT_SOCKET is unset and --workload-api-socket was not given: trying the default {DEFAULT_WORKLOAD_API_SOCKET})"
+        )
+    } else {
+        String::new()
+    };
+    // The last reason to wait, with what to check, for progress lines and the final error.
     let last_reason: Mutex<Option<(String, &'static str)>> = Mutex::new(None);
-    let result = retry::retry_until(
+    let attempts = retry::retry_until(
         backoff,
         deadline,
         options.per_call_timeout,
@@ -42,12 +57,24 @@ pub(super) async fn fetch(
                 if last.as_ref().is_some_and(|(r, _)| r == reason) {
                     tracing::debug!(endpoint = %endpoint, retry_in = ?wait, "{reason}; still waiting…");
                 } else {
-                    tracing::info!(endpoint = %endpoint, "{reason}; waiting…");
+                    tracing::info!(endpoint = %endpoint, "{reason}; waiting…{note}");
                     *last = Some((reason.clone(), check));
                 }
             }
         },
-    )
+    );
+    let result = with_progress(attempts, PROGRESS_EVERY, |elapsed| {
+        let last = last_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(reason, _)| reason.clone());
+        let why = last.unwrap_or_else(|| "the first call is not answered yet".to_owned());
+        tracing::info!(
+            "still waiting for the SPIRE agent at {endpoint}, {}: {why}",
+            elapsed_of(elapsed, total)
+        );
+    })
     .await;
     match result {
         Ok(jwt) => {
@@ -60,6 +87,7 @@ pub(super) async fn fetch(
             | Stop::Deadline(Attempt::Wait { reason, check }),
         ) => Err(SvidError::GaveUp {
             endpoint,
+            origin: options.origin,
             waited: retry::to_millis(started.elapsed()),
             last: reason,
             check,
@@ -74,6 +102,7 @@ pub(super) async fn fetch(
                 .unwrap_or_else(|| (no_answer_within(waited), CHECK_AGENT));
             Err(SvidError::GaveUp {
                 endpoint,
+                origin: options.origin,
                 waited,
                 last,
                 check,
@@ -130,6 +159,7 @@ impl Transient for Attempt {
 
 const CHECK_AGENT: &str = "check that the SPIRE agent is running and its socket is mounted at this address (SPIFFE_ENDPOINT_SOCKET / --workload-api-socket)";
 const CHECK_ENTRY: &str = "check that a registration entry matches this workload's selectors and has reached the agent (`spire-server entry show`), and --spiffe-id if given";
+const CHECK_PERMISSION: &str = "give this user write access to the socket and search access to the directories above it (SPIRE makes its socket 0777; a restrictive mount or a different user/group is the usual cause); this is retried until --startup-timeout in case a CSI mount is still coming";
 
 /// One `FetchJWTSVID`, bounded by `bound`.
 async fn call(options: &WorkloadApiOptions, bound: Duration) -> Result<JwtSvidResponse, Attempt> {
@@ -275,12 +305,14 @@ pub async fn list_jwt_svids(
         Err(Attempt::Fatal(e)) => Err(e),
         Err(Attempt::Wait { reason, check }) => Err(SvidError::GaveUp {
             endpoint,
+            origin: options.origin,
             waited: retry::to_millis(started.elapsed()),
             last: reason,
             check,
         }),
         Err(Attempt::Cut) => Err(SvidError::GaveUp {
             endpoint,
+            origin: options.origin,
             waited: retry::to_millis(started.elapsed()),
             last: no_answer_within(bound),
             check: CHECK_AGENT,
@@ -293,7 +325,7 @@ fn classify(err: CallError, options: &WorkloadApiOptions) -> Attempt {
     let name = describe_endpoint(&options.endpoint);
     let wait = |reason: String, check| Attempt::Wait { reason, check };
     match err {
-        CallError::Connect(e) => connect_failed(&e),
+        CallError::Connect(e) => connect_failed(&e, options),
         CallError::Transport(detail) => wait(
             format!("the Workload API call failed ({detail}); the agent may have restarted"),
             CHECK_AGENT,
@@ -339,24 +371,52 @@ fn classify(err: CallError, options: &WorkloadApiOptions) -> Attempt {
     }
 }
 
-/// A failed connect: whether to wait, and for what.
-fn connect_failed(err: &io::Error) -> Attempt {
-    let wait = |reason: String| Attempt::Wait {
-        reason,
-        check: CHECK_AGENT,
+/// A failed connect: what is (or is not) at the address, and whether to wait.
+fn connect_failed(err: &io::Error, options: &WorkloadApiOptions) -> Attempt {
+    let wait = |reason: String, check| Attempt::Wait { reason, check };
+    let path = match &options.endpoint {
+        Endpoint::Unix(path) => Some(path.as_path()),
+        _ => None,
     };
-    match err.kind() {
-        io::ErrorKind::NotFound => wait(
+    match (err.kind(), path) {
+        (io::ErrorKind::NotFound, _) => wait(
             "the Workload API socket does not exist yet (SPIRE agent not started, or socket not mounted)".into(),
+            CHECK_AGENT,
         ),
-        io::ErrorKind::ConnectionRefused => wait(
-            "nothing is listening on the Workload API socket yet (SPIRE agent starting?)".into(),
-        ),
-        io::ErrorKind::PermissionDenied => Attempt::Wait {
-            reason: "this user may not open the Workload API socket (permission denied)".into(),
-            check: "check the socket's permissions and the user svid-exec runs as",
+        (io::ErrorKind::ConnectionRefused, Some(path)) => match not_a_socket(path) {
+            Some(NotSocket::Directory(sockets)) => Attempt::Fatal(SvidError::SocketIsDirectory {
+                endpoint: describe_endpoint(&options.endpoint),
+                origin: options.origin,
+                sockets,
+            }),
+            Some(NotSocket::Other(kind)) => wait(
+                format!("the Workload API address is {kind}, not a socket"),
+                CHECK_AGENT,
+            ),
+            None => wait(
+                "nothing is listening on the Workload API socket yet (SPIRE agent starting?)".into(),
+                CHECK_AGENT,
+            ),
         },
-        _ => wait(format!("cannot connect to the Workload API ({err})")),
+        (io::ErrorKind::ConnectionRefused, None) => wait(
+            "nothing is listening on the Workload API socket yet (SPIRE agent starting?)".into(),
+            CHECK_AGENT,
+        ),
+        (io::ErrorKind::PermissionDenied, Some(path)) => wait(
+            format!(
+                "this user may not open the Workload API socket (permission denied): {}",
+                permission_detail(path)
+            ),
+            CHECK_PERMISSION,
+        ),
+        (io::ErrorKind::PermissionDenied, None) => wait(
+            "this user may not open the Workload API socket (permission denied)".into(),
+            CHECK_PERMISSION,
+        ),
+        _ => wait(
+            format!("cannot connect to the Workload API ({err})"),
+            CHECK_AGENT,
+        ),
     }
 }
 
@@ -365,10 +425,7 @@ mod tests {
     use super::*;
     use crate::error::ExitClass;
     use crate::svid::jwt::test_token as jwt;
-    use crate::svid::{
-        parse_spiffe_id, EndpointOrigin, SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT,
-    };
-    use spiffe::transport::Endpoint;
+    use crate::svid::{parse_spiffe_id, SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
 
     fn entry(spiffe_id: &str, payload: &str, hint: &str) -> JwtSvidEntry {
         JwtSvidEntry {
@@ -476,6 +533,34 @@ mod tests {
             ),
             Some(Contradiction::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn connect_failures_say_what_is_at_the_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = options(&["infisical"], None);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+
+        o.endpoint = Endpoint::Unix(dir.path().to_owned());
+        let Attempt::Fatal(err) = connect_failed(&refused, &o) else {
+            panic!("a directory is not waited for");
+        };
+        assert!(matches!(err, SvidError::SocketIsDirectory { .. }), "{err}");
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        o.endpoint = Endpoint::Unix(file);
+        let Attempt::Wait { reason, .. } = connect_failed(&refused, &o) else {
+            panic!("a file may still be replaced by the agent's socket");
+        };
+        assert!(reason.contains("a regular file, not a socket"), "{reason}");
+
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let Attempt::Wait { reason, check } = connect_failed(&denied, &o) else {
+            panic!("permission denied is retried (a CSI mount may be coming)");
+        };
+        assert!(reason.contains("svid-exec runs as uid"), "{reason}");
+        assert!(check.contains("retried"), "{check}");
     }
 
     #[test]
