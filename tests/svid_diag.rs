@@ -7,6 +7,7 @@
 //! - the Workload API address: unset (the default is named), a directory (its
 //!   sockets listed), a socket this user may not open (who owns what), the
 //!   progress lines while waiting, several audiences;
+//! - `--jwt-file`: a FIFO, a file above the size cap, a file others may read;
 //! - the agent's answer: a token whose `sub` or `aud` contradicts the answer.
 
 use std::os::unix::process::CommandExt as _;
@@ -361,6 +362,62 @@ mod address {
         let out = Launch::new(&stack, "one-audience").run();
         out.assert_ran();
         assert!(!out.stderr.contains("several audiences"), "{}", out.stderr);
+    }
+}
+
+mod jwt_file {
+    use super::*;
+
+    fn token(stack: &Stack) -> String {
+        let path = stack.write_jwt_file(Duration::from_secs(300));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_without_waiting_for_a_writer() {
+        let stack = Stack::start();
+        let fifo = stack.dir().join("token.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let out = Launch::new(&stack, "fifo")
+            .arg(format!("--jwt-file={}", fifo.display()))
+            .arg("--startup-timeout=60s")
+            .run();
+        out.assert_refused(78, &["token.fifo", "FIFO", "not a regular file"]);
+        assert_eq!(logins(&stack), 0);
+    }
+
+    #[test]
+    fn a_file_above_the_cap_is_refused_even_when_it_starts_with_a_valid_jwt() {
+        let stack = Stack::start();
+        let path = stack.dir().join("padded.jwt");
+        let jwt = token(&stack);
+        std::fs::write(&path, format!("{jwt}{}", "\n".repeat(70 * 1024))).unwrap();
+        chmod(&path, 0o600);
+        let out = Launch::new(&stack, "padded")
+            .arg(format!("--jwt-file={}", path.display()))
+            .run();
+        out.assert_refused(78, &["padded.jwt", "larger than 64 KiB"]);
+        assert_eq!(logins(&stack), 0);
+    }
+
+    #[test]
+    fn a_file_others_may_read_is_used_with_a_warning() {
+        let stack = Stack::start();
+        let path = stack.dir().join("shared.jwt");
+        std::fs::write(&path, token(&stack)).unwrap();
+        chmod(&path, 0o644);
+        let out = Launch::new(&stack, "shared")
+            .arg(format!("--jwt-file={}", path.display()))
+            .run();
+        out.assert_ran();
+        out.assert_says(&["the JWT file is readable by group and others", "0644"]);
+
+        chmod(&path, 0o600);
+        let out = Launch::new(&stack, "private")
+            .arg(format!("--jwt-file={}", path.display()))
+            .run();
+        out.assert_ran();
+        assert!(!out.stderr.contains("readable by"), "{}", out.stderr);
     }
 }
 

@@ -11,12 +11,12 @@
 //!
 //! - `endpoint.rs`: the Workload API address and `--spiffe-id` parsers;
 //! - `jwt.rs`: [`Jwt`] and its readable [`JwtClaims`] (decoded in one place);
-//! - `file.rs`: `--jwt-file`, waited for while missing or empty;
+//! - `file.rs`: `--jwt-file`, waited for while missing or empty, every read bounded;
 //! - `workload.rs`: the Workload API, waited for while the agent is not ready,
 //!   its answers checked against themselves and the request;
 //! - `grpc.rs`: the one unary `FetchJWTSVID` call over HTTP/2;
 //! - `diagnose.rs`: what is at the socket's path when connecting fails;
-//! - `progress.rs`: the "still waiting" lines.
+//! - `progress.rs`: the "still waiting" lines of both sources.
 
 mod diagnose;
 mod endpoint;
@@ -28,6 +28,7 @@ mod workload;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use spiffe::transport::Endpoint;
@@ -35,6 +36,7 @@ use spiffe::SpiffeId;
 use tokio::time::Instant;
 
 pub use endpoint::{describe_endpoint, parse_endpoint, parse_spiffe_id, EndpointOrigin};
+pub use file::MAX_JWT_FILE_BYTES;
 pub(crate) use jwt::decode_payload;
 pub use jwt::{decode_claims, Jwt, JwtClaims};
 pub use workload::{list_jwt_svids, SvidSummary};
@@ -88,6 +90,31 @@ pub enum SvidError {
         waited: Duration,
         /// "does not exist" or "is empty".
         last: &'static str,
+    },
+    /// The JWT file is not a regular file (a FIFO, a directory, a device):
+    /// refused without reading it, so that it cannot block the start.
+    #[error("the JWT file {} is {kind}, not a regular file", path.display())]
+    JwtFileNotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is ("a FIFO (named pipe)", "a directory", ...).
+        kind: &'static str,
+    },
+    /// The JWT file is larger than [`MAX_JWT_FILE_BYTES`].
+    #[error("the JWT file {} is larger than {} KiB, too large to be a JWT", path.display(), limit / 1024)]
+    JwtFileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// Reading the JWT file did not end before the deadline.
+    #[error("reading the JWT file {} did not finish within {}", path.display(), humantime::format_duration(*.waited))]
+    JwtFileStuck {
+        /// The file.
+        path: PathBuf,
+        /// How long it waited for the read.
+        waited: Duration,
     },
     /// The JWT file does not hold a JWT.
     #[error("the JWT file {} does not hold a JWT ({reason})", path.display())]
@@ -166,13 +193,16 @@ impl SvidError {
             | Self::NoAudience
             | Self::JwtFileUnreadable { .. }
             | Self::JwtFileNotJwt { .. }
+            | Self::JwtFileNotRegular { .. }
+            | Self::JwtFileTooLarge { .. }
             | Self::Rejected { .. }
             | Self::SocketIsDirectory { .. }
             | Self::Unsupported { .. } => ExitClass::Config,
             Self::Malformed { .. }
             | Self::Contradicted { .. }
             | Self::GaveUp { .. }
-            | Self::JwtFileNotReady { .. } => ExitClass::Unavailable,
+            | Self::JwtFileNotReady { .. }
+            | Self::JwtFileStuck { .. } => ExitClass::Unavailable,
         }
     }
 }
@@ -195,6 +225,15 @@ impl Failure for SvidError {
             }
             Self::JwtFileNotJwt { .. } => {
                 "check --jwt-file: it must hold one compact JWT (header.payload.signature)"
+            }
+            Self::JwtFileNotRegular { .. } => {
+                "point --jwt-file at the regular file its writer (spiffe-helper, a projected token) keeps up to date; pipes and devices are not read, so that they cannot hold the start"
+            }
+            Self::JwtFileTooLarge { .. } => {
+                "check --jwt-file: it must hold one compact JWT, a few KiB at most"
+            }
+            Self::JwtFileStuck { .. } => {
+                "check the file system that holds --jwt-file (a hung network or FUSE mount?)"
             }
             Self::Rejected { .. } => "check --audience (must not be empty) and --spiffe-id",
             Self::Unsupported { .. } => {
@@ -282,6 +321,8 @@ pub struct WorkloadApiOptions {
 pub struct SvidSource {
     options: SvidSourceOptions,
     backoff: Backoff,
+    /// The JWT file's mode was found readable by others and said so (once).
+    warned_mode: AtomicBool,
 }
 
 impl SvidSource {
@@ -299,6 +340,7 @@ impl SvidSource {
         Ok(Self {
             options,
             backoff: Backoff::DEFAULT,
+            warned_mode: AtomicBool::new(false),
         })
     }
 
@@ -313,7 +355,9 @@ impl SvidSource {
     /// while the agent is starting or has not issued an identity yet, until `deadline`.
     pub async fn fetch(&self, deadline: Instant) -> Result<Jwt, SvidError> {
         match &self.options {
-            SvidSourceOptions::File(path) => file::fetch(path, &self.backoff, deadline).await,
+            SvidSourceOptions::File(path) => {
+                file::fetch(path, &self.backoff, deadline, &self.warned_mode).await
+            }
             SvidSourceOptions::WorkloadApi(w) => workload::fetch(w, &self.backoff, deadline).await,
         }
     }
