@@ -6,7 +6,7 @@
 # jittered backoff spreads the herd instead of hammering the server.
 #
 # It is the ignored test `load_200_launchers_against_50_requests_per_second`
-# in tests/faults.rs, run alone (not among the parallel tests), bounded by
+# in tests/integration/faults.rs, run alone (not among the parallel tests), bounded by
 # `timeout`. It prints one line of figures:
 #   load: launchers=200 limit=50/s requests=… minimum=400 throttled_429=… failed=0 wall=…s
 #
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 export LOAD_LAUNCHERS="${LOAD_LAUNCHERS:-200}" LOAD_RATE="${LOAD_RATE:-50}"
 # 200 launchers hold 200 stderr pipes and reader threads in the test process.
 ulimit -n 4096 2>/dev/null || true
-timeout "${LOAD_TIMEOUT:-300}" cargo test --locked --test faults -- \
-  --ignored --exact load_200_launchers_against_50_requests_per_second --nocapture 2>&1 |
+timeout "${LOAD_TIMEOUT:-300}" cargo test --locked --test integration -- \
+  --ignored --exact faults::load_200_launchers_against_50_requests_per_second --nocapture 2>&1 |
   grep -E '^load:|^test result|panicked|failed'
 exit "${PIPESTATUS[0]}"

@@ -69,6 +69,18 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The chain, then the hint: for a log line that carries a failure in one
+/// string (the supervisor's reasons); reports print the two apart.
+pub fn chain_and_hint(err: &(dyn Failure + 'static)) -> String {
+    let mut out = chain(err);
+    if let Some(hint) = err.hint() {
+        out.push_str(" (hint: ");
+        out.push_str(&hint);
+        out.push(')');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::ExitClass;

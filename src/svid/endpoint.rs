@@ -127,7 +127,7 @@ pub fn parse_spiffe_id(value: &str) -> Result<SpiffeId, SvidError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
 
     #[test]
     fn endpoint_parsing_table() {
@@ -170,7 +170,7 @@ mod tests {
                 assert_eq!(got.as_ref().ok(), Some(e), "{input:?} -> {got:?}");
             } else {
                 let err = got.expect_err(input);
-                assert_eq!(err.class(), ExitClass::Config, "{input:?}");
+                assert_eq!(err.exit_class(), ExitClass::Config, "{input:?}");
             }
         }
     }
@@ -179,6 +179,6 @@ mod tests {
     fn spiffe_id_must_be_a_spiffe_uri() {
         assert!(parse_spiffe_id("spiffe://example.org/ns/prod/sa/web").is_ok());
         let err = parse_spiffe_id("https://example.org/x").unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
     }
 }

@@ -302,7 +302,7 @@ fn read_jwt_file(path: &Path) -> Result<FileRead, FileAttempt> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
     use crate::svid::jwt::test_token as jwt;
     use crate::svid::{SvidSource, SvidSourceOptions};
     use secrecy::ExposeSecret as _;
@@ -329,7 +329,7 @@ mod tests {
         };
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
         assert!(err.to_string().contains("junk.jwt"), "{err}");
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
 
         let good = dir.path().join("good.jwt");
         std::fs::write(
@@ -371,7 +371,7 @@ mod tests {
         ] {
             let err = fatal(read_or_blocked(path));
             assert!(matches!(err, SvidError::JwtFileNotRegular { .. }), "{err}");
-            assert_eq!(err.class(), ExitClass::Config);
+            assert_eq!(err.exit_class(), ExitClass::Config);
             assert!(err.to_string().contains(kind), "{err}");
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
@@ -391,7 +391,7 @@ mod tests {
         std::fs::write(&above, padded(MAX_JWT_FILE_BYTES + 1)).unwrap();
         let err = fatal(read_jwt_file(&above));
         assert!(matches!(err, SvidError::JwtFileTooLarge { .. }), "{err}");
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(err.to_string().contains("64 KiB"), "{err}");
     }
 
@@ -460,7 +460,7 @@ mod tests {
             .fetch(Instant::now() + Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Unavailable, "{err}");
         let text = err.to_string();
         assert!(
             text.contains("waited for") && text.contains("late.jwt"),
@@ -503,6 +503,6 @@ mod tests {
         .await
         .expect("a malformed file must not be waited for")
         .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
     }
 }

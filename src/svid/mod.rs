@@ -42,7 +42,7 @@ pub use jwt::{decode_claims, Jwt, JwtClaims};
 pub use workload::{list_jwt_svids, SvidSummary};
 
 use crate::error::{ExitClass, Failure};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Transient};
 
 /// SPIRE agent's default socket, the contract's default for `--workload-api-socket`.
 pub const DEFAULT_WORKLOAD_API_SOCKET: &str = "unix:///tmp/spire-agent/public/api.sock";
@@ -51,11 +51,11 @@ pub const DEFAULT_WORKLOAD_API_SOCKET: &str = "unix:///tmp/spire-agent/public/ap
 /// hold the first call for about 30 s (spiffe.md §2.5).
 pub const DEFAULT_PER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Errors of this module; [`SvidError::class`] gives the exit class.
+/// Errors of this module; [`Failure`] gives the exit class and the hint.
 #[derive(Debug, thiserror::Error)]
 pub enum SvidError {
     /// The Workload API address could not be understood.
-    #[error("invalid Workload API address {value:?}: {reason}; expected unix:///path, unix:/path, an absolute /path or tcp://IP:port")]
+    #[error("invalid Workload API address {value:?}: {reason}")]
     InvalidEndpoint {
         /// What was given.
         value: String,
@@ -63,7 +63,7 @@ pub enum SvidError {
         reason: String,
     },
     /// `--spiffe-id` is not a SPIFFE ID.
-    #[error("invalid --spiffe-id {value:?}: {reason}; expected spiffe://trust-domain/path")]
+    #[error("--spiffe-id {value:?} is not a SPIFFE ID ({reason})")]
     InvalidSpiffeId {
         /// What was given.
         value: String,
@@ -71,10 +71,10 @@ pub enum SvidError {
         reason: String,
     },
     /// No audience to request: SPIRE would refuse the call.
-    #[error("no audience to request the JWT-SVID for; give --audience (for example `infisical`)")]
+    #[error("no audience to request the JWT-SVID for")]
     NoAudience,
     /// The JWT file could not be read.
-    #[error("cannot read the JWT file {}: {source}; check --jwt-file and that this user may read it", path.display())]
+    #[error("cannot read the JWT file {}: {source}", path.display())]
     JwtFileUnreadable {
         /// The file.
         path: PathBuf,
@@ -82,7 +82,7 @@ pub enum SvidError {
         source: io::Error,
     },
     /// The JWT file stayed missing or empty until the deadline.
-    #[error("waited for {} {} but it {last}; check --jwt-file and that whatever writes it (spiffe-helper, a projected token) is running", path.display(), humantime::format_duration(*.waited))]
+    #[error("waited for {} {} but it {last}", path.display(), humantime::format_duration(*.waited))]
     JwtFileNotReady {
         /// The file.
         path: PathBuf,
@@ -125,7 +125,7 @@ pub enum SvidError {
         reason: &'static str,
     },
     /// The agent refused the request as invalid (gRPC `InvalidArgument`): retrying cannot help.
-    #[error("the Workload API at {endpoint} rejected the request as invalid (InvalidArgument: {message}); check --audience (must not be empty) and --spiffe-id")]
+    #[error("the Workload API at {endpoint} rejected the request as invalid (InvalidArgument: {message})")]
     Rejected {
         /// The address.
         endpoint: String,
@@ -133,7 +133,9 @@ pub enum SvidError {
         message: String,
     },
     /// The other side does not implement the call (gRPC `Unimplemented`).
-    #[error("the service at {endpoint} does not implement FetchJWTSVID (Unimplemented: {message}); is it a SPIFFE Workload API (SPIRE agent)?")]
+    #[error(
+        "the service at {endpoint} does not implement FetchJWTSVID (Unimplemented: {message})"
+    )]
     Unsupported {
         /// The address.
         endpoint: String,
@@ -169,7 +171,7 @@ pub enum SvidError {
         sockets: Vec<PathBuf>,
     },
     /// Nothing usable before the deadline.
-    #[error("no JWT-SVID from the Workload API at {endpoint} ({}) within {}: {last}; {check}", origin.describe(), humantime::format_duration(crate::retry::to_millis(*.waited)))]
+    #[error("no JWT-SVID from the Workload API at {endpoint} ({}) within {}: {last}", origin.describe(), humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// The address.
         endpoint: String,
@@ -184,9 +186,8 @@ pub enum SvidError {
     },
 }
 
-impl SvidError {
-    /// The exit class of this error.
-    pub fn class(&self) -> ExitClass {
+impl Failure for SvidError {
+    fn exit_class(&self) -> ExitClass {
         match self {
             Self::InvalidEndpoint { .. }
             | Self::InvalidSpiffeId { .. }
@@ -204,12 +205,6 @@ impl SvidError {
             | Self::JwtFileNotReady { .. }
             | Self::JwtFileStuck { .. } => ExitClass::Unavailable,
         }
-    }
-}
-
-impl Failure for SvidError {
-    fn exit_class(&self) -> ExitClass {
-        self.class()
     }
 
     fn hint(&self) -> Option<String> {
@@ -267,6 +262,24 @@ impl Failure for SvidError {
     }
 }
 
+impl Transient for SvidError {
+    /// The waits that ran out of time (the agent, or the file's writer, may
+    /// still come, and a hung mount may come back) and an agent's answer that
+    /// is malformed or contradicts itself (it may be restarting): with
+    /// `--watch`, a token that still works is kept through them. At start,
+    /// the sources themselves decide what is waited for.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::GaveUp { .. }
+                | Self::JwtFileNotReady { .. }
+                | Self::JwtFileStuck { .. }
+                | Self::Malformed { .. }
+                | Self::Contradicted { .. }
+        )
+    }
+}
+
 /// `sockets in it: unix:///a, unix:///b` or `it holds no socket`.
 fn list_sockets(sockets: &[PathBuf]) -> String {
     if sockets.is_empty() {
@@ -279,8 +292,9 @@ fn list_sockets(sockets: &[PathBuf]) -> String {
     format!("sockets in it: {}", named.join(", "))
 }
 
-/// The warning for several requested audiences, `None` for one.
-fn several_audiences(audiences: &[String]) -> Option<String> {
+/// The warning for several requested audiences, `None` for one (the
+/// configuration gives it, with its other warnings, once logging is up).
+pub fn several_audiences(audiences: &[String]) -> Option<String> {
     let mut distinct: Vec<&str> = audiences.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
@@ -326,15 +340,11 @@ pub struct SvidSource {
 }
 
 impl SvidSource {
-    /// A source; refuses an empty audience list up front (SPIRE would answer
-    /// `InvalidArgument`) and warns when several audiences are requested.
+    /// A source; refuses an empty audience list up front (SPIRE would answer `InvalidArgument`).
     pub fn new(options: SvidSourceOptions) -> Result<Self, SvidError> {
         if let SvidSourceOptions::WorkloadApi(w) = &options {
             if w.audiences.iter().all(|a| a.trim().is_empty()) {
                 return Err(SvidError::NoAudience);
-            }
-            if let Some(warning) = several_audiences(&w.audiences) {
-                tracing::warn!("{warning}");
             }
         }
         Ok(Self {
@@ -377,7 +387,7 @@ mod tests {
             origin: EndpointOrigin::Flag,
         }))
         .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
     }
 
     #[test]
@@ -426,7 +436,7 @@ mod tests {
             origin: EndpointOrigin::Env,
             sockets: vec![PathBuf::from("/run/spire/agent.sock")],
         };
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
         let text = err.to_string();
         assert!(text.contains("is a directory, not a socket"), "{text}");
         assert!(

@@ -44,32 +44,41 @@ pub(super) async fn fetch(
     } else {
         String::new()
     };
-    // The last reason to wait, with what to check, for progress lines and the final error.
-    let last_reason: Mutex<Option<(String, &'static str)>> = Mutex::new(None);
+    // What the attempts said so far, for the log, the progress lines and the
+    // final error; shared by the retry's callback and the progress ticks.
+    let waited_for: Mutex<WaitedFor> = Mutex::new(WaitedFor::default());
     let attempts = retry::retry_until(
         backoff,
         deadline,
         options.per_call_timeout,
         |bound| fetch_once(options, bound),
         |err: &Attempt, wait| {
-            if let Attempt::Wait { reason, check } = err {
-                let mut last = last_reason.lock().unwrap_or_else(PoisonError::into_inner);
-                if last.as_ref().is_some_and(|(r, _)| r == reason) {
+            if let Attempt::Wait {
+                reason,
+                check,
+                cut_short,
+            } = err
+            {
+                let mut seen = waited_for.lock().unwrap_or_else(PoisonError::into_inner);
+                if !cut_short {
+                    seen.last_whole = Some((reason.clone(), check));
+                }
+                if seen.last.as_deref() == Some(reason.as_str()) {
                     tracing::debug!(endpoint = %endpoint, retry_in = ?wait, "{reason}; still waiting…");
                 } else {
                     tracing::info!(endpoint = %endpoint, "{reason}; waiting…{note}");
-                    *last = Some((reason.clone(), check));
+                    seen.last = Some(reason.clone());
                 }
             }
         },
     );
     let result = with_progress(attempts, PROGRESS_EVERY, |elapsed| {
-        let last = last_reason
+        let why = waited_for
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|(reason, _)| reason.clone());
-        let why = last.unwrap_or_else(|| "the first call is not answered yet".to_owned());
+            .last
+            .clone()
+            .unwrap_or_else(|| "the first call is not answered yet".to_owned());
         tracing::info!(
             "still waiting for the SPIRE agent at {endpoint}, {}: {why}",
             elapsed_of(elapsed, total)
@@ -83,31 +92,52 @@ pub(super) async fn fetch(
         }
         Err(Stop::Fatal(Attempt::Fatal(e)) | Stop::Deadline(Attempt::Fatal(e))) => Err(e),
         Err(
-            Stop::Fatal(Attempt::Wait { reason, check })
-            | Stop::Deadline(Attempt::Wait { reason, check }),
-        ) => Err(SvidError::GaveUp {
-            endpoint,
-            origin: options.origin,
-            waited: retry::to_millis(started.elapsed()),
-            last: reason,
-            check,
-        }),
-        // The deadline cut the last attempt short: what was waited for is
-        // what the attempts before it said, not that this one had no time.
-        Err(Stop::Fatal(Attempt::Cut) | Stop::Deadline(Attempt::Cut)) => {
-            let waited = retry::to_millis(started.elapsed());
-            let (last, check) = last_reason
+            Stop::Fatal(Attempt::Wait {
+                reason,
+                check,
+                cut_short,
+            })
+            | Stop::Deadline(Attempt::Wait {
+                reason,
+                check,
+                cut_short,
+            }),
+        ) => {
+            let last_whole = waited_for
                 .into_inner()
                 .unwrap_or_else(PoisonError::into_inner)
-                .unwrap_or_else(|| (no_answer_within(waited), CHECK_AGENT));
+                .last_whole;
+            let (last, check) = last_word((reason, check, cut_short), last_whole);
             Err(SvidError::GaveUp {
                 endpoint,
                 origin: options.origin,
-                waited,
+                waited: retry::to_millis(started.elapsed()),
                 last,
                 check,
             })
         }
+    }
+}
+
+/// What the failed attempts of one fetch said.
+#[derive(Debug, Default)]
+struct WaitedFor {
+    /// The last reason logged (a repeated reason is logged at debug level only).
+    last: Option<String>,
+    /// The last reason from an attempt that had its whole time bound.
+    last_whole: Option<(String, &'static str)>,
+}
+
+/// What a give-up reports as the last reason to wait: the final attempt's,
+/// unless the deadline cut that attempt short (then its "did not answer" says
+/// only that the time ran out) and an earlier attempt said more.
+fn last_word(
+    (reason, check, cut_short): (String, &'static str, bool),
+    last_whole: Option<(String, &'static str)>,
+) -> (String, &'static str) {
+    match last_whole {
+        Some(earlier) if cut_short => earlier,
+        _ => (reason, check),
     }
 }
 
@@ -141,19 +171,20 @@ fn log_fetched(jwt: &Jwt, endpoint: &str) {
 /// The outcome of one failed attempt.
 #[derive(Debug)]
 enum Attempt {
-    /// Worth waiting for: what we wait for, and what to check if it never comes.
+    /// Worth waiting for: what we wait for, and what to check if it never
+    /// comes; `cut_short` when the agent did not answer within a time bound
+    /// that the deadline had cut below the per-call timeout.
     Wait {
         reason: String,
         check: &'static str,
+        cut_short: bool,
     },
-    /// The deadline ended the attempt before the per-call bound did.
-    Cut,
     Fatal(SvidError),
 }
 
 impl Transient for Attempt {
     fn is_transient(&self) -> bool {
-        matches!(self, Self::Wait { .. } | Self::Cut)
+        matches!(self, Self::Wait { .. })
     }
 }
 
@@ -173,10 +204,10 @@ async fn call(options: &WorkloadApiOptions, bound: Duration) -> Result<JwtSvidRe
     };
     let answer = grpc::unary(&options.endpoint, grpc::FETCH_JWT_SVID, &request);
     match tokio::time::timeout(bound, answer).await {
-        Err(_) if bound < options.per_call_timeout => Err(Attempt::Cut),
         Err(_) => Err(Attempt::Wait {
             reason: no_answer_within(bound),
             check: CHECK_AGENT,
+            cut_short: bound < options.per_call_timeout,
         }),
         Ok(Err(e)) => Err(classify(e, options)),
         Ok(Ok(answer)) => Ok(answer),
@@ -303,19 +334,12 @@ pub async fn list_jwt_svids(
     match call(options, bound).await {
         Ok(answer) => Ok(answer.svids.iter().map(summarize).collect()),
         Err(Attempt::Fatal(e)) => Err(e),
-        Err(Attempt::Wait { reason, check }) => Err(SvidError::GaveUp {
+        Err(Attempt::Wait { reason, check, .. }) => Err(SvidError::GaveUp {
             endpoint,
             origin: options.origin,
             waited: retry::to_millis(started.elapsed()),
             last: reason,
             check,
-        }),
-        Err(Attempt::Cut) => Err(SvidError::GaveUp {
-            endpoint,
-            origin: options.origin,
-            waited: retry::to_millis(started.elapsed()),
-            last: no_answer_within(bound),
-            check: CHECK_AGENT,
         }),
     }
 }
@@ -323,7 +347,11 @@ pub async fn list_jwt_svids(
 /// Sorts a failed call into wait or fail (spiffe.md §1.6 policy table).
 fn classify(err: CallError, options: &WorkloadApiOptions) -> Attempt {
     let name = describe_endpoint(&options.endpoint);
-    let wait = |reason: String, check| Attempt::Wait { reason, check };
+    let wait = |reason: String, check| Attempt::Wait {
+        reason,
+        check,
+        cut_short: false,
+    };
     match err {
         CallError::Connect(e) => connect_failed(&e, options),
         CallError::Transport(detail) => wait(
@@ -373,7 +401,11 @@ fn classify(err: CallError, options: &WorkloadApiOptions) -> Attempt {
 
 /// A failed connect: what is (or is not) at the address, and whether to wait.
 fn connect_failed(err: &io::Error, options: &WorkloadApiOptions) -> Attempt {
-    let wait = |reason: String, check| Attempt::Wait { reason, check };
+    let wait = |reason: String, check| Attempt::Wait {
+        reason,
+        check,
+        cut_short: false,
+    };
     let path = match &options.endpoint {
         Endpoint::Unix(path) => Some(path.as_path()),
         _ => None,
@@ -423,7 +455,7 @@ fn connect_failed(err: &io::Error, options: &WorkloadApiOptions) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
     use crate::svid::jwt::test_token as jwt;
     use crate::svid::{parse_spiffe_id, SvidSource, SvidSourceOptions, DEFAULT_PER_CALL_TIMEOUT};
 
@@ -443,6 +475,20 @@ mod tests {
             per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
             origin: EndpointOrigin::Flag,
         }
+    }
+
+    #[test]
+    fn a_give_up_names_the_last_full_reason_not_a_timeout_the_deadline_cut_short() {
+        let not_issued = ("not issued yet".to_owned(), CHECK_ENTRY);
+        let cut = ("did not answer within 1ms".to_owned(), CHECK_AGENT, true);
+        assert_eq!(last_word(cut.clone(), Some(not_issued.clone())), not_issued);
+        // Nothing said more, or the final attempt had its whole bound: its own reason.
+        assert_eq!(last_word(cut.clone(), None), (cut.0.clone(), CHECK_AGENT));
+        let whole = ("did not answer within 30s".to_owned(), CHECK_AGENT, false);
+        assert_eq!(
+            last_word(whole.clone(), Some(not_issued)),
+            (whole.0, CHECK_AGENT)
+        );
     }
 
     #[test]
@@ -556,7 +602,7 @@ mod tests {
         assert!(reason.contains("a regular file, not a socket"), "{reason}");
 
         let denied = io::Error::from(io::ErrorKind::PermissionDenied);
-        let Attempt::Wait { reason, check } = connect_failed(&denied, &o) else {
+        let Attempt::Wait { reason, check, .. } = connect_failed(&denied, &o) else {
             panic!("permission denied is retried (a CSI mount may be coming)");
         };
         assert!(reason.contains("svid-exec runs as uid"), "{reason}");
@@ -583,7 +629,7 @@ mod tests {
         )));
         assert!(!is_fatal(status(Code::UNKNOWN, "transport error")));
         assert!(!is_fatal(CallError::Transport("connection reset".into())));
-        let Attempt::Wait { reason, check } =
+        let Attempt::Wait { reason, check, .. } =
             classify(status(Code::PERMISSION_DENIED, "no identity issued"), &o)
         else {
             panic!("not registered yet is waited for");
@@ -609,7 +655,7 @@ mod tests {
             .fetch(Instant::now() + Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Unavailable, "{err}");
         let text = err.to_string();
         assert!(text.contains("does not exist yet"), "{text}");
         assert!(text.contains("agent.sock"), "{text}");

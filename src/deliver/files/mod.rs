@@ -81,7 +81,7 @@ impl FilesOptions {
     }
 }
 
-/// What [`write`] produced: the paths a program should read.
+/// What [`write()`] produced: the paths a program should read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     /// Each key's stable path, `DIR/KEY` (a link that always resolves to the
@@ -108,7 +108,7 @@ pub enum FilesError {
     #[error("secret name {name:?} cannot be a file name: {reason}")]
     InvalidName { name: String, reason: &'static str },
     /// A key or value the dotenv layout cannot carry byte-exactly.
-    #[error("secret {name:?} cannot go in the dotenv file: {reason} (use --files-dir or --json-file for it)")]
+    #[error("secret {name:?} cannot go in the dotenv file: {reason} ")]
     NotDotenvSafe { name: String, reason: &'static str },
     /// `--file-mode` out of range or useless.
     #[error("invalid file mode {mode:#o}: {reason}")]
@@ -118,21 +118,17 @@ pub enum FilesError {
     Clash { path: PathBuf, reason: String },
     /// The target's filesystem keeps data on disk.
     #[error(
-        "{path} is on a disk-backed filesystem (type {fs_type}), so secrets would reach the disk; \
-         use a memory-backed directory (Kubernetes: an emptyDir with medium: Memory; \
-         systemd: RuntimeDirectory=; or /dev/shm) or pass --allow-non-tmpfs"
+        "{path} is on a disk-backed filesystem (type {fs_type}), so secrets would reach the disk"
     )]
     NotTmpfs { path: PathBuf, fs_type: String },
     /// A symlink where a real directory or file must be.
-    #[error(
-        "{path} is a symbolic link; refusing to write secrets through it (give the real path)"
-    )]
+    #[error("{path} is a symbolic link; refusing to write secrets through it")]
     Symlink { path: PathBuf },
     /// A non-directory where the output directory must be.
     #[error("{path} exists and is not a directory")]
     NotADirectory { path: PathBuf },
     /// The output directory's parent does not exist (only the last component is created).
-    #[error("{path} does not exist; create it (only the last component of a target directory is created)")]
+    #[error("{path} does not exist")]
     MissingParent { path: PathBuf },
     /// Something that svid-exec did not write is in the way.
     #[error("{path} exists and was not written by svid-exec ({what}); refusing to replace it")]
@@ -140,8 +136,7 @@ pub enum FilesError {
     /// `--file-owner` cannot be applied by this process.
     #[error(
         "cannot give files in {path} to owner {owner}: not permitted \
-         (changing the owner needs root or CAP_CHOWN; giving the group needs membership; \
-         drop --file-owner or grant the capability)"
+         (changing the owner needs root or CAP_CHOWN; giving the group needs membership)"
     )]
     OwnerNotPermitted {
         path: PathBuf,
@@ -160,8 +155,11 @@ pub enum FilesError {
 }
 
 impl Failure for FilesError {
+    /// Everything here is about the target or the input (paths, filesystem,
+    /// privileges, names), so it is configuration. (A new variant is still
+    /// looked at: [`Failure::hint`] below matches every one.)
     fn exit_class(&self) -> ExitClass {
-        FilesError::exit_class(self)
+        ExitClass::Config
     }
 
     fn hint(&self) -> Option<String> {
@@ -170,7 +168,9 @@ impl Failure for FilesError {
                 "rename the secret in Infisical, or deliver it with --json-file, which carries any name"
             }
             Self::NotDotenvSafe { .. } => "use --files-dir or --json-file for it",
-            Self::InvalidMode { .. } => "use an octal permission such as 0400 or 0440",
+            Self::InvalidMode { .. } => {
+                "use permission bits the owner can read, such as 0400 or 0440"
+            }
             Self::Clash { .. } => "give each output a path of its own",
             Self::NotTmpfs { .. } => {
                 "use a memory-backed directory (Kubernetes: an emptyDir with medium: Memory; \
@@ -186,26 +186,6 @@ impl Failure for FilesError {
             Self::Io { .. } => return None,
         };
         Some(hint.to_owned())
-    }
-}
-
-impl FilesError {
-    /// The exit class of this failure. Everything here is about the target or
-    /// the input (paths, filesystem, privileges, names), so it is configuration.
-    pub fn exit_class(&self) -> ExitClass {
-        match self {
-            Self::InvalidName { .. }
-            | Self::NotDotenvSafe { .. }
-            | Self::InvalidMode { .. }
-            | Self::Clash { .. }
-            | Self::NotTmpfs { .. }
-            | Self::Symlink { .. }
-            | Self::NotADirectory { .. }
-            | Self::MissingParent { .. }
-            | Self::Conflict { .. }
-            | Self::OwnerNotPermitted { .. }
-            | Self::Io { .. } => ExitClass::Config,
-        }
     }
 }
 
@@ -227,6 +207,13 @@ pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
         probe(&fd, &parent, opts)?;
     }
     Ok(())
+}
+
+/// The stable path of `key`'s file in the per-key directory `dir`: `DIR/KEY`,
+/// a link that always resolves into the current generation (what
+/// `--env-file-refs` gives the child as `KEY_FILE`).
+pub fn key_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(key)
 }
 
 /// Refuses any key that cannot safely be a file name in DIR: empty, `.`, `..`,
@@ -302,7 +289,7 @@ pub fn write(secrets: &SecretSet, opts: &FilesOptions) -> Result<Written, FilesE
     Ok(written)
 }
 
-/// Removes what [`write`] wrote: per-key links, `..data`, every generation
+/// Removes what [`write()`] wrote: per-key links, `..data`, every generation
 /// directory, the dotenv and JSON files. Leaves DIR itself and anything in it
 /// that svid-exec did not write. Missing targets are not an error.
 pub fn remove(opts: &FilesOptions) -> Result<(), FilesError> {
@@ -328,7 +315,7 @@ fn check_mode(mode: u32) -> Result<(), FilesError> {
     if mode & 0o444 == 0 {
         return Err(FilesError::InvalidMode {
             mode,
-            reason: "nobody could read the files; give at least the owner read (e.g. 0400)",
+            reason: "nobody could read the files",
         });
     }
     Ok(())

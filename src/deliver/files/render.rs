@@ -103,7 +103,7 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
+    use crate::error::{ExitClass, Failure};
 
     fn set(pairs: &[(&str, &str)]) -> SecretSet {
         SecretSet::from_pairs(pairs)

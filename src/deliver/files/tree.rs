@@ -175,7 +175,7 @@ pub(super) fn write(
             unistd::symlinkat(format!("{DATA_LINK}/{name}").as_str(), &dirfd, os)
                 .map_err(|e| io_err("create the link", &dir.join(name), e))?;
         }
-        files.insert(name.to_owned(), dir.join(name));
+        files.insert(name.to_owned(), super::key_path(dir, name));
     }
     let keep: BTreeSet<&str> = secrets.names().collect();
     for entry in list_dir(dir)? {

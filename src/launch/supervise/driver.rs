@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -15,9 +16,7 @@ use tokio::time::Instant;
 
 use super::process::spawn_child;
 use super::state::{Action, Event, State};
-use super::{
-    ChildCommand, Delivery, Network, Reply, Request, Settings, SignalReader, SuperviseError,
-};
+use super::{ChildCommand, Deliver, Network, Reply, Request, Settings, SignalReader};
 use crate::error::ExitClass;
 use crate::launch::reaper;
 use crate::launch::signals::{self, Signal};
@@ -89,34 +88,12 @@ type InFlight<N> = Pin<Box<dyn Future<Output = (N, Reply)>>>;
 /// Supervises `child` until it exits, and returns the exit code: the child's own
 /// (128+N when killed by signal N), or 126/127 when it cannot be started, or 78
 /// when the first file delivery fails. Without a child (`write --watch`) it keeps
-/// the files fresh until SIGTERM/SIGINT and returns 0. [`prepare`] must have run.
-pub fn run<N, D>(
-    signals: SignalReader,
-    child: Option<&ChildCommand>,
-    settings: Settings,
-    secrets: SecretSet,
-    renew_in: Option<Duration>,
-    network: N,
-    delivery: D,
-) -> Result<u8, SuperviseError>
-where
-    N: Network + 'static,
-    D: Delivery,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .enable_io() // the timerfd behind `Alarm`
-        .build()
-        .map_err(SuperviseError::Runtime)?;
-    Ok(runtime.block_on(supervise(
-        signals, child, settings, secrets, renew_in, network, delivery,
-    )))
-}
-
-/// [`run`] on the caller's runtime (a current-thread runtime with time enabled),
-/// for a caller whose network side was built on that runtime: `run --watch` logs
-/// in and fetches on it first, and an HTTP connection pool must not outlive the
-/// runtime it was made on.
+/// the files fresh until SIGTERM/SIGINT and returns 0.
+///
+/// [`prepare`](super::prepare) must have run. It runs on the caller's runtime
+/// (current-thread, with time and I/O: the timerfd), the one the network side
+/// was built on: `run --watch` logs in and fetches on it first, and an HTTP
+/// connection pool must not outlive the runtime it was made on.
 pub async fn supervise<N, D>(
     signals: SignalReader,
     child: Option<&ChildCommand>,
@@ -128,106 +105,151 @@ pub async fn supervise<N, D>(
 ) -> u8
 where
     N: Network + 'static,
-    D: Delivery,
+    D: Deliver,
 {
-    drive(
-        signals.0, child, settings, secrets, renew_in, network, delivery,
-    )
-    .await
-}
-
-async fn drive<N, D>(
-    mut signals: UnboundedReceiver<Signal>,
-    child: Option<&ChildCommand>,
-    settings: Settings,
-    secrets: SecretSet,
-    renew_in: Option<Duration>,
-    network: N,
-    mut delivery: D,
-) -> u8
-where
-    N: Network + 'static,
-    D: Delivery,
-{
-    let (mut state, first) = if child.is_some() {
-        State::new(settings, secrets, renew_in, Instant::now())
+    let now = Instant::now();
+    let (state, first) = if child.is_some() {
+        State::new(settings, secrets, renew_in, now)
     } else {
-        State::new_sidecar(settings, secrets, renew_in, Instant::now())
+        State::new_sidecar(settings, secrets, renew_in, now)
+    };
+    let mut driver = Driver {
+        state,
+        child,
+        delivery,
+        signals: signals.0,
+        alarm: Alarm::new(),
+        idle: Some(network),
+        in_flight: None,
+        requests: VecDeque::new(),
+        first_delivery: true,
     };
     let mut actions: VecDeque<Action> = first.into();
-    let mut requests: VecDeque<Request> = VecDeque::new();
-    let mut idle: Option<N> = Some(network);
-    let mut in_flight: Option<InFlight<N>> = None;
-    let mut first_delivery = true;
-    let alarm = Alarm::new();
     loop {
         while let Some(action) = actions.pop_front() {
-            match action {
-                Action::WriteFiles => {
-                    if let Err(err) = delivery.write_files(state.secrets()) {
-                        tracing::error!(%err, "could not write the secret files");
-                        if first_delivery {
-                            return ExitClass::Config.code();
-                        }
+            match driver.perform(action) {
+                ControlFlow::Continue(None) => {}
+                ControlFlow::Continue(Some(event)) => {
+                    actions.extend(driver.state.step(Instant::now(), event));
+                }
+                ControlFlow::Break(code) => return code,
+            }
+        }
+        driver.send_next_request();
+        let events = match driver.wait().await {
+            Ok(events) => events,
+            Err(code) => return code,
+        };
+        for event in events {
+            actions.extend(driver.state.step(Instant::now(), event));
+        }
+    }
+}
+
+/// What the driver holds besides the state machine: the child to start, the
+/// delivery, the signal channel, the timer, and the network side (idle, or
+/// answering the one request in flight, with the rest queued).
+struct Driver<'c, N, D> {
+    state: State,
+    child: Option<&'c ChildCommand>,
+    delivery: D,
+    signals: UnboundedReceiver<Signal>,
+    alarm: Alarm,
+    idle: Option<N>,
+    in_flight: Option<InFlight<N>>,
+    requests: VecDeque<Request>,
+    first_delivery: bool,
+}
+
+impl<N, D> Driver<'_, N, D>
+where
+    N: Network + 'static,
+    D: Deliver,
+{
+    /// Performs one action of the state machine. Every action is performed
+    /// here, in one place, so a hook that follows the child or the secrets (a
+    /// ready file, `sd_notify` READY/RELOADING/STOPPING) is one more arm (or one
+    /// more action). Continues with the event the action produced, if any, or
+    /// breaks with the exit code.
+    fn perform(&mut self, action: Action) -> ControlFlow<u8, Option<Event>> {
+        match action {
+            Action::WriteFiles => {
+                if let Err(err) = self.delivery.write_files(self.state.secrets()) {
+                    tracing::error!(%err, "could not write the secret files");
+                    if self.first_delivery {
+                        return ControlFlow::Break(ExitClass::Config.code());
                     }
-                    first_delivery = false;
                 }
-                Action::StartChild => {
-                    let child = child.expect("UNWRAP: the sidecar state never starts a child");
-                    let event = match spawn_child(child, &delivery, state.secrets()) {
-                        Ok(pid) => Event::Spawned { pid },
-                        Err(code) => Event::SpawnFailed { code },
-                    };
-                    actions.extend(state.step(Instant::now(), event));
-                }
-                Action::Send { signal, to } => signals::send(to, signal),
-                Action::Request(Request::Revoke) => {
-                    // Shutting down: queued polls or renewals no longer matter.
-                    requests.clear();
-                    requests.push_back(Request::Revoke);
-                }
-                Action::Request(request) => requests.push_back(request),
-                Action::RemoveFiles => delivery.remove_files(),
-                Action::Exit(code) => return code,
+                self.first_delivery = false;
             }
-        }
-        if in_flight.is_none() {
-            if let Some(request) = requests.pop_front() {
-                let mut network = idle.take().expect("UNWRAP: no request is in flight");
-                tracing::debug!(?request, "network request");
-                in_flight = Some(Box::pin(async move {
-                    let reply = network.call(request).await;
-                    (network, reply)
-                }));
+            Action::StartChild => {
+                let child = self
+                    .child
+                    .expect("UNWRAP: the sidecar state never starts a child");
+                let event = match spawn_child(child, &self.delivery, self.state.secrets()) {
+                    Ok(pid) => Event::Spawned { pid },
+                    Err(code) => Event::SpawnFailed { code },
+                };
+                return ControlFlow::Continue(Some(event));
             }
+            Action::Send { signal, to } => signals::send(to, signal),
+            Action::Request(Request::Revoke) => {
+                // Shutting down: queued polls or renewals no longer matter.
+                self.requests.clear();
+                self.requests.push_back(Request::Revoke);
+            }
+            Action::Request(request) => self.requests.push_back(request),
+            Action::RemoveFiles => self.delivery.remove_files(),
+            Action::Exit(code) => return ControlFlow::Break(code),
         }
+        ControlFlow::Continue(None)
+    }
+
+    /// Hands the next queued request to the network side, if it is idle.
+    fn send_next_request(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some(request) = self.requests.pop_front() {
+            let mut network = self.idle.take().expect("UNWRAP: no request is in flight");
+            tracing::debug!(?request, "network request");
+            self.in_flight = Some(Box::pin(async move {
+                let reply = network.call(request).await;
+                (network, reply)
+            }));
+        }
+    }
+
+    /// Waits for what happens next (a signal, a reaped child, a reply, a
+    /// deadline, or the reaping safety net) and returns it as events; `Err`
+    /// with the exit code when the signal thread is gone.
+    async fn wait(&mut self) -> Result<Vec<Event>, u8> {
         let now = Instant::now();
-        let wake = state
+        let wake = self
+            .state
             .next_deadline()
             .map_or(now + REAP_PERIOD, |t| t.min(now + REAP_PERIOD));
         let mut events = Vec::new();
         tokio::select! {
-            signal = signals.recv() => match signal {
+            signal = self.signals.recv() => match signal {
                 Some(Signal::CHLD) => events.extend(reaper::reap_all().into_iter().map(Event::Reaped)),
                 Some(signal) => events.push(Event::Signal(signal)),
                 None => {
                     tracing::error!("the signal thread stopped; exiting");
-                    return ExitClass::Internal.code();
+                    return Err(ExitClass::Internal.code());
                 }
             },
-            (network, reply) = async { in_flight.as_mut().expect("UNWRAP: guarded").await }, if in_flight.is_some() => {
-                in_flight = None;
-                idle = Some(network);
+            (network, reply) = async { self.in_flight.as_mut().expect("UNWRAP: guarded").await }, if self.in_flight.is_some() => {
+                self.in_flight = None;
+                self.idle = Some(network);
                 events.push(Event::Reply(reply));
             },
-            () = alarm.sleep_until(wake) => {
+            () = self.alarm.sleep_until(wake) => {
                 events.extend(reaper::reap_all().into_iter().map(Event::Reaped));
                 events.push(Event::Tick);
             },
         }
-        for event in events {
-            actions.extend(state.step(Instant::now(), event));
-        }
+        Ok(events)
     }
 }
 

@@ -3,14 +3,14 @@
 //! [`State::step`]), the thin async driver that performs its actions
 //! (`driver.rs`, [`supervise`]), and the process set-up before any thread
 //! exists and the child's spawn (`process.rs`, [`prepare`]). This file holds the
-//! settings and the two interfaces the driver plugs into: [`Network`] and [`Delivery`].
+//! settings and the two interfaces the driver plugs into: [`Network`] and [`Deliver`].
 //!
 //! # Theory of operation
 //!
 //! `main` calls [`prepare`] before anything else: it blocks every signal but the
 //! synchronous fault signals (so no thread ever runs a handler), starts the one
 //! signal-reading thread, hardens the process (no core dumps, not ptrace-able,
-//! optional mlock) and registers as child subreaper. Later, [`run`] starts the child
+//! optional mlock) and registers as child subreaper. Later, [`supervise`] starts the child
 //! with `std::process::Command` in its own process group and keeps only its pid: one
 //! reaper (`waitpid(-1)`, see [`super::reaper`]) owns every exit status.
 //!
@@ -19,7 +19,7 @@
 //! driver turns signals, reaped children, network replies and deadlines into
 //! [`Event`]s and performs the [`Action`]s. The network side (polling, renewing,
 //! re-login, revoking) plugs in through [`Network`], one request at a time; file and
-//! environment delivery through [`Delivery`].
+//! environment delivery through [`Deliver`].
 //!
 //! Every signal but SIGCHLD is forwarded as it is, TSTP/TTIN/TTOU included (tini);
 //! SIGTTIN/SIGTTOU being blocked in the supervisor also lets it write its log from
@@ -48,7 +48,7 @@ use super::signals::Signal;
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
-pub use driver::{run, supervise};
+pub use driver::supervise;
 pub use process::{prepare, ChildCommand, SignalReader};
 pub use state::{Action, Event, State};
 
@@ -97,6 +97,9 @@ pub struct Settings {
     pub revoke_timeout: Duration,
     /// Seed for poll jitter (fixed in tests).
     pub jitter_seed: u64,
+    /// Lock the supervisor's memory so secrets are never swapped (`--mlock`,
+    /// applied by [`prepare`]).
+    pub mlock: bool,
 }
 
 impl Settings {
@@ -115,6 +118,7 @@ impl Settings {
             change_window: Duration::from_secs(300),
             revoke_timeout: Duration::from_secs(5),
             jitter_seed: fastrand::u64(..),
+            mlock: false,
         }
     }
 }
@@ -186,13 +190,14 @@ pub trait Network {
 /// An error from the delivery side; its text must never contain a secret value.
 pub type DeliveryError = Box<dyn std::error::Error + Send + Sync>;
 
-/// File and environment delivery, as the supervisor sees it.
-pub trait Delivery {
+/// File and environment delivery, as the supervisor sees it (`deliver::Delivery`
+/// in the program).
+pub trait Deliver {
     /// Writes (atomically replaces) the secret files for `secrets`.
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError>;
-    /// Adds the child's environment to `command` (already `env_clear`ed).
+    /// Gives `command` the child's environment, and nothing else.
     fn child_env(&self, secrets: &SecretSet, command: &mut Command);
-    /// Removes the files `run` created (shutdown).
+    /// Removes the files written (shutdown).
     fn remove_files(&mut self);
 }
 
@@ -206,37 +211,23 @@ pub enum SuperviseError {
     #[error("could not start the signal thread: {0}")]
     SignalThread(std::io::Error),
     /// `--mlock` was asked for and the kernel refused.
-    #[error(
-        "--mlock: could not lock memory ({0}); check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK"
-    )]
+    #[error("--mlock: could not lock memory ({0})")]
     Mlock(nix::errno::Errno),
-    /// The async runtime could not start.
-    #[error("could not start the async runtime: {0}")]
-    Runtime(std::io::Error),
 }
 
 impl Failure for SuperviseError {
     fn exit_class(&self) -> ExitClass {
-        SuperviseError::exit_class(self)
+        match self {
+            Self::Mlock(_) => ExitClass::Config,
+            Self::BlockSignals(_) | Self::SignalThread(_) => ExitClass::Internal,
+        }
     }
 
     fn hint(&self) -> Option<String> {
         Some(match self {
             Self::Mlock(_) => "check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK".to_owned(),
-            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => {
-                crate::error::BUG_HINT.to_owned()
-            }
+            Self::BlockSignals(_) | Self::SignalThread(_) => crate::error::BUG_HINT.to_owned(),
         })
-    }
-}
-
-impl SuperviseError {
-    /// The exit class of this error.
-    pub fn exit_class(&self) -> ExitClass {
-        match self {
-            Self::Mlock(_) => ExitClass::Config,
-            Self::BlockSignals(_) | Self::SignalThread(_) | Self::Runtime(_) => ExitClass::Internal,
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{Delivery, SuperviseError};
+use super::{Deliver, SuperviseError};
 use crate::error::ExitClass;
 use crate::launch::signals::{self, Signal};
 use crate::secrets::SecretSet;
@@ -69,7 +69,7 @@ pub struct ChildCommand {
 /// environment. Only the pid is kept: the reaper owns the exit status. An exec
 /// failure maps to 127 (not found), 126 (cannot execute) or, as in exec mode,
 /// 78 for `E2BIG` (arguments + environment too large).
-pub(super) fn spawn_child<D: Delivery>(
+pub(super) fn spawn_child<D: Deliver>(
     child: &ChildCommand,
     delivery: &D,
     secrets: &SecretSet,

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{ForwardTo, OnChange, Reply, Request, Settings};
 use crate::launch::reaper;
 use crate::launch::signals::{Signal, Target};
+use crate::retry::Backoff;
 use crate::secrets::SecretSet;
 
 /// Something that happened.
@@ -125,15 +126,19 @@ pub struct State {
     rng: fastrand::Rng,
 }
 
-const LOGIN_BACKOFF_START: Duration = Duration::from_secs(2);
-const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(60);
-const POLL_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Logging in again after a failed login: 2 s doubling up to a minute. The
+/// program's one backoff formula; the ceilings are used as they are, not drawn
+/// with jitter: this state machine must be deterministic for its tests, polls
+/// are already spread (±10% each), and a full-jitter draw could retry at once.
+const LOGIN_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(60),
+    factor: 2.0,
+};
 
-fn backoff(start: Duration, failures: u32, cap: Duration) -> Duration {
-    start
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(cap)
-}
+/// Failed polls back off from the poll interval, doubling up to this (or the
+/// poll interval when that is longer).
+const POLL_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 impl State {
     /// The starting state, with the secrets fetched before supervision began and the
@@ -428,7 +433,7 @@ impl State {
                 self.token.in_flight = false;
                 self.token.failures += 1;
                 self.token.op = TokenOp::Relogin;
-                let delay = backoff(LOGIN_BACKOFF_START, self.token.failures, LOGIN_BACKOFF_MAX);
+                let delay = LOGIN_BACKOFF.ceiling(self.token.failures.saturating_sub(1));
                 tracing::warn!(%reason, retry_in = ?delay, "login failed; the child keeps running with the last good secrets");
                 self.token.due = Some(now + delay);
             }
@@ -442,8 +447,12 @@ impl State {
 
     fn poll_failed(&mut self, now: Instant, reason: &str, auth: bool, out: &mut Vec<Action>) {
         self.poll_failures += 1;
-        let cap = POLL_BACKOFF_CAP.max(self.settings.poll_interval);
-        let delay = backoff(self.settings.poll_interval, self.poll_failures, cap);
+        let backoff = Backoff {
+            initial: self.settings.poll_interval,
+            max: POLL_BACKOFF_CAP.max(self.settings.poll_interval),
+            factor: 2.0,
+        };
+        let delay = backoff.ceiling(self.poll_failures.saturating_sub(1));
         tracing::warn!(%reason, retry_in = ?delay, "poll failed; the child keeps running with the last good secrets");
         self.next_poll = Some(now + delay);
         if auth {

@@ -32,6 +32,7 @@ fn settings() -> Settings {
         change_window: Duration::from_secs(60),
         revoke_timeout: Duration::from_secs(3),
         jitter_seed: 7,
+        mlock: false,
     }
 }
 
