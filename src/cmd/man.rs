@@ -23,7 +23,10 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("log_format", &["text", "json"]),
     ("log_level", &["error", "warn", "info", "debug", "trace"]),
     ("forward_to", &["group", "child"]),
-    ("on_change", &["restart", "none", "signal:HUP", "signal:USR1"]),
+    (
+        "on_change",
+        &["restart", "none", "signal:HUP", "signal:USR1"],
+    ),
     ("output", &["text", "json"]),
 ];
 
@@ -120,7 +123,11 @@ fn man_page() -> std::io::Result<Vec<u8>> {
 /// The `EXIT STATUS:` text of `--help` (`  CODE  meaning`, continuation lines
 /// indented further) as `.TP` entries.
 fn exit_status_entries(page: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
-    for line in text.lines().skip_while(|l| l.trim() != "EXIT STATUS:").skip(1) {
+    for line in text
+        .lines()
+        .skip_while(|l| l.trim() != "EXIT STATUS:")
+        .skip(1)
+    {
         let trimmed = line.trim();
         if trimmed.is_empty() {
             continue;
@@ -128,7 +135,12 @@ fn exit_status_entries(page: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
         let indent = line.len() - line.trim_start().len();
         if indent <= 2 {
             let (code, meaning) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
-            writeln!(page, ".TP\n\\fB{}\\fR\n{}", roff(code), roff(meaning.trim()))?;
+            writeln!(
+                page,
+                ".TP\n\\fB{}\\fR\n{}",
+                roff(code),
+                roff(meaning.trim())
+            )?;
         } else {
             writeln!(page, "{}", roff(trimmed))?;
         }

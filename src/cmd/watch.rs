@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
-use crate::launch::readiness::{ReadyFile, Readiness};
+use crate::launch::readiness::{Readiness, ReadyFile};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{

@@ -223,10 +223,12 @@ fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>
             };
             Ok((Task::Check { output }, a.common, a.files_dir))
         }
-        cli::Command::Completions(_) | cli::Command::Man | cli::Command::Ready(_) => Err(ConfigError::new(
-            "`completions`, `man` and `ready` take no configuration",
-            BUG_HINT,
-        )),
+        cli::Command::Completions(_) | cli::Command::Man | cli::Command::Ready(_) => {
+            Err(ConfigError::new(
+                "`completions`, `man` and `ready` take no configuration",
+                BUG_HINT,
+            ))
+        }
     }
 }
 

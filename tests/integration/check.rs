@@ -485,7 +485,15 @@ fn check_prints_its_report_without_info_log_lines_unless_asked() {
     );
     assert!(!quiet.stdout.contains("got a JWT-SVID"), "{}", quiet.stdout);
     let verbose = check(&stack, &[], &["--log-level", "info"]);
-    assert!(verbose.stderr.contains("got a JWT-SVID"), "{}", verbose.stderr);
+    assert!(
+        verbose.stderr.contains("got a JWT-SVID"),
+        "{}",
+        verbose.stderr
+    );
     let from_env = check(&stack, &[("SVID_EXEC_LOG_LEVEL", "info")], &[]);
-    assert!(from_env.stderr.contains("got a JWT-SVID"), "{}", from_env.stderr);
+    assert!(
+        from_env.stderr.contains("got a JWT-SVID"),
+        "{}",
+        from_env.stderr
+    );
 }

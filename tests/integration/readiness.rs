@@ -87,7 +87,11 @@ mod ready_probe {
             before,
             "ready made a request"
         );
-        assert_eq!(stack.agent.calls().len(), agent_before, "ready asked the agent");
+        assert_eq!(
+            stack.agent.calls().len(),
+            agent_before,
+            "ready asked the agent"
+        );
         // A generation being replaced: ..data names another one.
         let real = fs::read_link(dir.join("..data")).unwrap();
         fs::remove_file(dir.join("..data")).unwrap();
@@ -108,7 +112,8 @@ mod ready_probe {
         fs::create_dir(projected.join("..2026_01_01_00_00_00.1")).unwrap();
         std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", projected.join("..data")).unwrap();
         let out = ready(&["--dir", dir_str(&projected)]);
-        out.expect_code(78).expect_stderr("not written by svid-exec");
+        out.expect_code(78)
+            .expect_stderr("not written by svid-exec");
         assert!(out.stderr.contains("hint:"), "{out:?}");
         // A file, a link to a directory, a state file that is not one.
         let file = scratch.path().join("file");
@@ -171,7 +176,14 @@ mod ready_probe {
         let dir_arg = dir_str(&dir).to_owned();
         let mut sidecar = Watched::start(
             &stack,
-            &["write", "--watch", "--poll-interval", "1s", "--dir", &dir_arg],
+            &[
+                "write",
+                "--watch",
+                "--poll-interval",
+                "1s",
+                "--dir",
+                &dir_arg,
+            ],
         );
         wait_for("the first delivery", WAIT, || {
             (ready(&["--dir", &dir_arg]).code() == 0).then_some(())
@@ -207,7 +219,13 @@ mod ready_probe {
         let mut launcher = Watched::start(
             &stack,
             &[
-                "run", "--watch", "--files-dir", &dir_arg, "--", "sleep", "60",
+                "run",
+                "--watch",
+                "--files-dir",
+                &dir_arg,
+                "--",
+                "sleep",
+                "60",
             ],
         );
         wait_for("the first delivery", WAIT, || {
@@ -228,8 +246,7 @@ mod ready_file {
     use super::*;
 
     #[test]
-    fn one_shot_write_creates_it_after_the_files_and_leaves_it_and_a_failure_removes_a_stale_one()
-    {
+    fn one_shot_write_creates_it_after_the_files_and_leaves_it_and_a_failure_removes_a_stale_one() {
         let Some(scratch) = tmpfs_scratch() else {
             return;
         };
@@ -366,8 +383,7 @@ mod sd_notify {
     use super::*;
 
     #[test]
-    fn write_watch_notifies_ready_after_the_files_then_reloading_ready_on_a_change_then_stopping()
-    {
+    fn write_watch_notifies_ready_after_the_files_then_reloading_ready_on_a_change_then_stopping() {
         let Some(scratch) = tmpfs_scratch() else {
             return;
         };
@@ -378,7 +394,14 @@ mod sd_notify {
         let socket = notify.path.clone();
         let mut sidecar = Watched::start_with(
             &stack,
-            &["write", "--watch", "--poll-interval", "1s", "--dir", &dir_arg],
+            &[
+                "write",
+                "--watch",
+                "--poll-interval",
+                "1s",
+                "--dir",
+                &dir_arg,
+            ],
             |l| {
                 l.env("NOTIFY_SOCKET", &socket);
             },
@@ -418,7 +441,14 @@ mod sd_notify {
         let socket = notify.path.clone();
         let mut launcher = Watched::start_with(
             &stack,
-            &["run", "--watch", "--", "sh", "-c", "env -0 > \"$D/env\"; exec sleep 60"],
+            &[
+                "run",
+                "--watch",
+                "--",
+                "sh",
+                "-c",
+                "env -0 > \"$D/env\"; exec sleep 60",
+            ],
             |l| {
                 l.env("NOTIFY_SOCKET", &socket)
                     .env("WATCHDOG_USEC", "60000000");
@@ -470,7 +500,8 @@ mod sd_notify {
             &stack,
             &["write", "--watch", "--allow-non-tmpfs", "--dir", &files],
             |l| {
-                l.env("NOTIFY_SOCKET", &socket).env("WATCHDOG_USEC", "200000");
+                l.env("NOTIFY_SOCKET", &socket)
+                    .env("WATCHDOG_USEC", "200000");
             },
         );
         notify.until("READY=1");
@@ -514,9 +545,9 @@ mod sd_notify {
         notify.drain(Duration::from_millis(100));
         let status = notify.lines(&["STATUS="]);
         assert!(
-            status
-                .iter()
-                .any(|s| s.contains("waiting for the SPIRE agent at unix:///nonexistent/agent.sock")),
+            status.iter().any(
+                |s| s.contains("waiting for the SPIRE agent at unix:///nonexistent/agent.sock")
+            ),
             "{status:?}"
         );
 
@@ -526,17 +557,16 @@ mod sd_notify {
         stack
             .infisical
             .fail_next("/api/v1/auth/oidc-auth/login", 2, Fault::Status(503));
-        let mut launcher = Watched::start_with(
-            &stack,
-            &["run", "--watch", "--", "sleep", "60"],
-            |l| {
+        let mut launcher =
+            Watched::start_with(&stack, &["run", "--watch", "--", "sleep", "60"], |l| {
                 l.env("NOTIFY_SOCKET", &socket);
-            },
-        );
+            });
         notify.until("READY=1");
         let status = notify.lines(&["STATUS="]);
         assert!(
-            status.iter().any(|s| s.contains("503") && s.contains("retrying")),
+            status
+                .iter()
+                .any(|s| s.contains("503") && s.contains("retrying")),
             "{status:?}"
         );
         launcher.stop();

@@ -377,14 +377,8 @@ mod tests {
             TargetState::parse(&good.replace("state 1", "state 2")),
             None
         );
-        assert_eq!(
-            TargetState::parse(&good.replace("secrets 3\n", "")),
-            None
-        );
-        assert_eq!(
-            TargetState::parse(&good.replace("..2026", "../etc")),
-            None
-        );
+        assert_eq!(TargetState::parse(&good.replace("secrets 3\n", "")), None);
+        assert_eq!(TargetState::parse(&good.replace("..2026", "../etc")), None);
         // A later minor addition is ignored.
         let extended = format!("{good}future thing\n");
         assert_eq!(TargetState::parse(&extended), Some(state(None)));

@@ -215,9 +215,8 @@ where
                 let event = match spawn_child(child, &self.delivery, self.state.secrets()) {
                     Ok(pid) => {
                         let count = self.state.secrets().len();
-                        self.readiness.ready(&format!(
-                            "program running (pid {pid}) with {count} secrets"
-                        ));
+                        self.readiness
+                            .ready(&format!("program running (pid {pid}) with {count} secrets"));
                         Event::Spawned { pid }
                     }
                     Err(code) => Event::SpawnFailed { code },

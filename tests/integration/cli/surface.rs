@@ -217,7 +217,10 @@ fn man_puts_exit_status_in_a_section_of_its_own_with_ready_codes_and_no_extra_he
     assert!(page.contains("SVID-EXEC READY"), "no ready command");
     let exit_status = &page[page.find(".SH \"EXIT STATUS\"").unwrap()..];
     for code in ["\\fB69\\fR", "\\fB78\\fR", "\\fB127\\fR", "svid-exec ready"] {
-        assert!(exit_status.contains(code), "EXIT STATUS lacks {code}:\n{exit_status}");
+        assert!(
+            exit_status.contains(code),
+            "EXIT STATUS lacks {code}:\n{exit_status}"
+        );
     }
 }
 
@@ -244,12 +247,21 @@ fn completions_offer_the_values_of_auth_method_and_log_format_not_file_names() {
     }
     let identity = bash.split("--identity-id)").nth(1).unwrap();
     let identity = &identity[..identity.find(";;").unwrap()];
-    assert!(!identity.contains("compgen -f"), "file names for --identity-id: {identity}");
+    assert!(
+        !identity.contains("compgen -f"),
+        "file names for --identity-id: {identity}"
+    );
     let zsh = svid_exec(&["completions", "zsh"]).stdout_text();
-    assert!(zsh.contains(":METHOD:(oidc-auth jwt-auth spiffe-auth)"), "zsh");
+    assert!(
+        zsh.contains(":METHOD:(oidc-auth jwt-auth spiffe-auth)"),
+        "zsh"
+    );
     assert!(zsh.contains(":FORMAT:(text json)"), "zsh");
     let fish = svid_exec(&["completions", "fish"]).stdout_text();
-    assert!(fish.contains("-l auth-method") && fish.contains("spiffe-auth"), "fish");
+    assert!(
+        fish.contains("-l auth-method") && fish.contains("spiffe-auth"),
+        "fish"
+    );
 
     let wrong = svid_exec(&[
         "run",

@@ -102,7 +102,14 @@ fn an_update_swaps_generations_and_drops_old_ones_and_gone_keys_only() {
     assert_eq!(fs::read(dir.join("README")).unwrap(), b"not ours");
     assert_eq!(
         entries(dir),
-        vec![second[0].as_str(), "..data", "..svid-exec", "A", "C", "README"]
+        vec![
+            second[0].as_str(),
+            "..data",
+            "..svid-exec",
+            "A",
+            "C",
+            "README"
+        ]
     );
 }
 
