@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -348,7 +349,6 @@ fn watch_demo(
             std::fs::read_to_string(&err_path).unwrap_or_default()
         )
     })?;
-    use std::os::unix::process::ExitStatusExt as _;
     let code = status.code().or_else(|| status.signal().map(|s| 128 + s));
     println!(
         "  SIGTERM: svid-exec stopped the program and exited {} (128 + SIGTERM, the program's end)",
@@ -511,10 +511,7 @@ fn launch(
             Err(e) => return Err(format!("waiting for svid-exec: {e}")),
         }
     };
-    let code = status.code().or_else(|| {
-        use std::os::unix::process::ExitStatusExt as _;
-        status.signal().map(|s| 128 + s)
-    });
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s));
     Ok(Outcome {
         status: code,
         stdout: std::fs::read_to_string(&out_path).map_err(|e| e.to_string())?,

@@ -81,7 +81,7 @@ fn documented() -> clap::Command {
 
 /// One manual page: the top-level page, then each command's synopsis and
 /// options (with their environment variables and defaults), then one EXIT
-/// STATUS section for all of them (clap_mangen would print each command's
+/// STATUS section for all of them (`clap_mangen` would print each command's
 /// `after_long_help` under a heading "EXTRA").
 fn man_page() -> std::io::Result<Vec<u8>> {
     let mut page = Vec::new();

@@ -5,6 +5,7 @@
 //! and never a secret. 0 ready, 69 not yet (one line on stdout saying why),
 //! 78 not an svid-exec target (the error printer's message and hint).
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -81,7 +82,7 @@ fn answer(dir: &str, state: &TargetState, max_age: Option<Duration>) -> (u8, Str
         ago(state.written)
     );
     if let Some(confirmed) = state.confirmed {
-        what.push_str(&format!(", confirmed unchanged {}", ago(confirmed)));
+        let _ = write!(what, ", confirmed unchanged {}", ago(confirmed));
     }
     match max_age {
         Some(max) if age(state.fresh_at()) > max => (

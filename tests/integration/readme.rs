@@ -136,7 +136,7 @@ fn default_cell(opt: &Opt) -> String {
         .as_ref()
         .map_or(String::new(), |d| format!("`{d}`"));
     for (command, default) in &opt.other_defaults {
-        cell.push_str(&format!("; `{default}` for {command}"));
+        let _ = write!(cell, "; `{default}` for {command}");
     }
     cell
 }

@@ -25,6 +25,7 @@
 //! as the same user reads it without privileges.
 
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
@@ -78,7 +79,7 @@ impl TargetState {
             millis(self.written)
         );
         if let Some(confirmed) = self.confirmed {
-            out.push_str(&format!("confirmed {}\n", millis(confirmed)));
+            let _ = writeln!(out, "confirmed {}", millis(confirmed));
         }
         out
     }
@@ -148,9 +149,8 @@ pub(super) fn record(
 /// holds no state of ours (nothing was written yet, or it was removed).
 pub fn confirm(dir: &Path) -> Result<(), FilesError> {
     let dirfd = open_dir_nofollow(dir)?;
-    let mut state = match read_state(&dirfd) {
-        Ok(state) => state,
-        Err(_) => return Ok(()),
+    let Ok(mut state) = read_state(&dirfd) else {
+        return Ok(());
     };
     state.confirmed = Some(SystemTime::now());
     replace(&dirfd, dir, &state)

@@ -97,6 +97,9 @@ type InFlight<N> = Pin<Box<dyn Future<Output = (N, Reply)>>>;
 /// (current-thread, with time and I/O: the timerfd), the one the network side
 /// was built on: `run --watch` logs in and fetches on it first, and an HTTP
 /// connection pool must not outlive the runtime it was made on.
+// Each argument is a part the driver plugs together; a struct holding them
+// would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn supervise<N, D>(
     signals: SignalReader,
     child: Option<&ChildCommand>,
