@@ -67,6 +67,9 @@ pub(super) async fn fetch(
                     tracing::debug!(endpoint = %endpoint, retry_in = ?wait, "{reason}; still waiting…");
                 } else {
                     tracing::info!(endpoint = %endpoint, "{reason}; waiting…{note}");
+                    crate::notify::status(&format!(
+                        "waiting for the SPIRE agent at {endpoint}: {reason}"
+                    ));
                     seen.last = Some(reason.clone());
                 }
             }

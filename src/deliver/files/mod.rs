@@ -12,6 +12,7 @@
 //! DIR/..2026_11_29_14_30_00.123456789_1a2b3c4d/KEY   the files of one generation
 //! DIR/..data -> ..2026_11_29_14_30_00.123456789_1a2b3c4d
 //! DIR/KEY    -> ..data/KEY
+//! DIR/..svid-exec                                     svid-exec's state (`state.rs`)
 //! ```
 //!
 //! A generation is complete (written, fsynced, final mode and owner) before the
@@ -24,6 +25,7 @@
 mod fs;
 mod render;
 mod single;
+pub mod state;
 mod tree;
 
 use std::collections::BTreeMap;

@@ -153,6 +153,10 @@ pub(super) fn write(
     unistd::fsync(&genfd).map_err(|e| io_err("sync", &gen_path, e))?;
     drop(genfd);
 
+    // Recorded before the rename, so a probe never sees a `..data` of ours
+    // without the state file (it sees the old generation, or a mismatch).
+    super::state::record(&dirfd, dir, &generation.name, secrets.len())?;
+
     // Publish: one rename makes the whole generation current.
     match unistd::unlinkat(&dirfd, DATA_LINK_TMP, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
@@ -257,6 +261,8 @@ fn remove_tree(dirfd: &OwnedFd, dir: &Path) -> Result<(), FilesError> {
             remove_generation(dir, &os.to_string_lossy());
         }
     }
+    // Last: until it is gone, a probe sees "removed", not "not ours".
+    super::state::remove(dirfd, dir)?;
     unistd::fsync(dirfd).map_err(|e| io_err("sync", dir, e))
 }
 

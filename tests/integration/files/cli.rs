@@ -128,13 +128,14 @@ fn sourced_value(file: &Path, key: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// Asserts DIR holds exactly the per-key layout for `secrets`: `..data`, one
+/// Asserts DIR holds exactly the per-key layout for `secrets`: `..data`, `..svid-exec`, one
 /// generation, one `KEY -> ..data/KEY` link per secret whose bytes are exact.
 fn assert_per_key_layout(dir: &Path, secrets: &BTreeMap<String, String>, extra: &[&str]) {
     let gens = generations(dir);
     assert_eq!(gens.len(), 1, "one generation in {:?}", entries(dir));
     let mut want: Vec<String> = secrets.keys().cloned().collect();
     want.push("..data".into());
+    want.push("..svid-exec".into());
     want.push(gens[0].clone());
     want.extend(extra.iter().map(|s| (*s).to_owned()));
     want.sort();

@@ -1,5 +1,6 @@
 //! The no-secret audit of what the launcher printed: no secret value, no
-//! JWT-SVID, no access token, nothing shaped like a JWT.
+//! JWT-SVID, no access token, nothing shaped like a JWT, no piece of a
+//! credential.
 
 use svid_exec_testkit::stack::DEMO_SECRETS;
 
@@ -48,4 +49,19 @@ pub fn find_jwt_like(text: &str) -> Option<&str> {
         rest = &candidate[3..];
     }
     None
+}
+
+/// Asserts that no run of 12 characters of `credential` (a JWT, an access
+/// token) is in `text`: a server message quoting a piece of it must have
+/// been redacted, however it was cut.
+#[track_caller]
+pub fn assert_no_fragment(text: &str, credential: &str) {
+    assert!(credential.len() > 40, "the credential is a real one");
+    for window in credential.as_bytes().windows(12) {
+        let window = std::str::from_utf8(window).expect("ASCII credential");
+        assert!(
+            !text.contains(window),
+            "a piece of a credential ({window}) was printed:\n{text}"
+        );
+    }
 }
