@@ -2,6 +2,11 @@
 //! (with the program's one backoff) while it is missing or empty, because at
 //! pod start its writer (spiffe-helper, a projected token) may not have run yet.
 //!
+//! The file must be safe from substitution: owned by root or by the user
+//! svid-exec runs as, and writable by its owner only (otherwise someone else
+//! could make svid-exec log in with another identity's token): 78. One that
+//! others may read is used, with a warning.
+//!
 //! Every read is bounded, since whatever sits at the path decides how a read
 //! behaves: only a regular file is read (it is opened non-blocking and checked
 //! with `fstat` first, so a FIFO cannot hold the start), at most
@@ -18,6 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use nix::fcntl::OFlag;
+use nix::unistd::geteuid;
 use secrecy::SecretString;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
@@ -128,12 +134,36 @@ fn log_read(path: &Path, jwt: &Jwt) {
 
 /// Who besides the owner may read a file of this mode, if anyone.
 fn exposed_to(mode: u32) -> Option<&'static str> {
-    match (mode & 0o040 != 0, mode & 0o004 != 0) {
+    besides_the_owner(mode, 0o040, 0o004)
+}
+
+/// Who besides the owner has the permission whose group bit is `group` and
+/// whose others bit is `other` in `mode`, if anyone.
+fn besides_the_owner(mode: u32, group: u32, other: u32) -> Option<&'static str> {
+    match (mode & group != 0, mode & other != 0) {
         (true, true) => Some("group and others"),
         (true, false) => Some("its group"),
         (false, true) => Some("others"),
         (false, false) => None,
     }
+}
+
+/// Why someone besides root and `us` could change a file owned by `owner`
+/// with `mode` (and so hand svid-exec another identity's token), if anyone
+/// can: its owner can (and can `chmod` it), so must be root or `us`; and no
+/// write bit for its group or others. What is judged is the file itself, as
+/// opened (symbolic links followed), not the directories on its path: a
+/// projected service-account token sits behind symbolic links in a sticky
+/// world-writable volume, and a Kubernetes `emptyDir` shared with
+/// spiffe-helper is 0777; the pod is the boundary there.
+fn open_to_substitution(owner: u32, mode: u32, us: u32) -> Option<String> {
+    if owner != 0 && owner != us {
+        return Some(format!(
+            "is owned by uid {owner}, neither root nor the user svid-exec runs as (uid {us})"
+        ));
+    }
+    besides_the_owner(mode, 0o020, 0o002)
+        .map(|who| format!("is writable by {who} (mode {:04o})", mode & 0o7777))
 }
 
 /// One read of the JWT file that did not give a JWT.
@@ -262,6 +292,12 @@ fn read_jwt_file(path: &Path) -> Result<FileRead, FileAttempt> {
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {
         return Err(not_regular(kind_of(meta.file_type())));
+    }
+    if let Some(problem) = open_to_substitution(meta.uid(), meta.mode(), geteuid().as_raw()) {
+        return Err(fatal(SvidError::JwtFileNotProtected {
+            path: path.to_owned(),
+            problem,
+        }));
     }
     let too_large = || {
         fatal(SvidError::JwtFileTooLarge {
@@ -427,6 +463,77 @@ mod tests {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
         assert_eq!(read_jwt_file(&path).unwrap().mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn only_root_or_this_user_may_own_the_file_and_only_its_owner_may_write_it() {
+        let us = 1000;
+        for (owner, mode, refused) in [
+            // kubelet's projected service-account token: root, 0644 or 0600.
+            (0, 0o100_644, None),
+            (0, 0o600, None),
+            (us, 0o600, None),
+            (us, 0o440, None),
+            (0, 0o664, Some("is writable by its group (mode 0664)")),
+            (us, 0o602, Some("is writable by others (mode 0602)")),
+            (
+                us,
+                0o100_666,
+                Some("is writable by group and others (mode 0666)"),
+            ),
+            (1001, 0o600, Some("is owned by uid 1001, neither root nor")),
+        ] {
+            let got = open_to_substitution(owner, mode, us);
+            match refused {
+                None => assert_eq!(got, None, "{owner} {mode:o}"),
+                Some(text) => {
+                    let got = got.unwrap_or_else(|| panic!("{owner} {mode:o} accepted"));
+                    assert!(got.contains(text), "{got}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_others_may_write_is_refused_and_kubernetes_layouts_are_read() {
+        use std::os::unix::fs::{symlink, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let token = jwt(r#"{"sub":"x","aud":"infisical"}"#);
+        let chmod = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let write = |path: &Path, mode| {
+            std::fs::write(path, &token).unwrap();
+            chmod(path, mode);
+        };
+        let shared = dir.path().join("shared.jwt");
+        write(&shared, 0o620);
+        let err = fatal(read_jwt_file(&shared));
+        assert!(
+            matches!(err, SvidError::JwtFileNotProtected { .. }),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Config);
+        assert!(err.to_string().contains("writable by its group"), "{err}");
+
+        // What kubelet writes: a sticky world-writable volume, the token in a
+        // timestamped directory, reached through `..data` and `token` links.
+        let volume = dir.path().join("serviceaccount");
+        let generation = volume.join("..2026_12_03_16_20_39.1");
+        std::fs::create_dir_all(&generation).unwrap();
+        write(&generation.join("token"), 0o644);
+        symlink("..2026_12_03_16_20_39.1", volume.join("..data")).unwrap();
+        symlink("..data/token", volume.join("token")).unwrap();
+        chmod(&volume, 0o1777);
+        let read = read_jwt_file(&volume.join("token")).unwrap();
+        assert_eq!(read.jwt.claims().sub.as_deref(), Some("x"));
+
+        // spiffe-helper's output in a pod's emptyDir (0777, not sticky).
+        let empty_dir = dir.path().join("emptydir");
+        std::fs::create_dir(&empty_dir).unwrap();
+        write(&empty_dir.join("jwt_svid.token"), 0o600);
+        chmod(&empty_dir, 0o777);
+        assert!(read_jwt_file(&empty_dir.join("jwt_svid.token")).is_ok());
     }
 
     #[tokio::test]

@@ -100,6 +100,16 @@ pub enum SvidError {
         /// What it is ("a FIFO (named pipe)", "a directory", ...).
         kind: &'static str,
     },
+    /// Someone besides root and this user could change the JWT file (its
+    /// owner is another user, or its group or others may write it), and so
+    /// make svid-exec log in with another identity's token.
+    #[error("the JWT file {} {problem}", path.display())]
+    JwtFileNotProtected {
+        /// The file.
+        path: PathBuf,
+        /// Who else could change it, and how.
+        problem: String,
+    },
     /// The JWT file is larger than [`MAX_JWT_FILE_BYTES`].
     #[error("the JWT file {} is larger than {} KiB, too large to be a JWT", path.display(), limit / 1024)]
     JwtFileTooLarge {
@@ -195,6 +205,7 @@ impl Failure for SvidError {
             | Self::JwtFileUnreadable { .. }
             | Self::JwtFileNotJwt { .. }
             | Self::JwtFileNotRegular { .. }
+            | Self::JwtFileNotProtected { .. }
             | Self::JwtFileTooLarge { .. }
             | Self::Rejected { .. }
             | Self::SocketIsDirectory { .. }
@@ -223,6 +234,9 @@ impl Failure for SvidError {
             }
             Self::JwtFileNotRegular { .. } => {
                 "point --jwt-file at the regular file its writer (spiffe-helper, a projected token) keeps up to date; pipes and devices are not read, so that they cannot hold the start"
+            }
+            Self::JwtFileNotProtected { .. } => {
+                "make the file owned by root or by the user svid-exec runs as, and writable by its owner only (e.g. chmod 0600): whoever else can change it can make svid-exec log in with another identity's token"
             }
             Self::JwtFileTooLarge { .. } => {
                 "check --jwt-file: it must hold one compact JWT, a few KiB at most"

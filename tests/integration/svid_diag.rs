@@ -7,7 +7,8 @@
 //! - the Workload API address: unset (the default is named), a directory (its
 //!   sockets listed), a socket this user may not open (who owns what), the
 //!   progress lines while waiting, several audiences;
-//! - `--jwt-file`: a FIFO, a file above the size cap, a file others may read;
+//! - `--jwt-file`: a FIFO, a file above the size cap, a file others may read,
+//!   one others may write or another user owns, a projected token's links;
 //! - the agent's answer: a token whose `sub` or `aud` contradicts the answer.
 
 use std::path::Path;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use svid_exec_testkit::stack::{Stack, StackOptions, WORKLOAD};
 use svid_exec_testkit::workload::{AgentConfig, Lie};
 
-use crate::util::{agent_fetches, oidc_logins, Launcher, Outcome};
+use crate::util::{agent_fetches, oidc_logins, Launcher, Outcome, Scratch};
 
 /// No launcher in this module may run longer than this; it is killed then.
 const HARD_LIMIT: Duration = Duration::from_secs(90);
@@ -297,6 +298,74 @@ mod jwt_file {
             .run();
         out.expect_ran();
         assert!(!out.stderr.contains("readable by"), "{}", out.stderr);
+    }
+
+    #[test]
+    fn a_file_its_group_or_others_may_write_is_refused_before_any_login() {
+        let stack = Stack::start();
+        let path = stack.dir().join("writable.jwt");
+        std::fs::write(&path, token(&stack)).unwrap();
+        for (mode, who) in [(0o620, "its group"), (0o602, "others")] {
+            chmod(&path, mode);
+            let out = launch(&stack)
+                .arg(format!("--jwt-file={}", path.display()))
+                .run();
+            out.expect_refused(
+                78,
+                &[
+                    &format!("writable.jwt is writable by {who} (mode {mode:04o})"),
+                    "svid-exec: hint: make the file owned by root or by the user svid-exec runs as",
+                    "another identity's token",
+                ],
+            );
+        }
+        assert_eq!(oidc_logins(&stack), 0, "the token was not used");
+    }
+
+    #[test]
+    fn a_file_owned_by_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to give the file to another user");
+            return;
+        }
+        let stack = Stack::start();
+        let path = stack.dir().join("theirs.jwt");
+        std::fs::write(&path, token(&stack)).unwrap();
+        chmod(&path, 0o600);
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        let out = launch(&stack)
+            .arg(format!("--jwt-file={}", path.display()))
+            .run();
+        out.expect_refused(
+            78,
+            &["theirs.jwt is owned by uid 65534, neither root nor the user svid-exec runs as"],
+        );
+        assert_eq!(oidc_logins(&stack), 0, "the token was not used");
+    }
+
+    /// kubelet's projected service-account token: a sticky world-writable
+    /// volume, the token (0644) in a timestamped directory, reached through
+    /// the `..data` and `token` symbolic links.
+    #[test]
+    fn a_projected_token_behind_kubelets_links_is_used() {
+        use std::os::unix::fs::symlink;
+        let stack = Stack::start();
+        let volume = Scratch::temp();
+        let generation = volume.path().join("..2026_12_03_16_20_39.1");
+        std::fs::create_dir(&generation).unwrap();
+        std::fs::write(generation.join("token"), token(&stack)).unwrap();
+        chmod(&generation.join("token"), 0o644);
+        symlink("..2026_12_03_16_20_39.1", volume.path().join("..data")).unwrap();
+        symlink("..data/token", volume.path().join("token")).unwrap();
+        chmod(volume.path(), 0o1777);
+        let out = launch(&stack)
+            .arg(format!(
+                "--jwt-file={}",
+                volume.path().join("token").display()
+            ))
+            .run();
+        out.expect_ran();
+        out.expect_stderr("the JWT file is readable by group and others");
     }
 }
 
