@@ -239,11 +239,7 @@ async fn fetch_once(options: &WorkloadApiOptions, bound: Duration) -> Result<Jwt
         .map_err(|reason| malformed(format!("the JWT-SVID's claims cannot be read ({reason})")))?;
     match contradiction(entry, jwt.claims(), options) {
         None => Ok(jwt),
-        Some(Contradiction::Malformed(detail)) => Err(malformed(detail)),
-        Some(Contradiction::Claims(detail)) => Err(Attempt::Fatal(SvidError::Contradicted {
-            endpoint: describe_endpoint(&options.endpoint),
-            detail,
-        })),
+        Some(c) => Err(Attempt::Fatal(c.into_error(&options.endpoint))),
     }
 }
 
@@ -254,6 +250,17 @@ enum Contradiction {
     Malformed(String),
     /// The token's claims contradict the answer or the request.
     Claims(String),
+}
+
+impl Contradiction {
+    /// The error a fetch from `endpoint` fails with for it.
+    fn into_error(self, endpoint: &Endpoint) -> SvidError {
+        let endpoint = describe_endpoint(endpoint);
+        match self {
+            Self::Malformed(detail) => SvidError::Malformed { endpoint, detail },
+            Self::Claims(detail) => SvidError::Contradicted { endpoint, detail },
+        }
+    }
 }
 
 /// Whether `entry` (with the token's `claims`) is what was asked for: its
@@ -304,27 +311,45 @@ fn contradiction(
     None
 }
 
-/// What `check` shows of one JWT-SVID the workload has: its readable claims
-/// and the agent's hint. Never the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `check` shows of one JWT-SVID the workload has: its readable claims,
+/// the agent's hint, and what is wrong with it. Never the token.
+#[derive(Debug, Default)]
 pub struct SvidSummary {
     /// `sub` (the SPIFFE ID), `aud`, `exp` and `iss`.
     pub claims: JwtClaims,
     /// The Workload API's hint for this SVID, when the registration entry sets one.
     pub hint: Option<String>,
+    /// The error a fetch would refuse this JWT-SVID with (its token
+    /// contradicts the answer or the request, or the answer is malformed), if
+    /// it would: the same judgement as a fetch's, made on every entry.
+    pub refused: Option<SvidError>,
 }
 
-fn summarize(entry: &JwtSvidEntry) -> SvidSummary {
+fn summarize(entry: &JwtSvidEntry, options: &WorkloadApiOptions) -> SvidSummary {
+    let (claims, refused) = match decode_claims(&entry.svid) {
+        Ok(claims) => {
+            let refused = contradiction(entry, &claims, options);
+            (claims, refused)
+        }
+        // Unreadable claims show as absent.
+        Err(reason) => (
+            JwtClaims::default(),
+            Some(Contradiction::Malformed(format!(
+                "the JWT-SVID's claims cannot be read ({reason})"
+            ))),
+        ),
+    };
     SvidSummary {
-        // Unreadable claims show as absent; the login step reports the token it uses.
-        claims: decode_claims(&entry.svid).unwrap_or_default(),
+        claims,
         hint: Some(entry.hint.clone()).filter(|h| !h.is_empty()),
+        refused: refused.map(|c| c.into_error(&options.endpoint)),
     }
 }
 
 /// Every JWT-SVID the workload has for `options.audiences` (one call, bounded
-/// by `deadline`; the agent is expected to be up already), as summaries: each
-/// token is dropped as soon as its claims are read.
+/// by `deadline`; the agent is expected to be up already), as summaries, each
+/// judged as a fetch would judge it: each token is dropped as soon as its
+/// claims are read.
 pub async fn list_jwt_svids(
     options: &WorkloadApiOptions,
     deadline: Instant,
@@ -335,7 +360,11 @@ pub async fn list_jwt_svids(
         .saturating_duration_since(started)
         .min(options.per_call_timeout);
     match call(options, bound).await {
-        Ok(answer) => Ok(answer.svids.iter().map(summarize).collect()),
+        Ok(answer) => Ok(answer
+            .svids
+            .iter()
+            .map(|entry| summarize(entry, options))
+            .collect()),
         Err(Attempt::Fatal(e)) => Err(e),
         Err(Attempt::Wait { reason, check, .. }) => Err(SvidError::GaveUp {
             endpoint,
@@ -501,7 +530,8 @@ mod tests {
             r#"{"sub":"spiffe://example.org/w","aud":["infisical"],"exp":1700000000,"iss":"https://oidc.example"}"#,
             "internal",
         );
-        let s = summarize(&e);
+        let o = options(&["infisical"], None);
+        let s = summarize(&e, &o);
         assert_eq!(s.claims.sub.as_deref(), Some("spiffe://example.org/w"));
         assert_eq!(s.claims.aud, vec!["infisical"]);
         assert_eq!(s.claims.exp, Some(1_700_000_000));
@@ -514,9 +544,55 @@ mod tests {
             r#"{"sub":"spiffe://example.org/w","aud":"infisical","exp":1700000000}"#,
             "",
         );
-        let s = summarize(&e);
+        let s = summarize(&e, &o);
         assert_eq!(s.claims.iss, None);
         assert_eq!(s.hint, None);
+        assert!(s.refused.is_none(), "{:?}", s.refused);
+    }
+
+    #[test]
+    fn every_listed_svid_is_judged_as_a_fetch_would_judge_it() {
+        let o = options(&["infisical"], None);
+        let lying = entry(
+            "spiffe://example.org/w",
+            r#"{"sub":"spiffe://example.org/impostor","aud":"infisical","exp":1}"#,
+            "",
+        );
+        let s = summarize(&lying, &o);
+        assert_eq!(
+            s.claims.sub.as_deref(),
+            Some("spiffe://example.org/impostor")
+        );
+        let Some(refused @ SvidError::Contradicted { .. }) = s.refused else {
+            panic!("a contradicting token is flagged: {:?}", s.refused);
+        };
+        assert_eq!(refused.exit_class(), ExitClass::Unavailable);
+        let text = refused.to_string();
+        assert!(
+            text.contains("the answer is for spiffe://example.org/w"),
+            "{text}"
+        );
+        let no_exp = entry(
+            "spiffe://example.org/w",
+            r#"{"sub":"spiffe://example.org/w","aud":"infisical"}"#,
+            "",
+        );
+        assert!(matches!(
+            summarize(&no_exp, &o).refused,
+            Some(SvidError::Malformed { .. })
+        ));
+        let garbage = JwtSvidEntry {
+            spiffe_id: "spiffe://example.org/w".to_owned(),
+            svid: "not-a-jwt".to_owned(),
+            hint: String::new(),
+        };
+        let s = summarize(&garbage, &o);
+        assert!(
+            matches!(&s.refused, Some(SvidError::Malformed { detail, .. }) if detail.contains("cannot be read")),
+            "{:?}",
+            s.refused
+        );
+        assert_eq!(s.claims, JwtClaims::default());
     }
 
     /// The check of an answer, on a token with `payload`.
