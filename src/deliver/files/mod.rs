@@ -189,7 +189,8 @@ impl Failure for FilesError {
             }
             Self::NotDotenvSafe { .. } => "use --files-dir or --json-file for it",
             Self::InvalidMode { .. } => {
-                "use permission bits the owner can read, such as 0400 or 0440"
+                "use permission bits the owner can read and only the owner can write, such as \
+                 0400 or 0440"
             }
             Self::Clash { .. } => "give each output a path of its own",
             Self::NotTmpfs { .. } => {
@@ -340,6 +341,12 @@ fn check_mode(mode: u32) -> Result<(), FilesError> {
             reason: "nobody could read the files",
         });
     }
+    if mode & 0o022 != 0 {
+        return Err(FilesError::InvalidMode {
+            mode,
+            reason: "the group or others could change the secrets (write bits 0022)",
+        });
+    }
     Ok(())
 }
 
@@ -429,7 +436,16 @@ mod tests {
 
     #[test]
     fn modes_outside_permission_bits_or_unreadable_are_refused() {
-        for bad in [0o4400, 0o1400, 0o000, 0o200, 0o1_000_000] {
+        for bad in [
+            0o4400,
+            0o1400,
+            0o000,
+            0o200,
+            0o1_000_000,
+            0o420,
+            0o402,
+            0o666,
+        ] {
             assert!(check_mode(bad).is_err(), "{bad:o}");
         }
         for good in [0o400, 0o440, 0o600, 0o644, 0o040] {

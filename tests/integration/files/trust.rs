@@ -424,6 +424,26 @@ fn a_dotenv_or_json_file_of_another_user_is_refused_78_naming_it() {
 // ---------------------------------------------------------------------------
 // Modes
 
+/// Files others than the owner could change would let them substitute values.
+#[test]
+fn a_file_mode_with_group_or_other_write_bits_is_refused_78_before_any_request() {
+    let Some(scratch) = tmpfs_scratch() else {
+        return;
+    };
+    let stack = Stack::start();
+    let dir = scratch.path().join("secrets");
+    for file_mode in ["0420", "0402", "0660", "0666"] {
+        let out = svid_exec(
+            &stack,
+            &["write", "--dir", path_arg(&dir), "--file-mode", file_mode],
+        )
+        .run();
+        out.expect_code(78).expect_stderr("write");
+        assert!(!dir.exists(), "{file_mode}: the directory was created");
+    }
+    assert_no_request(&stack);
+}
+
 /// Kubernetes `fsGroup`: the volume is setgid and owned by the group. A
 /// private DIR svid-exec creates in it keeps the setgid bit and the group, so
 /// with `--file-mode 0440` a reader of that group (and only such a reader)
