@@ -270,7 +270,7 @@ impl TargetDir {
         if self.mode & Mode::S_ISVTX.bits() != 0 {
             tracing::warn!(%path, %mode, "others can write this target directory: the sticky bit keeps them from replacing the files svid-exec writes, and nothing of theirs is adopted; a private subdirectory (created 0700 when missing) keeps them out entirely");
         } else {
-            tracing::warn!(%path, %mode, "others can write this target directory, so they can replace the files svid-exec writes there (nothing of theirs is adopted); a private subdirectory (created 0700 when missing) keeps them out");
+            tracing::warn!(%path, %mode, "others can write this target directory, so they can replace the files svid-exec writes there (nothing of theirs is adopted); let only trusted processes write it (a read-only mount for the others)");
         }
     }
 }

@@ -63,9 +63,9 @@ fn dir_with_mode(scratch: &Scratch, name: &str, mode: u32) -> PathBuf {
     dir
 }
 
-/// Runs `argv` as `uid:uid` with no supplementary groups; it must succeed.
-fn as_user<S: AsRef<OsStr>>(uid: u32, argv: &[S]) {
-    let out = Command::new("setpriv")
+/// Runs `argv` as `uid:uid` with no supplementary groups: whether it succeeded.
+fn runs_as<S: AsRef<OsStr>>(uid: u32, argv: &[S]) -> bool {
+    Command::new("setpriv")
         .args([
             format!("--reuid={uid}"),
             format!("--regid={uid}"),
@@ -76,8 +76,18 @@ fn as_user<S: AsRef<OsStr>>(uid: u32, argv: &[S]) {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .output()
-        .unwrap();
-    assert!(out.status.success(), "as uid {uid}: {out:?}");
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Runs `argv` as `uid:uid` with no supplementary groups; it must succeed.
+fn as_user<S: AsRef<OsStr>>(uid: u32, argv: &[S]) {
+    assert!(
+        runs_as(uid, argv),
+        "as uid {uid}: {:?}",
+        argv.iter().map(AsRef::as_ref).collect::<Vec<_>>()
+    );
 }
 
 /// `ln -s TARGET LINK` as `nobody`.
@@ -288,7 +298,9 @@ fn root_owned_and_own_symlink_components_are_followed() {
 /// once that others can write it, and what `nobody` left there (a link
 /// shaped like a per-key link of a key that is gone, a directory named like
 /// a generation) is neither adopted nor removed, on the first write or the
-/// next. svid-exec's own `..svid-exec` is left alone too.
+/// next. svid-exec's own `..svid-exec` is left alone too. And what the log
+/// line warns about holds: only the sticky bit keeps another user from
+/// moving svid-exec's `..data` away afterwards.
 #[test]
 fn a_directory_others_can_write_is_accepted_with_one_log_line_and_nothing_foreign_adopted() {
     let Some(scratch) = scratch_as_root() else {
@@ -336,6 +348,22 @@ fn a_directory_others_can_write_is_accepted_with_one_log_line_and_nothing_foreig
                 .collect();
             assert_eq!(ours.len(), 1, "{mode:o}: {:?}", entries(&shared));
         }
+        // What the log line says: without the sticky bit another user can
+        // still move svid-exec's entries away after the write; with it, not.
+        let data = shared.join("..data");
+        let moved = runs_as(
+            NOBODY,
+            &[
+                OsStr::new("mv"),
+                data.as_os_str(),
+                shared.join("..moved").as_os_str(),
+            ],
+        );
+        assert_eq!(
+            moved,
+            mode & 0o1000 == 0,
+            "{mode:o}: nobody moved ..data: {moved}"
+        );
     }
 }
 
