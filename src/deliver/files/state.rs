@@ -27,7 +27,7 @@
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,7 +37,7 @@ use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{self, SFlag};
 use nix::unistd::{self, UnlinkatFlags};
 
-use super::fs::{io_err, kind_at, link_target, mode, open_dir_nofollow};
+use super::fs::{io_err, kind_at, link_target, mode, DirRules, TargetDir};
 use super::FilesError;
 
 /// The state file's name: a reserved `..` name, so no secret can take it.
@@ -148,7 +148,7 @@ pub(super) fn record(
 /// keeps its generation and gets `confirmed` now. Nothing is done when DIR
 /// holds no state of ours (nothing was written yet, or it was removed).
 pub fn confirm(dir: &Path) -> Result<(), FilesError> {
-    let dirfd = open_dir_nofollow(dir)?;
+    let dirfd = open_existing(dir)?;
     let Ok(mut state) = read_state(&dirfd) else {
         return Ok(());
     };
@@ -233,6 +233,17 @@ pub enum Inspection {
     NotOurs(String),
 }
 
+/// DIR as it already is (never created, any filesystem), resolved like every
+/// target: through links of trusted owners only, owned by us or root.
+fn open_existing(dir: &Path) -> Result<OwnedFd, FilesError> {
+    let rules = DirRules {
+        create: None,
+        owner: None,
+        memory_only: false,
+    };
+    TargetDir::open(dir, &rules).map(TargetDir::into_fd)
+}
+
 /// Why the state file could not be read.
 enum ReadError {
     Missing,
@@ -244,9 +255,9 @@ enum ReadError {
 /// secret file, and without following links.
 pub fn inspect(dir: &Path) -> Inspection {
     let shown = dir.display();
-    let dirfd = match open_dir_nofollow(dir) {
+    let dirfd = match open_existing(dir) {
         Ok(fd) => fd,
-        Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+        Err(FilesError::MissingParent { .. }) => {
             return Inspection::NotYet(format!("{shown} does not exist yet"));
         }
         Err(FilesError::Symlink { .. }) => {
