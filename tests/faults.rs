@@ -773,12 +773,13 @@ fn load_a_fleet_restart_against_a_rate_limited_server() {
     let minimum = launchers * 2; // one login and one secrets listing each
     println!(
         "load: launchers={launchers} limit={per_second}/s requests={total} minimum={minimum} \
-         ratio={:.2} throttled_429={} first_attempts_429={} floor={:.2} failed={} \
+         ratio={:.2} throttled_429={} first_attempts_429={} (logins {}) floor={:.2} failed={} \
          wall={:.1}s spawned_in={:.1}s",
         ratio(total, minimum),
         requests.iter().filter(|r| r.status == 429).count(),
-        first_attempt_refusals(&outcomes),
-        ratio(minimum + first_attempt_refusals(&outcomes), minimum),
+        first_attempt_refusals(&outcomes, ""),
+        first_attempt_refusals(&outcomes, "/login"),
+        ratio(minimum + first_attempt_refusals(&outcomes, ""), minimum),
         outcomes.iter().filter(|o| !ran_fine(o)).count(),
         wall.as_secs_f64(),
         spawned.as_secs_f64(),
@@ -819,17 +820,17 @@ fn ratio(a: usize, b: usize) -> f64 {
     a as f64 / b.max(1) as f64
 }
 
-/// Calls refused at their first attempt (a launcher logs `retry=1` after
-/// the first 429 of a call): no client policy avoids those, the herd knows
-/// nothing before its first answer. The other 429s are retries sent into a
-/// full window: those are the policy's.
-fn first_attempt_refusals(outcomes: &[Outcome]) -> usize {
+/// Calls (whose log line contains `call`) refused at their first attempt (a
+/// launcher logs `retry=1` after the first 429 of a call): no client policy
+/// avoids those, the herd knows nothing before its first answer. The other
+/// 429s are retries sent into a full window: those are the policy's.
+fn first_attempt_refusals(outcomes: &[Outcome], call: &str) -> usize {
     outcomes
         .iter()
         .map(|o| {
             o.stderr
                 .lines()
-                .filter(|l| l.contains("HTTP 429") && l.contains(" retry=1 "))
+                .filter(|l| l.contains("HTTP 429") && l.contains(" retry=1 ") && l.contains(call))
                 .count()
         })
         .sum()
