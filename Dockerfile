@@ -1,11 +1,16 @@
-# svid-exec container image.
+# svid-exec container image: the binary alone, on distroless, as user 65532.
 #
-# Build:  docker build -t svid-exec .
+# build context: .
+# base images: rust:1.88-slim-bookworm gcr.io/distroless/cc-debian12:nonroot
+# (.ci/check-dockerfiles checks both lines: every COPY source exists in the
+# context, and every image pulled is built by README.md or declared above.)
+#
+# Build:  docker build -t svid-exec:0.1.0 .
 # Use as the entrypoint of this image, or copy the binary into your own image:
-#   COPY --from=svid-exec /svid-exec /usr/local/bin/svid-exec
-# The binary links only against glibc (see README, "Container image"), so it runs
-# in any glibc-based image (Debian, Ubuntu, distroless/cc, UBI). It carries its
-# own CA roots (webpki-roots), so images without a CA bundle still reach
+#   COPY --from=svid-exec:0.1.0 /svid-exec /usr/local/bin/svid-exec
+# The binary links only against glibc and libgcc_s (README.md, "Install"), so it
+# runs in any glibc-based image (Debian, Ubuntu, distroless/cc, UBI). It carries
+# its own CA roots (webpki-roots), so images without a CA bundle still reach
 # Infisical Cloud.
 
 FROM rust:1.88-slim-bookworm AS build

@@ -7,7 +7,7 @@
 # hammering the server.
 #
 # It is the ignored test `load_a_fleet_restart_against_a_rate_limited_server`
-# in tests/faults.rs, run alone (not among the parallel tests), bounded by
+# in tests/integration/faults.rs, run alone (not among the parallel tests), bounded by
 # `timeout`. It prints its figures:
 #   load: launchers=1000 limit=100/s requests=… minimum=2000 ratio=… throttled_429=…
 #         first_attempts_429=… floor=… failed=0 wall=…s spawned_in=…s
@@ -38,7 +38,7 @@ elif [ -n "${1:-}" ]; then
 fi
 # Every launcher holds a stderr pipe and a reader thread in the test process.
 ulimit -n 8192 2>/dev/null || ulimit -n 4096 2>/dev/null || true
-timeout "${LOAD_TIMEOUT:-400}" cargo test --locked --test faults -- \
-  --ignored --exact load_a_fleet_restart_against_a_rate_limited_server --nocapture 2>&1 |
+timeout "${LOAD_TIMEOUT:-400}" cargo test --locked --test integration -- \
+  --ignored --exact faults::load_a_fleet_restart_against_a_rate_limited_server --nocapture 2>&1 |
   grep -E '^load:|^test result|panicked|failed'
 exit "${PIPESTATUS[0]}"

@@ -130,7 +130,7 @@ fn demo() -> Result<(), String> {
 
     println!();
     println!(
-        "Everything above ran locally. Next: README.md (set-up with a real SPIRE and Infisical),"
+        "Everything above ran locally. Next: README.md, \"Deploy it\" (a real SPIRE and Infisical),"
     );
     println!("`svid-exec run --help`, and `cargo run -p svid-exec-testkit --bin testkit-stack` to try it by hand.");
     Ok(())

@@ -1,5 +1,7 @@
-//! Exit classes: the one place where a failure becomes an exit code
-//! (`shared/reference/cli-contract.md`, "Exit status").
+//! The error contract: [`ExitClass`], the one place where a failure becomes an
+//! exit code (`shared/reference/cli-contract.md`, "Exit status"), and
+//! [`Failure`], what every module's error says about itself besides its
+//! message: its exit class and, kept apart from the message, what to check.
 
 /// The class of a failure that happened before (or instead of) the child's own exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +38,22 @@ impl ExitClass {
     }
 }
 
+/// What every module error implements. The message (`Display`) says what
+/// failed and why; the hint, never part of the message, says what to check,
+/// so a report can show the two apart (`check`'s steps, the JSON log).
+pub trait Failure: std::error::Error {
+    /// The class of this failure, hence the exit code.
+    fn exit_class(&self) -> ExitClass;
+
+    /// What to check, when there is something to say.
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The hint of every [`ExitClass::Internal`] failure.
+pub const BUG_HINT: &str = "this is a bug in svid-exec, please report it";
+
 /// `a: b: c` for an error and its causes, skipping causes already quoted by their parent.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -47,6 +65,18 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
             out.push_str(&text);
         }
         cur = e.source();
+    }
+    out
+}
+
+/// The chain, then the hint: for a log line that carries a failure in one
+/// string (the supervisor's reasons); reports print the two apart.
+pub fn chain_and_hint(err: &(dyn Failure + 'static)) -> String {
+    let mut out = chain(err);
+    if let Some(hint) = err.hint() {
+        out.push_str(" (hint: ");
+        out.push_str(&hint);
+        out.push(')');
     }
     out
 }

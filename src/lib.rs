@@ -2,13 +2,11 @@
 //! Infisical, fetch a project's secrets into zeroizing memory and hand them to a
 //! program (environment or tmpfs files), then exec it or supervise it.
 
-pub mod app;
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod deliver;
 pub mod error;
-pub mod flow;
 pub mod infisical;
 pub mod launch;
 pub mod logging;
@@ -17,4 +15,3 @@ pub mod secrets;
 pub mod session;
 pub mod svid;
 pub mod sys;
-pub mod watch;

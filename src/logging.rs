@@ -15,7 +15,23 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogFormat, OutputConfig};
+/// Log format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `svid-exec: LEVEL message key=value`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What and how to log (`--log-format`, `--log-level`, `--quiet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Format.
+    pub format: LogFormat,
+    /// Most verbose level shown (`--quiet` already folded in as `ERROR`).
+    pub level: tracing::Level,
+}
 
 /// The format of the installed subscriber, once one is installed.
 static ACTIVE: OnceLock<LogFormat> = OnceLock::new();
@@ -39,7 +55,7 @@ fn filter(level: Level) -> Targets {
 
 /// Installs the global subscriber. Called once, after the configuration is
 /// valid; a second call is ignored (tests, or an early error path).
-pub fn init(output: OutputConfig) {
+pub fn init(output: LogOptions) {
     let registry = tracing_subscriber::registry().with(filter(output.level));
     let result = match output.format {
         LogFormat::Text => registry

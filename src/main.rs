@@ -1,5 +1,5 @@
-//! The `svid-exec` binary: a thin shell around [`svid_exec::app::main`].
+//! The `svid-exec` binary: a thin shell around [`svid_exec::cmd::main`].
 
 fn main() -> std::process::ExitCode {
-    svid_exec::app::main()
+    svid_exec::cmd::main()
 }

@@ -1,21 +1,28 @@
-//! The one retry policy of the program: capped exponential backoff with full
-//! jitter (on top of `backon`), bounded by a deadline, honouring a minimum wait
-//! the server asks for (`Retry-After`) with a widening spread on top.
+//! The one retry policy of the program: capped exponential backoff
+//! ([`Backoff::ceiling`]), drawn with full jitter, bounded by a deadline,
+//! honouring a minimum wait the server asks for (`Retry-After`) with a widening
+//! spread on top; and the one definition of a failure worth retrying
+//! ([`Transient`]).
 //!
 //! Why full jitter: when a thousand pods start at once, every launcher hits the
 //! agent and Infisical at the same instant; drawing each wait uniformly from
 //! `[0, ceiling]` spreads the retries instead of moving the whole herd together.
-//! `backon`'s own jitter is additive (`[d, 2d)`) and, without its `std` feature,
-//! uses a fixed seed, so every process would draw the same sequence: the
-//! ceilings come from `backon`, the draw is ours (seeded per process by `fastrand`).
+//!
+//! Why a loop of our own rather than `backon`: of `backon`, only its ceilings
+//! (`initial * factor^n`, capped) were left in use. Its jitter is additive
+//! (`[d, 2d)`) and, without its `std` feature, seeded the same in every process,
+//! so the draw was already ours; the wait is reshaped by the deadline and the
+//! server's minimum ([`next_wait`]); and the supervisor, a pure state machine
+//! with time as an input, needs the same ceilings without an async retry loop.
+//! One formula and a ten-line loop serve both, with one dependency less.
 
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
-/// Exponential backoff ceilings: the n-th wait is drawn from `[0, min(initial * factor^n, max)]`.
+/// Exponential backoff: the n-th retry waits at most
+/// [`ceiling(n)`](Self::ceiling) `= min(initial * factor^n, max)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Ceiling of the first wait.
@@ -36,40 +43,28 @@ impl Backoff {
         factor: 2.0,
     };
 
-    /// The endless sequence of jittered waits.
-    pub fn waits(&self) -> FullJitter<<ExponentialBuilder as BackoffBuilder>::Backoff> {
-        let ceilings = ExponentialBuilder::new()
-            .with_min_delay(self.initial)
-            .with_max_delay(self.max)
-            .with_factor(self.factor)
-            .without_max_times()
-            .build();
-        FullJitter {
-            ceilings,
-            rng: fastrand::Rng::new(),
+    /// The ceiling of the wait before retry `n` (0 for the first retry):
+    /// `min(initial * factor^n, max)`, never overflowing.
+    pub fn ceiling(&self, n: u32) -> Duration {
+        let exponent = i32::try_from(n).unwrap_or(i32::MAX);
+        let secs = self.initial.as_secs_f64() * f64::from(self.factor).powi(exponent);
+        if secs.is_finite() && secs < self.max.as_secs_f64() {
+            Duration::from_secs_f64(secs)
+        } else {
+            self.max
         }
+    }
+
+    /// The endless sequence of jittered waits (full jitter, seeded per process).
+    pub fn waits(&self) -> impl Iterator<Item = Duration> + '_ {
+        let mut rng = fastrand::Rng::new();
+        (0..).map(move |n| jitter(self.ceiling(n), rng.f64()))
     }
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Self::DEFAULT
-    }
-}
-
-/// Maps each ceiling `d` of an inner backoff to a uniform draw from `[0, d]`.
-#[derive(Debug)]
-pub struct FullJitter<B> {
-    ceilings: B,
-    rng: fastrand::Rng,
-}
-
-impl<B: Iterator<Item = Duration>> Iterator for FullJitter<B> {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let ceiling = self.ceilings.next()?;
-        Some(jitter(ceiling, self.rng.f64()))
     }
 }
 
@@ -149,9 +144,12 @@ pub fn to_millis(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What a retried operation's error must say about itself.
+/// What an error says about trying again: the one definition of "transient",
+/// used by the retry loop below, the session (keep a still-valid token through
+/// a failed renewal) and the supervisor's network side.
 pub trait Transient {
-    /// Whether another attempt may succeed (agent starting, 429, 5xx, timeouts…).
+    /// Whether a later attempt may succeed where this one failed (agent
+    /// starting, 429, 5xx, timeouts, or retries that ran out of time for them).
     fn is_transient(&self) -> bool;
     /// A wait the other side asked for before the next attempt.
     fn min_wait(&self) -> Option<Duration> {
@@ -194,30 +192,24 @@ where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut gave_up_at_deadline = false;
     let mut rng = fastrand::Rng::new();
     let mut retries = 0u32;
-    let result = (|| attempt(per_attempt.min(deadline.saturating_duration_since(Instant::now()))))
-        .retry(backoff.waits())
-        .sleep(tokio::time::sleep)
-        .when(Transient::is_transient)
-        .adjust(|err: &E, proposed| {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let wait =
-                proposed.and_then(|p| next_wait(p, err.min_wait(), retries, rng.f64(), remaining));
-            retries = retries.saturating_add(1);
-            gave_up_at_deadline = wait.is_none();
-            wait
-        })
-        .notify(|err, wait| on_retry(err, wait))
-        .await;
-    result.map_err(|err| {
-        if gave_up_at_deadline && err.is_transient() {
-            Stop::Deadline(err)
-        } else {
-            Stop::Fatal(err)
-        }
-    })
+    loop {
+        let bound = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
+        let err = match attempt(bound).await {
+            Ok(value) => return Ok(value),
+            Err(err) if !err.is_transient() => return Err(Stop::Fatal(err)),
+            Err(err) => err,
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let proposed = jitter(backoff.ceiling(retries), rng.f64());
+        let Some(wait) = next_wait(proposed, err.min_wait(), retries, rng.f64(), remaining) else {
+            return Err(Stop::Deadline(err));
+        };
+        on_retry(&err, wait);
+        tokio::time::sleep(wait).await;
+        retries = retries.saturating_add(1);
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +240,25 @@ mod tests {
             );
         }
         assert!(b.waits().take(1000).all(|w| w <= b.max));
+    }
+
+    #[test]
+    fn ceilings_grow_by_the_factor_up_to_the_cap_and_never_overflow() {
+        let ms = Duration::from_millis;
+        let ceilings: Vec<_> = (0..7).map(|n| Backoff::DEFAULT.ceiling(n)).collect();
+        assert_eq!(
+            ceilings,
+            [
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(5000),
+                ms(5000)
+            ]
+        );
+        assert_eq!(Backoff::DEFAULT.ceiling(u32::MAX), Backoff::DEFAULT.max);
     }
 
     #[test]

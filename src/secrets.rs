@@ -83,6 +83,18 @@ impl SecretSet {
     }
 }
 
+#[cfg(test)]
+impl SecretSet {
+    /// A set from `(name, value)` pairs (unit tests).
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let mut set = Self::new();
+        for (name, value) in pairs {
+            set.insert(*name, SecretString::from(*value));
+        }
+        set
+    }
+}
+
 impl fmt::Debug for SecretSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()

@@ -11,11 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::infisical::{
-    AccessToken, AuthMethod, Client, Etags, FetchOutcome, FetchSpec, InfisicalError,
+    AccessToken, AuthMethod, Client, Etags, FetchOutcome, FetchSpec, Fetched, InfisicalError,
+    ProjectRef,
 };
 use crate::retry::Transient;
+use crate::secrets::SecretSet;
 use crate::svid::{SvidError, SvidSource};
 
 /// When nothing about the token's lifetime is known, renew this often anyway:
@@ -132,15 +134,6 @@ fn needs_refresh_for_call(expiry: Instant, now: Instant) -> bool {
     now + CALL_EXPIRY_MARGIN >= expiry
 }
 
-fn is_transient(e: &SessionError) -> bool {
-    match e {
-        SessionError::Infisical(e) => {
-            e.is_transient() || matches!(e, InfisicalError::GaveUp { .. })
-        }
-        SessionError::Svid(e) => e.class() == ExitClass::Unavailable,
-    }
-}
-
 /// Errors of a session step: from the JWT source or from Infisical.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -150,14 +143,35 @@ pub enum SessionError {
     /// Talking to Infisical failed.
     #[error(transparent)]
     Infisical(#[from] InfisicalError),
+    /// A fetch without `ETag`s was answered "not modified", which cannot be.
+    #[error("the server answered 304 Not Modified to a request without If-None-Match")]
+    UnexpectedNotModified,
 }
 
-impl SessionError {
-    /// The exit class.
-    pub fn class(&self) -> ExitClass {
+impl Transient for SessionError {
+    fn is_transient(&self) -> bool {
         match self {
-            Self::Svid(e) => e.class(),
-            Self::Infisical(e) => e.class(),
+            Self::Svid(e) => e.is_transient(),
+            Self::Infisical(e) => e.is_transient(),
+            Self::UnexpectedNotModified => false,
+        }
+    }
+}
+
+impl Failure for SessionError {
+    fn exit_class(&self) -> ExitClass {
+        match self {
+            Self::Svid(e) => e.exit_class(),
+            Self::Infisical(e) => e.exit_class(),
+            Self::UnexpectedNotModified => ExitClass::Unavailable,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Svid(e) => e.hint(),
+            Self::Infisical(e) => e.hint(),
+            Self::UnexpectedNotModified => None,
         }
     }
 }
@@ -267,9 +281,7 @@ impl Session {
                 self.token = Some(renewed);
                 Ok(Refresh::Renew)
             }
-            Err(e) if e.is_transient() || matches!(e, InfisicalError::GaveUp { .. }) => {
-                Err(e.into())
-            }
+            Err(e) if e.is_transient() => Err(e.into()),
             Err(e) => {
                 tracing::warn!("{e}; logging in again with a fresh JWT-SVID");
                 self.login(deadline).await?;
@@ -296,7 +308,7 @@ impl Session {
         }
         match self.refresh(deadline.min(expiry.max(Instant::now()))).await {
             Ok(_) => Ok(()),
-            Err(e) if Instant::now() < expiry && is_transient(&e) => {
+            Err(e) if Instant::now() < expiry && e.is_transient() => {
                 tracing::warn!(
                     "renewing the access token failed ({e}); it is still valid, so it is used"
                 );
@@ -351,6 +363,48 @@ impl Session {
             }
             other => Ok(other?),
         }
+    }
+
+    /// The template's request with its project as an ID: given, or its slug
+    /// resolved (with the session's token; the client logs the resolution).
+    pub async fn resolve(
+        &mut self,
+        template: &FetchSpec<ProjectRef>,
+        deadline: Instant,
+    ) -> Result<FetchSpec, SessionError> {
+        let project_id = match &template.project_id {
+            ProjectRef::Id(id) => id.clone(),
+            ProjectRef::Slug(slug) => self.resolve_project_slug(slug, deadline).await?,
+        };
+        Ok(template.for_project(project_id))
+    }
+
+    /// Fetches every path of `spec` without `ETag`s: the whole set.
+    pub async fn fetch_all(
+        &mut self,
+        spec: &FetchSpec,
+        deadline: Instant,
+    ) -> Result<Fetched, SessionError> {
+        match self.fetch(spec, None, deadline).await? {
+            // `Client::fetch` has already warned about hidden values.
+            FetchOutcome::Fetched(fetched) => Ok(fetched),
+            FetchOutcome::NotModified => Err(SessionError::UnexpectedNotModified),
+        }
+    }
+
+    /// How `run`, `write` and `--watch` start: log in with a fresh JWT-SVID,
+    /// resolve the project, fetch every path once, all before `deadline`. The
+    /// token stays in the session: a supervisor keeps it (and revokes it even
+    /// when the start is abandoned half-way), a one-shot command drops it.
+    pub async fn start(
+        &mut self,
+        template: &FetchSpec<ProjectRef>,
+        deadline: Instant,
+    ) -> Result<(SecretSet, FetchSpec), SessionError> {
+        self.login(deadline).await?;
+        let spec = self.resolve(template, deadline).await?;
+        let fetched = self.fetch_all(&spec, deadline).await?;
+        Ok((fetched.secrets, spec))
     }
 
     /// Revokes the token (on shutdown). Nothing to do when not logged in.

@@ -1,7 +1,8 @@
 //! The no-secret audit of the client at trace level, in its own test binary:
-//! it installs a tracing subscriber, which other tests running in parallel in
-//! the same process would disturb.
+//! it installs a global tracing subscriber, which would capture (and be
+//! disturbed by) every other test running in parallel in the same process.
 
+#[path = "integration/client/support.rs"]
 mod client_support;
 
 use std::sync::Arc;
@@ -9,8 +10,6 @@ use std::sync::Arc;
 use client_support::*;
 use secrecy::ExposeSecret;
 use svid_exec::infisical::AuthMethod;
-use svid_exec::session::{Session, SessionOptions};
-use svid_exec::svid::{SvidSource, SvidSourceOptions};
 use svid_exec_testkit::infisical::Fault;
 
 /// Collects everything logged, for the no-secret audit.
@@ -29,12 +28,12 @@ impl std::io::Write for Captured {
 
 #[test]
 fn nothing_secret_is_logged_or_shown_at_trace_level_even_on_failures() {
-    let s = Stack::default();
+    let s = stack();
     let value = "v4lue-that-must-never-be-logged";
     s.set("/", "K", value);
     let dir = tempfile::tempdir().unwrap();
     let jwt_file = dir.path().join("svid.jwt");
-    let jwt_text = s.token_string(WORKLOAD, "infisical", Some(&s.discovery.url()));
+    let jwt_text = s.sign_svid(WORKLOAD, "infisical", Some(&s.discovery.url()));
     std::fs::write(&jwt_file, &jwt_text).unwrap();
     let captured = Captured::default();
     let writer = captured.clone();
@@ -46,16 +45,7 @@ fn nothing_secret_is_logged_or_shown_at_trace_level_even_on_failures() {
     let mut tokens = Vec::new();
     tracing::subscriber::set_global_default(subscriber).unwrap();
     {
-        let svid = Arc::new(SvidSource::new(SvidSourceOptions::File(jwt_file.clone())).unwrap());
-        let mut session = Session::new(
-            Arc::new(s.client()),
-            svid,
-            SessionOptions {
-                method: AuthMethod::Oidc,
-                identity_id: OIDC_ID.into(),
-                organization_slug: None,
-            },
-        );
+        let mut session = s.session_on(jwt_file.clone());
         s.infisical.fail_next(
             "/api/v4/secrets",
             1,
@@ -66,40 +56,35 @@ fn nothing_secret_is_logged_or_shown_at_trace_level_even_on_failures() {
         );
         s.infisical
             .fail_next("/api/v4/secrets", 1, Fault::Status(502));
-        let f = s
-            .block_on(session.fetch(&spec(&["/"]), None, within(20)))
-            .unwrap();
+        let f = block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
         shown.push(format!("{f:?}"));
         tokens.push(session.token().unwrap().secret().expose_secret().to_owned());
         shown.push(format!("{:?}", session.token().unwrap()));
-        s.block_on(
+        block_on(
             session
                 .client()
                 .revoke(session.token().unwrap(), within(20)),
         )
         .unwrap();
-        s.block_on(session.fetch(&spec(&["/"]), None, within(20)))
-            .unwrap();
+        block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap();
         tokens.push(session.token().unwrap().secret().expose_secret().to_owned());
-        s.block_on(session.refresh(within(20))).unwrap();
+        block_on(session.refresh(within(20))).unwrap();
         tokens.push(session.token().unwrap().secret().expose_secret().to_owned());
         s.infisical
             .fail_next("/api/v4/secrets", 1, Fault::GarbageBody);
-        let err = s
-            .block_on(session.fetch(&spec(&["/"]), None, within(20)))
-            .unwrap_err();
+        let err = block_on(session.fetch(&spec(&["/"]), None, within(20))).unwrap_err();
         shown.push(format!("{err} {err:?}"));
-        s.block_on(session.revoke(within(20))).unwrap();
+        block_on(session.revoke(within(20))).unwrap();
         // A refused login's error, with the server's message.
         let wrong = s.jwt_for(
             "spiffe://example.org/other",
             "infisical",
             Some(&s.discovery.url()),
         );
-        let err = s
-            .block_on(
+        let err =
+            block_on(
                 s.client()
-                    .login(AuthMethod::Oidc, OIDC_ID, None, &wrong, within(20)),
+                    .login(AuthMethod::Oidc, OIDC_IDENTITY, None, &wrong, within(20)),
             )
             .unwrap_err();
         shown.push(format!("{err} {err:?} {wrong:?}"));

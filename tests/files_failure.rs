@@ -2,7 +2,11 @@
 //! never a mix, a partial file or a temp file. Failures are injected for real
 //! with resource limits: `RLIMIT_NOFILE` lowered step by step (each descriptor
 //! the writer opens fails in turn) and `RLIMIT_FSIZE` (a file write fails
-//! half-way). One test per file: limits are process-wide.
+//! half-way).
+//!
+//! A test binary of its own (not a module of `tests/integration`): resource
+//! limits are process-wide, so every test running beside it in the same
+//! process would fail to open files or write while they are lowered.
 
 use std::fs;
 use std::path::Path;

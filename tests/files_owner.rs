@@ -2,6 +2,10 @@
 //! with a clear error and exit 78, before anything is fetched or written.
 //! As root (CI) the refusal is exercised in a copy of this test binary
 //! re-run as `nobody` through `setpriv`; as non-root, directly.
+//!
+//! A test binary of its own (not a module of `tests/integration`): it
+//! re-executes itself as another user, which should run this one test and
+//! nothing else, with no stand-in to start and no other state to share.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +13,7 @@ use std::process::Command;
 use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::unistd::{geteuid, Gid, Uid};
 use svid_exec::deliver::files::{self, FilesError, FilesOptions};
+use svid_exec::error::Failure;
 
 const CHILD_DIR_VAR: &str = "SVID_EXEC_TEST_OWNER_CHILD_DIR";
 
@@ -22,7 +27,7 @@ fn assert_owner_refused(dir: &Path) {
     let err = files::preflight(&opts).unwrap_err();
     assert!(matches!(err, FilesError::OwnerNotPermitted { .. }), "{err}");
     assert_eq!(err.exit_class().code(), 78);
-    let msg = err.to_string();
+    let msg = format!("{err}; hint: {}", err.hint().unwrap_or_default());
     assert!(msg.contains("--file-owner"), "{msg}");
     assert!(msg.contains("CAP_CHOWN"), "{msg}");
     let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().collect();

@@ -8,14 +8,36 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use crate::config::EnvDelivery;
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
+
+/// How secrets become variables (`--env-prefix`, `--no-override`, `--env-file-refs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvOptions {
+    /// Prepended to every name.
+    pub prefix: String,
+    /// Secrets replace inherited variables of the same name.
+    pub override_inherited: bool,
+    /// Deliver `KEY_FILE=<path>` instead of values (needs per-key files).
+    pub file_refs: bool,
+}
+
+impl Default for EnvOptions {
+    /// The contract's defaults: no prefix, secrets override, values.
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            override_inherited: true,
+            file_refs: false,
+        }
+    }
+}
 
 /// The kernel's limit for one argv/envp string, NUL included
 /// (`MAX_ARG_STRLEN` = 32 pages of 4 KiB).
@@ -44,16 +66,16 @@ fn is_portable_name(name: &str) -> bool {
 pub enum EnvSource<'a> {
     /// The secret values themselves.
     Values,
-    /// `KEY_FILE=<path>` for each key; the map (key -> path of its file) comes
-    /// from the file writer.
-    FileRefs(&'a BTreeMap<String, PathBuf>),
+    /// `KEY_FILE=<path>` for each key: the path of its file in this per-key
+    /// files directory.
+    FileRefs(&'a Path),
 }
 
 /// One variable's value in the plan.
 enum Value<'a> {
     Inherited(OsString),
     Secret(&'a SecretString),
-    FilePath(&'a PathBuf),
+    FilePath(PathBuf),
 }
 
 impl Value<'_> {
@@ -129,23 +151,15 @@ pub enum EnvError {
         "the value of secret {0:?} contains a NUL byte, which an environment variable cannot carry"
     )]
     NulInValue(String),
-    /// The file writer gave no path for a key (a bug).
-    #[error("no file was written for secret {0:?}, so KEY_FILE cannot point at it")]
-    MissingFileRef(String),
 }
 
-impl EnvError {
-    /// Exit class.
-    pub const fn exit_class(&self) -> ExitClass {
-        match self {
-            Self::MissingFileRef(_) => ExitClass::Internal,
-            _ => ExitClass::Config,
-        }
+impl Failure for EnvError {
+    fn exit_class(&self) -> ExitClass {
+        ExitClass::Config
     }
 
-    /// What to check.
-    pub fn hint(&self) -> String {
-        match self {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
             Self::NulInValue(_) => {
                 "deliver this secret as a file (--files-dir DIR --no-env), which keeps every byte"
                     .to_owned()
@@ -165,8 +179,7 @@ impl EnvError {
                     list.join(", ")
                 )
             }
-            Self::MissingFileRef(_) => "this is a bug in svid-exec, please report it".to_owned(),
-        }
+        })
     }
 }
 
@@ -203,23 +216,18 @@ impl<'a> EnvPlan<'a> {
     pub fn build(
         inherited: impl IntoIterator<Item = (OsString, OsString)>,
         secrets: &'a SecretSet,
-        options: &EnvDelivery,
-        source: EnvSource<'a>,
+        options: &EnvOptions,
+        source: EnvSource<'_>,
     ) -> Result<Self, EnvError> {
         let mut planned: Vec<(String, Value<'a>)> = Vec::with_capacity(secrets.len());
         let mut warnings = Vec::new();
         for (key, value) in secrets.iter() {
             let (name, value) = match source {
                 EnvSource::Values => (format!("{}{key}", options.prefix), Value::Secret(value)),
-                EnvSource::FileRefs(paths) => {
-                    let path = paths
-                        .get(key)
-                        .ok_or_else(|| EnvError::MissingFileRef(key.to_owned()))?;
-                    (
-                        format!("{}{key}_FILE", options.prefix),
-                        Value::FilePath(path),
-                    )
-                }
+                EnvSource::FileRefs(dir) => (
+                    format!("{}{key}_FILE", options.prefix),
+                    Value::FilePath(crate::deliver::files::key_path(dir, key)),
+                ),
             };
             let reason = if name.is_empty() {
                 Some("it is empty")
@@ -381,6 +389,29 @@ impl<'a> EnvPlan<'a> {
         Ok(())
     }
 
+    /// Logs what the program should know about its environment: names that a
+    /// shell will not see, and secrets kept out by `--no-override`.
+    pub fn log(&self) {
+        for warning in &self.warnings {
+            tracing::warn!("{warning}");
+        }
+        if !self.shadowed.is_empty() {
+            tracing::info!(
+                names = %self.shadowed.join(","),
+                "--no-override: kept the inherited values of these variables"
+            );
+        }
+    }
+
+    /// Gives `command` exactly this environment (nothing inherited besides).
+    /// `Command` keeps its own copy of the values until it is dropped.
+    pub fn apply(&self, command: &mut Command) {
+        command.env_clear();
+        for (name, value) in &self.vars {
+            command.env(name, OsStr::from_bytes(value.as_bytes()));
+        }
+    }
+
     /// Builds the `NAME=value\0` strings for `execve`, at the last moment; the
     /// buffers are zeroed when dropped (e.g. when exec fails).
     pub fn to_envp(&self) -> Envp {
@@ -434,11 +465,7 @@ mod tests {
     use super::*;
 
     fn secrets(pairs: &[(&str, &str)]) -> SecretSet {
-        let mut set = SecretSet::new();
-        for (k, v) in pairs {
-            set.insert(*k, SecretString::from(*v));
-        }
-        set
+        SecretSet::from_pairs(pairs)
     }
 
     fn inherited(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
@@ -448,8 +475,8 @@ mod tests {
             .collect()
     }
 
-    fn opts(prefix: &str, override_inherited: bool) -> EnvDelivery {
-        EnvDelivery {
+    fn opts(prefix: &str, override_inherited: bool) -> EnvOptions {
+        EnvOptions {
             prefix: prefix.to_owned(),
             override_inherited,
             file_refs: false,
@@ -584,26 +611,47 @@ mod tests {
     #[test]
     fn file_refs_deliver_paths_not_values() {
         let set = secrets(&[("DB", "secret")]);
-        let mut paths = BTreeMap::new();
-        paths.insert("DB".to_owned(), PathBuf::from("/run/s/DB"));
         let plan = EnvPlan::build(
             inherited(&[("DB", "old")]),
             &set,
             &opts("", true),
-            EnvSource::FileRefs(&paths),
+            EnvSource::FileRefs(Path::new("/run/s")),
         )
         .unwrap();
         assert_eq!(value(&plan, "DB_FILE"), Some("/run/s/DB"));
         assert_eq!(value(&plan, "DB"), Some("old"));
-        let empty = BTreeMap::new();
-        let err = EnvPlan::build(
-            Vec::new(),
+    }
+
+    #[test]
+    fn a_command_given_the_plan_sees_exactly_the_plan_byte_for_byte() {
+        let pem = "-----BEGIN KEY-----\nAB=\n-----END KEY-----\n";
+        let set = secrets(&[("PEM", pem), ("U", "héllo ✓ 'q' a=b"), ("EMPTY", "")]);
+        let plan = EnvPlan::build(
+            inherited(&[("KEEP", "kept"), ("SVID_EXEC_LOG_LEVEL", "debug")]),
             &set,
             &opts("", true),
-            EnvSource::FileRefs(&empty),
+            EnvSource::Values,
         )
-        .unwrap_err();
-        assert_eq!(err.exit_class(), ExitClass::Internal);
+        .unwrap();
+        let mut command = Command::new("/usr/bin/env");
+        command.arg("-0").env("LEAKED", "from the parent's command");
+        plan.apply(&mut command);
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut vars: Vec<&[u8]> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|v| !v.is_empty())
+            .collect();
+        vars.sort_unstable();
+        let pem_var = format!("PEM={pem}");
+        let want: [&[u8]; 4] = [
+            b"EMPTY=",
+            b"KEEP=kept",
+            pem_var.as_bytes(),
+            "U=héllo ✓ 'q' a=b".as_bytes(),
+        ];
+        assert_eq!(vars, want);
     }
 
     #[test]
@@ -620,7 +668,7 @@ mod tests {
             matches!(err, EnvError::StringTooLong { ref name, .. } if name == "BIG"),
             "{err}"
         );
-        let hint = err.hint();
+        let hint = err.hint().unwrap();
         assert!(
             hint.contains(&format!("BIG ({MAX_ARG_STRLEN} bytes)")),
             "{hint}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 use crate::retry::Transient;
 
 /// Longest server message kept in an error, in characters.
@@ -204,7 +204,7 @@ impl std::str::FromStr for AuthMethod {
     }
 }
 
-/// Everything that can go wrong talking to Infisical. [`InfisicalError::class`] gives the exit class.
+/// Everything that can go wrong talking to Infisical; [`Failure`] gives the exit class and the hint.
 #[derive(Debug, thiserror::Error)]
 pub enum InfisicalError {
     /// `--api-url` is not an http(s) origin.
@@ -216,7 +216,7 @@ pub enum InfisicalError {
         reason: String,
     },
     /// Plain http to a host that is not loopback.
-    #[error("refusing plain http:// to {host}: the access token and secrets would cross the network in clear; use https://, or pass --allow-insecure-http if this network is trusted")]
+    #[error("refusing plain http:// to {host}: the access token and secrets would cross the network in clear")]
     InsecureHttp {
         /// The host.
         host: String,
@@ -233,7 +233,7 @@ pub enum InfisicalError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
     /// The login was refused (401/403): the JWT did not satisfy the identity's auth method.
-    #[error("Infisical refused the {method} login for identity {identity_id}: {server}; {hint}")]
+    #[error("Infisical refused the {method} login for identity {identity_id}: {server}")]
     LoginRefused {
         /// The method used.
         method: AuthMethod,
@@ -245,7 +245,7 @@ pub enum InfisicalError {
         hint: String,
     },
     /// Login answered 404: the identity does not exist or has no such auth method.
-    #[error("Infisical has no {method} login for identity {identity_id} ({server}); check --identity-id, and that {method} is configured on that identity (an identity set up with JWT Auth needs --auth-method jwt-auth, SPIFFE Auth --auth-method spiffe-auth)")]
+    #[error("Infisical has no {method} login for identity {identity_id} ({server})")]
     NoSuchAuthMethod {
         /// The method used.
         method: AuthMethod,
@@ -255,7 +255,7 @@ pub enum InfisicalError {
         server: Box<ServerError>,
     },
     /// An authenticated call was refused for lack of permission (403, not a token problem).
-    #[error("Infisical refused {endpoint}: {server}; check that the identity has read access to this project, environment and path (and the trusted IPs of its auth method)")]
+    #[error("Infisical refused {endpoint}: {server}")]
     Forbidden {
         /// What was asked.
         endpoint: String,
@@ -263,7 +263,7 @@ pub enum InfisicalError {
         server: Box<ServerError>,
     },
     /// The project, environment or path does not exist (404).
-    #[error("Infisical found nothing at {endpoint}: {server}; check --project-id/--project-slug, --env and --path")]
+    #[error("Infisical found nothing at {endpoint}: {server}")]
     NotFound {
         /// What was asked.
         endpoint: String,
@@ -271,7 +271,7 @@ pub enum InfisicalError {
         server: Box<ServerError>,
     },
     /// 400/422: the server rejected the request's values.
-    #[error("Infisical rejected {endpoint} as invalid: {server}; check the identity, project, environment and path values")]
+    #[error("Infisical rejected {endpoint} as invalid: {server}")]
     BadRequest {
         /// What was asked.
         endpoint: String,
@@ -279,7 +279,7 @@ pub enum InfisicalError {
         server: Box<ServerError>,
     },
     /// The access token is expired, revoked or used up (401, or 403 `TokenError`): log in again.
-    #[error("Infisical no longer accepts the access token at {endpoint}: {server}; a fresh login is needed")]
+    #[error("Infisical no longer accepts the access token at {endpoint}: {server}")]
     Reauthenticate {
         /// What was asked.
         endpoint: String,
@@ -293,7 +293,7 @@ pub enum InfisicalError {
         server: Box<ServerError>,
     },
     /// The server redirected; svid-exec does not follow redirects with credentials.
-    #[error("Infisical answered {endpoint} with a redirect (HTTP {status}) to {location}; set --api-url to the server's final origin")]
+    #[error("Infisical answered {endpoint} with a redirect (HTTP {status}) to {location}")]
     Redirect {
         /// What was asked.
         endpoint: String,
@@ -329,7 +329,7 @@ pub enum InfisicalError {
         chain: String,
     },
     /// The server's certificate was not accepted (rustls names the reason at the end of the chain).
-    #[error("TLS with Infisical failed for {endpoint}: {chain}; if the server uses a private CA, pass its certificate with --ca-cert")]
+    #[error("TLS with Infisical failed for {endpoint}: {chain}")]
     Tls {
         /// What was asked.
         endpoint: String,
@@ -337,7 +337,7 @@ pub enum InfisicalError {
         chain: String,
     },
     /// The body was not the JSON this endpoint returns.
-    #[error("Infisical answered {endpoint} with a body that is not the expected JSON ({detail}); is --api-url an Infisical server?")]
+    #[error("Infisical answered {endpoint} with a body that is not the expected JSON ({detail})")]
     BadResponse {
         /// What was asked.
         endpoint: String,
@@ -353,7 +353,7 @@ pub enum InfisicalError {
         limit: usize,
     },
     /// Retried until the deadline without success.
-    #[error("gave up on Infisical after {}: {last}; check --api-url, the network path to the server and its health, or allow more time (--startup-timeout)", humantime::format_duration(crate::retry::to_millis(*.waited)))]
+    #[error("gave up on Infisical after {}: {last}", humantime::format_duration(crate::retry::to_millis(*.waited)))]
     GaveUp {
         /// How long it tried.
         waited: Duration,
@@ -362,9 +362,8 @@ pub enum InfisicalError {
     },
 }
 
-impl InfisicalError {
-    /// The exit class of this error.
-    pub fn class(&self) -> ExitClass {
+impl Failure for InfisicalError {
+    fn exit_class(&self) -> ExitClass {
         match self {
             Self::InvalidApiUrl { .. }
             | Self::InsecureHttp { .. }
@@ -388,6 +387,53 @@ impl InfisicalError {
         }
     }
 
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Self::InvalidApiUrl { .. } => {
+                "use the instance origin, e.g. https://app.infisical.com or https://infisical.example.com"
+            }
+            Self::InsecureHttp { .. } => {
+                "use https://, or pass --allow-insecure-http if this network is trusted"
+            }
+            Self::CaCert { .. } => "check --ca-cert: a readable file of PEM certificates",
+            Self::HttpClient(_) => crate::error::BUG_HINT,
+            Self::LoginRefused { hint, .. } => return Some(hint.clone()),
+            Self::NoSuchAuthMethod { method, .. } => {
+                return Some(format!(
+                    "check --identity-id, and that {method} is configured on that identity \
+                     (an identity set up with JWT Auth needs --auth-method jwt-auth, \
+                     SPIFFE Auth --auth-method spiffe-auth)"
+                ))
+            }
+            Self::Forbidden { .. } => {
+                "check that the identity has read access to this project, environment and path \
+                 (and the trusted IPs of its auth method)"
+            }
+            Self::NotFound { .. } => "check --project-id/--project-slug, --env and --path",
+            Self::BadRequest { .. } => {
+                "check the identity, project, environment and path values"
+            }
+            Self::Reauthenticate { .. } => "a fresh login is needed",
+            Self::Redirect { .. } => "set --api-url to the server's final origin",
+            Self::Tls { .. } => {
+                "if the server uses a private CA, pass its certificate with --ca-cert"
+            }
+            Self::BadResponse { .. } => "check that --api-url is an Infisical server",
+            Self::GaveUp { .. } => {
+                "check --api-url, the network path to the server and its health, \
+                 or allow more time (--startup-timeout)"
+            }
+            Self::RenewRefused { .. }
+            | Self::UnexpectedStatus { .. }
+            | Self::Busy { .. }
+            | Self::Network { .. }
+            | Self::TooLarge { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
+}
+
+impl InfisicalError {
     /// Whether a fresh login (with a fresh JWT) may cure this error.
     pub fn needs_login(&self) -> bool {
         matches!(
@@ -398,8 +444,13 @@ impl InfisicalError {
 }
 
 impl Transient for InfisicalError {
+    /// 429, 5xx and network failures; and retries of those that ran out of
+    /// time (a later call, with a deadline of its own, may succeed).
     fn is_transient(&self) -> bool {
-        matches!(self, Self::Busy { .. } | Self::Network { .. })
+        matches!(
+            self,
+            Self::Busy { .. } | Self::Network { .. } | Self::GaveUp { .. }
+        )
     }
 
     fn min_wait(&self) -> Option<Duration> {
@@ -666,7 +717,7 @@ mod tests {
         ];
         for &(call, status, error, class, transient, login) in table {
             let e = status_error(call, "GET /x", server(status, error), None);
-            assert_eq!(e.class(), class, "{call:?} {status} {error}: {e}");
+            assert_eq!(e.exit_class(), class, "{call:?} {status} {error}: {e}");
             assert_eq!(e.is_transient(), transient, "{call:?} {status} {error}");
             assert_eq!(e.needs_login(), login, "{call:?} {status} {error}");
         }

@@ -10,19 +10,21 @@
 pub mod auth;
 pub mod error;
 pub mod secrets;
+mod url;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
-use reqwest::{RequestBuilder, Url};
+use reqwest::RequestBuilder;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 pub use auth::AccessToken;
 pub use error::{AuthMethod, InfisicalError, ServerError};
-pub use secrets::{ApiVersion, Etags, FetchOutcome, FetchSpec, Fetched, PathSummary};
+pub use secrets::{ApiVersion, Etags, FetchOutcome, FetchSpec, Fetched, PathSummary, ProjectRef};
+pub use url::ApiUrl;
 
 use crate::error::chain;
 use crate::retry::{self, Backoff, Stop};
@@ -46,12 +48,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How to reach Infisical.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Instance origin; a trailing `/` or `/api` is accepted.
-    pub api_url: String,
+    /// The instance, validated (plain `http://` to a remote host only if allowed there).
+    pub api_url: ApiUrl,
     /// Extra PEM bundle trusted for the server, in addition to the built-in roots.
     pub ca_cert: Option<PathBuf>,
-    /// Allow `http://` to a host that is not loopback (the caller warns).
-    pub allow_insecure_http: bool,
     /// TCP + TLS connect bound ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
     /// Bound on one request, body included ([`REQUEST_TIMEOUT`]; also capped by the caller's deadline).
@@ -63,9 +63,8 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
-            api_url: DEFAULT_API_URL.to_owned(),
+            api_url: ApiUrl::default(),
             ca_cert: None,
-            allow_insecure_http: false,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             user_agent: concat!("svid-exec/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -85,66 +84,10 @@ pub struct Client {
     use_v3: AtomicBool,
 }
 
-/// Normalises `--api-url`: `https://host`, `https://host/`, `https://host/api`
-/// all become `https://host`; a path prefix before `/api` is kept.
-pub fn normalize_api_url(value: &str) -> Result<Url, InfisicalError> {
-    let bad = |reason: &str| InfisicalError::InvalidApiUrl {
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let mut url = Url::parse(value.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(
-            "the scheme must be https:// (or http:// to a loopback host)",
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry credentials"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    let mut path = url.path().trim_end_matches('/').to_owned();
-    if path.ends_with("/api") {
-        path.truncate(path.len() - "/api".len());
-    }
-    let path = path.trim_end_matches('/').to_owned();
-    url.set_path(&path);
-    Ok(url)
-}
-
-/// Whether the URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`).
-pub fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    }
-    if let Ok(v4) = host.parse::<std::net::Ipv4Addr>() {
-        return v4.is_loopback();
-    }
-    let d = host.trim_end_matches('.').to_ascii_lowercase();
-    d == "localhost" || d.ends_with(".localhost")
-}
-
 impl Client {
-    /// A client for `options.api_url`. Refuses `http://` to a non-loopback host
-    /// unless allowed; loads `--ca-cert` in addition to the built-in roots.
+    /// A client for `options.api_url` (validated by [`ApiUrl`]); loads
+    /// `--ca-cert` in addition to the built-in roots.
     pub fn new(options: &ClientOptions) -> Result<Self, InfisicalError> {
-        let url = normalize_api_url(&options.api_url)?;
-        if url.scheme() == "http" && !is_loopback(&url) {
-            let host = url.host_str().unwrap_or_default().to_owned();
-            // Allowed: the configuration has already warned, once per start.
-            if !options.allow_insecure_http {
-                return Err(InfisicalError::InsecureHttp { host });
-            }
-        }
         let builder = |native_roots: bool| {
             reqwest::Client::builder()
                 .use_rustls_tls()
@@ -176,7 +119,7 @@ impl Client {
                     .map_err(|e| InfisicalError::HttpClient(chain(&e)))?
             }
         };
-        let base = url.as_str().trim_end_matches('/').to_owned();
+        let base = options.api_url.base().to_owned();
         Ok(Self {
             base,
             http,
@@ -436,87 +379,17 @@ fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitClass;
-
-    #[test]
-    fn api_url_is_normalised() {
-        let table = [
-            ("https://app.infisical.com", "https://app.infisical.com/"),
-            ("https://app.infisical.com/", "https://app.infisical.com/"),
-            (
-                "https://app.infisical.com/api",
-                "https://app.infisical.com/",
-            ),
-            (
-                "https://app.infisical.com/api/",
-                "https://app.infisical.com/",
-            ),
-            (
-                "https://eu.infisical.com:8443/infisical/api",
-                "https://eu.infisical.com:8443/infisical",
-            ),
-            ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/"),
-            ("  https://x.example  ", "https://x.example/"),
-        ];
-        for (input, want) in table {
-            assert_eq!(normalize_api_url(input).unwrap().as_str(), want, "{input}");
-        }
-        for bad in [
-            "app.infisical.com",
-            "ftp://x",
-            "https://u:p@x",
-            "https://x/?a=1",
-            "https://",
-        ] {
-            let err = normalize_api_url(bad).unwrap_err();
-            assert_eq!(err.class(), ExitClass::Config, "{bad}");
-        }
-    }
+    use crate::error::{ExitClass, Failure};
 
     #[test]
     fn client_base_has_no_trailing_slash() {
         let c = Client::new(&ClientOptions {
-            api_url: "https://app.infisical.com/api/".into(),
+            api_url: "https://app.infisical.com/api/".parse().unwrap(),
             ..ClientOptions::default()
         })
         .unwrap();
         assert_eq!(c.base_url(), "https://app.infisical.com");
         assert_eq!(c.url("/api/status"), "https://app.infisical.com/api/status");
-    }
-
-    #[test]
-    fn plain_http_only_to_loopback_unless_allowed() {
-        let opts = |url: &str, allow| ClientOptions {
-            api_url: url.into(),
-            allow_insecure_http: allow,
-            ..ClientOptions::default()
-        };
-        for ok in [
-            "http://127.0.0.1:1",
-            "http://localhost:8080",
-            "http://[::1]:80",
-            "http://127.9.9.9",
-            "http://a.localhost",
-        ] {
-            assert!(Client::new(&opts(ok, false)).is_ok(), "{ok}");
-        }
-        for refused in [
-            "http://10.0.0.1",
-            "http://infisical.internal",
-            "http://localhost.example.com",
-        ] {
-            let err = Client::new(&opts(refused, false)).unwrap_err();
-            assert!(
-                matches!(err, InfisicalError::InsecureHttp { .. }),
-                "{refused}: {err}"
-            );
-            assert_eq!(err.class(), ExitClass::Config);
-            assert!(err.to_string().contains("--allow-insecure-http"));
-            assert!(
-                Client::new(&opts(refused, true)).is_ok(),
-                "{refused} allowed"
-            );
-        }
     }
 
     #[test]
@@ -528,11 +401,11 @@ mod tests {
             ..ClientOptions::default()
         };
         let err = Client::new(&opts(&missing)).unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config);
+        assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(err.to_string().contains("ca.pem"), "{err}");
         std::fs::write(&missing, "not a pem").unwrap();
         let err = Client::new(&opts(&missing)).unwrap_err();
-        assert_eq!(err.class(), ExitClass::Config, "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
     }
 
     #[test]
@@ -556,6 +429,6 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("GET /x"));
         let err = parse_json::<S>("GET /x", b"<html>").unwrap_err();
-        assert_eq!(err.class(), ExitClass::Unavailable);
+        assert_eq!(err.exit_class(), ExitClass::Unavailable);
     }
 }

@@ -20,11 +20,32 @@ use crate::secrets::SecretSet;
 /// The value a server puts in place of a secret the identity may only describe.
 const HIDDEN_PLACEHOLDER: &str = "<hidden-by-infisical>";
 
-/// What to fetch.
+/// Which project: by ID, or by slug ([`Client::resolve_project_slug`] turns
+/// it into the ID once).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchSpec {
-    /// Project (workspace) id.
-    pub project_id: String,
+pub enum ProjectRef {
+    /// By ID.
+    Id(String),
+    /// By slug.
+    Slug(String),
+}
+
+impl std::fmt::Display for ProjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "project {id}"),
+            Self::Slug(slug) => write!(f, "project slug {slug}"),
+        }
+    }
+}
+
+/// What to fetch. `P` is the project: its ID (`String`) in a request; a
+/// [`ProjectRef`] in the configured template, until the slug is resolved
+/// ([`FetchSpec::for_project`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSpec<P = String> {
+    /// Project (workspace) id, or how to find it.
+    pub project_id: P,
     /// Environment slug.
     pub environment: String,
     /// Folders, in precedence order (later wins). Empty means `/`.
@@ -39,7 +60,20 @@ pub struct FetchSpec {
     pub tags: Vec<String>,
 }
 
-impl FetchSpec {
+impl<P> FetchSpec<P> {
+    /// The same request for another project (the template's, resolved).
+    pub fn for_project<Q>(&self, project_id: Q) -> FetchSpec<Q> {
+        FetchSpec {
+            project_id,
+            environment: self.environment.clone(),
+            paths: self.paths.clone(),
+            recursive: self.recursive,
+            include_imports: self.include_imports,
+            expand: self.expand,
+            tags: self.tags.clone(),
+        }
+    }
+
     fn paths(&self) -> Vec<String> {
         if self.paths.is_empty() {
             vec!["/".to_owned()]

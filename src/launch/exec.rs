@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use crate::deliver::env::EnvPlan;
-use crate::error::ExitClass;
+use crate::error::{ExitClass, Failure};
 
 /// glibc's `PATH` when the variable is unset (`confstr(_CS_PATH)`).
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
@@ -39,9 +39,9 @@ pub enum ExecError {
     },
 }
 
-impl ExecError {
-    /// Exit class: 127, 126, or 78 for `E2BIG`.
-    pub const fn exit_class(&self) -> ExitClass {
+impl Failure for ExecError {
+    /// 127, 126, or 78 for `E2BIG`.
+    fn exit_class(&self) -> ExitClass {
         match self {
             Self::NotFound { .. } => ExitClass::CommandNotFound,
             Self::CannotExecute { .. } => ExitClass::CannotExecute,
@@ -49,9 +49,8 @@ impl ExecError {
         }
     }
 
-    /// What to check.
-    pub fn hint(&self) -> &'static str {
-        match self {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
             Self::NotFound { .. } => {
                 "check the command's name, and that it is on the child's PATH (or give its full path)"
             }
@@ -64,7 +63,8 @@ impl ExecError {
             Self::TooLarge { .. } => {
                 "deliver large secrets as files (--files-dir DIR, with --no-env or --env-file-refs)"
             }
-        }
+        };
+        Some(hint.to_owned())
     }
 }
 
@@ -193,16 +193,12 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::config::EnvDelivery;
+    use crate::deliver::env::EnvOptions;
     use crate::deliver::env::EnvSource;
     use crate::secrets::SecretSet;
 
     fn plan_with_path<'a>(set: &'a SecretSet, path: &str) -> EnvPlan<'a> {
-        let options = EnvDelivery {
-            prefix: String::new(),
-            override_inherited: true,
-            file_refs: false,
-        };
+        let options = EnvOptions::default();
         EnvPlan::build(
             vec![("PATH".into(), path.into())],
             set,
@@ -294,11 +290,7 @@ mod tests {
         );
         set.insert("HOME", secrecy::SecretString::from("from-secret"));
         set.insert("UNICODE", secrecy::SecretString::from("héllo ✓ 'q' \"d\""));
-        let options = EnvDelivery {
-            prefix: String::new(),
-            override_inherited: true,
-            file_refs: false,
-        };
+        let options = EnvOptions::default();
         let plan = EnvPlan::build(
             crate::deliver::env::inherited(),
             &set,

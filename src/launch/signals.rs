@@ -59,7 +59,7 @@ impl fmt::Debug for Signal {
 
 /// A signal name or number that does not name a signal on this system.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown signal {0:?}: use a name such as TERM, HUP, USR1, RTMIN+1, or a number")]
+#[error("unknown signal {0:?}")]
 pub struct UnknownSignal(String);
 
 impl FromStr for Signal {

@@ -1,18 +1,18 @@
 //! State-machine tests: event sequences in, actions out. No processes, no sleeps:
 //! time is advanced by hand.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::*;
 use crate::launch::reaper::{ChildEnd, Reaped};
-use secrecy::SecretString;
+use crate::launch::signals::Target;
 
 const PID: i32 = 100;
 
 fn set(pairs: &[(&str, &str)]) -> SecretSet {
-    let mut set = SecretSet::new();
-    for (k, v) in pairs {
-        set.insert(*k, SecretString::from((*v).to_owned()));
-    }
-    set
+    SecretSet::from_pairs(pairs)
 }
 
 fn v(value: &str) -> SecretSet {
@@ -32,6 +32,7 @@ fn settings() -> Settings {
         change_window: Duration::from_secs(60),
         revoke_timeout: Duration::from_secs(3),
         jitter_seed: 7,
+        mlock: false,
     }
 }
 
@@ -534,87 +535,4 @@ fn sigterm_to_the_supervisor_becomes_the_stop_signal_and_sigint_passes_as_is() {
             to: Target::Group(PID)
         }]
     );
-}
-
-/// The timerfd behind the driver's deadlines. Lower bounds only (never before
-/// the deadline); every wait is bounded by a generous time-out.
-mod alarm {
-    use super::super::Alarm;
-    use std::time::Duration;
-    use tokio::time::{timeout, Instant};
-
-    const BOUND: Duration = Duration::from_secs(10);
-
-    fn on_runtime<F: std::future::Future<Output = ()>>(test: F) {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(test);
-    }
-
-    #[test]
-    fn alarm_is_a_timerfd_and_returns_at_its_deadline_not_before() {
-        on_runtime(async {
-            let alarm = Alarm::new();
-            assert!(
-                alarm.0.is_some(),
-                "no timerfd: the driver would fall back to the timer wheel"
-            );
-            let deadline = Instant::now() + Duration::from_millis(30);
-            timeout(BOUND, alarm.sleep_until(deadline))
-                .await
-                .expect("the alarm fired");
-            assert!(Instant::now() >= deadline);
-        });
-    }
-
-    #[test]
-    fn alarm_with_a_past_deadline_returns_at_once() {
-        on_runtime(async {
-            let alarm = Alarm::new();
-            let past = Instant::now()
-                .checked_sub(Duration::from_secs(1))
-                .expect("uptime");
-            timeout(BOUND, alarm.sleep_until(past))
-                .await
-                .expect("returned");
-        });
-    }
-
-    #[test]
-    fn alarm_rearmed_after_a_cancelled_sleep_uses_the_new_deadline() {
-        on_runtime(async {
-            let alarm = Alarm::new();
-            // Cancelled, as when a signal or a reply wins the driver's select.
-            let far = Instant::now() + Duration::from_secs(3600);
-            assert!(timeout(Duration::from_millis(20), alarm.sleep_until(far))
-                .await
-                .is_err());
-            let near = Instant::now() + Duration::from_millis(20);
-            timeout(BOUND, alarm.sleep_until(near))
-                .await
-                .expect("the re-armed alarm fired");
-            assert!(Instant::now() >= near);
-        });
-    }
-
-    #[test]
-    fn alarm_ignores_an_expiry_left_from_an_earlier_arming() {
-        on_runtime(async {
-            let alarm = Alarm::new();
-            let short = Instant::now() + Duration::from_millis(5);
-            // Armed, then abandoned before it fires; it expires while the runtime
-            // waits on something else, which records the timerfd as readable.
-            assert!(timeout(Duration::from_millis(1), alarm.sleep_until(short))
-                .await
-                .is_err());
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            let deadline = Instant::now() + Duration::from_millis(200);
-            timeout(BOUND, alarm.sleep_until(deadline))
-                .await
-                .expect("the alarm fired");
-            assert!(Instant::now() >= deadline, "returned on the stale expiry");
-        });
-    }
 }

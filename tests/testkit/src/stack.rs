@@ -7,9 +7,9 @@
 //! starts it standalone for manual trials with curl.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::discovery::Discovery;
 use crate::infisical::{
@@ -44,10 +44,14 @@ pub struct StackOptions {
     pub agent: AgentConfig,
     /// The Infisical stand-in's configuration; `tls` is set by the stack.
     pub infisical: InfisicalConfig,
-    /// Serve Infisical over HTTPS with the stack's CA (default), else HTTP.
+    /// Serve Infisical and the discovery provider over HTTPS with the stack's
+    /// CA (default), else plain HTTP.
     pub https: bool,
-    /// Access-token TTL and max TTL of every identity, in seconds.
-    pub token_ttl: (u64, u64),
+    /// Access-token TTL and max TTL of every identity, in seconds (`None`:
+    /// the server's defaults, 30 days each).
+    pub token_ttl: Option<(u64, u64)>,
+    /// Uses limit of every identity's access tokens (`None`: unlimited).
+    pub token_uses: Option<u64>,
     /// Put the demo secrets in `prod` at `/` (default).
     pub demo_secrets: bool,
 }
@@ -58,7 +62,8 @@ impl Default for StackOptions {
             agent: AgentConfig::default(),
             infisical: InfisicalConfig::default(),
             https: true,
-            token_ttl: (3600, 86_400),
+            token_ttl: Some((3600, 86_400)),
+            token_uses: None,
             demo_secrets: true,
         }
     }
@@ -128,9 +133,10 @@ impl Stack {
             infisical: mut infisical_config,
             https,
             token_ttl,
+            token_uses,
             demo_secrets,
         } = options;
-        let discovery = Discovery::start(ring.clone(), Some(&ca));
+        let discovery = Discovery::start(ring.clone(), https.then_some(&ca));
         let mut agent_config = agent_options.keys(ring.clone());
         if agent_config.issuer.is_none() {
             agent_config.issuer = Some(discovery.url());
@@ -144,8 +150,17 @@ impl Stack {
             infisical_config.tls = Some(ca.server_config());
         }
         let infisical = FakeInfisical::start(infisical_config);
-        let (ttl, max_ttl) = token_ttl;
-        add_identities(&infisical, &ring, &discovery, &ca, ttl, max_ttl);
+        let policy = |identity: Identity| {
+            let identity = match token_ttl {
+                Some((ttl, max_ttl)) => identity.ttl(ttl, max_ttl),
+                None => identity,
+            };
+            match token_uses {
+                Some(uses) => identity.uses_limit(uses),
+                None => identity,
+            }
+        };
+        add_identities(&infisical, &ring, &discovery, &ca, policy);
         infisical.add_project(PROJECT_ID, PROJECT_SLUG);
         infisical.add_environment(PROJECT_ID, ENVIRONMENT);
         for id in [OIDC_IDENTITY, JWT_IDENTITY, SPIFFE_IDENTITY] {
@@ -193,6 +208,23 @@ impl Stack {
         ]
     }
 
+    /// The key ring the agent signs with and every identity trusts.
+    pub fn ring(&self) -> &KeyRing {
+        self.agent.keys()
+    }
+
+    /// A JWT-SVID for `sub` and `aud` signed by the stack's keys, with `iss`
+    /// when given (see [`svid_claims`]), without asking the agent.
+    pub fn sign_svid(&self, sub: &str, aud: &str, iss: Option<&str>) -> String {
+        self.ring().sign(&svid_claims(sub, aud, iss))
+    }
+
+    /// The workload's JWT-SVID every identity accepts: audience `infisical`,
+    /// issuer the discovery URL.
+    pub fn svid(&self) -> String {
+        self.sign_svid(WORKLOAD, AUDIENCE, Some(&self.discovery.url()))
+    }
+
     /// Mints a JWT-SVID for the workload (audience `infisical`, issuer the
     /// discovery URL) and writes it to a file, as spiffe-helper would.
     ///
@@ -205,60 +237,73 @@ impl Stack {
     }
 }
 
+/// The OIDC, JWT and SPIFFE Auth identities, each with the token `policy`.
 fn add_identities(
     infisical: &FakeInfisical,
     ring: &KeyRing,
     discovery: &Discovery,
     ca: &TestCa,
-    ttl: u64,
-    max_ttl: u64,
+    policy: impl Fn(Identity) -> Identity,
 ) {
-    infisical.add_identity(
-        Identity::new(
-            OIDC_IDENTITY,
-            AuthMethod::Oidc(OidcAuth {
-                oidc_discovery_url: discovery.url(),
+    infisical.add_identity(policy(Identity::new(
+        OIDC_IDENTITY,
+        AuthMethod::Oidc(OidcAuth {
+            oidc_discovery_url: discovery.url(),
+            ca_cert: Some(ca.ca_pem().to_string()),
+            bound_issuer: discovery.url(),
+            bound_audiences: AUDIENCE.into(),
+            bound_subject: "spiffe://example.org/ns/prod/**".into(),
+            ..OidcAuth::default()
+        }),
+    )));
+    infisical.add_identity(policy(Identity::new(
+        JWT_IDENTITY,
+        AuthMethod::Jwt(JwtAuth {
+            keys: JwtKeys::JwksUrl {
+                url: format!("{}/keys", discovery.url()),
                 ca_cert: Some(ca.ca_pem().to_string()),
-                bound_issuer: discovery.url(),
-                bound_audiences: AUDIENCE.into(),
-                bound_subject: "spiffe://example.org/ns/prod/**".into(),
-                ..OidcAuth::default()
-            }),
-        )
-        .ttl(ttl, max_ttl),
-    );
-    infisical.add_identity(
-        Identity::new(
-            JWT_IDENTITY,
-            AuthMethod::Jwt(JwtAuth {
-                keys: JwtKeys::JwksUrl {
-                    url: format!("{}/keys", discovery.url()),
-                    ca_cert: Some(ca.ca_pem().to_string()),
-                },
-                bound_issuer: String::new(),
-                bound_audiences: AUDIENCE.into(),
-                bound_subject: WORKLOAD.into(),
-                bound_claims: std::collections::BTreeMap::default(),
-            }),
-        )
-        .ttl(ttl, max_ttl),
-    );
+            },
+            bound_issuer: String::new(),
+            bound_audiences: AUDIENCE.into(),
+            bound_subject: WORKLOAD.into(),
+            bound_claims: std::collections::BTreeMap::default(),
+        }),
+    )));
     let mut bundle = ring.jwks();
     for key in bundle["keys"].as_array_mut().expect("keys") {
         key["use"] = json!("jwt-svid");
     }
-    infisical.add_identity(
-        Identity::new(
-            SPIFFE_IDENTITY,
-            AuthMethod::Spiffe(SpiffeAuth {
-                trust_domain: "example.org".into(),
-                allowed_spiffe_ids: "spiffe://example.org/ns/prod/sa/*".into(),
-                allowed_audiences: AUDIENCE.into(),
-                bundle,
-            }),
-        )
-        .ttl(ttl, max_ttl),
-    );
+    infisical.add_identity(policy(Identity::new(
+        SPIFFE_IDENTITY,
+        AuthMethod::Spiffe(SpiffeAuth {
+            trust_domain: "example.org".into(),
+            allowed_spiffe_ids: "spiffe://example.org/ns/prod/sa/*".into(),
+            allowed_audiences: AUDIENCE.into(),
+            bundle,
+        }),
+    )));
+}
+
+/// Seconds since the Unix epoch.
+///
+/// # Panics
+/// If the clock is before 1970.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Claims of a JWT-SVID as SPIRE mints them for one audience (a plain
+/// string): issued now, valid five minutes, `iss` only when given.
+pub fn svid_claims(sub: &str, aud: &str, iss: Option<&str>) -> Value {
+    let now = now();
+    let mut claims = json!({"sub": sub, "aud": aud, "exp": now + 300, "iat": now});
+    if let Some(iss) = iss {
+        claims["iss"] = json!(iss);
+    }
+    claims
 }
 
 /// The key type for a stack whose agent signs with RSA.

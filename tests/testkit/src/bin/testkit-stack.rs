@@ -6,7 +6,8 @@
 //!
 //! Options (used by `bench/run.sh`; all optional):
 //!   --secrets N       N generated secrets of realistic sizes instead of the demo ones
-//!   --http            serve Infisical over plain HTTP instead of HTTPS
+//!   --http            serve Infisical (and the discovery provider) over plain
+//!                     HTTP instead of HTTPS
 //!   --env-file PATH   also write the `export` lines to PATH (written whole, then
 //!                     renamed, so a script can wait for the file to appear)
 //!   --jwt-file PATH   write a JWT-SVID for the workload (valid 24 h) to PATH,

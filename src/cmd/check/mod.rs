@@ -1,0 +1,462 @@
+//! `svid-exec check`: runs every step of the flow once (configuration, Workload
+//! API, SVIDs, login, project, paths, file targets, environment size, revoke)
+//! and reports each as ok, warn, fail or skip, in text or one JSON document.
+//!
+//! The report carries names, paths, claims and the server's messages, never a
+//! secret value, the JWT or the access token: values stay in the `SecretSet`
+//! (used only to size the environment) and are dropped with it.
+
+mod report;
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{runtime, CmdError};
+use crate::config::{CheckOutput, Config, ConfigError};
+use crate::deliver::env::ExecLimits;
+use crate::deliver::Delivery;
+use crate::error::chain;
+use crate::infisical::{AuthMethod, FetchSpec, ProjectRef};
+use crate::secrets::SecretSet;
+use crate::session::{Session, TokenTimes};
+use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidSource, SvidSourceOptions};
+use report::{emit, Report};
+
+/// Longest time the final revoke may take: the token expires by itself anyway.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// "1 secret", "3 secrets".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// The steps after `configuration`, for a report that stops there.
+const LATER_STEPS: &[&str] = &[
+    "workload-api",
+    "svid",
+    "login",
+    "project",
+    "paths",
+    "files",
+    "environment",
+    "revoke",
+];
+
+/// `check` with a configuration that did not validate: the first step fails
+/// (78) and every other is skipped, in the requested format.
+pub(super) fn config_failed(
+    error: &ConfigError,
+    output: CheckOutput,
+) -> Result<ExitCode, CmdError> {
+    let mut report = Report::default();
+    report.fail_with("configuration", error);
+    for name in LATER_STEPS {
+        report.skip(*name, "the configuration is invalid");
+    }
+    emit(&report, output)
+}
+
+/// Runs every step and prints the report; the exit code is the first failure's.
+pub(super) fn check(config: &Config, output: CheckOutput) -> Result<ExitCode, CmdError> {
+    let report = runtime()?.block_on(steps(config));
+    emit(&report, output)
+}
+
+async fn steps(config: &Config) -> Report {
+    let mut report = Report::default();
+    let deadline = Instant::now() + config.startup_timeout;
+    configuration_step(&mut report, config);
+
+    let mut session = if identity_steps(&mut report, config, deadline).await {
+        login_step(&mut report, config, deadline).await
+    } else {
+        report.skip("login", "no JWT to log in with");
+        None
+    };
+    let secrets = if let Some(session) = session.as_mut() {
+        fetch_steps(&mut report, config, session, deadline).await
+    } else {
+        report.skip("project", "not logged in");
+        report.skip("paths", "not logged in");
+        None
+    };
+    let delivery = config.delivery();
+    files_step(&mut report, &delivery, secrets.as_ref());
+    environment_step(&mut report, &delivery, secrets.as_ref());
+    drop(secrets);
+    match session.as_mut() {
+        Some(session) => match session.revoke(Instant::now() + REVOKE_TIMEOUT).await {
+            Ok(()) => report.ok("revoke", "revoked the access token this check obtained"),
+            Err(e) => report.warn(
+                "revoke",
+                format!("could not revoke the access token: {}", chain(&e)),
+                Some("it expires by itself at the end of its TTL".to_owned()),
+            ),
+        },
+        None => report.skip("revoke", "no access token was obtained"),
+    }
+    report
+}
+
+fn configuration_step(report: &mut Report, config: &Config) {
+    let detail = format!(
+        "valid: identity {} ({}), {}, environment {}, paths {}, API {}",
+        config.login.identity_id,
+        config.login.method,
+        config.fetch.project_id,
+        config.fetch.environment,
+        config.fetch.paths.join(","),
+        config.client.api_url,
+    );
+    if config.warnings.is_empty() {
+        report.ok("configuration", detail);
+    } else {
+        report.warn(
+            "configuration",
+            format!("{detail}; but: {}", config.warnings.join("; ")),
+            None,
+        );
+    }
+}
+
+/// `workload-api` (or `jwt-file`) and one `svid` step per JWT-SVID. True when
+/// a JWT could be obtained, i.e. a login can be tried.
+async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant) -> bool {
+    let source = match SvidSource::new(config.svid.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail_with("workload-api", &e);
+            report.skip("svid", "no JWT source");
+            return false;
+        }
+    };
+    let name = match &config.svid {
+        SvidSourceOptions::WorkloadApi(_) => "workload-api",
+        SvidSourceOptions::File(_) => "jwt-file",
+    };
+    let jwt = match source.fetch(deadline).await {
+        Ok(jwt) => jwt,
+        Err(e) => {
+            report.fail_with(name, &e);
+            report.skip("svid", "no JWT-SVID");
+            return false;
+        }
+    };
+    let method = config.login.method;
+    let used = jwt.claims().clone();
+    drop(jwt);
+    match &config.svid {
+        SvidSourceOptions::WorkloadApi(options) => {
+            report.ok(
+                name,
+                format!("reachable at {}", describe_endpoint(&options.endpoint)),
+            );
+            match list_jwt_svids(options, deadline).await {
+                Ok(all) => {
+                    for svid in &all {
+                        let is_used = svid.claims.sub == used.sub;
+                        svid_step(report, &svid.claims, svid.hint.as_deref(), is_used, method);
+                    }
+                    if all.is_empty() {
+                        svid_step(report, &used, None, true, method);
+                    }
+                }
+                // The login step below tells whether the one JWT it needs still comes.
+                Err(e) => {
+                    report.warn("svid", format!("could not list the JWT-SVIDs: {e}"), None);
+                    svid_step(report, &used, None, true, method);
+                }
+            }
+        }
+        SvidSourceOptions::File(path) => {
+            report.ok(
+                name,
+                format!("{} is readable and holds a JWT", path.display()),
+            );
+            svid_step(report, &used, None, true, method);
+        }
+    }
+    true
+}
+
+/// One `svid` line: SPIFFE ID, audience, time to expiry, `iss`.
+fn svid_step(
+    report: &mut Report,
+    claims: &JwtClaims,
+    hint: Option<&str>,
+    used: bool,
+    method: AuthMethod,
+) {
+    let left = claims.remaining(SystemTime::now());
+    let expiry = match left {
+        Some(Duration::ZERO) => "expired".to_owned(),
+        Some(left) => format!("expires in {}", humantime::format_duration(left)),
+        None => "no exp claim".to_owned(),
+    };
+    let iss = claims
+        .iss
+        .as_deref()
+        .map_or_else(|| "no iss claim".to_owned(), |iss| format!("iss {iss}"));
+    let mut detail = format!(
+        "{} (audience {}, {expiry}, {iss}",
+        claims.sub.as_deref().unwrap_or("(no sub claim)"),
+        claims.aud.join(","),
+    );
+    if let Some(hint) = hint {
+        let _ = write!(detail, ", hint {hint}");
+    }
+    detail.push(')');
+    if used {
+        detail.push_str(", used for login");
+    }
+    if used && claims.iss.is_none() && method == AuthMethod::Oidc {
+        report.warn(
+            "svid",
+            detail,
+            Some(
+                "OIDC Auth needs an `iss` claim: set `jwt_issuer` in the SPIRE server \
+                 configuration to the OIDC discovery provider's URL (the identity's bound issuer), \
+                 or configure the identity with JWT Auth (--auth-method jwt-auth) or SPIFFE Auth"
+                    .to_owned(),
+            ),
+        );
+    } else if used && left == Some(Duration::ZERO) {
+        report.warn(
+            "svid",
+            detail,
+            Some("an expired JWT is refused at login; is its writer (spiffe-helper) or the agent still running?".to_owned()),
+        );
+    } else {
+        report.ok("svid", detail);
+    }
+}
+
+async fn login_step(report: &mut Report, config: &Config, deadline: Instant) -> Option<Session> {
+    let mut session = match config.session() {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail_with("login", &e);
+            return None;
+        }
+    };
+    match session.login(deadline).await {
+        Ok(token) => {
+            let ttl = TokenTimes::from(token).expires_in;
+            report.ok(
+                "login",
+                format!(
+                    "logged in as identity {} with {}; the access token is valid for {}",
+                    config.login.identity_id,
+                    config.login.method,
+                    humantime::format_duration(ttl)
+                ),
+            );
+            Some(session)
+        }
+        Err(e) => {
+            report.fail_with("login", &e);
+            None
+        }
+    }
+}
+
+/// `project`, one `path …` step per path, then `secrets` (the merged set
+/// against `--require` and `--allow-empty`). The merged set when every path was read.
+async fn fetch_steps(
+    report: &mut Report,
+    config: &Config,
+    session: &mut Session,
+    deadline: Instant,
+) -> Option<SecretSet> {
+    let spec = match session.resolve(&config.fetch, deadline).await {
+        Ok(spec) => spec,
+        Err(e) => {
+            report.fail_with("project", &e);
+            report.skip("paths", "the project is unknown");
+            return None;
+        }
+    };
+    match &config.fetch.project_id {
+        ProjectRef::Id(id) => report.ok(
+            "project",
+            format!("project ID {id} given (read access is checked per path below)"),
+        ),
+        ProjectRef::Slug(slug) => report.ok(
+            "project",
+            format!("slug {slug} is project {}", spec.project_id),
+        ),
+    }
+    let mut merged = SecretSet::new();
+    let mut all_read = true;
+    for path in &spec.paths {
+        let one = FetchSpec {
+            paths: vec![path.clone()],
+            ..spec.clone()
+        };
+        let name = format!("path {path}");
+        match session.fetch_all(&one, deadline).await {
+            Ok(fetched) => {
+                let names: Vec<&str> = fetched.secrets.names().collect();
+                let imported = fetched.paths.first().map_or(0, |p| p.imported);
+                let mut detail = format!(
+                    "readable in {}: {}",
+                    spec.environment,
+                    plural(names.len(), "secret")
+                );
+                if imported > 0 {
+                    let _ = write!(detail, " ({imported} imported)");
+                }
+                if !names.is_empty() {
+                    let _ = write!(detail, ": {}", names.join(", "));
+                }
+                if !fetched.hidden.is_empty() {
+                    report.warn(
+                        name,
+                        format!("{detail}; values hidden from this identity (not delivered): {}", fetched.hidden.join(", ")),
+                        Some("grant the identity a role that may read secret values (not only names)".to_owned()),
+                    );
+                } else if names.is_empty() {
+                    report.warn(
+                        name,
+                        detail,
+                        Some("check --env and --path (a mistyped environment or path can answer an empty list) and --tag".to_owned()),
+                    );
+                } else {
+                    report.ok(name, detail);
+                }
+                merged.extend_overriding(fetched.secrets);
+            }
+            Err(e) => {
+                report.fail_with(&name, &e);
+                all_read = false;
+            }
+        }
+    }
+    if !all_read {
+        return None;
+    }
+    secrets_step(report, config, &merged);
+    Some(merged)
+}
+
+/// The merged set: not empty (unless `--allow-empty`), every `--require`d
+/// key present, as `run` and `write` would accept it.
+fn secrets_step(report: &mut Report, config: &Config, merged: &SecretSet) {
+    if let Err(e) = config.delivery().check_present(merged) {
+        report.fail_with("secrets", &e);
+        return;
+    }
+    let mut detail = format!(
+        "{} in total after merging the paths",
+        plural(merged.len(), "secret")
+    );
+    if !config.delivery.require.is_empty() {
+        let _ = write!(detail, "; every --require'd key is present");
+    }
+    report.ok("secrets", detail);
+}
+
+/// `files`: each target exists (or can be created), is a real directory on
+/// tmpfs, is writable, the mode and owner can be applied; the secret names fit as file names.
+fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+    let Some(options) = delivery.files() else {
+        report.skip(
+            "files",
+            "no file target (--files-dir, --dotenv-file, --json-file)",
+        );
+        return;
+    };
+    // preflight creates a missing last component; say so rather than hide it.
+    let existed: Vec<bool> = [&options.dir, &options.dotenv_file, &options.json_file]
+        .into_iter()
+        .flatten()
+        .map(|p| options.dir.as_ref() != Some(p) || p.exists())
+        .collect();
+    let result = delivery.preflight().and_then(|()| match secrets {
+        Some(secrets) => delivery.check_file_names(secrets),
+        None => Ok(()),
+    });
+    if let Err(e) = result {
+        report.fail_with("files", &e);
+        return;
+    }
+    let targets: Vec<String> = [&options.dir, &options.dotenv_file, &options.json_file]
+        .into_iter()
+        .flatten()
+        .zip(existed)
+        .map(|(p, existed)| {
+            if existed {
+                p.display().to_string()
+            } else {
+                format!("{} (created)", p.display())
+            }
+        })
+        .collect();
+    let fs = if options.allow_non_tmpfs {
+        "writable (--allow-non-tmpfs: the filesystem type is not checked)"
+    } else {
+        "on tmpfs, writable"
+    };
+    let mut detail = format!(
+        "{}: {fs}; files mode {:04o}",
+        targets.join(", "),
+        options.mode
+    );
+    if let Some((uid, gid)) = options.owner {
+        let _ = write!(detail, ", owner {uid}");
+        if let Some(gid) = gid {
+            let _ = write!(detail, ":{gid}");
+        }
+    }
+    report.ok("files", detail);
+}
+
+/// `environment`: the child's environment (inherited + secrets) against the
+/// exec limits, before the program's own arguments.
+fn environment_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+    if !delivery.to_env() {
+        report.skip(
+            "environment",
+            "--no-env: secrets are not put in the environment",
+        );
+        return;
+    }
+    let Some(secrets) = secrets else {
+        report.skip("environment", "the secrets could not be read");
+        return;
+    };
+    // `check` starts no program: the size is checked without its arguments.
+    let plan = match delivery
+        .env(secrets)
+        .and_then(|plan| delivery.check_fits(&plan).map(|()| plan))
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            report.fail_with("environment", &e);
+            return;
+        }
+    };
+    let limits = ExecLimits::current();
+    let detail = format!(
+        "{} variables from secrets; about {} of the {} bytes exec allows (ARG_MAX), before the program's arguments",
+        plan.delivered_names().len(),
+        plan.exec_size(),
+        limits.arg_max
+    );
+    if plan.warnings().is_empty() {
+        report.ok("environment", detail);
+    } else {
+        report.warn(
+            "environment",
+            format!("{detail}; {}", plan.warnings().join("; ")),
+            None,
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The commands, and the only place that sees every layer: the flow is
+//! cli -> config -> svid -> infisical -> session -> deliver -> launch, and
+//! each file here wires it for one command (`run.rs`, `write.rs`, `check/`,
+//! `watch.rs` for `--watch`, `man.rs` for the generated manual and
+//! completions). This file holds `main`: the one error printer
+//! (`svid-exec: <error>: <cause>…` and its hint, then the exit code), the panic
+//! hook (exit 70 without a secret), and the one runtime builder.
+
+mod check;
+mod man;
+mod run;
+mod watch;
+mod write;
+
+use std::io::Write as _;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::runtime::Runtime;
+use tokio::time::Instant;
+
+use crate::cli::{Cli, Command};
+use crate::config::{CheckOutput, Config, ConfigError, Task};
+use crate::deliver::{DeliverError, Delivery};
+use crate::error::{chain, ExitClass, Failure, BUG_HINT};
+use crate::launch::exec::ExecError;
+use crate::launch::supervise::SuperviseError;
+use crate::logging::LogFormat;
+use crate::secrets::SecretSet;
+use crate::session::SessionError;
+
+/// Every failure a command reports, each with its exit class and hint.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Getting the JWT-SVID, logging in or fetching failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The secrets cannot be delivered.
+    #[error(transparent)]
+    Deliver(#[from] DeliverError),
+    /// The program could not be executed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The supervisor could not be set up (`--watch`).
+    #[error(transparent)]
+    Supervise(#[from] SuperviseError),
+    /// Standard output could not be written.
+    #[error("cannot write to standard output")]
+    Stdout(#[source] std::io::Error),
+    /// The async runtime could not start.
+    #[error("internal error: cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Failure for CmdError {
+    fn exit_class(&self) -> ExitClass {
+        match self {
+            Self::Config(e) => e.exit_class(),
+            Self::Session(e) => e.exit_class(),
+            Self::Deliver(e) => e.exit_class(),
+            Self::Exec(e) => e.exit_class(),
+            Self::Supervise(e) => e.exit_class(),
+            Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Config(e) => e.hint(),
+            Self::Session(e) => e.hint(),
+            Self::Deliver(e) => e.hint(),
+            Self::Exec(e) => e.hint(),
+            Self::Supervise(e) => e.hint(),
+            Self::Stdout(_) => {
+                Some("check where standard output goes (a closed or full file?)".to_owned())
+            }
+            Self::Runtime(_) => Some(BUG_HINT.to_owned()),
+        }
+    }
+}
+
+/// Runs the launcher: the body of the binary's `main`.
+pub fn main() -> ExitCode {
+    install_panic_hook();
+    // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
+            report(&error);
+            ExitCode::from(error.exit_class().code())
+        }
+        // The hook already printed the location.
+        Err(_) => ExitCode::from(ExitClass::Internal.code()),
+    }
+}
+
+/// A panic message could quote a value (an `expect` on a parse, an index into
+/// a secret); print only where it happened.
+fn install_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(|| "an unknown location".to_owned(), ToString::to_string);
+        eprintln!("svid-exec: internal error at {location}, please report it");
+    }));
+}
+
+/// Prints the error with its cause chain and hint, once: as
+/// `svid-exec: <chain>` / `svid-exec: hint: <hint>` lines, or as one JSON log
+/// object when the user asked for JSON logs.
+fn report(error: &CmdError) {
+    let message = chain(error);
+    let hint = error.hint();
+    if crate::logging::active_format() == Some(LogFormat::Json) {
+        tracing::error!(
+            exit_code = error.exit_class().code(),
+            hint = hint.as_deref().unwrap_or(""),
+            "{message}"
+        );
+        return;
+    }
+    eprintln!("svid-exec: {message}");
+    if let Some(hint) = hint {
+        eprintln!("svid-exec: hint: {hint}");
+    }
+}
+
+/// The commands without configuration first (`man`, `completions`), then the
+/// configuration, logging, and the command.
+fn dispatch(command: Command) -> Result<ExitCode, CmdError> {
+    if let Some(text) = man::generate(&command) {
+        print_stdout(&text?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let check_output = match &command {
+        Command::Check(args) if args.output == "json" => Some(CheckOutput::Json),
+        Command::Check(_) => Some(CheckOutput::Text),
+        _ => None,
+    };
+    let config = match Config::from_cli(command) {
+        Ok(config) => config,
+        // `check` reports an invalid configuration as its first failed step
+        // (stdout) and, like every command, as an error on stderr.
+        Err(e) => {
+            if let Some(output) = check_output {
+                let code = check::config_failed(&e, output);
+                report(&CmdError::Config(e));
+                return code;
+            }
+            return Err(e.into());
+        }
+    };
+    crate::logging::init(config.log);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    match (&config.task, &config.watch) {
+        (Task::Run { program, args }, None) => run::exec(&config, program, args),
+        (Task::Run { program, args }, Some(settings)) => {
+            watch::supervise(&config, settings, Some((program, args.as_slice())))
+        }
+        (Task::Write, Some(settings)) => watch::supervise(&config, settings, None),
+        (Task::Write, None) => write::write(&config),
+        (Task::Check { output }, _) => check::check(&config, *output),
+    }
+}
+
+/// The one runtime: current-thread (svid-exec does one thing at a time),
+/// with I/O and time (the supervisor's timerfd needs I/O).
+fn runtime() -> Result<Runtime, CmdError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CmdError::Runtime)
+}
+
+/// Writes `bytes` to standard output; a reader that went away (`| head`) is
+/// not an error.
+fn print_stdout(bytes: &[u8]) -> Result<(), CmdError> {
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CmdError::Stdout(e)),
+    }
+}
+
+/// The one-shot start of `run` and `write`: check the file targets, then log
+/// in, fetch and accept the set for delivery, all before anything is written
+/// or started. The runtime, and with it every connection, the JWT-SVID and the
+/// access token, is gone when this returns: only the secret set survives.
+fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdError> {
+    delivery.preflight()?;
+    let secrets = runtime()?.block_on(async {
+        let mut session = config.session()?;
+        let deadline = Instant::now() + config.startup_timeout;
+        let (secrets, _spec) = session.start(&config.fetch, deadline).await?;
+        Ok::<_, CmdError>(secrets)
+    })?;
+    delivery.accept(&secrets)?;
+    #[cfg(debug_assertions)]
+    debug_panic_with_secrets(&secrets);
+    Ok(secrets)
+}
+
+/// Debug builds only: `SVID_EXEC_DEBUG_PANIC=1` panics with every fetched
+/// value in the panic message, so a test can prove that the panic hook prints
+/// none of it and exits 70. Release builds do not contain this.
+#[cfg(debug_assertions)]
+fn debug_panic_with_secrets(secrets: &SecretSet) {
+    use secrecy::ExposeSecret as _;
+    if std::env::var_os("SVID_EXEC_DEBUG_PANIC").is_some() {
+        let values: Vec<&str> = secrets.iter().map(|(_, v)| v.expose_secret()).collect();
+        panic!("debug panic carrying the secrets: {values:?}");
+    }
+}

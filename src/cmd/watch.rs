@@ -1,0 +1,309 @@
+//! `run --watch` and `write --watch`: the wiring between the configuration, the
+//! session (token lifecycle) and the supervisor. [`SessionNetwork`] answers the
+//! supervisor's requests (poll, renew, re-login, revoke) over a [`Session`], the
+//! resolved [`FetchSpec`] and the last `ETag`s, accepting each fetched set with
+//! the one [`Delivery`], which also writes the files and plans the child's
+//! environment for the supervisor, as in exec mode.
+//!
+//! Order matters: [`supervise::prepare`] blocks signals before the async runtime
+//! (and with it any thread) exists; then the first login and fetch run on that
+//! runtime, failing with the same exit codes as without `--watch` before anything
+//! is started; then the supervisor takes over on the same runtime (an HTTP
+//! connection pool must not outlive the runtime it was made on).
+
+use std::ffi::OsString;
+use std::process::{Command, ExitCode};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{runtime, CmdError};
+use crate::config::Config;
+use crate::deliver::Delivery;
+use crate::error::{chain, chain_and_hint};
+use crate::infisical::{Etags, FetchOutcome, FetchSpec};
+use crate::launch::reaper::ChildEnd;
+use crate::launch::signals::Signal;
+use crate::launch::supervise::{
+    self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
+};
+use crate::retry::Transient;
+use crate::secrets::SecretSet;
+use crate::session::{self, Session, SessionError, TokenTimes, UNKNOWN_LIFETIME_RENEW_EVERY};
+
+/// Bound on one poll, renewal or login, retries included: long enough to ride
+/// out a short server outage, short enough that shutdown (which waits for the
+/// request in flight) is not held for long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A renewal that failed for a transient reason is retried this soon at the
+/// latest (sooner when the token has less life left).
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// `run --watch` (`command` is the program and its arguments) or `write --watch`
+/// (`None`). Returns the supervisor's exit code: the child's own (128+N when it
+/// was killed by signal N), or 0 for `write --watch` ended by SIGTERM/SIGINT.
+pub(super) fn supervise(
+    config: &Config,
+    settings: &Settings,
+    command: Option<(&OsString, &[OsString])>,
+) -> Result<ExitCode, CmdError> {
+    // Before any thread: block signals, start the signal thread, harden, subreaper.
+    let mut signals = supervise::prepare(settings.mlock)?;
+    let runtime = runtime()?;
+    let delivery = Rc::new(config.delivery());
+    runtime.block_on(async {
+        delivery.preflight()?;
+        // The session lives out here, so a token obtained before an interruption
+        // or a failed check is still ours to revoke.
+        let mut session = config.session()?;
+        let outcome = tokio::select! {
+            started = start(config, &delivery, &mut session) => Ok(started),
+            signal = signals.until_terminated() => Err(signal),
+        };
+        let (secrets, spec) = match outcome {
+            Ok(Ok(started)) => started,
+            Ok(Err(err)) => {
+                revoke(&mut session).await;
+                return Err(err);
+            }
+            Err(signal) => {
+                let code = interrupted_exit_code(signal, command.is_none());
+                tracing::info!(%signal, code, "interrupted during start-up; nothing was started");
+                revoke(&mut session).await;
+                return Ok(ExitCode::from(code));
+            }
+        };
+        let renew_in = session
+            .plan()
+            .map(|p| p.at.saturating_duration_since(Instant::now()));
+        let child = command.map(|(program, args)| ChildCommand {
+            program: program.clone(),
+            args: args.to_vec(),
+            cwd: None,
+        });
+        if let Some(child) = &child {
+            tracing::info!(
+                secrets = secrets.len(),
+                program = %child.program.to_string_lossy(),
+                poll_interval = ?settings.poll_interval,
+                "supervising the program"
+            );
+        } else {
+            tracing::info!(
+                secrets = secrets.len(),
+                poll_interval = ?settings.poll_interval,
+                "keeping the files fresh"
+            );
+        }
+        let network = SessionNetwork {
+            session,
+            spec,
+            etags: None,
+            poll_bound: settings
+                .poll_interval
+                .clamp(Duration::from_secs(5), CALL_TIMEOUT),
+            delivery: Rc::clone(&delivery),
+        };
+        let code = supervise::supervise(
+            signals,
+            child.as_ref(),
+            settings.clone(),
+            secrets,
+            renew_in,
+            network,
+            delivery,
+        )
+        .await;
+        Ok(ExitCode::from(code))
+    })
+}
+
+/// The exit code for a start-up ended by `signal`: `write --watch` (the
+/// sidecar) exits 0 on SIGTERM/SIGINT as it does once running (stopping is its
+/// normal end); otherwise 128+N, as if the signal had not been blocked.
+fn interrupted_exit_code(signal: Signal, sidecar: bool) -> u8 {
+    if sidecar && (signal == Signal::TERM || signal == Signal::INT) {
+        0
+    } else {
+        ChildEnd::Signaled(signal).exit_code()
+    }
+}
+
+/// Revokes the session's token, if it has one, within a short bound (shutdown,
+/// or a start-up that did not lead to supervision); a failure is only logged.
+async fn revoke(session: &mut Session) {
+    if session.token().is_none() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if let Err(err) = session.revoke(deadline).await {
+        tracing::warn!(reason = %chain(&err), "could not revoke the access token; it expires on its own");
+    }
+}
+
+/// Log in, fetch once and accept the result, all before anything is started
+/// (after [`Delivery::preflight`]).
+async fn start(
+    config: &Config,
+    delivery: &Delivery,
+    session: &mut Session,
+) -> Result<(SecretSet, FetchSpec), CmdError> {
+    let deadline = Instant::now() + config.startup_timeout;
+    let (secrets, spec) = session.start(&config.fetch, deadline).await?;
+    delivery.accept(&secrets)?;
+    Ok((secrets, spec))
+}
+
+/// The supervisor's network side: one session (token), one fetch request, the
+/// `ETag`s of the last delivered-or-pending fetch, and the delivery that
+/// accepts (or refuses) each fetched set before the supervisor sees it.
+pub struct SessionNetwork {
+    session: Session,
+    spec: FetchSpec,
+    etags: Option<Etags>,
+    /// Retrying one poll for longer than the interval is pointless (the next
+    /// poll comes anyway), but a short interval gets a few tries.
+    poll_bound: Duration,
+    delivery: Rc<Delivery>,
+}
+
+impl std::fmt::Debug for SessionNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionNetwork")
+            .field("session", &self.session)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionNetwork {
+    /// Time until the session's next planned refresh.
+    fn renew_in(&self) -> Duration {
+        self.session
+            .plan()
+            .map_or(UNKNOWN_LIFETIME_RENEW_EVERY, |p| {
+                p.at.saturating_duration_since(Instant::now())
+            })
+    }
+
+    async fn poll(&mut self) -> Reply {
+        let deadline = Instant::now() + self.poll_bound;
+        match self
+            .session
+            .fetch(&self.spec, self.etags.as_ref(), deadline)
+            .await
+        {
+            Ok(FetchOutcome::NotModified) => Reply::NotModified,
+            Ok(FetchOutcome::Fetched(fetched)) => {
+                if let Err(err) = self.delivery.accept(&fetched.secrets) {
+                    // The ETags stay those of the last good set, so the next poll
+                    // fetches (and refuses) this content again rather than "304".
+                    return Reply::PollFailed {
+                        reason: format!(
+                            "the new secrets cannot be delivered: {}",
+                            chain_and_hint(&err)
+                        ),
+                        auth: false,
+                    };
+                }
+                self.etags = Some(fetched.etags);
+                Reply::Fetched(fetched.secrets)
+            }
+            Err(err) => Reply::PollFailed {
+                auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
+                reason: chain_and_hint(&err),
+            },
+        }
+    }
+
+    async fn renew(&mut self) -> Reply {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        match self.session.refresh(deadline).await {
+            Ok(done) => {
+                tracing::debug!(?done, "access token refreshed");
+                Reply::TokenReady {
+                    renew_in: self.renew_in(),
+                }
+            }
+            Err(err) => {
+                let reason = chain_and_hint(&err);
+                // A transient failure with a token that still has life left: keep
+                // it and try again before it ends. Anything else: a fresh login.
+                let transient = err.is_transient();
+                let left = self
+                    .session
+                    .token()
+                    .and_then(|t| session::expires_at(&TokenTimes::from(t)))
+                    .map(|end| end.saturating_duration_since(Instant::now()));
+                match left {
+                    Some(left) if transient && left > Duration::from_secs(2) => {
+                        let retry = (left / 3).clamp(Duration::from_secs(1), RENEW_RETRY_MAX);
+                        tracing::warn!(%reason, retry_in = ?retry, "token renewal failed; keeping the current token");
+                        Reply::TokenReady { renew_in: retry }
+                    }
+                    _ => Reply::LoginFailed { reason },
+                }
+            }
+        }
+    }
+
+    async fn relogin(&mut self) -> Reply {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        match self.session.login(deadline).await {
+            Ok(_) => Reply::TokenReady {
+                renew_in: self.renew_in(),
+            },
+            Err(err) => Reply::LoginFailed {
+                reason: chain_and_hint(&err),
+            },
+        }
+    }
+
+    async fn revoke(&mut self) -> Reply {
+        revoke(&mut self.session).await;
+        Reply::Revoked
+    }
+}
+
+impl Network for SessionNetwork {
+    async fn call(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Poll => self.poll().await,
+            Request::Renew => self.renew().await,
+            Request::Relogin => self.relogin().await,
+            Request::Revoke => self.revoke().await,
+        }
+    }
+}
+
+/// The supervisor's delivery side is the one [`Delivery`]: the same files and
+/// the same environment plan as exec mode (bootstrap variables removed).
+impl supervise::Deliver for Rc<Delivery> {
+    fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
+        Ok(self.write(secrets)?)
+    }
+
+    fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
+        match self.env(secrets) {
+            Ok(plan) => plan.apply(command),
+            // Every set is accepted with the same plan before it reaches the
+            // supervisor, so this is a bug; the child then gets an empty
+            // environment rather than a partial one.
+            Err(err) => {
+                command.env_clear();
+                tracing::error!(%err, "internal error: could not plan the child's environment");
+            }
+        }
+    }
+
+    fn remove_files(&mut self) {
+        if self.files().is_some() {
+            match self.remove() {
+                Ok(()) => tracing::info!("removed the secret files"),
+                Err(err) => tracing::warn!(%err, "could not remove the secret files"),
+            }
+        }
+    }
+}

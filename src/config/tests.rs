@@ -1,0 +1,376 @@
+//! The configuration's rules, value by value: defaults, refusals with the
+//! flag named, normalisation, combinations.
+
+use std::path::Path;
+
+use clap::Parser;
+use nix::unistd::{Gid, Uid};
+
+use super::*;
+use crate::launch::signals::Signal;
+use crate::launch::supervise::ForwardTo;
+
+const BASE: &[&str] = &[
+    "svid-exec",
+    "run",
+    "--identity-id",
+    "id-1",
+    "--project-id",
+    "p-1",
+    "--env",
+    "prod",
+];
+
+/// The Workload API options of a configuration that uses the agent.
+fn workload(c: &Config) -> &WorkloadApiOptions {
+    match &c.svid {
+        SvidSourceOptions::WorkloadApi(w) => w,
+        SvidSourceOptions::File(_) => panic!("a JWT file, not the Workload API"),
+    }
+}
+
+/// Parses `BASE` + `extra` + `-- true` (or the given argv for other commands).
+fn run_with(extra: &[&str]) -> Result<Config> {
+    let mut argv: Vec<&str> = BASE.to_vec();
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(&["--", "true"]);
+    parse(&argv)
+}
+
+fn parse(argv: &[&str]) -> Result<Config> {
+    let cli = cli::Cli::try_parse_from(argv).expect("argv parses");
+    Config::from_cli(cli.command)
+}
+
+#[test]
+fn defaults_follow_the_contract() {
+    let c = run_with(&[]).unwrap();
+    assert_eq!(c.client.api_url.as_str(), "https://app.infisical.com/");
+    assert_eq!(c.login.method, AuthMethod::Oidc);
+    assert_eq!(workload(&c).audiences, ["infisical"]);
+    assert_eq!(
+        crate::svid::describe_endpoint(&workload(&c).endpoint),
+        "unix:///tmp/spire-agent/public/api.sock"
+    );
+    assert_eq!(c.startup_timeout, Duration::from_secs(60));
+    assert_eq!(c.fetch.paths, ["/"]);
+    assert!(c.fetch.include_imports && c.fetch.expand && !c.delivery.allow_empty);
+    assert_eq!(c.delivery.env, Some(EnvOptions::default()));
+    assert!(c.delivery.files.is_none());
+    assert!(c.watch.is_none(), "no --watch");
+    assert_eq!(c.log.level, tracing::Level::INFO);
+    let w = run_with(&["--watch"]).unwrap().watch.unwrap();
+    assert_eq!(w.on_change, OnChange::Restart);
+    assert_eq!(w.stop_signal, Signal::TERM);
+    assert_eq!(w.forward_to, ForwardTo::Group);
+    assert_eq!(w.poll_interval, Duration::from_secs(60));
+    assert!(!w.mlock);
+    assert_eq!(
+        c.task,
+        Task::Run {
+            program: "true".into(),
+            args: vec![]
+        }
+    );
+}
+
+#[test]
+fn invalid_values_are_refused_with_a_message_naming_them() {
+    let table: &[(&[&str], &str)] = &[
+        (
+            &["--project-slug", "s"],
+            "both --project-id and --project-slug",
+        ),
+        (&["--auth-method", "kerberos"], "--auth-method"),
+        (&["--audience", ""], "audience is empty"),
+        (&["--audience", "a,,b"], "audience is empty"),
+        (&["--path", "/a/../b"], "`.` or `..`"),
+        (&["--path", ""], "--path is empty"),
+        (&["--file-mode", "0999"], "--file-mode"),
+        (&["--file-mode", "01777"], "--file-mode"),
+        (&["--file-mode", "rw"], "--file-mode"),
+        (&["--file-owner", "root"], "--file-owner"),
+        (&["--file-owner", "1:x"], "--file-owner"),
+        (&["--on-change", "reload"], "--on-change"),
+        (&["--on-change", "signal:NOPE"], "not a signal"),
+        (&["--stop-signal", "99"], "--stop-signal"),
+        (&["--forward-to", "parent"], "--forward-to"),
+        (&["--startup-timeout", "soon"], "--startup-timeout"),
+        (&["--poll-interval", "0s"], "longer than zero"),
+        (&["--log-level", "loud"], "--log-level"),
+        (&["--log-format", "xml"], "--log-format"),
+        (
+            &["--api-url", "http://infisical.example.com"],
+            "plain http://",
+        ),
+        (&["--api-url", "ftp://x"], "scheme"),
+        (
+            &["--api-url", "not a url"],
+            "invalid --api-url \"not a url\"",
+        ),
+        (&["--env-file-refs"], "needs --files-dir"),
+        (
+            &["--env-file-refs", "--dotenv-file", "/run/s.env"],
+            "needs --files-dir",
+        ),
+        (&["--no-env"], "delivers nothing"),
+        (
+            &["--watch", "--on-change", "signal:HUP"],
+            "cannot update secrets delivered in the environment",
+        ),
+        (&["--env-prefix", "A=B"], "--env-prefix"),
+        (&["--spiffe-id", "example.org/web"], "not a SPIFFE ID"),
+    ];
+    for (extra, expected) in table {
+        let err = run_with(extra).expect_err(&format!("{extra:?} must be refused"));
+        assert!(
+            err.to_string().contains(expected),
+            "{extra:?}: {err} does not mention {expected:?}"
+        );
+        assert!(
+            err.hint().is_some_and(|h| !h.is_empty()),
+            "{extra:?} has a hint"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+}
+
+#[test]
+fn missing_project_environment_or_identity_is_a_configuration_error() {
+    let table: &[(&[&str], &str)] = &[
+        (
+            &[
+                "svid-exec",
+                "run",
+                "--identity-id",
+                "i",
+                "--env",
+                "e",
+                "--",
+                "x",
+            ],
+            "no project",
+        ),
+        (
+            &[
+                "svid-exec",
+                "run",
+                "--identity-id",
+                "i",
+                "--project-id",
+                "p",
+                "--",
+                "x",
+            ],
+            "no environment",
+        ),
+        (
+            &[
+                "svid-exec",
+                "run",
+                "--project-id",
+                "p",
+                "--env",
+                "e",
+                "--",
+                "x",
+            ],
+            "machine identity",
+        ),
+    ];
+    for (argv, expected) in table {
+        let err = parse(argv).unwrap_err();
+        assert!(err.to_string().contains(expected), "{argv:?}: {err}");
+    }
+}
+
+#[test]
+fn valid_values_are_typed() {
+    let c = run_with(&[
+        "--api-url",
+        "http://127.0.0.1:8080/api/",
+        "--auth-method",
+        "spiffe-auth",
+        "--path",
+        "app/db/",
+        "--path",
+        "//x//y",
+        "--tag",
+        "a,b",
+        "--audience",
+        "one,two",
+        "--files-dir",
+        "/run/secrets",
+        "--file-mode",
+        "0440",
+        "--file-owner",
+        "1000:2000",
+        "--env-file-refs",
+        "--watch",
+        "--on-change",
+        "signal:hup",
+        "--stop-signal",
+        "15",
+        "--forward-to",
+        "child",
+        "-q",
+    ])
+    .unwrap();
+    assert_eq!(c.client.api_url.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(c.login.method, AuthMethod::Spiffe);
+    assert_eq!(c.fetch.paths, ["/app/db", "/x/y"]);
+    assert_eq!(c.fetch.tags, ["a", "b"]);
+    assert_eq!(workload(&c).audiences, ["one", "two"]);
+    let files = c.delivery.files.unwrap();
+    assert_eq!(files.mode, 0o440);
+    assert_eq!(
+        files.owner,
+        Some((Uid::from_raw(1000), Some(Gid::from_raw(2000))))
+    );
+    assert!(c.delivery.env.unwrap().file_refs);
+    let w = c.watch.unwrap();
+    assert_eq!(w.on_change, OnChange::Signal(Signal::HUP));
+    assert_eq!(w.stop_signal, Signal::TERM);
+    assert_eq!(w.forward_to, ForwardTo::Child);
+    assert_eq!(c.log.level, tracing::Level::ERROR);
+}
+
+#[test]
+fn relative_file_targets_are_made_absolute() {
+    let c = run_with(&["--files-dir", "run/s", "--dotenv-file", "./s.env"]).unwrap();
+    let targets = c.delivery.files.unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(targets.dir.unwrap(), cwd.join("run/s"));
+    assert!(targets.dotenv_file.unwrap().is_absolute());
+}
+
+#[test]
+fn signal_on_change_is_allowed_when_secrets_go_to_files_only() {
+    let c = run_with(&[
+        "--watch",
+        "--on-change",
+        "signal:USR1",
+        "--no-env",
+        "--files-dir",
+        "/run/s",
+    ])
+    .unwrap();
+    assert_eq!(c.watch.unwrap().on_change, OnChange::Signal(Signal::USR1));
+    assert!(c.delivery.env.is_none());
+}
+
+#[test]
+fn api_url_keeps_a_base_path_but_drops_trailing_api() {
+    let c = run_with(&["--api-url", "https://example.com/infisical/api"]).unwrap();
+    assert_eq!(c.client.api_url.as_str(), "https://example.com/infisical");
+    let c = run_with(&["--api-url", "http://[::1]:9/"]).unwrap();
+    assert_eq!(c.client.api_url.as_str(), "http://[::1]:9/");
+    assert!(c.warnings.is_empty());
+    let c = run_with(&["--api-url", "http://10.0.0.1", "--allow-insecure-http"]).unwrap();
+    assert_eq!(
+        c.warnings.len(),
+        1,
+        "insecure http is allowed with a warning"
+    );
+}
+
+#[test]
+fn signal_names_numbers_and_prefixes_parse_alike() {
+    for raw in ["TERM", "SIGTERM", "term", "15", " sigterm "] {
+        assert_eq!(parse_signal(raw), Some(Signal::TERM), "{raw}");
+    }
+    assert_eq!(parse_signal("0"), None);
+    assert_eq!(parse_signal("SIGNOPE"), None);
+}
+
+#[test]
+fn on_change_and_forward_to_parse_their_documented_forms() {
+    assert_eq!(parse_on_change("restart").unwrap(), OnChange::Restart);
+    assert_eq!(parse_on_change(" None ").unwrap(), OnChange::None);
+    assert_eq!(
+        parse_on_change("signal:HUP").unwrap(),
+        OnChange::Signal(Signal::HUP)
+    );
+    assert!(parse_on_change("signal:NOPE").is_err());
+    assert!(parse_on_change("reload").is_err());
+    assert_eq!(parse_forward_to("group").unwrap(), ForwardTo::Group);
+    assert_eq!(parse_forward_to("Child").unwrap(), ForwardTo::Child);
+    assert!(parse_forward_to("pid").is_err());
+}
+
+#[test]
+fn real_time_signals_are_accepted_for_stop_signal_and_on_change() {
+    let rt = |n| Signal::from_raw(crate::sys::min_rt_signal() + n).unwrap();
+    let c = run_with(&[
+        "--watch",
+        "--stop-signal",
+        "RTMIN+3",
+        "--on-change",
+        "signal:SIGRTMIN+1",
+        "--no-env",
+        "--files-dir",
+        "/run/s",
+    ])
+    .unwrap();
+    let w = c.watch.unwrap();
+    assert_eq!(w.stop_signal, rt(3));
+    assert_eq!(w.on_change, OnChange::Signal(rt(1)));
+}
+
+#[test]
+fn bad_watch_values_are_config_errors_that_say_what_to_use() {
+    for (args, says) in [
+        (
+            &["--stop-signal", "RTMIN+999"][..],
+            "--stop-signal \"RTMIN+999\" is not a signal",
+        ),
+        (
+            &["--on-change", "signal:NOPE"][..],
+            "--on-change signal: \"nope\" is not a signal",
+        ),
+        (
+            &["--on-change", "reload"][..],
+            "--on-change \"reload\" is not an action",
+        ),
+        (
+            &["--forward-to", "parent"][..],
+            "--forward-to \"parent\" is not a target",
+        ),
+    ] {
+        let err = run_with(args).unwrap_err();
+        assert!(err.to_string().contains(says), "{args:?}: {err}");
+        assert_eq!(err.exit_class().code(), 78, "{args:?}");
+    }
+}
+
+#[test]
+fn watch_is_refused_for_check_and_write_gets_no_env_delivery() {
+    let err = parse(&[
+        "svid-exec",
+        "check",
+        "--identity-id",
+        "i",
+        "--project-id",
+        "p",
+        "--env",
+        "e",
+        "--watch",
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("--watch does not apply to check"));
+    let c = parse(&[
+        "svid-exec",
+        "write",
+        "--identity-id",
+        "i",
+        "--project-id",
+        "p",
+        "--env",
+        "e",
+        "--dir",
+        "/run/s",
+    ])
+    .unwrap();
+    assert!(c.delivery.env.is_none());
+    assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
+}

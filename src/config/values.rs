@@ -1,0 +1,167 @@
+//! The value parsers of the configuration: durations, lists, secret paths,
+//! file targets, modes and owners, signals and the supervisor's actions. Each
+//! checks one value and says which flag it came from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::unistd::{Gid, Uid};
+
+use super::{ConfigError, Result};
+use crate::launch::signals::Signal;
+use crate::launch::supervise::{ForwardTo, OnChange};
+
+/// A trimmed value, `None` when absent or blank.
+pub(super) fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A positive duration (`90s`, `5m`, `1h`).
+pub(super) fn duration(flag: &str, raw: &str) -> Result<Duration> {
+    let value = humantime::parse_duration(raw.trim()).map_err(|e| {
+        ConfigError::new(
+            format!("{flag} {raw:?} is not a duration ({e})"),
+            "use a humantime duration such as 90s, 5m or 1h",
+        )
+    })?;
+    if value.is_zero() {
+        return Err(ConfigError::new(
+            format!("{flag} must be longer than zero"),
+            "use a humantime duration such as 90s, 5m or 1h",
+        ));
+    }
+    Ok(value)
+}
+
+/// Trims a comma-separated list; an empty entry is a mistake (`a,,b`).
+pub(super) fn list(flag: &str, values: Vec<String>) -> Result<Vec<String>> {
+    values
+        .into_iter()
+        .map(|v| {
+            let v = v.trim().to_owned();
+            if v.is_empty() {
+                Err(ConfigError::new(
+                    format!("{flag} has an empty entry"),
+                    "remove the empty item from the list (check for `,,` or a trailing comma)",
+                ))
+            } else {
+                Ok(v)
+            }
+        })
+        .collect()
+}
+
+/// `a/b/` -> `/a/b`; `//a//b` -> `/a/b`; empty -> error; `.` and `..` segments refused.
+pub(super) fn normalise_secret_path(raw: &str) -> Result<String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "--path is empty",
+            "use `/` for the root folder, or a folder such as /app/db",
+        ));
+    }
+    let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(ConfigError::new(
+            format!("--path {raw:?} contains `.` or `..`"),
+            "give the folder as an absolute path, e.g. /app/db",
+        ));
+    }
+    Ok(format!("/{}", segments.join("/")))
+}
+
+/// A file target, made absolute (against the current directory) so that
+/// `KEY_FILE` paths given to the child and log lines are unambiguous.
+pub(super) fn non_empty_path(flag: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    match path {
+        Some(p) if p.as_os_str().is_empty() => Err(ConfigError::new(
+            format!("{flag} is empty"),
+            "give a path, or unset its environment variable",
+        )),
+        Some(p) => std::path::absolute(&p).map(Some).map_err(|e| {
+            ConfigError::new(
+                format!("{flag} {}: cannot resolve the path ({e})", p.display()),
+                "give an absolute path",
+            )
+        }),
+        None => Ok(None),
+    }
+}
+
+/// `--file-mode`: octal permission bits within `0777`.
+pub(super) fn file_mode(raw: &str) -> Result<u32> {
+    let digits = raw.trim();
+    let digits = digits
+        .strip_prefix("0o")
+        .or_else(|| digits.strip_prefix("0O"))
+        .unwrap_or(digits);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+        _ => Err(ConfigError::new(
+            format!("--file-mode {raw:?} is not an octal mode within 0777"),
+            "use an octal permission such as 0400 or 0440",
+        )),
+    }
+}
+
+/// `--file-owner`: `UID[:GID]`, numeric.
+pub(super) fn file_owner(raw: &str) -> Result<(Uid, Option<Gid>)> {
+    let bad = || {
+        ConfigError::new(
+            format!("--file-owner {raw:?} is not UID[:GID]"),
+            "give numeric IDs, e.g. 1000 or 1000:1000",
+        )
+    };
+    let (uid, gid) = match raw.trim().split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (raw.trim(), None),
+    };
+    let uid = uid.parse::<u32>().map_err(|_| bad())?;
+    let gid = gid
+        .map(|g| g.parse::<u32>().map_err(|_| bad()))
+        .transpose()?;
+    Ok((Uid::from_raw(uid), gid.map(Gid::from_raw)))
+}
+
+/// `TERM`, `SIGTERM`, `term`, `15` or a real-time signal such as `RTMIN+3`:
+/// every signal the supervisor can send.
+pub fn parse_signal(raw: &str) -> Option<Signal> {
+    raw.parse().ok()
+}
+
+/// A signal flag's value, or the error naming the flag.
+pub(super) fn signal(flag: &str, raw: &str) -> Result<Signal> {
+    parse_signal(raw).ok_or_else(|| {
+        ConfigError::new(
+            format!("{flag} {raw:?} is not a signal"),
+            "use a name such as TERM, SIGTERM, HUP, RTMIN+3 or a number such as 15",
+        )
+    })
+}
+
+/// `--on-change`: `restart`, `signal:<SIG>` or `none` (case-insensitive).
+pub fn parse_on_change(raw: &str) -> Result<OnChange> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "restart" => Ok(OnChange::Restart),
+        "none" => Ok(OnChange::None),
+        other => match other.strip_prefix("signal:") {
+            Some(sig) => Ok(OnChange::Signal(signal("--on-change signal:", sig)?)),
+            None => Err(ConfigError::new(
+                format!("--on-change {raw:?} is not an action"),
+                "use restart, signal:<SIG> (e.g. signal:HUP) or none",
+            )),
+        },
+    }
+}
+
+/// `--forward-to`: `group` or `child` (case-insensitive).
+pub fn parse_forward_to(raw: &str) -> Result<ForwardTo> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "child" => Ok(ForwardTo::Child),
+        "group" => Ok(ForwardTo::Group),
+        _ => Err(ConfigError::new(
+            format!("--forward-to {raw:?} is not a target"),
+            "use group (the child's process group) or child",
+        )),
+    }
+}

@@ -1,0 +1,425 @@
+//! Secrets -> files: one file per key in the Kubernetes atomic-writer layout,
+//! a POSIX-quoted dotenv file and a JSON object; private modes, optional owner,
+//! memory-backed filesystems only unless told otherwise. This file holds the
+//! options, the errors and the checks made before anything is written;
+//! `tree.rs` the per-key layout, `single.rs` the dotenv/JSON files,
+//! `render.rs` their contents, `fs.rs` the descriptor-relative file system calls.
+//!
+//! Per-key layout inside DIR (what Kubernetes does for projected volumes, so
+//! existing consumers and file watchers understand it):
+//!
+//! ```text
+//! DIR/..2026_11_29_14_30_00.123456789_1a2b3c4d/KEY   the files of one generation
+//! DIR/..data -> ..2026_11_29_14_30_00.123456789_1a2b3c4d
+//! DIR/KEY    -> ..data/KEY
+//! ```
+//!
+//! A generation is complete (written, fsynced, final mode and owner) before the
+//! single `rename("..data_tmp", "..data")` makes it visible, so `DIR/KEY` is
+//! always a whole file of one generation, and a reader that opens `DIR/..data`
+//! once and reads every key through that descriptor sees one generation only.
+//! Every path is opened with `O_NOFOLLOW`/`O_EXCL` relative to a directory
+//! descriptor, so a planted symlink cannot redirect a write. One writer per
+
+mod fs;
+mod render;
+mod single;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{Gid, Uid};
+
+use crate::error::{ExitClass, Failure};
+use crate::secrets::SecretSet;
+use fs::{check_not_symlink_file, open_or_create_dir, probe, split_file_path};
+use render::{render_dotenv, render_json};
+
+/// Default mode of written files: readable by the owner only.
+pub const DEFAULT_FILE_MODE: u32 = 0o400;
+
+/// Longest file name Linux accepts (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Where and how to write the secrets. Built by the CLI layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesOptions {
+    /// One file per secret in this directory (atomic generation layout).
+    pub dir: Option<PathBuf>,
+    /// All secrets in one POSIX-quoted dotenv file.
+    pub dotenv_file: Option<PathBuf>,
+    /// All secrets in one JSON object.
+    pub json_file: Option<PathBuf>,
+    /// Permission bits of written files (`--file-mode`), at most `0o777`.
+    pub mode: u32,
+    /// Owner (and optionally group) of written files and generation directories.
+    pub owner: Option<(Uid, Option<Gid>)>,
+    /// Accept a disk-backed filesystem (`--allow-non-tmpfs`).
+    pub allow_non_tmpfs: bool,
+}
+
+impl Default for FilesOptions {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            dotenv_file: None,
+            json_file: None,
+            mode: DEFAULT_FILE_MODE,
+            owner: None,
+            allow_non_tmpfs: false,
+        }
+    }
+}
+
+impl FilesOptions {
+    /// Whether any file output is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.dir.is_none() && self.dotenv_file.is_none() && self.json_file.is_none()
+    }
+}
+
+/// What [`write()`] produced: the paths a program should read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Each key's stable path, `DIR/KEY` (a link that always resolves to the
+    /// current generation): the value for `KEY_FILE=` (`--env-file-refs`).
+    pub files: BTreeMap<String, PathBuf>,
+    /// The dotenv file, when asked for.
+    pub dotenv_file: Option<PathBuf>,
+    /// The JSON file, when asked for.
+    pub json_file: Option<PathBuf>,
+}
+
+impl Written {
+    /// The stable path of `key`'s file, if per-key files were written.
+    pub fn path_of(&self, key: &str) -> Option<&Path> {
+        self.files.get(key).map(PathBuf::as_path)
+    }
+}
+
+/// Why secrets could not be written (or removed). Messages carry names and
+/// paths, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// A key that cannot be a file name in DIR.
+    #[error("secret name {name:?} cannot be a file name: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    /// A key or value the dotenv layout cannot carry byte-exactly.
+    #[error("secret {name:?} cannot go in the dotenv file: {reason} ")]
+    NotDotenvSafe { name: String, reason: &'static str },
+    /// `--file-mode` out of range or useless.
+    #[error("invalid file mode {mode:#o}: {reason}")]
+    InvalidMode { mode: u32, reason: &'static str },
+    /// Two outputs or an output and a key would be the same path.
+    #[error("{path} would be written twice: {reason}")]
+    Clash { path: PathBuf, reason: String },
+    /// The target's filesystem keeps data on disk.
+    #[error(
+        "{path} is on a disk-backed filesystem (type {fs_type}), so secrets would reach the disk"
+    )]
+    NotTmpfs { path: PathBuf, fs_type: String },
+    /// A symlink where a real directory or file must be.
+    #[error("{path} is a symbolic link; refusing to write secrets through it")]
+    Symlink { path: PathBuf },
+    /// A non-directory where the output directory must be.
+    #[error("{path} exists and is not a directory")]
+    NotADirectory { path: PathBuf },
+    /// The output directory's parent does not exist (only the last component is created).
+    #[error("{path} does not exist")]
+    MissingParent { path: PathBuf },
+    /// Something that svid-exec did not write is in the way.
+    #[error("{path} exists and was not written by svid-exec ({what}); refusing to replace it")]
+    Conflict { path: PathBuf, what: &'static str },
+    /// `--file-owner` cannot be applied by this process.
+    #[error(
+        "cannot give files in {path} to owner {owner}: not permitted \
+         (changing the owner needs root or CAP_CHOWN; giving the group needs membership)"
+    )]
+    OwnerNotPermitted {
+        path: PathBuf,
+        owner: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot {op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Failure for FilesError {
+    /// Everything here is about the target or the input (paths, filesystem,
+    /// privileges, names), so it is configuration. (A new variant is still
+    /// looked at: [`Failure::hint`] below matches every one.)
+    fn exit_class(&self) -> ExitClass {
+        ExitClass::Config
+    }
+
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Self::InvalidName { .. } => {
+                "rename the secret in Infisical, or deliver it with --json-file, which carries any name"
+            }
+            Self::NotDotenvSafe { .. } => "use --files-dir or --json-file for it",
+            Self::InvalidMode { .. } => {
+                "use permission bits the owner can read, such as 0400 or 0440"
+            }
+            Self::Clash { .. } => "give each output a path of its own",
+            Self::NotTmpfs { .. } => {
+                "use a memory-backed directory (Kubernetes: an emptyDir with medium: Memory; \
+                 systemd: RuntimeDirectory=; or /dev/shm) or pass --allow-non-tmpfs"
+            }
+            Self::Symlink { .. } => "give the real path",
+            Self::NotADirectory { .. } => "give a directory, or a path where one may be created",
+            Self::MissingParent { .. } => {
+                "create it (only the last component of a target directory is created)"
+            }
+            Self::Conflict { .. } => "move it away, or choose another target",
+            Self::OwnerNotPermitted { .. } => "drop --file-owner or grant the capability",
+            Self::Io { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
+}
+
+/// Checks everything that can be checked before any secret is fetched: the
+/// mode, that outputs do not collide, that each target directory exists or can
+/// be created, is a real directory on tmpfs/ramfs (unless allowed), that we
+/// may create files in it, and that `owner` can be applied there.
+pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
+    check_mode(opts.mode)?;
+    check_outputs_distinct(opts)?;
+    if let Some(dir) = &opts.dir {
+        let fd = open_or_create_dir(dir, opts)?;
+        probe(&fd, dir, opts)?;
+    }
+    for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
+        let (parent, _) = split_file_path(file)?;
+        check_not_symlink_file(file)?;
+        let fd = open_or_create_dir(&parent, opts)?;
+        probe(&fd, &parent, opts)?;
+    }
+    Ok(())
+}
+
+/// The stable path of `key`'s file in the per-key directory `dir`: `DIR/KEY`,
+/// a link that always resolves into the current generation (what
+/// `--env-file-refs` gives the child as `KEY_FILE`).
+pub fn key_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(key)
+}
+
+/// Refuses any key that cannot safely be a file name in DIR: empty, `.`, `..`,
+/// containing `/` or NUL, longer than `NAME_MAX`, or starting with `..` (the
+/// layout's own `..data` and generation names).
+pub fn validate_names(secrets: &SecretSet) -> Result<(), FilesError> {
+    for name in secrets.names() {
+        if let Some(reason) = file_name_problem(name) {
+            return Err(FilesError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn file_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it is a path component")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if name.starts_with("..") {
+        Some("names starting with '..' are reserved for the atomic-update layout")
+    } else if name.len() > NAME_MAX {
+        Some("it is longer than 255 bytes")
+    } else {
+        None
+    }
+}
+
+/// Writes every requested output. Everything that can be refused (names,
+/// dotenv-safety, collisions, symlinks, filesystem type) is refused before the
+/// first byte is written; a failure while writing leaves the previous
+/// generation/file in place and removes what was partly written.
+pub fn write(secrets: &SecretSet, opts: &FilesOptions) -> Result<Written, FilesError> {
+    check_mode(opts.mode)?;
+    check_outputs_distinct(opts)?;
+    if opts.dir.is_some() {
+        validate_names(secrets)?;
+        check_keys_clear_of_single_files(secrets, opts)?;
+    }
+    // A refused dotenv/JSON target must not be found only after the tree is
+    // already swapped in.
+    for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
+        single::precheck(file, opts)?;
+    }
+    let dotenv = match &opts.dotenv_file {
+        Some(path) => Some((path, render_dotenv(secrets)?)),
+        None => None,
+    };
+    let json = opts
+        .json_file
+        .as_ref()
+        .map(|path| (path, render_json(secrets)));
+
+    let mut written = Written::default();
+    if let Some(dir) = &opts.dir {
+        written.files = tree::write(dir, secrets, opts)?;
+    }
+    if let Some((path, content)) = &dotenv {
+        single::write(path, content, opts)?;
+        written.dotenv_file = Some((*path).clone());
+    }
+    if let Some((path, content)) = &json {
+        single::write(path, content, opts)?;
+        written.json_file = Some((*path).clone());
+    }
+    Ok(written)
+}
+
+/// Removes what [`write()`] wrote: per-key links, `..data`, every generation
+/// directory, the dotenv and JSON files. Leaves DIR itself and anything in it
+/// that svid-exec did not write. Missing targets are not an error.
+pub fn remove(opts: &FilesOptions) -> Result<(), FilesError> {
+    if let Some(dir) = &opts.dir {
+        tree::remove(dir)?;
+    }
+    for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
+        single::remove(file)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+
+fn check_mode(mode: u32) -> Result<(), FilesError> {
+    if mode & !0o777 != 0 {
+        return Err(FilesError::InvalidMode {
+            mode,
+            reason: "only permission bits (at most 0777) are allowed, no setuid/setgid/sticky",
+        });
+    }
+    if mode & 0o444 == 0 {
+        return Err(FilesError::InvalidMode {
+            mode,
+            reason: "nobody could read the files",
+        });
+    }
+    Ok(())
+}
+
+fn check_outputs_distinct(opts: &FilesOptions) -> Result<(), FilesError> {
+    if let (Some(a), Some(b)) = (&opts.dotenv_file, &opts.json_file) {
+        if a == b {
+            return Err(FilesError::Clash {
+                path: a.clone(),
+                reason: "--dotenv-file and --json-file name the same file".into(),
+            });
+        }
+    }
+    if let Some(dir) = &opts.dir {
+        for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
+            let (_, name) = split_file_path(file)?;
+            if *file == *dir
+                || (name.as_os_str().as_bytes().starts_with(b"..") && file.parent() == Some(dir))
+            {
+                return Err(FilesError::Clash {
+                    path: file.clone(),
+                    reason: "it is the files directory or one of its reserved '..' names".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A dotenv or JSON file inside DIR must not share a key's name.
+fn check_keys_clear_of_single_files(
+    secrets: &SecretSet,
+    opts: &FilesOptions,
+) -> Result<(), FilesError> {
+    let Some(dir) = &opts.dir else { return Ok(()) };
+    for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
+        let (parent, name) = split_file_path(file)?;
+        if parent == *dir && secrets.contains(&name.to_string_lossy()) {
+            return Err(FilesError::Clash {
+                path: file.clone(),
+                reason: format!("it is also the file of secret {:?}", name.to_string_lossy()),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(pairs: &[(&str, &str)]) -> SecretSet {
+        SecretSet::from_pairs(pairs)
+    }
+
+    #[test]
+    fn names_that_cannot_be_file_names_are_refused() {
+        let long = "x".repeat(256);
+        let table: &[(&str, bool)] = &[
+            ("DB_PASSWORD", true),
+            ("tls.crt", true),
+            (".hidden", true),
+            ("a..b", true),
+            ("with space", true),
+            (&long[..255], true),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("../etc/passwd", false),
+            ("a/b", false),
+            ("/abs", false),
+            ("nul\0byte", false),
+            ("..data", false),
+            ("..data_tmp", false),
+            ("..2026_11_29_14_30_00.1", false),
+            ("...", false),
+            (&long, false),
+        ];
+        for (name, ok) in table {
+            let result = validate_names(&set(&[(name, "v")]));
+            assert_eq!(result.is_ok(), *ok, "{name:?}");
+            if let Err(e) = result {
+                assert_eq!(e.exit_class(), ExitClass::Config);
+                assert!(matches!(e, FilesError::InvalidName { .. }));
+            }
+        }
+    }
+
+    #[test]
+    fn modes_outside_permission_bits_or_unreadable_are_refused() {
+        for bad in [0o4400, 0o1400, 0o000, 0o200, 0o1_000_000] {
+            assert!(check_mode(bad).is_err(), "{bad:o}");
+        }
+        for good in [0o400, 0o440, 0o600, 0o644, 0o040] {
+            assert!(check_mode(good).is_ok(), "{good:o}");
+        }
+    }
+
+    #[test]
+    fn errors_name_keys_but_never_values() {
+        let err = validate_names(&set(&[("a/b", "SUPERSECRETVALUE")])).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("a/b"));
+        assert!(!shown.contains("SUPERSECRETVALUE"));
+    }
+}

@@ -1,0 +1,8 @@
+//! The client side through the library API, against the stand-ins: the
+//! Infisical client and the session (`infisical`), the JWT-SVID sources
+//! (`svid`), the transport's TLS and retry rules (`tls`).
+
+mod infisical;
+mod support;
+mod svid;
+mod tls;

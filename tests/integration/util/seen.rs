@@ -1,0 +1,14 @@
+//! What the stand-ins were asked.
+
+use svid_exec_testkit::infisical::RequestRecord;
+use svid_exec_testkit::stack::Stack;
+
+/// Secret reads (`GET /api/v4/secrets`, `/api/v3/secrets/raw`) served so far.
+pub fn secret_requests(stack: &Stack) -> Vec<RequestRecord> {
+    stack
+        .infisical
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/api/v4/secrets") || r.path.starts_with("/api/v3/secrets"))
+        .collect()
+}
