@@ -26,14 +26,8 @@ const HARD_LIMIT: Duration = Duration::from_secs(120);
 /// (the audit of every outcome for secrets and panics then covers every log
 /// line each failure path can print).
 fn launch(stack: &Stack) -> Launcher {
-    let mut launcher = Launcher::on(stack);
-    launcher
-        .env("SVID_EXEC_LOG_LEVEL", "trace")
-        .arg("run")
-        .marked_program(stack.dir())
-        .stdout_null()
-        .limit(HARD_LIMIT)
-        .audited();
+    let mut launcher = Launcher::run_on(stack, HARD_LIMIT);
+    launcher.env("SVID_EXEC_LOG_LEVEL", "trace");
     launcher
 }
 

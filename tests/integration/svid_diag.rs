@@ -28,14 +28,7 @@ const DEFAULT_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
 /// environment a user exports (adjusted by the test), its every outcome
 /// audited for secrets and panics.
 fn launch(stack: &Stack) -> Launcher {
-    let mut launcher = Launcher::on(stack);
-    launcher
-        .arg("run")
-        .marked_program(stack.dir())
-        .stdout_null()
-        .limit(HARD_LIMIT)
-        .audited();
-    launcher
+    Launcher::run_on(stack, HARD_LIMIT)
 }
 
 fn chmod(path: &Path, mode: u32) {
