@@ -405,6 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_jwt_file_read_or_a_contradicting_answer_keeps_a_working_token_under_watch() {
+        let stuck = SvidError::JwtFileStuck {
+            path: PathBuf::from("/run/jwt"),
+            waited: Duration::from_secs(1),
+        };
+        let lying = SvidError::Contradicted {
+            endpoint: "unix:///run/spire/agent.sock".to_owned(),
+            detail: "the answer is for a but the token's sub claim is b".to_owned(),
+        };
+        assert!(stuck.is_transient() && lying.is_transient());
+        let fifo = SvidError::JwtFileNotRegular {
+            path: PathBuf::from("/run/jwt"),
+            kind: "a FIFO (named pipe)",
+        };
+        assert!(!fifo.is_transient(), "a setting to fix is not waited out");
+    }
+
+    #[test]
     fn several_distinct_audiences_are_warned_about_one_is_not() {
         let list = |a: &[&str]| a.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(several_audiences(&list(&["infisical"])), None);
