@@ -20,4 +20,5 @@ mod readiness;
 mod readme;
 mod run;
 mod supervise;
+mod svid_diag;
 mod watch;
