@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::error::ErrorKind;
+pub use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// `--version` of every command: the version, the commit it was built from
@@ -34,7 +35,8 @@ EXIT STATUS:
   run      the program's own exit status; a program killed by signal N gives 128+N
   0        write/check: success
   2        usage error from the command-line parser (unknown flag, `run` without `--`)
-  69       unavailable: the Workload API or Infisical could not be reached before --startup-timeout
+  69       unavailable: the Workload API or Infisical could not be reached before --startup-timeout,
+           the agent answered a JWT-SVID that contradicts its answer, or a --jwt-file read did not end
   70       internal error (a bug: please report)
   77       refused: the JWT-SVID was rejected at login, or the identity may not read what was asked
   78       configuration: a missing required option, invalid value, an option that does not
@@ -67,7 +69,13 @@ pub enum Command {
     #[command(after_long_help = EXIT_STATUS, display_name = "svid-exec")]
     Write(WriteArgs),
     /// Diagnose every step (identity, login, paths, targets); prints names, never values.
-    #[command(after_long_help = EXIT_STATUS, display_name = "svid-exec")]
+    // The report is check's output: its progress log lines (INFO) only when
+    // asked for with --log-level.
+    #[command(
+        after_long_help = EXIT_STATUS,
+        display_name = "svid-exec",
+        mut_arg("log_level", |a| a.default_value("warn"))
+    )]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.
     #[command(display_name = "svid-exec")]
@@ -75,6 +83,49 @@ pub enum Command {
     /// Print the manual page (roff) on stdout: `svid-exec man | man -l -`.
     #[command(display_name = "svid-exec")]
     Man,
+    /// Exit 0 when DIR holds a complete, current set of files written by
+    /// svid-exec, 69 when not yet (saying why), 78 when DIR is not an svid-exec
+    /// target: an exec probe (Kubernetes startupProbe/readinessProbe). Reads no
+    /// secret and makes no network call.
+    #[command(after_long_help = READY_EXIT_STATUS, display_name = "svid-exec")]
+    Ready(ReadyArgs),
+}
+
+/// The exit status of `ready`.
+const READY_EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0        ready: DIR holds a complete generation written by svid-exec (fresh enough for --max-age)
+  69       not yet: nothing written yet, an update being published, or older than --max-age
+  78       DIR is not an svid-exec target (not a directory, a link, written by another user
+           or by something else), no --dir, or an invalid --max-age";
+
+/// `svid-exec ready`.
+#[derive(Debug, Args)]
+pub struct ReadyArgs {
+    /// The directory that `write --dir` or `--files-dir` fills (required).
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILES_DIR",
+        value_name = "DIR",
+        visible_alias = "files-dir"
+    )]
+    pub dir: Option<PathBuf>,
+
+    /// Also require the files to have been written, or confirmed unchanged by a
+    /// poll (`--watch`), within this long (for a readinessProbe).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+}
+
+/// Readiness, for `run` and `write` (`ready` is a command of its own).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Readiness")]
+pub struct ReadinessArgs {
+    /// Create this empty file once the first delivery is complete (for `run
+    /// --watch`: and the program started); removed at shutdown, left in place
+    /// by a one-shot `write`.
+    #[arg(long, env = "SVID_EXEC_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `svid-exec run`.
@@ -98,6 +149,10 @@ pub struct RunArgs {
     /// caught so the usage error can say where `--` goes ([`parse_from`]).
     #[arg(hide = true, num_args = 1.., allow_hyphen_values = true, value_name = "PROGRAM")]
     pub without_dashes: Vec<OsString>,
+
+    /// Readiness.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 
     /// The program to run and its arguments (after `--`). Found through PATH.
     #[arg(
@@ -125,6 +180,10 @@ pub struct WriteArgs {
         visible_alias = "files-dir"
     )]
     pub dir: Option<PathBuf>,
+
+    /// Readiness.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 }
 
 /// `svid-exec check`.
@@ -143,6 +202,10 @@ pub struct CheckArgs {
         visible_alias = "dir"
     )]
     pub files_dir: Option<PathBuf>,
+
+    /// Readiness (taken as `run` and `write` take it; `check` creates no file).
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 
     /// Report format: `text` (one line per step) or `json`.
     #[arg(
@@ -247,6 +310,10 @@ pub struct IdentityArgs {
     /// PEM bundle trusted for the Infisical server (added to the system roots).
     #[arg(long, env = "SVID_EXEC_CA_CERT", value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
+
+    /// Trust only --ca-cert, not the built-in or system roots (pinning a private CA).
+    #[arg(long, env = "SVID_EXEC_CA_CERT_ONLY", value_parser = BoolishValueParser::new())]
+    pub ca_cert_only: bool,
 
     /// How long to keep retrying (agent not ready, server unavailable) before giving up.
     #[arg(

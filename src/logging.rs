@@ -5,7 +5,13 @@
 //! gRPC, TLS) are capped at `warn`, because their debug/trace output can carry
 //! headers and bodies, i.e. tokens and secrets. No field we log ever carries a
 //! secret.
+//!
+//! Text lines escape every control character in every field (message
+//! included): keys, folder paths and messages come from the server or the
+//! environment, and a newline in one would otherwise forge a line of its own.
+//! JSON lines need nothing more: serde escapes control characters in strings.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -102,17 +108,24 @@ where
     ) -> fmt::Result {
         let level = *event.metadata().level();
         write!(writer, "svid-exec: {level} ")?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        // Every field goes through the escaping writer: no call site can forget.
+        let mut escaped = EscapeControl(&mut writer);
+        ctx.field_format()
+            .format_fields(Writer::new(&mut escaped), event)?;
         writeln!(writer)
     }
 }
 
 /// `{"timestamp":…,"level":"WARN","message":…,<fields>…,"target":…}`, one
-/// object per line. tracing hands most fields over as `Debug` text; a text
+/// object per line, in that order (when, how bad, what, then the details,
+/// alphabetically). tracing hands most fields over as `Debug` text; a text
 /// that is a JSON list or string (`?names`, a `Vec<String>`), or a
 /// `Duration` (`?retry_in`, "1.5s"), is written as that JSON value, so
 /// consumers get arrays and numbers rather than strings to parse again.
 struct JsonFormat;
+
+/// Keys the format writes itself; an event field of the same name is left out.
+const JSON_HEAD: [&str; 3] = ["timestamp", "level", "target"];
 
 impl<S, N> FormatEvent<S, N> for JsonFormat
 where
@@ -125,14 +138,30 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut object = Map::new();
+        let mut fields = Map::new();
+        event.record(&mut JsonFields(&mut fields));
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        object.insert("timestamp".into(), timestamp.into());
-        object.insert("level".into(), event.metadata().level().as_str().into());
-        event.record(&mut JsonFields(&mut object));
-        object.insert("target".into(), event.metadata().target().into());
-        writeln!(writer, "{}", Value::Object(object))
+        let message = fields.remove("message");
+        let metadata = event.metadata();
+        // serde_json's `Map` sorts its keys, so the object is written entry
+        // by entry: the head first, the target last.
+        let timestamp = Value::from(timestamp);
+        let level = Value::from(metadata.level().as_str());
+        let target = Value::from(metadata.target());
+        let head = [("timestamp", &timestamp), ("level", &level)]
+            .into_iter()
+            .chain(message.as_ref().map(|m| ("message", m)));
+        let rest = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .filter(|(k, _)| !JSON_HEAD.contains(k));
+        let mut separator = '{';
+        for (key, value) in head.chain(rest).chain([("target", &target)]) {
+            write!(writer, "{separator}{}:{value}", Value::from(key))?;
+            separator = ',';
+        }
+        writeln!(writer, "}}")
     }
 }
 
@@ -202,6 +231,46 @@ fn duration_seconds(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
+/// Whether `c` must not reach a text log line raw: control characters (C0,
+/// DEL, C1: newline, carriage return, escape sequences) and the Unicode line
+/// separators and bidirectional overrides that make a viewer show text other
+/// than what was written.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every character of [`needs_escape`] written as a visible escape
+/// (`\n`, `\r`, `\t`, `\u{1b}`), for lines printed outside the subscriber.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let _ = fmt::Write::write_str(&mut EscapeControl(&mut out), text);
+    Cow::Owned(out)
+}
+
+/// A `fmt::Write` adapter that escapes [`needs_escape`] characters.
+struct EscapeControl<W>(W);
+
+impl<W: fmt::Write> fmt::Write for EscapeControl<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
+            self.0.write_str(&rest[..at])?;
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -226,6 +295,101 @@ mod tests {
         for text in ["Group", "Exited(0)", "5 secrets", "s", "1.5 s"] {
             assert_eq!(typed(text.to_owned()), Value::from(text), "{text}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape("plain – ünïcode"), "plain – ünïcode");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("K\nsvid-exec: ERROR forged\r\t\u{1b}[2J\u{7f}\u{85}\u{2028}\u{202e}"),
+            "K\\nsvid-exec: ERROR forged\\r\\t\\u{1b}[2J\\u{7f}\\u{85}\\u{2028}\\u{202e}"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// What `format` writes for the events of `emit`, on a subscriber of its
+    /// own with the layer settings of `init`, writing to a buffer.
+    fn lines_in<E>(format: E, emit: impl FnOnce()) -> String
+    where
+        E: FormatEvent<
+                tracing_subscriber::Registry,
+                tracing_subscriber::fmt::format::DefaultFields,
+            > + Send
+            + Sync
+            + 'static,
+    {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .event_format(format),
+        );
+        tracing::subscriber::with_default(subscriber, emit);
+        buf.text()
+    }
+
+    #[test]
+    fn a_newline_in_any_text_field_cannot_forge_a_line() {
+        let key = "DB\nsvid-exec: ERROR forged";
+        let folder = "/app\r\nsvid-exec: INFO forged";
+        let out = lines_in(TextFormat, || {
+            tracing::warn!(key = %key, kept = %folder, id = key, debug = ?key, "message {key}");
+        });
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(
+            out.starts_with("svid-exec: WARN message DB\\nsvid-exec"),
+            "{out}"
+        );
+        assert!(
+            out.contains("kept=/app\\r\\nsvid-exec: INFO forged"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_control_characters_themselves() {
+        let key = "DB\n{\"level\":\"ERROR\",\"fields\":{\"message\":\"forged\"}}";
+        let names = vec!["B".to_owned(), "A".to_owned()];
+        let out = lines_in(JsonFormat, || {
+            tracing::warn!(key = %key, debug = ?key, ?names, level = "forged", "message {key}");
+        });
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let line: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(line["key"], key);
+        assert_eq!(line["debug"], key);
+        assert_eq!(line["names"], serde_json::json!(["B", "A"]));
+        assert_eq!(line["message"], format!("message {key}"));
+        // The format's own keys are not overwritten by a field, and come first.
+        assert_eq!(line["level"], "WARN");
+        assert!(
+            out.starts_with("{\"timestamp\":") && out.contains(",\"level\":\"WARN\",\"message\":"),
+            "{out}"
+        );
+        assert!(
+            out.trim_end()
+                .ends_with(&format!(",\"target\":{}}}", line["target"])),
+            "{out}"
+        );
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Origins {
         }
     }
 
+    /// Where the option's value came from; `None` when it has none.
+    pub fn source(&self, id: &str) -> Option<ValueSource> {
+        self.by_id.get(id).and_then(|o| o.source)
+    }
+
     /// Whether the option was given at all (flag or variable), even empty.
     pub fn given(&self, id: &str) -> bool {
         self.by_id.get(id).is_some_and(|o| {

@@ -83,6 +83,9 @@ pub const WHERE: &[(&str, Modes)] = &[
     ("stop-signal", Modes::RUN_WATCH),
     ("stop-timeout", Modes::RUN_WATCH),
     ("forward-to", Modes::RUN_WATCH),
+    // Readiness: `run` without `--watch` execs the program and is gone, so
+    // nothing would remove the file once the program ends.
+    ("ready-file", Modes::RUN_WATCH.or(Modes::WRITE)),
 ];
 
 /// Where the option with this long name applies.
@@ -338,6 +341,8 @@ mod tests {
             ("stop-signal", [false, true, false, false, false, true]),
             ("stop-timeout", [false, true, false, false, false, true]),
             ("forward-to", [false, true, false, false, false, true]),
+            ("ready-file", [false, true, true, true, true, true]),
+            ("ca-cert-only", [true; 6]),
         ];
         for (flag, row) in expected {
             for (context, applies) in contexts.iter().zip(row) {
@@ -350,7 +355,7 @@ mod tests {
         }
         assert_eq!(
             WHERE.len(),
-            expected.len() - 3,
+            expected.len() - 4,
             "a new row of WHERE needs a line in this test"
         );
     }
@@ -380,6 +385,17 @@ mod tests {
              (only to run --watch or write --watch)"
         );
         assert_eq!(poll.hint(), "add --watch, or drop --poll-interval");
+        let ready = OutOfPlace {
+            flag: "--ready-file".into(),
+            variable: None,
+            context: ctx("run", false),
+            applies: modes_of("ready-file"),
+        };
+        assert_eq!(
+            ready.problem(),
+            "--ready-file does not apply to run without --watch (only to run --watch or write)"
+        );
+        assert_eq!(ready.hint(), "add --watch, or drop --ready-file");
         assert_eq!(Modes::RUN.describe(), "run");
         assert_eq!(Modes::ALL.describe(), "run or write");
         assert_eq!(

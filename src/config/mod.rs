@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli;
+use crate::cli::{self, ValueSource};
 use crate::deliver::{Delivery, DeliveryOptions};
 use crate::error::{Failure, BUG_HINT};
 use crate::infisical::{ApiUrl, AuthMethod, Client, ClientOptions, FetchSpec, ProjectRef};
@@ -32,8 +32,8 @@ use crate::launch::supervise::{OnChange, Settings};
 use crate::logging::{LogFormat, LogOptions};
 use crate::session::{Session, SessionError, SessionOptions};
 use crate::svid::{
-    parse_endpoint, parse_spiffe_id, SvidSource, SvidSourceOptions, WorkloadApiOptions,
-    DEFAULT_PER_CALL_TIMEOUT,
+    parse_endpoint, parse_spiffe_id, several_audiences, EndpointOrigin, SvidSource,
+    SvidSourceOptions, WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
 };
 use delivery::delivery_options;
 use problems::Problems;
@@ -71,6 +71,8 @@ pub struct Config {
     /// Things to log at debug level once logging is up (variables ignored
     /// because their option does not apply to this command or mode).
     pub notes: Vec<String>,
+    /// `--ready-file`: created once the first delivery is complete.
+    pub ready_file: Option<PathBuf>,
 }
 
 /// The command, with what only it needs.
@@ -122,13 +124,13 @@ impl Config {
                 p.push(Problem::new(o.problem(), o.hint()));
             }
         }
-        let Some((task, common, dir)) = task(command, &mut p) else {
+        let Some((task, common, dir, ready_file)) = task(command, &mut p) else {
             return Err(p.into_error(None));
         };
         let mut warnings = Vec::new();
         let log = log_options(&common.output, &mut p);
         let login = login_options(&common.identity, &mut p);
-        let svid = svid_options(&common.identity, &mut p);
+        let svid = svid_options(&common.identity, &mut warnings, &mut p);
         let client = client_options(&common.identity, &mut warnings, &mut p);
         let startup_timeout = p.value("startup_timeout", |l| {
             duration(l, &common.identity.startup_timeout)
@@ -136,6 +138,7 @@ impl Config {
         let fetch = fetch_template(&common.fetch, &mut p);
         let delivery = delivery_options(&task, &common, dir, &mut p);
         let settings = watch_settings(&common.watch, &mut p);
+        let ready_file = p.value("ready_file", |l| non_empty_path(l, ready_file));
         let parts = (
             log,
             login,
@@ -145,6 +148,7 @@ impl Config {
             fetch,
             delivery,
             settings,
+            ready_file,
         );
         let (
             Some(log),
@@ -155,6 +159,7 @@ impl Config {
             Some(fetch),
             Some(mut delivery),
             Some(settings),
+            Some(ready_file),
         ) = parts
         else {
             return Err(p.into_error(log));
@@ -182,6 +187,7 @@ impl Config {
             log,
             warnings,
             notes,
+            ready_file,
         })
     }
 
@@ -209,13 +215,15 @@ impl Config {
     }
 }
 
-/// The task, the options it shares with the others, and its files directory
-/// (`--files-dir`, or `--dir` for `write`). `None` only for a command without
-/// configuration (a bug: they are handled before).
+/// The task, the options it shares with the others, its files directory
+/// (`--files-dir`, or `--dir` for `write`) and its `--ready-file` (where it
+/// does not apply, `cli::scope` has refused the flag and dropped the
+/// variable). `None` only for a command without configuration (a bug: they
+/// are handled before).
 fn task(
     command: cli::Command,
     p: &mut Problems<'_>,
-) -> Option<(Task, cli::CommonArgs, Option<PathBuf>)> {
+) -> Option<(Task, cli::CommonArgs, Option<PathBuf>, Option<PathBuf>)> {
     match command {
         cli::Command::Run(run) => {
             let mut command_line = run.command.into_iter();
@@ -228,9 +236,14 @@ fn task(
                 ));
             }
             let args = command_line.collect();
-            Some((Task::Run { program, args }, run.common, run.files_dir))
+            Some((
+                Task::Run { program, args },
+                run.common,
+                run.files_dir,
+                run.readiness.ready_file,
+            ))
         }
-        cli::Command::Write(a) => Some((Task::Write, a.common, a.dir)),
+        cli::Command::Write(a) => Some((Task::Write, a.common, a.dir, a.readiness.ready_file)),
         cli::Command::Check(a) => {
             let output = match a.output.as_str() {
                 "text" => CheckOutput::Text,
@@ -243,11 +256,16 @@ fn task(
                     CheckOutput::Text
                 }
             };
-            Some((Task::Check { output }, a.common, a.files_dir))
+            Some((
+                Task::Check { output },
+                a.common,
+                a.files_dir,
+                a.readiness.ready_file,
+            ))
         }
-        cli::Command::Completions(_) | cli::Command::Man => {
+        cli::Command::Completions(_) | cli::Command::Man | cli::Command::Ready(_) => {
             p.push(Problem::new(
-                "`completions` and `man` take no configuration",
+                "`completions`, `man` and `ready` take no configuration",
                 BUG_HINT,
             ));
             None
@@ -348,9 +366,14 @@ fn login_options(args: &cli::IdentityArgs, p: &mut Problems<'_>) -> Option<Sessi
     })
 }
 
-/// `--jwt-file`, else the Workload API: `--workload-api-socket`,
-/// `--audience`, `--spiffe-id` (the last two are checked either way).
-fn svid_options(args: &cli::IdentityArgs, p: &mut Problems<'_>) -> Option<SvidSourceOptions> {
+/// `--jwt-file`, else the Workload API: `--workload-api-socket` (and where
+/// it came from), `--audience` (several are warned about), `--spiffe-id`
+/// (the last two are checked either way).
+fn svid_options(
+    args: &cli::IdentityArgs,
+    warnings: &mut Vec<String>,
+    p: &mut Problems<'_>,
+) -> Option<SvidSourceOptions> {
     let audiences = p.value("audience", |l| {
         let audiences: Vec<String> = args.audience.iter().map(|a| a.trim().to_owned()).collect();
         if audiences.is_empty() || audiences.iter().any(String::is_empty) {
@@ -390,11 +413,21 @@ fn svid_options(args: &cli::IdentityArgs, p: &mut Problems<'_>) -> Option<SvidSo
         }
         parse_endpoint(&args.workload_api_socket).map_err(|e| part_problem(l, &e))
     });
+    // Where the address came from, for the Workload API's own messages
+    // ("SPIFFE_ENDPOINT_SOCKET is unset … trying the default").
+    let origin = match p.source("workload_api_socket") {
+        Some(ValueSource::EnvVariable) => EndpointOrigin::Env,
+        Some(ValueSource::DefaultValue) => EndpointOrigin::Default,
+        _ => EndpointOrigin::Flag,
+    };
+    let audiences = audiences?;
+    warnings.extend(several_audiences(&audiences));
     Some(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
         endpoint: endpoint?,
-        audiences: audiences?,
+        audiences,
         spiffe_id: spiffe_id?,
         per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+        origin,
     }))
 }
 
@@ -410,9 +443,10 @@ fn part_problem(label: &str, error: &dyn Failure) -> Problem {
     Problem::new(message, error.hint().unwrap_or_default())
 }
 
-/// `--api-url` (by the client's own rules, [`ApiUrl`]; plain `http://` to a
-/// non-loopback host only with `--allow-insecure-http`, and then with a
-/// warning) and `--ca-cert` (a readable file).
+/// `--api-url` (by the client's own rules, [`ApiUrl`]: plain `http://` to a
+/// non-loopback address only with `--allow-insecure-http`, and then with a
+/// warning; a name is checked by the client on the addresses it resolves
+/// to), `--ca-cert` (a readable file) and `--ca-cert-only` (only with it).
 fn client_options(
     args: &cli::IdentityArgs,
     warnings: &mut Vec<String>,
@@ -439,9 +473,19 @@ fn client_options(
         }
         Ok(path)
     });
+    if args.ca_cert_only && args.ca_cert.is_none() {
+        p.push(Problem::new(
+            format!(
+                "{} needs --ca-cert: without it nothing would be trusted",
+                p.label("ca_cert_only")
+            ),
+            "pass the private CA's PEM bundle with --ca-cert (SVID_EXEC_CA_CERT)",
+        ));
+    }
     Some(ClientOptions {
         api_url: api_url?,
         ca_cert: ca_cert?,
+        ca_cert_only: args.ca_cert_only,
         ..ClientOptions::default()
     })
 }

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::cli::Origins;
+use crate::cli::{Origins, ValueSource};
 use crate::error::{ExitClass, Failure};
 use crate::logging::LogOptions;
 
@@ -136,6 +136,11 @@ impl<'a> Problems<'a> {
             [a, b] => format!("neither {a} nor {b} is set"),
             all => format!("none of {} is set", all.join(", ")),
         }
+    }
+
+    /// Where the value of `id` came from (flag, variable, default).
+    pub(super) fn source(&self, id: &str) -> Option<ValueSource> {
+        self.origins.source(id)
     }
 
     /// Whether `id` was given (flag or variable).
