@@ -26,7 +26,7 @@ use crate::infisical::{Etags, FetchOutcome, FetchSpec};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
+    self, ChildCommand, Content, DeliveryError, Network, Reply, Request, Settings,
 };
 use crate::retry::Transient;
 use crate::secrets::SecretSet;
@@ -85,14 +85,14 @@ pub(super) fn supervise(
         });
         if let Some(child) = &child {
             tracing::info!(
-                secrets = secrets.len(),
+                secrets = secrets.secrets().len(),
                 program = %child.program.to_string_lossy(),
                 poll_interval = ?settings.poll_interval,
                 "supervising the program"
             );
         } else {
             tracing::info!(
-                secrets = secrets.len(),
+                secrets = secrets.secrets().len(),
                 poll_interval = ?settings.poll_interval,
                 "keeping the files fresh"
             );
@@ -149,11 +149,11 @@ async fn start(
     config: &Config,
     delivery: &Delivery,
     session: &mut Session,
-) -> Result<(SecretSet, FetchSpec), CmdError> {
+) -> Result<(Content, FetchSpec), CmdError> {
     let deadline = Instant::now() + config.startup_timeout;
     let (secrets, spec) = session.start(&config.fetch, deadline).await?;
-    delivery.accept(&secrets)?;
-    Ok((secrets, spec))
+    let fingerprint = delivery.accept(&secrets)?;
+    Ok((Content::new(secrets, fingerprint), spec))
 }
 
 /// The supervisor's network side: one session (token), one fetch request, the
@@ -197,19 +197,22 @@ impl SessionNetwork {
         {
             Ok(FetchOutcome::NotModified) => Reply::NotModified,
             Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) = self.delivery.accept(&fetched.secrets) {
+                let fingerprint = match self.delivery.accept(&fetched.secrets) {
+                    Ok(fingerprint) => fingerprint,
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
-                    return Reply::PollFailed {
-                        reason: format!(
-                            "the new secrets cannot be delivered: {}",
-                            chain_and_hint(&err)
-                        ),
-                        auth: false,
-                    };
-                }
+                    Err(err) => {
+                        return Reply::PollFailed {
+                            reason: format!(
+                                "the new secrets cannot be delivered: {}",
+                                chain_and_hint(&err)
+                            ),
+                            auth: false,
+                        }
+                    }
+                };
                 self.etags = Some(fetched.etags);
-                Reply::Fetched(fetched.secrets)
+                Reply::Fetched(Content::new(fetched.secrets, fingerprint))
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
@@ -299,7 +302,7 @@ impl supervise::Deliver for Rc<Delivery> {
     }
 
     fn remove_files(&mut self) {
-        if self.files().is_some() {
+        if self.writes_files() {
             match self.remove() {
                 Ok(()) => tracing::info!("removed the secret files"),
                 Err(err) => tracing::warn!(%err, "could not remove the secret files"),

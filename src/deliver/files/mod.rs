@@ -201,12 +201,42 @@ pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
         probe(&fd, dir, opts)?;
     }
     for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
-        let (parent, _) = split_file_path(file)?;
-        check_not_symlink_file(file)?;
-        let fd = open_or_create_dir(&parent, opts)?;
-        probe(&fd, &parent, opts)?;
+        preflight_file(file, opts)?;
     }
     Ok(())
+}
+
+/// [`preflight`] for one single-file target (the dotenv and JSON files, a
+/// template's DEST): no link or non-file at `file`; its directory exists or
+/// can be created, is a real directory on tmpfs (unless allowed), and we may
+/// create files there and apply `owner`.
+pub(crate) fn preflight_file(file: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    let (parent, _) = split_file_path(file)?;
+    check_not_symlink_file(file)?;
+    let fd = open_or_create_dir(&parent, opts)?;
+    probe(&fd, &parent, opts)
+}
+
+/// What can be refused about a single-file target without writing (see
+/// `single::precheck`), for a target that is not the dotenv or JSON file.
+pub(crate) fn precheck_file(file: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    single::precheck(file, opts)
+}
+
+/// Replaces `file` with `content` the way the dotenv and JSON files are
+/// written: a temp file in its directory, created exclusively at `opts.mode`
+/// and owner, fsynced, renamed over it.
+pub(crate) fn write_file(
+    file: &Path,
+    content: &[u8],
+    opts: &FilesOptions,
+) -> Result<(), FilesError> {
+    single::write(file, content, opts)
+}
+
+/// Removes a file [`write_file`] wrote (a regular file only; missing is fine).
+pub(crate) fn remove_file(file: &Path) -> Result<(), FilesError> {
+    single::remove(file)
 }
 
 /// The stable path of `key`'s file in the per-key directory `dir`: `DIR/KEY`,
@@ -305,7 +335,8 @@ pub fn remove(opts: &FilesOptions) -> Result<(), FilesError> {
 // ---------------------------------------------------------------------------
 // Checks
 
-fn check_mode(mode: u32) -> Result<(), FilesError> {
+/// `--file-mode` (and a template's MODE): permission bits only, readable by someone.
+pub(crate) fn check_mode(mode: u32) -> Result<(), FilesError> {
     if mode & !0o777 != 0 {
         return Err(FilesError::InvalidMode {
             mode,
