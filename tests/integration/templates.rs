@@ -483,3 +483,87 @@ fn a_reader_never_sees_a_torn_rendering_over_1000_rerenders() {
     let left: Vec<_> = fs::read_dir(out.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "temp files left behind");
 }
+
+/// The shipped examples (`examples/templates/`) render as documented, and
+/// the Kubernetes example's ConfigMap carries them unchanged.
+#[test]
+fn the_example_templates_render_as_documented() {
+    let Some(case) = Case::new() else { return };
+    let stack = Stack::start();
+    let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAkey\n-----END PRIVATE KEY-----\n";
+    let chain = "-----BEGIN CERTIFICATE-----\nMIIBintermediate\n-----END CERTIFICATE-----\n";
+    for (k, v) in [
+        ("TLS_CERT", CERT),
+        ("TLS_CHAIN", chain),
+        ("TLS_KEY", key),
+        ("DB_HOST", "db.internal"),
+        ("DB_NAME", "reports"),
+        ("DB_USER", "reporter"),
+        ("DB_PASSWORD", "p:a\\ss\nword"),
+        ("STRIPE_API_KEY", "sk_test_123"),
+    ] {
+        stack
+            .infisical
+            .set_secret(PROJECT_ID, ENVIRONMENT, "/", k, v);
+    }
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/templates");
+    let names = [
+        "nginx-tls.conf.j2",
+        "fullchain.pem.j2",
+        "privkey.pem.j2",
+        "pgpass.j2",
+        "application.properties.j2",
+    ];
+    let flags: Vec<String> = names
+        .iter()
+        .flat_map(|n| {
+            let dest = case.out(n.trim_end_matches(".j2"));
+            [
+                "--template".to_owned(),
+                format!("{}:{}", examples.join(n).display(), dest.display()),
+            ]
+        })
+        .collect();
+    let mut args = vec!["write"];
+    args.extend(flags.iter().map(String::as_str));
+    svid_exec(&stack, &args).run().expect_code(0);
+    let read = |name: &str| fs::read_to_string(case.out(name)).unwrap();
+    assert_eq!(read("fullchain.pem"), format!("{CERT}{chain}"));
+    assert_eq!(read("privkey.pem"), key);
+    assert_eq!(
+        read("pgpass"),
+        "db.internal:5432:reports:reporter:p\\:a\\\\ss\nword\n"
+    );
+    assert_eq!(
+        read("application.properties"),
+        "spring.datasource.url=jdbc:postgresql://db.internal:5432/reports\n\
+         spring.datasource.username=reporter\n\
+         spring.datasource.password=p:a\\\\ss\\nword\n\
+         stripe.api-key=sk_test_123\n"
+    );
+    let nginx = read("nginx-tls.conf");
+    assert!(
+        nginx.starts_with("server {\n    listen 443 ssl;\n    server_name _;\n"),
+        "{nginx}"
+    );
+
+    let manifest = fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/kubernetes/init-container-templates.yaml"),
+    )
+    .unwrap();
+    for name in ["application.properties.j2", "pgpass.j2"] {
+        let header = format!("  {name}: |\n");
+        let start = manifest.find(&header).expect("the ConfigMap key") + header.len();
+        let block: String = manifest[start..]
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        assert_eq!(
+            block,
+            fs::read_to_string(examples.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
