@@ -143,6 +143,10 @@ pub(super) fn template_spec(raw: &str) -> Result<TemplateSpec> {
     if dest.is_empty() {
         return Err(bad("DEST is empty"));
     }
+    // Reserved for a rendering delivered as a sealed memfd (`SRC:memfd:NAME`).
+    if dest.starts_with("memfd:") {
+        return Err(bad("a memfd DEST is not available; give a file path"));
+    }
     let absolute =
         |p: &str| std::path::absolute(p).map_err(|e| bad(&format!("cannot resolve {p} ({e})")));
     Ok(TemplateSpec {
