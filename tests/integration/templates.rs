@@ -205,7 +205,7 @@ fn the_filters_config_files_need() {
         .unwrap();
     assert_eq!(b64, secret("UNICODE").as_bytes());
     assert!(out.contains("decoded=décodé ✓\noptional=[]\n"), "{out}");
-    let cert_block: String = CERT.lines().map(|l| format!("    {l}\n")).collect();
+    let cert_block: String = CERT.lines().flat_map(|l| ["    ", l, "\n"]).collect();
     assert!(
         out.ends_with(&format!("yaml:\n  cert: |\n{cert_block}  next: 1\n")),
         "{out}"
@@ -442,7 +442,7 @@ fn a_reader_never_sees_a_torn_rendering_over_1000_rerenders() {
     let mut stamps = Stamps::default();
     templates.write(&render(0), &mut stamps).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
+    let racer = {
         let (stop, dest) = (Arc::clone(&stop), dest.clone());
         std::thread::spawn(move || {
             let (mut reads, mut torn, mut backwards, mut last) = (0u64, 0u64, 0u64, 0u32);
@@ -472,7 +472,7 @@ fn a_reader_never_sees_a_torn_rendering_over_1000_rerenders() {
         1
     );
     stop.store(true, Ordering::Relaxed);
-    let (reads, torn, backwards) = reader.join().unwrap();
+    let (reads, torn, backwards) = racer.join().unwrap();
     println!("reads={reads} torn={torn} backwards={backwards}");
     assert!(reads > 0);
     assert_eq!((torn, backwards), (0, 0));
@@ -485,7 +485,7 @@ fn a_reader_never_sees_a_torn_rendering_over_1000_rerenders() {
 }
 
 /// The shipped examples (`examples/templates/`) render as documented, and
-/// the Kubernetes example's ConfigMap carries them unchanged.
+/// the Kubernetes example's `ConfigMap` carries them unchanged.
 #[test]
 fn the_example_templates_render_as_documented() {
     let Some(case) = Case::new() else { return };
@@ -558,7 +558,7 @@ fn the_example_templates_render_as_documented() {
         let block: String = manifest[start..]
             .lines()
             .take_while(|l| l.starts_with("    ") || l.is_empty())
-            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .flat_map(|l| [l.strip_prefix("    ").unwrap_or(l), "\n"])
             .collect();
         assert_eq!(
             block,
