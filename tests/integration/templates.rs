@@ -567,3 +567,64 @@ fn the_example_templates_render_as_documented() {
         );
     }
 }
+
+/// `SVID_EXEC_TEMPLATES` takes the same specs, comma-separated.
+#[test]
+fn the_environment_variable_takes_a_comma_separated_list() {
+    let Some(case) = Case::new() else { return };
+    let stack = stack();
+    let one = case.flag("one.j2", "{{ UNICODE }}", "one", None);
+    let two = case.flag("two.j2", "{{ TLS_CRT }}", "two", Some("0440"));
+    svid_exec(&stack, &["write"])
+        .env("SVID_EXEC_TEMPLATES", format!("{one},{two}"))
+        .run()
+        .expect_code(0);
+    assert_eq!(
+        fs::read_to_string(case.out("one")).unwrap(),
+        secret("UNICODE")
+    );
+    assert_eq!(fs::read_to_string(case.out("two")).unwrap(), CERT);
+    let mode = fs::metadata(case.out("two")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o440);
+}
+
+/// A poll whose set no longer renders (a template's secret was deleted) is
+/// refused like any undeliverable set: logged, the program and the file keep
+/// the last good content, and the next deliverable set is acted on.
+#[test]
+fn watch_refuses_a_set_that_no_longer_renders_and_keeps_the_last_good_file() {
+    let stack = stack_with((3600, 86_400), false);
+    let sources = tempfile::tempdir().unwrap();
+    let path = sources.path().join("a.j2");
+    fs::write(&path, "w={{ WATCHED }}\n").unwrap();
+    let a = format!("{}:$D/out/a", path.display());
+    let script = "echo \"$$ $(cat \"$D/out/a\")\" >> \"$D/starts\"; exec sleep 120";
+    let mut launcher = Watched::run(
+        &stack,
+        "1s",
+        &["--no-env", "--allow-non-tmpfs", "--template", &a],
+        script,
+    );
+    let first = launcher.wait_starts(1);
+    assert!(stack
+        .infisical
+        .delete_secret(PROJECT_ID, ENVIRONMENT, "/", "WATCHED"));
+    wait_for("the set to be refused", WAIT, || {
+        let stderr = launcher.stderr();
+        (stderr.contains("the new secrets cannot be delivered")
+            && stderr.contains("`WATCHED` is undefined"))
+        .then_some(())
+    });
+    assert_eq!(
+        launcher.starts(),
+        first,
+        "restarted with a set that does not render"
+    );
+    assert_eq!(
+        fs::read_to_string(launcher.path("out/a")).unwrap(),
+        "w=one\n"
+    );
+    set(&stack, "WATCHED", "three");
+    assert_eq!(launcher.wait_starts(2)[1].1, "w=three");
+    assert_eq!(launcher.stop(), 128 + 15);
+}
