@@ -62,7 +62,7 @@ pub(super) fn supervise(
             started = start(config, &delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
-        let (secrets, spec) = match outcome {
+        let (content, spec) = match outcome {
             Ok(Ok(started)) => started,
             Ok(Err(err)) => {
                 revoke(&mut session).await;
@@ -85,14 +85,14 @@ pub(super) fn supervise(
         });
         if let Some(child) = &child {
             tracing::info!(
-                secrets = secrets.secrets().len(),
+                secrets = content.secrets().len(),
                 program = %child.program.to_string_lossy(),
                 poll_interval = ?settings.poll_interval,
                 "supervising the program"
             );
         } else {
             tracing::info!(
-                secrets = secrets.secrets().len(),
+                secrets = content.secrets().len(),
                 poll_interval = ?settings.poll_interval,
                 "keeping the files fresh"
             );
@@ -110,7 +110,7 @@ pub(super) fn supervise(
             signals,
             child.as_ref(),
             settings.clone(),
-            secrets,
+            content,
             renew_in,
             network,
             delivery,
