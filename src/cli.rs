@@ -43,12 +43,57 @@ pub enum Command {
     #[command(after_long_help = EXIT_STATUS)]
     Write(WriteArgs),
     /// Diagnose every step (identity, login, paths, targets); prints names, never values.
-    #[command(after_long_help = EXIT_STATUS)]
+    // The report is check's output: its progress log lines (INFO) only when
+    // asked for with --log-level.
+    #[command(after_long_help = EXIT_STATUS, mut_arg("log_level", |a| a.default_value("warn")))]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout: `svid-exec man | man -l -`.
     Man,
+    /// Exit 0 when DIR holds a complete, current set of files written by
+    /// svid-exec, 69 when not yet (saying why), 78 when DIR is not an svid-exec
+    /// target: an exec probe (Kubernetes startupProbe/readinessProbe). Reads no
+    /// secret and makes no network call.
+    #[command(after_long_help = READY_EXIT_STATUS)]
+    Ready(ReadyArgs),
+}
+
+/// The exit status of `ready`.
+const READY_EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0        ready: DIR holds a complete generation written by svid-exec (fresh enough for --max-age)
+  69       not yet: nothing written yet, an update being published, or older than --max-age
+  78       DIR is not an svid-exec target (not a directory, a link, written by another user
+           or by something else), or an invalid --max-age";
+
+/// `svid-exec ready`.
+#[derive(Debug, Args)]
+pub struct ReadyArgs {
+    /// The directory that `write --dir` or `--files-dir` fills.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILES_DIR",
+        value_name = "DIR",
+        alias = "files-dir"
+    )]
+    pub dir: PathBuf,
+
+    /// Also require the files to have been written, or confirmed unchanged by a
+    /// poll (`--watch`), within this long (for a readinessProbe).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+}
+
+/// Readiness, for `run` and `write` (`ready` is a command of its own).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Readiness")]
+pub struct ReadinessArgs {
+    /// Create this empty file once the first delivery is complete (for `run
+    /// --watch`: and the program started); removed at shutdown, left in place
+    /// by a one-shot `write`. Not for `run` without --watch.
+    #[arg(long, env = "SVID_EXEC_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `svid-exec run`.
@@ -66,6 +111,10 @@ pub struct RunArgs {
         help_heading = "Delivery"
     )]
     pub files_dir: Option<PathBuf>,
+
+    /// Readiness.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 
     /// The program to run and its arguments (after `--`). Found through PATH.
     #[arg(required = true, last = true, value_name = "COMMAND", num_args = 1..)]
@@ -89,6 +138,10 @@ pub struct WriteArgs {
         required_unless_present_any = ["dotenv_file", "json_file", "template"]
     )]
     pub dir: Option<PathBuf>,
+
+    /// Readiness.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 }
 
 /// `svid-exec check`.
@@ -209,6 +262,10 @@ pub struct IdentityArgs {
     /// PEM bundle trusted for the Infisical server (added to the system roots).
     #[arg(long, env = "SVID_EXEC_CA_CERT", value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
+
+    /// Trust only --ca-cert, not the built-in or system roots (pinning a private CA).
+    #[arg(long, env = "SVID_EXEC_CA_CERT_ONLY", value_parser = BoolishValueParser::new())]
+    pub ca_cert_only: bool,
 
     /// How long to keep retrying (agent not ready, server unavailable) before giving up.
     #[arg(

@@ -62,6 +62,8 @@ pub struct Config {
     pub log: LogOptions,
     /// Things that are allowed but deserve a warning once logging is up.
     pub warnings: Vec<String>,
+    /// `--ready-file`: created once the first delivery is complete.
+    pub ready_file: Option<PathBuf>,
 }
 
 /// The command, with what only it needs.
@@ -131,6 +133,7 @@ impl Config {
     /// Validates the parsed command line. `completions` and `man` have no
     /// configuration and are handled before this (it refuses them).
     pub fn from_cli(command: cli::Command) -> Result<Self> {
+        let ready_file = ready_file(&command)?;
         let (task, common, dir) = task(command)?;
         let mut warnings = Vec::new();
         let log = log_options(&common.output)?;
@@ -162,6 +165,7 @@ impl Config {
             watch,
             log,
             warnings,
+            ready_file,
         })
     }
 
@@ -221,11 +225,32 @@ fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>
             };
             Ok((Task::Check { output }, a.common, a.files_dir))
         }
-        cli::Command::Completions(_) | cli::Command::Man => Err(ConfigError::new(
-            "`completions` and `man` take no configuration",
-            BUG_HINT,
-        )),
+        cli::Command::Completions(_) | cli::Command::Man | cli::Command::Ready(_) => {
+            Err(ConfigError::new(
+                "`completions`, `man` and `ready` take no configuration",
+                BUG_HINT,
+            ))
+        }
     }
+}
+
+/// `--ready-file` (`run --watch` and `write`): without `--watch`, `run` execs
+/// the program and is gone, so nothing would ever remove the file.
+fn ready_file(command: &cli::Command) -> Result<Option<PathBuf>> {
+    let (args, exec_mode) = match command {
+        cli::Command::Run(run) => (&run.readiness, !run.common.watch.watch),
+        cli::Command::Write(write) => (&write.readiness, false),
+        _ => return Ok(None),
+    };
+    let path = non_empty_path("--ready-file", args.ready_file.clone())?;
+    if exec_mode && path.is_some() {
+        return Err(ConfigError::new(
+            "--ready-file needs --watch with run",
+            "without --watch svid-exec execs the program and is gone, so nothing would remove \
+             the file: add --watch, or drop --ready-file (check SVID_EXEC_READY_FILE)",
+        ));
+    }
+    Ok(path)
 }
 
 fn log_options(args: &cli::OutputArgs) -> Result<LogOptions> {
@@ -320,9 +345,10 @@ fn svid_options(args: &cli::IdentityArgs) -> Result<SvidSourceOptions> {
     }))
 }
 
-/// `--api-url` (by the client's own rules, [`ApiUrl`]; plain `http://` to a
-/// non-loopback host only with `--allow-insecure-http`, and then with a
-/// warning) and `--ca-cert`.
+/// `--api-url` (by the client's own rules, [`ApiUrl`]: plain `http://` to a
+/// non-loopback address only with `--allow-insecure-http`, and then with a
+/// warning; a name is checked by the client on the addresses it resolves
+/// to), `--ca-cert` and `--ca-cert-only`.
 fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Result<ClientOptions> {
     let api_url = if args.allow_insecure_http {
         ApiUrl::parse_allowing_plain_http(&args.api_url)
@@ -336,9 +362,16 @@ fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Resul
             api_url.host()
         ));
     }
+    if args.ca_cert_only && args.ca_cert.is_none() {
+        return Err(ConfigError::new(
+            "--ca-cert-only needs --ca-cert: without it nothing would be trusted",
+            "pass the private CA's PEM bundle with --ca-cert (SVID_EXEC_CA_CERT)",
+        ));
+    }
     Ok(ClientOptions {
         api_url,
         ca_cert: args.ca_cert.clone(),
+        ca_cert_only: args.ca_cert_only,
         ..ClientOptions::default()
     })
 }

@@ -99,10 +99,9 @@ fn invalid_values_are_refused_with_a_message_naming_them() {
         (&["--poll-interval", "0s"], "longer than zero"),
         (&["--log-level", "loud"], "--log-level"),
         (&["--log-format", "xml"], "--log-format"),
-        (
-            &["--api-url", "http://infisical.example.com"],
-            "plain http://",
-        ),
+        // An address: a name is checked on what it resolves to, at connect time.
+        (&["--api-url", "http://192.0.2.1"], "plain http://"),
+        (&["--ca-cert-only"], "--ca-cert-only needs --ca-cert"),
         (&["--api-url", "ftp://x"], "scheme"),
         (
             &["--api-url", "not a url"],
@@ -272,6 +271,10 @@ fn api_url_keeps_a_base_path_but_drops_trailing_api() {
         1,
         "insecure http is allowed with a warning"
     );
+    assert!(run_with(&["--api-url", "http://10.0.0.1"]).is_err());
+    // Names are left to the client, which checks what they resolve to.
+    let c = run_with(&["--api-url", "http://infisical.internal"]).unwrap();
+    assert!(c.warnings.is_empty());
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub(super) async fn fetch(
                         tracing::debug!(path = %path.display(), retry_in = ?wait, "the JWT file {why}; still waiting…");
                     } else {
                         tracing::info!(path = %path.display(), "the JWT file {why}; waiting for its writer…");
+                        crate::notify::status(&format!(
+                            "waiting for the JWT file {}: it {why}",
+                            path.display()
+                        ));
                         logged = true;
                     }
                 }

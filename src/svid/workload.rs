@@ -49,6 +49,9 @@ pub(super) async fn fetch(
                     tracing::debug!(endpoint = %endpoint, retry_in = ?wait, "{reason}; still waiting…");
                 } else {
                     tracing::info!(endpoint = %endpoint, "{reason}; waiting…");
+                    crate::notify::status(&format!(
+                        "waiting for the SPIRE agent at {endpoint}: {reason}"
+                    ));
                     last_reason = Some(reason.clone());
                 }
             }

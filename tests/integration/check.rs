@@ -470,3 +470,30 @@ fn an_unreachable_infisical_fails_login_69_within_the_startup_timeout() {
     assert!(!has_sub_millis(login), "whole milliseconds: {login}");
     o.line("-", "revoke");
 }
+
+/// The report is check's output: its progress log lines ("got a JWT-SVID",
+/// "logged in") are not mixed in unless asked for with --log-level.
+#[test]
+fn check_prints_its_report_without_info_log_lines_unless_asked() {
+    let stack = Stack::start();
+    let quiet = check(&stack, &[], &[]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(
+        !quiet.stderr.contains("INFO") && !quiet.stderr.contains("got a JWT-SVID"),
+        "log lines in check's output:\n{}",
+        quiet.stderr
+    );
+    assert!(!quiet.stdout.contains("got a JWT-SVID"), "{}", quiet.stdout);
+    let verbose = check(&stack, &[], &["--log-level", "info"]);
+    assert!(
+        verbose.stderr.contains("got a JWT-SVID"),
+        "{}",
+        verbose.stderr
+    );
+    let from_env = check(&stack, &[("SVID_EXEC_LOG_LEVEL", "info")], &[]);
+    assert!(
+        from_env.stderr.contains("got a JWT-SVID"),
+        "{}",
+        from_env.stderr
+    );
+}

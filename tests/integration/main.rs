@@ -16,6 +16,7 @@ mod cli;
 mod client;
 mod faults;
 mod files;
+mod readiness;
 mod readme;
 mod run;
 mod supervise;

@@ -416,7 +416,7 @@ impl Templates {
     pub fn remove(&self, stamps: &mut Stamps) -> Result<(), TemplateError> {
         stamps.0.clear();
         for target in &self.targets {
-            files::remove_file(&target.dest)?;
+            files::remove_file(&target.dest, &target.file)?;
         }
         Ok(())
     }
@@ -472,11 +472,7 @@ fn check_mode(spec: &TemplateSpec, mode: u32) -> Result<(), TemplateError> {
     files::check_mode(mode).map_err(|e| match e {
         FilesError::InvalidMode { reason, .. } => refused(reason.to_owned()),
         other => refused(other.to_string()),
-    })?;
-    if mode & 0o022 != 0 {
-        return Err(refused("group or other could write it".to_owned()));
-    }
-    Ok(())
+    })
 }
 
 /// DEST ends in a file name and is no other output: not the files
