@@ -3,11 +3,13 @@
 //! kept as strings here on purpose: `config.rs` validates them, so an invalid
 //! value is a configuration error (exit 78) with a hint, not a usage error (2).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand};
+pub use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Text appended to the long help of every command.
 const EXIT_STATUS: &str = "\
@@ -31,6 +33,64 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses `args` like [`Parser::try_parse_from`], and records in the
+    /// command's [`CommonArgs::sources`] where each value came from (the
+    /// command line, a variable, a default), which the parsed struct alone
+    /// cannot tell.
+    pub fn try_parse_with_sources<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Self::command();
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        // Read before the values (and with them their sources) are taken out
+        // of the matches below.
+        let sources = matches
+            .subcommand()
+            .map(|(_, sub)| ValueSources::record(sub))
+            .unwrap_or_default();
+        let mut cli =
+            Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))?;
+        match &mut cli.command {
+            Command::Run(RunArgs { common, .. })
+            | Command::Write(WriteArgs { common, .. })
+            | Command::Check(CheckArgs { common, .. }) => common.sources = sources,
+            Command::Ready(_) | Command::Completions(_) | Command::Man => {}
+        }
+        Ok(cli)
+    }
+}
+
+/// Where each argument's value came from, by clap argument id (the field's
+/// name: `workload_api_socket`), so that a message can name the setting to
+/// change: the flag, the environment variable, or neither (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueSources(BTreeMap<String, ValueSource>);
+
+impl ValueSources {
+    /// Every source in `matches`, read before the values are taken out of them.
+    fn record(matches: &ArgMatches) -> Self {
+        Self(
+            matches
+                .ids()
+                .filter_map(|id| {
+                    let id = id.as_str();
+                    Some((id.to_owned(), matches.value_source(id)?))
+                })
+                .collect(),
+        )
+    }
+
+    /// Where the value of argument `id` came from; `None` when it has no
+    /// value, or when the command line was not parsed by
+    /// [`Cli::try_parse_with_sources`].
+    pub fn of(&self, id: &str) -> Option<ValueSource> {
+        self.0.get(id).copied()
+    }
 }
 
 /// The subcommands.
@@ -196,6 +256,9 @@ pub struct CommonArgs {
     /// Output.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Where each value came from; set by [`Cli::try_parse_with_sources`].
+    #[arg(skip)]
+    pub sources: ValueSources,
 }
 
 /// Identity and server.

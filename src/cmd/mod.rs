@@ -17,7 +17,6 @@ use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
@@ -98,7 +97,7 @@ impl Failure for CmdError {
 pub fn main() -> ExitCode {
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
-    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let cli = Cli::try_parse_with_sources(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {

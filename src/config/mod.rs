@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli;
+use crate::cli::{self, ValueSource};
 use crate::deliver::env::EnvOptions;
 use crate::deliver::files::FilesOptions;
 use crate::deliver::template::Templates;
@@ -29,8 +29,8 @@ use crate::launch::supervise::{OnChange, Settings};
 use crate::logging::{LogFormat, LogOptions};
 use crate::session::{Session, SessionError, SessionOptions};
 use crate::svid::{
-    parse_endpoint, parse_spiffe_id, SvidSource, SvidSourceOptions, WorkloadApiOptions,
-    DEFAULT_PER_CALL_TIMEOUT,
+    parse_endpoint, parse_spiffe_id, several_audiences, EndpointOrigin, SvidSource,
+    SvidSourceOptions, WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
 };
 use values::{
     duration, file_mode, file_owner, list, non_empty, non_empty_path, normalise_secret_path,
@@ -138,7 +138,7 @@ impl Config {
         let mut warnings = Vec::new();
         let log = log_options(&common.output)?;
         let login = login_options(&common.identity)?;
-        let svid = svid_options(&common.identity)?;
+        let svid = svid_options(&common.identity, &common.sources, &mut warnings)?;
         let client = client_options(&common.identity, &mut warnings)?;
         let startup_timeout = duration("--startup-timeout", &common.identity.startup_timeout)?;
         let fetch = fetch_template(&common.fetch)?;
@@ -306,9 +306,14 @@ fn login_options(args: &cli::IdentityArgs) -> Result<SessionOptions> {
     })
 }
 
-/// `--jwt-file`, else the Workload API: `--workload-api-socket`,
-/// `--audience`, `--spiffe-id` (the last two are checked either way).
-fn svid_options(args: &cli::IdentityArgs) -> Result<SvidSourceOptions> {
+/// `--jwt-file`, else the Workload API: `--workload-api-socket` (and where
+/// it came from), `--audience` (several are warned about), `--spiffe-id`
+/// (the last two are checked either way).
+fn svid_options(
+    args: &cli::IdentityArgs,
+    sources: &cli::ValueSources,
+    warnings: &mut Vec<String>,
+) -> Result<SvidSourceOptions> {
     let audiences: Vec<String> = args.audience.iter().map(|a| a.trim().to_owned()).collect();
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
         return Err(ConfigError::new(
@@ -337,11 +342,19 @@ fn svid_options(args: &cli::IdentityArgs) -> Result<SvidSourceOptions> {
     }
     let endpoint =
         parse_endpoint(&args.workload_api_socket).map_err(|e| ConfigError::from_part(&e))?;
+    let origin = match sources.of("workload_api_socket") {
+        Some(ValueSource::EnvVariable) => EndpointOrigin::Env,
+        Some(ValueSource::DefaultValue) => EndpointOrigin::Default,
+        // The command line, or not recorded (a caller that parsed without sources).
+        _ => EndpointOrigin::Flag,
+    };
+    warnings.extend(several_audiences(&audiences));
     Ok(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
         endpoint,
         audiences,
         spiffe_id,
         per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+        origin,
     }))
 }
 

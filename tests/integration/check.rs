@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use svid_exec_testkit::stack::{
-    Stack, DEMO_SECRETS, ENVIRONMENT, JWT_IDENTITY, PROJECT_ID, PROJECT_SLUG, WORKLOAD,
+    Stack, StackOptions, DEMO_SECRETS, ENVIRONMENT, JWT_IDENTITY, PROJECT_ID, PROJECT_SLUG,
+    WORKLOAD,
 };
-use svid_exec_testkit::workload::Svid;
+use svid_exec_testkit::workload::{AgentConfig, Lie, Svid};
 
 use crate::util::{self, tmpfs_scratch, Launcher};
 
@@ -268,6 +269,64 @@ fn an_svid_without_iss_warns_about_jwt_issuer_and_oidc_login_fails_77() {
     );
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     assert!(o.line("✓", "svid").contains("no iss claim"));
+}
+
+/// A token that contradicts the agent's own answer (its `sub` is another
+/// workload's): the agent answered, so `workload-api` passes; the `svid`
+/// step names the contradiction and fails (69), and no login is tried with
+/// the token.
+#[test]
+fn an_svid_whose_token_contradicts_the_answer_fails_the_svid_step_69_without_a_login() {
+    let impostor = "spiffe://example.org/ns/prod/sa/impostor";
+    let stack = Stack::start_with(StackOptions {
+        agent: AgentConfig::default().lie(Lie::Subject(impostor.into())),
+        ..StackOptions::default()
+    });
+    let o = check(&stack, &[], &["--startup-timeout", "20s"]);
+    assert_eq!(o.code, 69, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.line("✓", "workload-api").contains("reachable"));
+    let svid = o.line("✗", "svid");
+    for expected in [
+        impostor,
+        "the one a login would use",
+        "contradicts its answer",
+        &format!("the answer is for {WORKLOAD} but the token's sub claim is {impostor}"),
+        "hint: ",
+    ] {
+        assert!(svid.contains(expected), "{expected:?} not in {svid}");
+    }
+    o.line("-", "login");
+    assert_eq!(util::oidc_logins(&stack), 0, "the token was not used");
+    assert_no_secret(&o);
+
+    // Another SVID of the workload, lying too, is flagged with a warning.
+    stack.agent.set_svids([
+        Svid::new(WORKLOAD),
+        Svid::new("spiffe://example.org/ns/prod/sa/billing-admin"),
+    ]);
+    let o = check(&stack, &[], &["--startup-timeout", "20s"]);
+    assert_eq!(o.code, 69, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.line("✗", "svid").contains("the one a login would use"));
+    let other = o.line("!", "svid");
+    assert!(
+        other.contains("the answer is for spiffe://example.org/ns/prod/sa/billing-admin"),
+        "{other}"
+    );
+
+    let o = check(
+        &stack,
+        &[],
+        &["--startup-timeout", "20s", "--output", "json"],
+    );
+    let json = o.json();
+    assert_eq!(json["exit_code"], 69);
+    let steps = json["steps"].as_array().unwrap();
+    let svid = steps.iter().find(|s| s["name"] == "svid").unwrap();
+    assert_eq!(svid["status"], "fail");
+    assert!(svid["detail"]
+        .as_str()
+        .unwrap()
+        .contains("contradicts its answer"));
 }
 
 #[test]

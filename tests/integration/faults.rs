@@ -14,7 +14,7 @@ use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, StackOptions, PROJECT_ID, SPIFFE_IDENTITY, WORKLOAD};
 use svid_exec_testkit::workload::{AgentConfig, Svid};
 
-use crate::util::{assert_no_secret, Launcher, Outcome, Running};
+use crate::util::{agent_fetches, assert_no_secret, Launcher, Outcome, Running};
 
 const SECRETS_ROUTE: &str = "/api/v4/secrets";
 const LOGIN_ROUTE: &str = "/api/v1/auth/oidc-auth/login";
@@ -26,14 +26,8 @@ const HARD_LIMIT: Duration = Duration::from_secs(120);
 /// (the audit of every outcome for secrets and panics then covers every log
 /// line each failure path can print).
 fn launch(stack: &Stack) -> Launcher {
-    let mut launcher = Launcher::on(stack);
-    launcher
-        .env("SVID_EXEC_LOG_LEVEL", "trace")
-        .arg("run")
-        .marked_program(stack.dir())
-        .stdout_null()
-        .limit(HARD_LIMIT)
-        .audited();
+    let mut launcher = Launcher::run_on(stack, HARD_LIMIT);
+    launcher.env("SVID_EXEC_LOG_LEVEL", "trace");
     launcher
 }
 
@@ -45,15 +39,6 @@ fn statuses(stack: &Stack, path: &str) -> Vec<u16> {
         .filter(|r| r.path == path)
         .map(|r| r.status)
         .collect()
-}
-
-fn agent_fetches(stack: &Stack) -> usize {
-    stack
-        .agent
-        .calls()
-        .iter()
-        .filter(|c| c.method == "FetchJWTSVID")
-        .count()
 }
 
 /// A 127.0.0.1 port with nothing listening.

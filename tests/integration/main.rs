@@ -20,5 +20,6 @@ mod readiness;
 mod readme;
 mod run;
 mod supervise;
+mod svid_diag;
 mod templates;
 mod watch;

@@ -93,6 +93,22 @@ impl Launcher {
         launcher
     }
 
+    /// [`Launcher::on`] `stack` as `svid-exec run [ARGS] -- touch MARKER`
+    /// (a marker in the stack's directory, so the [`Outcome`] says whether
+    /// the program ran), standard output to /dev/null, within `limit`, every
+    /// outcome [audited](Launcher::audited): the set-up of the tests that
+    /// make the launcher fail at start.
+    pub fn run_on(stack: &Stack, limit: Duration) -> Self {
+        let mut launcher = Self::on(stack);
+        launcher
+            .arg("run")
+            .marked_program(stack.dir())
+            .stdout_null()
+            .limit(limit)
+            .audited();
+        launcher
+    }
+
     /// Runs `binary` instead of the svid-exec under test (e.g. a release
     /// build, to measure it).
     pub fn binary(&mut self, binary: impl AsRef<Path>) -> &mut Self {
