@@ -448,10 +448,7 @@ fn template_flags_split_src_dest_and_an_octal_mode() {
         (format!(":{src}"), "SRC is empty"),
         (format!("{src}:"), "DEST is empty"),
         (format!("{src}:/run/x:0999"), "not an octal mode"),
-        (
-            format!("{src}:/run/x:0666"),
-            "group or other could write it",
-        ),
+        (format!("{src}:/run/x:0666"), "write bits 0022"),
         (format!("{src}:memfd:NAME"), "memfd"),
         (
             "/no/such/template.j2:/run/x".to_owned(),
