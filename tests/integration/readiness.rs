@@ -369,6 +369,18 @@ impl NotifySocket {
         got
     }
 
+    /// Stops `sidecar` (SIGTERM, exit 0) and checks the whole story: ready,
+    /// one change announced around its delivery, stopping.
+    fn stop_after_one_change(&mut self, sidecar: &mut Watched) {
+        sidecar.signal(Signal::SIGTERM);
+        self.until("STOPPING=1");
+        assert_eq!(sidecar.finish(), 0, "{}", sidecar.stderr());
+        assert_eq!(
+            self.lines(&["READY=", "RELOADING=", "STOPPING="]),
+            ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+        );
+    }
+
     /// The lines seen so far, in order, that start with one of `keys`.
     fn lines(&self, keys: &[&str]) -> Vec<String> {
         self.seen
@@ -422,13 +434,7 @@ mod sd_notify {
         );
         notify.until("READY=1");
         assert_eq!(fs::read_to_string(dir.join("WATCHED")).unwrap(), "two");
-        sidecar.signal(Signal::SIGTERM);
-        notify.until("STOPPING=1");
-        assert_eq!(sidecar.finish(), 0, "{}", sidecar.stderr());
-        assert_eq!(
-            notify.lines(&["READY=", "RELOADING=", "STOPPING="]),
-            ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
-        );
+        notify.stop_after_one_change(&mut sidecar);
         assert!(
             notify.lines(&["WATCHDOG="]).is_empty(),
             "WATCHDOG=1 without WATCHDOG_USEC"
@@ -451,20 +457,9 @@ mod sd_notify {
         let dest = scratch.path().join("out").join("a.conf");
         let template = format!("{}:{}", src.display(), dest.display());
         let socket = notify.path.clone();
-        let mut sidecar = Watched::start_with(
-            &stack,
-            &[
-                "write",
-                "--watch",
-                "--poll-interval",
-                "1s",
-                "--template",
-                &template,
-            ],
-            |l| {
-                l.env("NOTIFY_SOCKET", &socket);
-            },
-        );
+        let mut sidecar = Watched::sidecar(&stack, "1s", &["--template", &template], |l| {
+            l.env("NOTIFY_SOCKET", &socket);
+        });
         notify.until("READY=1");
         assert_eq!(fs::read_to_string(&dest).unwrap(), "w=one\n");
         set(&stack, "UNUSED", "u1");
@@ -484,13 +479,7 @@ mod sd_notify {
         notify.until("RELOADING=1");
         notify.until("READY=1");
         assert_eq!(fs::read_to_string(&dest).unwrap(), "w=two\n");
-        sidecar.signal(Signal::SIGTERM);
-        notify.until("STOPPING=1");
-        assert_eq!(sidecar.finish(), 0, "{}", sidecar.stderr());
-        assert_eq!(
-            notify.lines(&["READY=", "RELOADING=", "STOPPING="]),
-            ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
-        );
+        notify.stop_after_one_change(&mut sidecar);
     }
 
     #[test]

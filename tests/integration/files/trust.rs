@@ -117,12 +117,17 @@ fn path_arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// `SRC:DEST` for a template (naming `GREETING`) written into `sources`,
-/// rendered to `dest`.
-fn template_flag(sources: &Path, dest: &Path) -> String {
+/// `SRC:DEST` for a template of `text` written into `sources`, rendered to
+/// `dest`.
+fn template_of(text: &str, sources: &Path, dest: &Path) -> String {
     let src = sources.join("app.conf.j2");
-    std::fs::write(&src, "greeting={{ GREETING }}\n").unwrap();
+    std::fs::write(&src, text).unwrap();
     format!("{}:{}", src.display(), dest.display())
+}
+
+/// [`template_of`] a template naming `GREETING`.
+fn template_flag(sources: &Path, dest: &Path) -> String {
+    template_of("greeting={{ GREETING }}\n", sources, dest)
 }
 
 /// Runs `args` and asserts a refusal with 78; a `run` gets a program (its
@@ -486,23 +491,10 @@ fn a_template_dest_another_user_replaced_under_watch_is_refused_and_left_alone()
     let Some(scratch) = scratch_as_root() else {
         return;
     };
-    let shared = dir_with_mode(&scratch, "shared", 0o777);
-    let dest = shared.join("app.conf");
-    let sources = dir_with_mode(&scratch, "sources", 0o700);
-    std::fs::write(sources.join("a.j2"), "w={{ WATCHED }}\n").unwrap();
-    let template = format!("{}:{}", sources.join("a.j2").display(), dest.display());
+    let dest = dir_with_mode(&scratch, "shared", 0o777).join("app.conf");
+    let template = template_of("w={{ WATCHED }}\n", scratch.path(), &dest);
     let stack = stack_with((3600, 86_400), false);
-    let mut launcher = Watched::start(
-        &stack,
-        &[
-            "write",
-            "--watch",
-            "--poll-interval",
-            "1s",
-            "--template",
-            &template,
-        ],
-    );
+    let mut launcher = Watched::sidecar(&stack, "1s", &["--template", &template], |_| {});
     wait_for("the first rendering", WAIT, || {
         std::fs::read_to_string(&dest)
             .ok()
@@ -519,7 +511,11 @@ fn a_template_dest_another_user_replaced_under_watch_is_refused_and_left_alone()
     assert_eq!(launcher.stop(), 0);
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "theirs\n");
     assert_eq!(std::fs::metadata(&dest).unwrap().uid(), NOBODY);
-    assert_eq!(entries(&shared), ["app.conf"], "a temp file was left");
+    assert_eq!(
+        entries(dest.parent().unwrap()),
+        ["app.conf"],
+        "a temp file was left"
+    );
 }
 
 // ---------------------------------------------------------------------------
