@@ -21,4 +21,5 @@ mod readme;
 mod run;
 mod supervise;
 mod svid_diag;
+mod templates;
 mod watch;
