@@ -456,6 +456,15 @@ pub struct DeliveryArgs {
     /// With --files-dir: give the child `KEY_FILE=<path>` instead of the value.
     #[arg(long, env = "SVID_EXEC_ENV_FILE_REFS", value_parser = BoolishValueParser::new())]
     pub env_file_refs: bool,
+
+    /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode); an undefined name is exit 78 (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_TEMPLATES",
+        value_delimiter = ',',
+        value_name = "SRC:DEST[:MODE]"
+    )]
+    pub template: Vec<String>,
 }
 
 /// Supervision (`--watch`).

@@ -249,7 +249,7 @@ fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdErro
         let (secrets, _spec) = session.start(&config.fetch, deadline).await?;
         Ok::<_, CmdError>(secrets)
     })?;
-    let secrets = delivery.accept(secrets)?;
+    let (secrets, _delivered) = delivery.accept(secrets)?;
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)

@@ -1,23 +1,25 @@
 //! Delivery's options from the command line: the file targets with their
 //! mode and owner, the environment (`--env-prefix`, `--no-override`,
-//! `--env-file-refs`, `--no-env`), what must be present (`--require`,
-//! `--allow-empty`) and the selection (`--only`, `--map`). A new way of
-//! delivering reads its options here.
+//! `--env-file-refs`, `--no-env`), the templates (`--template`), what must
+//! be present (`--require`, `--allow-empty`) and the selection (`--only`,
+//! `--map`). A new way of delivering reads its options here.
 
 use std::path::PathBuf;
 
 use super::problems::{Problem, Problems};
-use super::values::{file_mode, file_owner, list, non_empty_path, renames};
+use super::values::{file_mode, file_owner, list, non_empty_path, renames, template_spec};
 use super::Task;
 use crate::cli;
 use crate::deliver::env::EnvOptions;
 use crate::deliver::files::FilesOptions;
+use crate::deliver::template::Templates;
 use crate::deliver::DeliveryOptions;
+use crate::error::Failure as _;
 use crate::secrets::Selection;
 
-/// The file targets and their mode and owner, the environment options, what
-/// must be present (`--require`, `--allow-empty`) and the selection (`--only`,
-/// `--map`).
+/// The file targets and their mode and owner, the environment options, the
+/// templates, what must be present (`--require`, `--allow-empty`) and the
+/// selection (`--only`, `--map`).
 pub(super) fn delivery_options(
     task: &Task,
     common: &cli::CommonArgs,
@@ -43,17 +45,30 @@ pub(super) fn delivery_options(
             .map(|o| file_owner(l, o))
             .transpose()
     });
+    // The targets as far as they are valid: the templates' DESTs are
+    // checked against them, and written with their mode and owner.
+    let targets = FilesOptions {
+        dir: dir.clone().flatten(),
+        dotenv_file: dotenv_file.clone().flatten(),
+        json_file: json_file.clone().flatten(),
+        mode: mode.unwrap_or(FilesOptions::default().mode),
+        owner: owner.flatten(),
+        allow_non_tmpfs: args.allow_non_tmpfs,
+    };
+    let templates = templates(&args.template, &targets, p);
     // A target given with an invalid value still counts as given here.
     let has_dir = dir.as_ref().is_none_or(Option::is_some);
     let has_target = has_dir
         || dotenv_file.as_ref().is_none_or(Option::is_some)
-        || json_file.as_ref().is_none_or(Option::is_some);
+        || json_file.as_ref().is_none_or(Option::is_some)
+        || !args.template.is_empty();
     let env = match task {
         Task::Write => {
             if !has_target {
                 p.push(Problem::new(
-                    "write has nothing to write: no --dir, --dotenv-file or --json-file",
-                    "give a target: --dir DIR (one file per secret), --dotenv-file or --json-file",
+                    "write has nothing to write: no --dir, --dotenv-file, --json-file or --template",
+                    "give a target: --dir DIR (one file per secret), --dotenv-file, --json-file \
+                     or --template SRC:DEST",
                 ));
             }
             None
@@ -66,27 +81,50 @@ pub(super) fn delivery_options(
                 "{} without a files option delivers nothing",
                 p.label("no_env")
             ),
-            "add --files-dir, --dotenv-file or --json-file, or drop --no-env",
+            "add --files-dir, --dotenv-file, --json-file or --template, or drop --no-env",
         ));
     }
     let require = p.value("require", |l| list(l, &common.fetch.require));
     let selection = selection(args, p);
-    let targets = FilesOptions {
-        dir: dir?,
-        dotenv_file: dotenv_file?,
-        json_file: json_file?,
-        mode: mode?,
-        owner: owner?,
-        allow_non_tmpfs: args.allow_non_tmpfs,
-    };
+    // Every target valid: then `targets` holds exactly their values.
+    if dir.is_none()
+        || dotenv_file.is_none()
+        || json_file.is_none()
+        || mode.is_none()
+        || owner.is_none()
+    {
+        return None;
+    }
     let files = (!targets.is_empty()).then_some(targets);
     Some(DeliveryOptions {
         env,
         files,
+        templates: templates?,
         require: require?,
         allow_empty: common.fetch.allow_empty,
         selection: selection?,
         ..DeliveryOptions::default()
+    })
+}
+
+/// `--template`: each SRC read and parsed, each DEST checked against the
+/// other outputs, before any network call (written with `files`' mode,
+/// owner and tmpfs rule unless a template gives its own MODE). The first
+/// template that fails is the problem, with its cause ("cannot read template
+/// X: No such file or directory").
+fn templates(raw: &[String], files: &FilesOptions, p: &mut Problems<'_>) -> Option<Templates> {
+    let specs = p.value("template", |l| {
+        raw.iter()
+            .map(|r| template_spec(l, r))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    p.value("template", |l| {
+        Templates::load(&specs, files).map_err(|e| {
+            Problem::new(
+                format!("{l}: {}", crate::error::chain(&e)),
+                e.hint().unwrap_or_default(),
+            )
+        })
     })
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use nix::unistd::{Gid, Uid};
 
 use super::problems::Problem;
+use crate::deliver::template::TemplateSpec;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{ForwardTo, OnChange};
 
@@ -139,6 +140,12 @@ pub(super) fn readable_file(label: &str, path: &std::path::Path) -> Result<(), P
 
 /// `--file-mode`: octal permission bits within `0777`.
 pub(super) fn file_mode(label: &str, raw: &str) -> Result<u32, Problem> {
+    octal_mode(label, raw)
+}
+
+/// Octal permission bits within `0777` (`0400`, `440`, `0o400`); the
+/// message starts with `label`.
+fn octal_mode(label: &str, raw: &str) -> Result<u32, Problem> {
     let digits = raw.trim();
     let digits = digits
         .strip_prefix("0o")
@@ -151,6 +158,52 @@ pub(super) fn file_mode(label: &str, raw: &str) -> Result<u32, Problem> {
             "use an octal permission such as 0400 or 0440",
         )),
     }
+}
+
+/// `--template SRC:DEST[:MODE]`: SRC up to the first `:`; a last part made
+/// of digits only is MODE (octal), anything else belongs to DEST. Both paths
+/// are made absolute, like the other file targets.
+pub(super) fn template_spec(label: &str, raw: &str) -> Result<TemplateSpec, Problem> {
+    let bad = |why: &str| {
+        Problem::new(
+            format!("{label}: {raw:?}: {why}"),
+            "write SRC:DEST or SRC:DEST:MODE, e.g. /etc/app/db.conf.j2:/run/app/db.conf:0440 \
+             (SVID_EXEC_TEMPLATES: comma-separated)",
+        )
+    };
+    let (src, rest) = raw
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| bad("no `:` between SRC and DEST"))?;
+    let (dest, mode) = match rest.rsplit_once(':') {
+        Some((dest, mode))
+            if !mode.is_empty()
+                && mode
+                    .trim_start_matches("0o")
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+        {
+            (dest, Some(octal_mode(&format!("{label} MODE"), mode)?))
+        }
+        _ => (rest, None),
+    };
+    if src.is_empty() {
+        return Err(bad("SRC is empty"));
+    }
+    if dest.is_empty() {
+        return Err(bad("DEST is empty"));
+    }
+    // Reserved for a rendering delivered as a sealed memfd (`SRC:memfd:NAME`).
+    if dest.starts_with("memfd:") {
+        return Err(bad("a memfd DEST is not available; give a file path"));
+    }
+    let absolute =
+        |p: &str| std::path::absolute(p).map_err(|e| bad(&format!("cannot resolve {p} ({e})")));
+    Ok(TemplateSpec {
+        src: absolute(src)?,
+        dest: absolute(dest)?,
+        mode,
+    })
 }
 
 /// `--file-owner`: `UID[:GID]`, numeric.

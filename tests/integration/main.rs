@@ -22,4 +22,5 @@ mod run;
 mod select;
 mod supervise;
 mod svid_diag;
+mod templates;
 mod watch;

@@ -85,23 +85,49 @@ fn the_same_selection_reaches_every_file_target() {
     let dir = shm.path().join("files");
     let dotenv = shm.path().join("s.env");
     let json = shm.path().join("s.json");
+    let sources = tempfile::tempdir().unwrap();
+    let template = |name: &str, text: &str| {
+        let src = sources.path().join(name);
+        std::fs::write(&src, text).unwrap();
+        format!("{}:{}", src.display(), shm.path().join(name).display())
+    };
+    let selected = [
+        "--only",
+        "GREETING",
+        "--map",
+        "db-password=DB_PASSWORD,api.token=API_TOKEN",
+    ];
     let out = Launcher::on(&stack)
-        .args([
-            "write",
-            "--only",
-            "GREETING",
-            "--map",
-            "db-password=DB_PASSWORD,api.token=API_TOKEN",
-            "--dir",
-        ])
+        .arg("write")
+        .args(selected)
+        .arg("--dir")
         .arg(&dir)
         .arg("--dotenv-file")
         .arg(&dotenv)
         .arg("--json-file")
         .arg(&json)
+        .args([
+            "--template",
+            &template("t", "{{ DB_PASSWORD }} {{ API_TOKEN }}"),
+        ])
         .audited()
         .run();
     out.expect_code(0);
+    // A template names secrets as they are delivered.
+    assert_eq!(
+        std::fs::read_to_string(shm.path().join("t")).unwrap(),
+        "hunter2 t0k3n"
+    );
+    for unselected in ["{{ DATABASE_URL }}", "{{ secrets[\"db-password\"] }}"] {
+        Launcher::on(&stack)
+            .arg("write")
+            .args(selected)
+            .args(["--template", &template("u", unselected)])
+            .run()
+            .expect_code(78)
+            .expect_stderr("undefined");
+        assert!(!shm.path().join("u").exists());
+    }
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
