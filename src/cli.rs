@@ -8,7 +8,7 @@
 mod origin;
 pub mod scope;
 
-pub use origin::Origins;
+pub use origin::{Origins, Rejected};
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -581,9 +581,13 @@ pub fn command() -> clap::Command {
 /// is left to the configuration, which answers 78. A variable of an option
 /// that does not apply to the command or mode is dropped by parsing again
 /// without it, so its option has its default and its value is not checked:
-/// one environment serves `run`, `write` and `check`.
+/// one environment serves `run`, `write` and `check`. A boolean option's
+/// variable that holds no boolean is dropped before parsing and recorded in
+/// the origins ([`Origins::rejected`]), for the configuration to refuse.
 pub fn parse_from(argv: &[OsString]) -> Result<Parsed, clap::Error> {
-    let mut cmd = command();
+    let rejected = origin::rejected_booleans(command());
+    let parser = || origin::without_rejected(command(), &rejected);
+    let mut cmd = parser();
     let matches = cmd.try_get_matches_from_mut(argv)?;
     if let Some(("run", run)) = matches.subcommand() {
         if let Some(typed) = run.get_many::<OsString>("without_dashes") {
@@ -598,20 +602,30 @@ pub fn parse_from(argv: &[OsString]) -> Result<Parsed, clap::Error> {
             ));
         }
     }
-    let (out_of_place, drop_env) = scope::out_of_place(&cmd, &matches);
+    let (out_of_place, drop_env) = scope::out_of_place(&cmd, &matches, &rejected);
     let matches = if drop_env.is_empty() {
         matches
     } else {
-        scope::without_env(command(), &matches, &drop_env).try_get_matches_from(argv)?
+        scope::without_env(parser(), &matches, &drop_env).try_get_matches_from(argv)?
     };
     let cli = Cli::from_arg_matches(&matches)?;
-    let origins = match matches.subcommand() {
+    let mut origins = match matches.subcommand() {
         Some((name, sub)) => cmd
             .find_subcommand(name)
             .map(|def| Origins::new(def, sub))
             .unwrap_or_default(),
         None => Origins::default(),
     };
+    // Those that apply here are refused; the others were found out of place,
+    // and a flag on the command line wins over its variable, whatever it holds.
+    for r in rejected {
+        let ignored = out_of_place
+            .iter()
+            .any(|o| o.variable.is_some() && Some(&o.flag) == origins.flag(&r.id));
+        if !ignored && origins.source(&r.id) != Some(ValueSource::CommandLine) {
+            origins.reject(r);
+        }
+    }
     Ok(Parsed {
         command: cli.command,
         origins,

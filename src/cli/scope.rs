@@ -13,6 +13,8 @@
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Command};
 
+use super::Rejected;
+
 /// A set of the four things a configuration can be for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Modes(u8);
@@ -201,8 +203,14 @@ impl OutOfPlace {
 
 /// The options of the matched subcommand that do not apply to it in its
 /// mode (given by flag or by variable), and the ids of those given by
-/// variable, which parsing drops.
-pub fn out_of_place(cmd: &Command, matches: &ArgMatches) -> (Vec<OutOfPlace>, Vec<String>) {
+/// variable, which parsing drops. `rejected`: the variables that held no
+/// valid value and were dropped before parsing; one whose option does not
+/// apply is ignored like any variable that does not apply.
+pub fn out_of_place(
+    cmd: &Command,
+    matches: &ArgMatches,
+    rejected: &[Rejected],
+) -> (Vec<OutOfPlace>, Vec<String>) {
     let mut found = Vec::new();
     let mut drop_env = Vec::new();
     let Some((name, sub_matches)) = matches.subcommand() else {
@@ -231,7 +239,10 @@ pub fn out_of_place(cmd: &Command, matches: &ArgMatches) -> (Vec<OutOfPlace>, Ve
                 drop_env.push(id.to_owned());
                 arg.get_env().map(|v| v.to_string_lossy().into_owned())
             }
-            _ => continue,
+            _ => match rejected.iter().find(|r| r.id == id) {
+                Some(r) => Some(r.variable.clone()),
+                None => continue,
+            },
         };
         found.push(OutOfPlace {
             flag: format!("--{long}"),

@@ -124,6 +124,12 @@ impl Config {
                 p.push(Problem::new(o.problem(), o.hint()));
             }
         }
+        for (id, value) in origins.rejected() {
+            p.push(Problem::new(
+                format!("{}: {value:?} is not a boolean", p.label(id)),
+                "use true or false (or 1/0, yes/no, on/off); unset the variable for the default (off)",
+            ));
+        }
         let Some((task, common, dir, ready_file)) = task(command, &mut p) else {
             return Err(p.into_error(None));
         };

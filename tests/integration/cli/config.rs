@@ -266,6 +266,66 @@ fn boolean_environment_variables_accept_the_usual_spellings() {
     }
 }
 
+/// A boolean variable that holds no boolean is a configuration problem (78)
+/// naming the variable, reported with the others, before anything runs; on
+/// the command line `--watch=maybe` stays clap's usage error (2); and the
+/// variable of an option that does not apply here is ignored, whatever it
+/// holds.
+#[test]
+fn a_boolean_variable_that_is_not_a_boolean_is_78_naming_it() {
+    let (out, ran) = run_with_marker(
+        VALID,
+        &[("SVID_EXEC_WATCH", "maybe"), ("SVID_EXEC_RECURSIVE", "2")],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(!ran, "the program ran");
+    for expected in [
+        "invalid configuration (2 problems)",
+        "SVID_EXEC_WATCH (--watch): \"maybe\" is not a boolean",
+        "SVID_EXEC_RECURSIVE (--recursive): \"2\" is not a boolean",
+        "hint: use true or false",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}: {}", out.stderr);
+    }
+    // `check` reports it as its configuration step.
+    let out = Launcher::new()
+        .env("SVID_EXEC_NO_IMPORTS", "enabled")
+        .arg("check")
+        .args(VALID)
+        .run();
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(
+        out.stdout_text()
+            .contains("SVID_EXEC_NO_IMPORTS (--no-imports): \"enabled\" is not a boolean"),
+        "{}",
+        out.stdout_text()
+    );
+
+    let (out, ran) = run_with_marker(&[&["--watch=maybe"], VALID].concat(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(!ran);
+    // The flag wins over its variable, whatever the variable holds.
+    let mut args = VALID.to_vec();
+    args.extend_from_slice(&["--recursive", "--startup-timeout", "1s"]);
+    let (out, _) = run_with_marker(&args, &[("SVID_EXEC_RECURSIVE", "maybe")]);
+    assert_eq!(out.status.code(), Some(69), "{}", out.stderr);
+
+    // --mlock is for --watch: its variable is ignored by `run` alone (the
+    // missing JWT file is then waited for: keep that short).
+    let mut args = VALID.to_vec();
+    args.extend_from_slice(&["--startup-timeout", "1s", "--log-level", "debug"]);
+    let (out, ran) = run_with_marker(&args, &[("SVID_EXEC_MLOCK", "maybe")]);
+    assert_eq!(out.status.code(), Some(69), "{}", out.stderr);
+    assert!(!ran);
+    assert!(!out.stderr.contains("is not a boolean"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("SVID_EXEC_MLOCK (--mlock) does not apply to run without --watch"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// `--allow-insecure-http` to a non-loopback host logs a warning as soon as
 /// logging is up, which shows the log format without needing a server.
 fn insecure_warning(extra: &[&str]) -> String {
