@@ -130,6 +130,15 @@ impl Origins {
         }
     }
 
+    /// [`Origins::label`] of the option whose flag is `flag` (`--ca-cert`),
+    /// for a part that names its options by flag; an unknown flag as is.
+    pub fn label_of_flag(&self, flag: &str) -> String {
+        self.by_id
+            .iter()
+            .find(|(_, o)| o.flag == flag)
+            .map_or_else(|| flag.to_owned(), |(id, _)| self.label(id))
+    }
+
     /// The ways to set the option, for a value that is missing:
     /// `["--identity-id", "INFISICAL_MACHINE_IDENTITY_ID"]`.
     pub fn ways(&self, id: &str) -> Vec<String> {

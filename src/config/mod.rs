@@ -71,6 +71,9 @@ pub struct Config {
     /// Things to log at debug level once logging is up (variables ignored
     /// because their option does not apply to this command or mode).
     pub notes: Vec<String>,
+    /// Where each value came from: also for what is found wrong with a
+    /// value only when a part is built from it ([`Config::session`]).
+    pub origins: cli::Origins,
     /// `--ready-file`: created once the first delivery is complete.
     pub ready_file: Option<PathBuf>,
 }
@@ -193,14 +196,19 @@ impl Config {
             log,
             warnings,
             notes,
+            origins,
             ready_file,
         })
     }
 
     /// A session (not logged in yet) for the configured identity: the JWT
-    /// source, the Infisical client and who logs in.
+    /// source, the Infisical client and who logs in. A configured file that
+    /// proves unusable only now (a `--ca-cert` that holds no PEM
+    /// certificate) is named as the user set it, like a problem found
+    /// before: `SVID_EXEC_CA_CERT (--ca-cert): cannot use /x.pem: …`.
     pub fn session(&self) -> Result<Session, SessionError> {
-        let client = Client::new(&self.client)?;
+        let client = Client::new(&self.client)
+            .map_err(|e| e.naming_option(|flag| self.origins.label_of_flag(flag)))?;
         let svid = SvidSource::new(self.svid.clone())?;
         Ok(Session::new(
             Arc::new(client),

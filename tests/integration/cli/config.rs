@@ -160,33 +160,68 @@ fn ids_that_are_not_uuids_are_78_before_any_request() {
     assert_no_network_call(&stack);
 }
 
-#[test]
-fn a_missing_ca_file_names_its_variable_or_flag_before_any_request() {
-    let stack = Stack::start();
-    let missing = stack.dir().join("no-such-ca.pem");
-    let missing = missing.to_str().unwrap();
-    let out = Launcher::on(&stack)
-        .env("SVID_EXEC_CA_CERT", missing)
+/// `run` with `ca` as `SVID_EXEC_CA_CERT`, then as `--ca-cert`: 78, the
+/// program not run, and each message naming where the path came from
+/// (`SVID_EXEC_CA_CERT (--ca-cert): …`, then `--ca-cert: …`).
+fn ca_cert_refused(stack: &Stack, ca: &str, after_the_source: &str) {
+    let out = Launcher::on(stack)
+        .env("SVID_EXEC_CA_CERT", ca)
         .arg("run")
         .marked_program(stack.dir())
         .run();
     out.expect_refused(
         78,
         &[&format!(
-            "SVID_EXEC_CA_CERT (--ca-cert): {missing} does not exist"
+            "SVID_EXEC_CA_CERT (--ca-cert): {after_the_source}"
         )],
     );
-    let out = Launcher::on(&stack)
-        .args(["run", "--ca-cert", missing])
+    let out = Launcher::on(stack)
+        .args(["run", "--ca-cert", ca])
         .marked_program(stack.dir())
         .run();
-    out.expect_refused(78, &[&format!("--ca-cert: {missing} does not exist")]);
+    out.expect_refused(78, &[&format!("--ca-cert: {after_the_source}")]);
+}
+
+#[test]
+fn a_missing_ca_file_names_its_variable_or_flag_before_any_request() {
+    let stack = Stack::start();
+    let missing = stack.dir().join("no-such-ca.pem");
+    let missing = missing.to_str().unwrap();
+    ca_cert_refused(&stack, missing, &format!("{missing} does not exist"));
     let out = Launcher::on(&stack)
         .args(["run", "--ca-cert", stack.dir().to_str().unwrap()])
         .marked_program(stack.dir())
         .run();
     out.expect_refused(78, &["is a directory, not a file"]);
     assert_no_network_call(&stack);
+}
+
+/// A CA file that exists but holds no PEM certificate is found only when the
+/// client is built: still 78 before any request to Infisical, naming the
+/// variable or flag as the problems found earlier do (`run`, and `check`'s
+/// login step).
+#[test]
+fn a_ca_file_that_is_not_pem_names_its_variable_or_flag() {
+    let stack = Stack::start();
+    let not_pem = stack.dir().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    let says = format!("cannot use {not_pem}: no PEM certificate in it");
+    ca_cert_refused(&stack, not_pem, &says);
+    assert_no_network_call(&stack);
+    // check asks the agent (its own step) but never Infisical.
+    let out = Launcher::on(&stack)
+        .env("SVID_EXEC_CA_CERT", not_pem)
+        .arg("check")
+        .run();
+    assert_eq!(out.code(), 78, "{}", out.stderr);
+    assert!(
+        out.stdout_text()
+            .contains(&format!("SVID_EXEC_CA_CERT (--ca-cert): {says}")),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(stack.infisical.requests().is_empty());
 }
 
 #[test]
