@@ -8,6 +8,7 @@
 
 mod check;
 mod man;
+mod ready;
 mod run;
 mod start;
 mod watch;
@@ -17,10 +18,9 @@ use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::runtime::Runtime;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{self, Command, Parsed};
 use crate::config::{CheckOutput, Config, ConfigError, Task};
 use crate::deliver::{DeliverError, Delivery};
 use crate::error::{chain, ExitClass, Failure, BUG_HINT};
@@ -48,6 +48,12 @@ pub enum CmdError {
     /// The supervisor could not be set up (`--watch`).
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
+    /// `ready`: the directory is not an svid-exec target, or `--max-age` is invalid.
+    #[error(transparent)]
+    Ready(#[from] ready::ReadyError),
+    /// `--ready-file` cannot be prepared or created.
+    #[error(transparent)]
+    ReadyFile(#[from] crate::launch::readiness::ReadyFileError),
     /// Standard output could not be written.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -64,6 +70,8 @@ impl Failure for CmdError {
             Self::Deliver(e) => e.exit_class(),
             Self::Exec(e) => e.exit_class(),
             Self::Supervise(e) => e.exit_class(),
+            Self::Ready(e) => e.exit_class(),
+            Self::ReadyFile(e) => e.exit_class(),
             Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
     }
@@ -75,6 +83,8 @@ impl Failure for CmdError {
             Self::Deliver(e) => e.hint(),
             Self::Exec(e) => e.hint(),
             Self::Supervise(e) => e.hint(),
+            Self::Ready(e) => e.hint(),
+            Self::ReadyFile(e) => e.hint(),
             Self::Stdout(_) => {
                 Some("check where standard output goes (a closed or full file?)".to_owned())
             }
@@ -87,8 +97,9 @@ impl Failure for CmdError {
 pub fn main() -> ExitCode {
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
-    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
-    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command))) {
+    let argv: Vec<_> = std::env::args_os().collect();
+    let parsed = cli::parse_from(&argv).unwrap_or_else(|e| e.exit());
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(parsed))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             report(&error);
@@ -112,42 +123,75 @@ fn install_panic_hook() {
 
 /// Prints the error with its cause chain and hint, once: as
 /// `svid-exec: <chain>` / `svid-exec: hint: <hint>` lines, or as one JSON log
-/// object when the user asked for JSON logs.
+/// object when the user asked for JSON logs. Several configuration problems
+/// are printed as one such pair each, after a line that counts them.
 fn report(error: &CmdError) {
-    let message = chain(error);
-    let hint = error.hint();
-    if crate::logging::active_format() == Some(LogFormat::Json) {
-        tracing::error!(
-            exit_code = error.exit_class().code(),
-            hint = hint.as_deref().unwrap_or(""),
-            "{message}"
-        );
-        return;
-    }
-    // Escaped like every text log line: the chain can quote server text or names.
-    eprintln!("svid-exec: {}", crate::logging::escape(&message));
-    if let Some(hint) = hint {
-        eprintln!("svid-exec: hint: {}", crate::logging::escape(&hint));
+    let code = error.exit_class().code();
+    match error {
+        CmdError::Config(e) if e.problems().len() > 1 => {
+            let problems = e.problems();
+            print_failure(
+                code,
+                &format!("invalid configuration ({} problems)", problems.len()),
+                None,
+            );
+            for (i, problem) in problems.iter().enumerate() {
+                print_failure(
+                    code,
+                    &format!("{}) {}", i + 1, problem.message()),
+                    Some(problem.hint()),
+                );
+            }
+        }
+        _ => print_failure(code, &chain(error), error.hint().as_deref()),
     }
 }
 
-/// The commands without configuration first (`man`, `completions`), then the
-/// configuration, logging, and the command.
-fn dispatch(command: Command) -> Result<ExitCode, CmdError> {
-    if let Some(text) = man::generate(&command) {
+/// One failure line and its hint line, or one JSON object (no `hint` key
+/// when there is none).
+fn print_failure(exit_code: u8, message: &str, hint: Option<&str>) {
+    let hint = hint.filter(|h| !h.is_empty());
+    if crate::logging::active_format() == Some(LogFormat::Json) {
+        if let Some(hint) = hint {
+            tracing::error!(exit_code, hint, "{message}");
+        } else {
+            tracing::error!(exit_code, "{message}");
+        }
+        return;
+    }
+    // Escaped like every text log line: the chain can quote server text or names.
+    eprintln!("svid-exec: {}", crate::logging::escape(message));
+    if let Some(hint) = hint {
+        eprintln!("svid-exec: hint: {}", crate::logging::escape(hint));
+    }
+}
+
+/// The commands without configuration first (`man`, `completions`, `ready`),
+/// then the configuration, logging, and the command.
+fn dispatch(parsed: Parsed) -> Result<ExitCode, CmdError> {
+    let command = &parsed.command;
+    if let Some(text) = man::generate(command) {
         print_stdout(&text?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let check_output = match &command {
+    // The probe: no configuration, no logging, nothing but its answer.
+    if let Command::Ready(args) = command {
+        return ready::ready(args);
+    }
+    let check_output = match command {
         Command::Check(args) if args.output == "json" => Some(CheckOutput::Json),
         Command::Check(_) => Some(CheckOutput::Text),
         _ => None,
     };
-    let config = match Config::from_cli(command) {
+    let config = match Config::from_parsed(parsed) {
         Ok(config) => config,
         // `check` reports an invalid configuration as its first failed step
         // (stdout) and, like every command, as an error on stderr.
         Err(e) => {
+            // The problems go out in the log format asked for, if that was valid.
+            if let Some(log) = e.log_options() {
+                crate::logging::init(log);
+            }
             if let Some(output) = check_output {
                 let code = check::config_failed(&e, output);
                 report(&CmdError::Config(e));
@@ -157,6 +201,9 @@ fn dispatch(command: Command) -> Result<ExitCode, CmdError> {
         }
     };
     crate::logging::init(config.log);
+    for note in &config.notes {
+        tracing::debug!("{note}");
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -197,11 +244,10 @@ fn print_stdout(bytes: &[u8]) -> Result<(), CmdError> {
 /// access token, is gone when this returns: only the secret set survives.
 fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdError> {
     delivery.preflight()?;
-    let secrets = runtime()?.block_on(async {
+    let start::Started { secrets, .. } = runtime()?.block_on(async {
         let mut session = config.session()?;
         start::start(config, delivery, &mut session).await
     })?;
-    let secrets = secrets.into_secrets();
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)

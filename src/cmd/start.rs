@@ -17,29 +17,17 @@ use crate::infisical::FetchSpec;
 use crate::secrets::SecretSet;
 use crate::session::{Session, SessionError};
 
-/// What a start produced.
-pub(super) enum Started {
-    /// Fetched now, for this resolved request.
-    Fresh {
-        /// The accepted set.
-        secrets: SecretSet,
-        /// The request, its project resolved.
-        spec: FetchSpec,
-    },
-    /// Read from the fallback directory: Infisical is unavailable.
-    Cached {
-        /// The accepted set.
-        secrets: SecretSet,
-    },
-}
-
-impl Started {
-    /// The secrets, however they came.
-    pub(super) fn into_secrets(self) -> SecretSet {
-        match self {
-            Self::Fresh { secrets, .. } | Self::Cached { secrets } => secrets,
-        }
-    }
+/// What a start produced: the set to deliver (selected by `--only`/`--map`),
+/// the fingerprint of what delivering it gives the program, and the request
+/// with its project resolved, or `None` when the set was read from the
+/// fallback directory (Infisical is unavailable; the first poll resolves it).
+pub(super) struct Started {
+    /// The accepted, selected set.
+    pub secrets: SecretSet,
+    /// What [`Delivery::accept`] says the set delivers.
+    pub fingerprint: [u8; 32],
+    /// The request, its project resolved; `None` for the cached set.
+    pub spec: Option<FetchSpec>,
 }
 
 /// Logs in, resolves the project, fetches and accepts the set, all before
@@ -53,19 +41,28 @@ pub(super) async fn start(
     let attempt = Instant::now();
     let deadline = attempt + config.startup_timeout;
     match session.start(&config.fetch, deadline).await {
-        Ok((secrets, spec)) => {
-            delivery.accept(&secrets)?;
+        Ok((fetched, spec)) => {
+            let (secrets, fingerprint) = delivery.accept(fetched)?;
             remember(delivery, session, &secrets);
-            Ok(Started::Fresh { secrets, spec })
+            Ok(Started {
+                secrets,
+                fingerprint,
+                spec: Some(spec),
+            })
         }
         Err(err) => {
-            recover(delivery, session, err, attempt).map(|secrets| Started::Cached { secrets })
+            let (secrets, fingerprint) = recover(delivery, session, err, attempt)?;
+            Ok(Started {
+                secrets,
+                fingerprint,
+                spec: None,
+            })
         }
     }
 }
 
-/// Keeps an accepted set, fetched with the session's last login, in the
-/// fallback directory. A failure is logged: it must not stop a program whose
+/// Keeps an accepted set (selected: what is delivered), fetched with the
+/// session's last login, in the fallback directory. A failure is logged: it must not stop a program whose
 /// secrets did arrive.
 pub(super) fn remember(delivery: &Delivery, session: &Session, secrets: &SecretSet) {
     let Some(store) = delivery.fallback() else {
@@ -138,7 +135,7 @@ fn recover(
     session: &Session,
     err: SessionError,
     attempt: Instant,
-) -> Result<SecretSet, CmdError> {
+) -> Result<(SecretSet, [u8; 32]), CmdError> {
     let Some(store) = delivery.fallback() else {
         return Err(err.into());
     };
@@ -179,14 +176,14 @@ fn recover(
         return Err(err.into());
     };
     let entry = entry.expect("UNWRAP: decide uses only an entry that exists");
-    delivery.accept_cached(&entry.secrets)?;
+    let accepted = delivery.accept_cached(entry.secrets)?;
     tracing::warn!(
         dir = %store.dir().display(),
-        secrets = entry.secrets.len(),
+        secrets = accepted.0.len(),
         reason = %chain(&err),
         "Infisical is unavailable; starting with cached secrets of age {} (the Workload API \
          has just issued a JWT-SVID for the same SPIFFE ID)",
         fallback::show_age(age)
     );
-    Ok(entry.secrets)
+    Ok(accepted)
 }

@@ -14,6 +14,7 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
 use std::process::{Command, ExitCode};
@@ -28,10 +29,11 @@ use crate::config::Config;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec, ProjectRef};
+use crate::launch::readiness::{Readiness, ReadyFile};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
+    self, ChildCommand, Content, DeliveryError, Network, Reply, Request, Settings,
 };
 use crate::retry::Transient;
 use crate::secrets::SecretSet;
@@ -57,20 +59,38 @@ pub(super) fn supervise(
     // Before any thread: block signals, start the signal thread, harden, subreaper.
     let mut signals = supervise::prepare(settings.mlock)?;
     let runtime = runtime()?;
-    let delivery = Rc::new(config.delivery());
+    let delivery = Shared {
+        delivery: Rc::new(config.delivery()),
+        written: Rc::new(Cell::new(None)),
+    };
+    // The supervisor is the service systemd watches: from here on it notifies
+    // (the waits of the start-up say what they wait for in STATUS=).
+    if crate::notify::enable() {
+        crate::notify::status("starting: getting a JWT-SVID, logging in to Infisical");
+    }
+    let ready_file = config
+        .ready_file
+        .as_deref()
+        .map(ReadyFile::prepare)
+        .transpose()?;
+    let mut readiness = Readiness::new(ready_file);
     runtime.block_on(async {
-        delivery.preflight()?;
+        delivery.delivery.preflight()?;
         // The session lives out here, so a token obtained before an interruption
         // or a failed check is still ours to revoke.
         let mut session = config.session()?;
         let outcome = tokio::select! {
-            started = start::start(config, &delivery, &mut session) => Ok(started),
+            started = start::start(config, &delivery.delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
-        let (secrets, spec) = match outcome {
-            Ok(Ok(Started::Fresh { secrets, spec })) => (secrets, Some(spec)),
-            // The project may not be resolved yet: the first poll does it.
-            Ok(Ok(Started::Cached { secrets })) => (secrets, None),
+        // Without `spec` (a start from the cached set) the project may not be
+        // resolved yet: the first poll does it.
+        let (content, spec) = match outcome {
+            Ok(Ok(Started {
+                secrets,
+                fingerprint,
+                spec,
+            })) => (Content::new(secrets, fingerprint), spec),
             Ok(Err(err)) => {
                 revoke(&mut session).await;
                 return Err(err);
@@ -78,6 +98,7 @@ pub(super) fn supervise(
             Err(signal) => {
                 let code = interrupted_exit_code(signal, command.is_none());
                 tracing::info!(%signal, code, "interrupted during start-up; nothing was started");
+                readiness.stopping();
                 revoke(&mut session).await;
                 return Ok(ExitCode::from(code));
             }
@@ -92,14 +113,14 @@ pub(super) fn supervise(
         });
         if let Some(child) = &child {
             tracing::info!(
-                secrets = secrets.len(),
+                secrets = content.secrets().len(),
                 program = %child.program.to_string_lossy(),
                 poll_interval = ?settings.poll_interval,
                 "supervising the program"
             );
         } else {
             tracing::info!(
-                secrets = secrets.len(),
+                secrets = content.secrets().len(),
                 poll_interval = ?settings.poll_interval,
                 "keeping the files fresh"
             );
@@ -110,20 +131,21 @@ pub(super) fn supervise(
             template: config.fetch.clone(),
             spec,
             etags: None,
-            fetched: None,
             poll_bound: settings
                 .poll_interval
                 .clamp(Duration::from_secs(5), CALL_TIMEOUT),
-            delivery: Rc::clone(&delivery),
+            last_fetched: Some(content.secrets().fingerprint()),
+            delivery: delivery.clone(),
         };
         let code = supervise::supervise(
             signals,
             child.as_ref(),
             settings.clone(),
-            secrets,
+            content,
             renew_in,
             network,
             delivery,
+            readiness,
         )
         .await;
         Ok(ExitCode::from(code))
@@ -166,12 +188,13 @@ pub struct SessionNetwork {
     /// Still on the cached set: no fetch has succeeded yet.
     on_cache: bool,
     etags: Option<Etags>,
-    /// The fingerprint of the set those `ETag`s are of (what a 304 confirms).
-    fetched: Option<[u8; 32]>,
     /// Retrying one poll for longer than the interval is pointless (the next
     /// poll comes anyway), but a short interval gets a few tries.
     poll_bound: Duration,
-    delivery: Rc<Delivery>,
+    /// The fingerprint of the last fetched content (what a 304 repeats), the
+    /// selected set: what the fallback directory holds too.
+    last_fetched: Option<[u8; 32]>,
+    delivery: Shared,
 }
 
 impl std::fmt::Debug for SessionNetwork {
@@ -195,7 +218,7 @@ impl SessionNetwork {
 
     /// A failed call's reply: after a refusal, the identity's cached sets go first.
     fn failed(&self, err: &SessionError) -> String {
-        start::forget_if_refused(&self.delivery, err);
+        start::forget_if_refused(&self.delivery.delivery, err);
         chain_and_hint(err)
     }
 
@@ -219,37 +242,52 @@ impl SessionNetwork {
             .await
         {
             Ok(FetchOutcome::NotModified) => {
-                if let Some(fingerprint) = self.fetched {
-                    start::reconfirm(&self.delivery, &self.session, fingerprint);
+                if let Some(fingerprint) = self.last_fetched {
+                    start::reconfirm(&self.delivery.delivery, &self.session, fingerprint);
                 }
+                self.confirm_if_delivered(self.last_fetched);
                 Reply::NotModified
             }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) = self.delivery.accept(&fetched.secrets) {
+                match self.delivery.delivery.accept(fetched.secrets) {
+                    Ok((secrets, fingerprint)) => {
+                        self.etags = Some(fetched.etags);
+                        // The selected set, as written: what `written` records.
+                        self.last_fetched = Some(secrets.fingerprint());
+                        self.confirm_if_delivered(self.last_fetched);
+                        start::remember(&self.delivery.delivery, &self.session, &secrets);
+                        if std::mem::take(&mut self.on_cache) {
+                            tracing::info!(
+                                "Infisical answers again; fresh secrets replace the cached ones"
+                            );
+                        }
+                        Reply::Fetched(Content::new(secrets, fingerprint))
+                    }
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
-                    return Reply::PollFailed {
+                    Err(err) => Reply::PollFailed {
                         reason: format!(
                             "the new secrets cannot be delivered: {}",
                             chain_and_hint(&err)
                         ),
                         auth: false,
-                    };
+                    },
                 }
-                self.etags = Some(fetched.etags);
-                self.fetched = Some(fetched.secrets.fingerprint());
-                start::remember(&self.delivery, &self.session, &fetched.secrets);
-                if std::mem::take(&mut self.on_cache) {
-                    tracing::info!(
-                        "Infisical answers again; fresh secrets replace the cached ones"
-                    );
-                }
-                Reply::Fetched(fetched.secrets)
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
                 reason: self.failed(&err),
             },
+        }
+    }
+
+    /// A poll answered with the content that is delivered: record in DIR's
+    /// state file that it is still current (`svid-exec ready --max-age`).
+    fn confirm_if_delivered(&self, content: Option<[u8; 32]>) {
+        if content.is_some() && content == self.delivery.written.get() {
+            if let Err(err) = self.delivery.delivery.confirm() {
+                tracing::warn!(error = %chain(&err), "could not record the poll in the files directory");
+            }
         }
     }
 
@@ -313,16 +351,39 @@ impl Network for SessionNetwork {
     }
 }
 
+/// The one [`Delivery`], shared by the supervisor's two sides, with the
+/// fingerprint of the set last written: the network side confirms in DIR's
+/// state file only what the delivery side has written. (The set's own
+/// fingerprint, not the delivered one templates narrow: a state file exists
+/// only with a per-key directory, which carries the whole set.)
+#[derive(Clone)]
+pub struct Shared {
+    delivery: Rc<Delivery>,
+    written: Rc<Cell<Option<[u8; 32]>>>,
+}
+
 /// The supervisor's delivery side is the one [`Delivery`]: the same files and
 /// the same environment plan as exec mode (bootstrap variables removed).
-impl supervise::Deliver for Rc<Delivery> {
+impl supervise::Deliver for Shared {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
-        Ok(self.write(secrets)?)
+        self.delivery.write(secrets)?;
+        self.written.set(Some(secrets.fingerprint()));
+        Ok(())
     }
 
     fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
-        match self.env(secrets) {
-            Ok(plan) => plan.apply(command),
+        match self.delivery.env(secrets) {
+            Ok(plan) => {
+                plan.apply(command);
+                // The supervisor is the process systemd watches, not the
+                // program: its notification variables stay ours (unless a
+                // secret of that name is delivered).
+                for name in crate::notify::VARIABLES {
+                    if !plan.delivered_names().iter().any(|n| n == name) {
+                        command.env_remove(name);
+                    }
+                }
+            }
             // Every set is accepted with the same plan before it reaches the
             // supervisor, so this is a bug; the child then gets an empty
             // environment rather than a partial one.
@@ -334,12 +395,12 @@ impl supervise::Deliver for Rc<Delivery> {
     }
 
     fn child_fds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliveryError> {
-        Ok(self.memfds(secrets)?)
+        Ok(self.delivery.memfds(secrets)?)
     }
 
     fn remove_files(&mut self) {
-        if self.files().is_some() {
-            match self.remove() {
+        if self.delivery.writes_files() {
+            match self.delivery.remove() {
                 Ok(()) => tracing::info!("removed the secret files"),
                 Err(err) => tracing::warn!(%err, "could not remove the secret files"),
             }

@@ -3,20 +3,25 @@
 
 use std::path::Path;
 
-use clap::Parser;
 use nix::unistd::{Gid, Uid};
 
 use super::*;
+use crate::deliver::env::EnvOptions;
+use crate::error::ExitClass;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::ForwardTo;
+use crate::secrets::Selection;
+
+const IDENTITY: &str = "1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+const PROJECT: &str = "7c1d9a4e-5b2f-4e8a-9c3d-2f6b8e1a4d70";
 
 const BASE: &[&str] = &[
     "svid-exec",
     "run",
     "--identity-id",
-    "id-1",
+    IDENTITY,
     "--project-id",
-    "p-1",
+    PROJECT,
     "--env",
     "prod",
 ];
@@ -38,8 +43,9 @@ fn run_with(extra: &[&str]) -> Result<Config> {
 }
 
 fn parse(argv: &[&str]) -> Result<Config> {
-    let cli = cli::Cli::try_parse_from(argv).expect("argv parses");
-    Config::from_cli(cli.command)
+    let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+    let parsed = cli::parse_from(&argv).expect("argv parses");
+    Config::from_parsed(parsed)
 }
 
 #[test]
@@ -235,6 +241,32 @@ fn valid_values_are_typed() {
 }
 
 #[test]
+fn the_workload_api_address_keeps_where_it_came_from() {
+    // Read from the parser's origins, the same ones configuration errors name.
+    let origin = |extra: &[&str]| workload(&run_with(extra).unwrap()).origin;
+    let flag = ["--workload-api-socket", "unix:///run/spire/agent.sock"];
+    assert_eq!(origin(&flag), EndpointOrigin::Flag);
+    // The variable's case is the binary's (tests/integration/svid_diag.rs):
+    // a test does not set our own environment.
+    if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_none() {
+        assert_eq!(origin(&[]), EndpointOrigin::Default);
+    }
+}
+
+#[test]
+fn several_audiences_are_allowed_with_a_warning() {
+    let c = run_with(&["--audience", "infisical,billing"]).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("several audiences requested (billing, infisical)")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(run_with(&[]).unwrap().warnings.is_empty());
+}
+
+#[test]
 fn relative_file_targets_are_made_absolute() {
     let c = run_with(&["--files-dir", "run/s", "--dotenv-file", "./s.env"]).unwrap();
     let targets = c.delivery.files.unwrap();
@@ -288,17 +320,29 @@ fn signal_names_numbers_and_prefixes_parse_alike() {
 
 #[test]
 fn on_change_and_forward_to_parse_their_documented_forms() {
-    assert_eq!(parse_on_change("restart").unwrap(), OnChange::Restart);
-    assert_eq!(parse_on_change(" None ").unwrap(), OnChange::None);
     assert_eq!(
-        parse_on_change("signal:HUP").unwrap(),
+        parse_on_change("--on-change", "restart").unwrap(),
+        OnChange::Restart
+    );
+    assert_eq!(
+        parse_on_change("--on-change", " None ").unwrap(),
+        OnChange::None
+    );
+    assert_eq!(
+        parse_on_change("--on-change", "signal:HUP").unwrap(),
         OnChange::Signal(Signal::HUP)
     );
-    assert!(parse_on_change("signal:NOPE").is_err());
-    assert!(parse_on_change("reload").is_err());
-    assert_eq!(parse_forward_to("group").unwrap(), ForwardTo::Group);
-    assert_eq!(parse_forward_to("Child").unwrap(), ForwardTo::Child);
-    assert!(parse_forward_to("pid").is_err());
+    assert!(parse_on_change("--on-change", "signal:NOPE").is_err());
+    assert!(parse_on_change("--on-change", "reload").is_err());
+    assert_eq!(
+        parse_forward_to("--forward-to", "group").unwrap(),
+        ForwardTo::Group
+    );
+    assert_eq!(
+        parse_forward_to("--forward-to", "Child").unwrap(),
+        ForwardTo::Child
+    );
+    assert!(parse_forward_to("--forward-to", "pid").is_err());
 }
 
 #[test]
@@ -325,7 +369,7 @@ fn bad_watch_values_are_config_errors_that_say_what_to_use() {
     for (args, says) in [
         (
             &["--stop-signal", "RTMIN+999"][..],
-            "--stop-signal \"RTMIN+999\" is not a signal",
+            "--stop-signal: \"RTMIN+999\" is not a signal",
         ),
         (
             &["--on-change", "signal:NOPE"][..],
@@ -333,49 +377,173 @@ fn bad_watch_values_are_config_errors_that_say_what_to_use() {
         ),
         (
             &["--on-change", "reload"][..],
-            "--on-change \"reload\" is not an action",
+            "--on-change: \"reload\" is not an action",
         ),
         (
             &["--forward-to", "parent"][..],
-            "--forward-to \"parent\" is not a target",
+            "--forward-to: \"parent\" is not a target",
         ),
     ] {
-        let err = run_with(args).unwrap_err();
+        let mut args = args.to_vec();
+        args.push("--watch");
+        let err = run_with(&args).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
         assert!(err.to_string().contains(says), "{args:?}: {err}");
         assert_eq!(err.exit_class().code(), 78, "{args:?}");
     }
 }
 
+/// `svid-exec COMMAND` with a valid identity, project and environment, then `extra`.
+fn command_with(command: &str, extra: &[&str]) -> Result<Config> {
+    let mut argv = vec!["svid-exec", command];
+    argv.extend_from_slice(&BASE[2..]);
+    argv.extend_from_slice(extra);
+    parse(&argv)
+}
+
 #[test]
-fn watch_is_refused_for_check_and_write_gets_no_env_delivery() {
+fn check_takes_watch_and_checks_the_supervisor_settings_and_write_gets_no_env_delivery() {
+    let c = command_with("check", &["--watch", "--stop-signal", "QUIT"]).unwrap();
+    assert_eq!(c.watch.unwrap().stop_signal, Signal::QUIT);
+    let err = command_with("check", &["--watch", "--stop-signal", "NOPE"]).unwrap_err();
+    assert!(err.to_string().contains("--stop-signal"), "{err}");
+    let err = command_with("check", &["--stop-signal", "QUIT"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--stop-signal does not apply to check (only to run --watch)"),
+        "{err}"
+    );
+    let c = command_with("write", &["--dir", "/run/s"]).unwrap();
+    assert!(c.delivery.env.is_none());
+    assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_each_with_its_hint() {
     let err = parse(&[
-        "svid-exec",
-        "check",
-        "--identity-id",
-        "i",
-        "--project-id",
-        "p",
-        "--env",
-        "e",
-        "--watch",
-    ])
-    .unwrap_err();
-    assert!(err.to_string().contains("--watch does not apply to check"));
-    let c = parse(&[
         "svid-exec",
         "write",
         "--identity-id",
-        "i",
+        "my-identity",
         "--project-id",
-        "p",
-        "--env",
-        "e",
-        "--dir",
-        "/run/s",
+        "billing",
+        "--file-mode",
+        "0999",
+        "--env-prefix",
+        "APP_",
+    ])
+    .unwrap_err();
+    let problems: Vec<&str> = err.problems().iter().map(Problem::message).collect();
+    assert_eq!(
+        problems,
+        [
+            "--env-prefix does not apply to write (only to run)",
+            "--identity-id: \"my-identity\" is not a machine identity ID (a UUID such as \
+             1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0)",
+            "--project-id: \"billing\" is not a project ID (a UUID such as \
+             7c1d9a4e-5b2f-4e8a-9c3d-2f6b8e1a4d70)",
+            "no environment: neither --env nor INFISICAL_ENVIRONMENT is set",
+            "--file-mode: \"0999\" is not an octal mode within 0777",
+            "write has nothing to write: no --dir, --dotenv-file, --json-file or --template",
+        ]
+    );
+    assert!(err.problems()[2]
+        .hint()
+        .contains("did you mean --project-slug billing?"));
+    assert!(err.problems().iter().all(|p| !p.hint().is_empty()));
+    assert_eq!(err.exit_class(), ExitClass::Config);
+}
+
+#[test]
+fn only_and_map_are_parsed_and_clashing_names_refused_before_fetching() {
+    let c = run_with(&[
+        "--only",
+        "A, B",
+        "--map",
+        "db-pass=DB_PASS,x=Y",
+        "--map",
+        "B=C",
     ])
     .unwrap();
-    assert!(c.delivery.env.is_none());
-    assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
+    assert_eq!(
+        c.delivery.selection,
+        Selection::new(
+            vec!["A".into(), "B".into()],
+            vec![
+                ("db-pass".into(), "DB_PASS".into()),
+                ("x".into(), "Y".into()),
+                ("B".into(), "C".into())
+            ]
+        )
+    );
+    for (args, says) in [
+        (&["--map", "A"][..], "--map: \"A\" is not SRC=DST"),
+        (&["--map", "=B"][..], "is not SRC=DST"),
+        (&["--map", "A=B="][..], "is not SRC=DST"),
+        (&["--only", "A,,B"][..], "--only has an empty entry"),
+        (&["--map", "A=X,B=X"][..], "X (from A and B)"),
+        (
+            &["--only", "X", "--map", "A=X"][..],
+            "X (from A and X, which --only delivers)",
+        ),
+    ] {
+        let err = run_with(args).unwrap_err();
+        assert!(err.to_string().contains(says), "{args:?}: {err}");
+    }
+    // A swap is not a clash.
+    run_with(&["--only", "A,B", "--map", "A=B,B=A"]).unwrap();
+}
+
+#[test]
+fn template_flags_split_src_dest_and_an_octal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("t.j2");
+    std::fs::write(&src, "{{ A }}").unwrap();
+    let src = src.display().to_string();
+    let specs = |flags: &[&str]| {
+        let mut extra = vec!["--no-env"];
+        for f in flags {
+            extra.extend(["--template", f]);
+        }
+        run_with(&extra).map(|c| {
+            c.delivery
+                .templates
+                .targets()
+                .map(|(s, d, m)| (s.to_owned(), d.to_owned(), m))
+                .collect::<Vec<_>>()
+        })
+    };
+    let got = specs(&[&format!("{src}:/run/a"), &format!("{src}:/run/b:c:0440")]).unwrap();
+    assert_eq!(got[0].1, Path::new("/run/a"));
+    assert_eq!(got[0].2, 0o400, "--file-mode's default");
+    assert_eq!(
+        got[1].1,
+        Path::new("/run/b:c"),
+        "a last part that is not digits is DEST's"
+    );
+    assert_eq!(got[1].2, 0o440);
+    assert!(got[0].0.is_absolute());
+    for (flag, says) in [
+        ("no-colon".to_owned(), "no `:`"),
+        (format!(":{src}"), "SRC is empty"),
+        (format!("{src}:"), "DEST is empty"),
+        (format!("{src}:/run/x:0999"), "not an octal mode"),
+        (format!("{src}:/run/x:0666"), "write bits 0022"),
+        (format!("{src}:memfd:NAME"), "memfd"),
+        (
+            "/no/such/template.j2:/run/x".to_owned(),
+            "cannot read template",
+        ),
+    ] {
+        let err = specs(&[&flag]).unwrap_err();
+        assert!(err.to_string().contains(says), "{flag}: {err}");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+    // Templates alone deliver something: --no-env is fine with them.
+    assert!(specs(&[])
+        .unwrap_err()
+        .to_string()
+        .contains("delivers nothing"));
 }
 
 #[test]
@@ -417,6 +585,10 @@ fn the_fallback_is_bound_to_what_decides_the_fetch() {
         "t",
         "--require",
         "K",
+        "--map",
+        "b=B,a=A",
+        "--only",
+        "K",
     ])
     .unwrap();
     let fallback = c.delivery.fallback.expect("--fallback-dir");
@@ -424,12 +596,29 @@ fn the_fallback_is_bound_to_what_decides_the_fetch() {
     assert_eq!(fallback.max_age, crate::deliver::fallback::DEFAULT_MAX_AGE);
     let b = fallback.binding;
     assert_eq!(b.api_url, "https://app.infisical.com/");
-    assert_eq!(b.identity_id, "id-1");
+    assert_eq!(b.identity_id, IDENTITY);
     assert_eq!(b.auth_method, "oidc-auth");
-    assert_eq!(b.project, "id:p-1");
+    assert_eq!(b.project, format!("id:{PROJECT}"));
     assert_eq!(b.paths, ["/b", "/a"]);
     assert_eq!((b.tags, b.require), (vec!["t".into()], vec!["K".into()]));
     assert_eq!(b.flags, [false, true, true]);
+    // One line per rule, in an order that does not depend on the flags'.
+    assert_eq!(b.selection, ["map\0a\0A", "map\0b\0B", "only\0K"]);
+    let reordered = run_with(&[
+        "--fallback-dir",
+        "/run/fb",
+        "--only",
+        "K",
+        "--map",
+        "a=A",
+        "--map",
+        "b=B",
+    ])
+    .unwrap();
+    assert_eq!(
+        reordered.delivery.fallback.unwrap().binding.selection,
+        b.selection
+    );
     let hours = run_with(&["--fallback-dir", "/run/fb", "--fallback-max-age", "90m"]).unwrap();
     assert_eq!(
         hours.delivery.fallback.unwrap().max_age,
@@ -441,15 +630,18 @@ fn the_fallback_is_bound_to_what_decides_the_fetch() {
 #[test]
 fn fallback_refusals_name_the_flag() {
     let table: &[(&[&str], &str)] = &[
-        (&["--fallback-max-age", "soon"], "--fallback-max-age"),
-        (&["--fallback-max-age", "0s"], "--fallback-max-age"),
+        (
+            &["--fallback-max-age", "soon"],
+            "--fallback-max-age: \"soon\"",
+        ),
+        (&["--fallback-max-age", "0s"], "--fallback-max-age must be"),
         (
             &["--fallback-dir", "/run/fb", "--jwt-file", "/run/jwt"],
-            "needs the Workload API",
+            "--fallback-dir needs the Workload API, not --jwt-file",
         ),
         (
             &["--fallback-dir", "/run/s", "--files-dir", "/run/s"],
-            "also the files directory",
+            "--fallback-dir: /run/s is also the files directory",
         ),
     ];
     for (extra, message) in table {

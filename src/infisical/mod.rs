@@ -206,6 +206,7 @@ impl Client {
             |err, wait| {
                 retries += 1;
                 tracing::warn!(retry = retries, retry_in = ?wait, "{err}; retrying");
+                crate::notify::status(&format!("{err}; retrying"));
             },
         )
         .await;

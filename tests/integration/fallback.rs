@@ -328,11 +328,32 @@ fn the_directory_is_private_and_ours_and_the_files_0600() {
     if let Some(disk) = crate::util::disk_scratch() {
         refused(&disk.path().join("fb"), "disk-backed");
     }
-    // Someone else's: 78 (only root can make one here).
+    // Someone else's: 78 (only root can make one here). Another user's is
+    // refused by the target-directory rules; root's, which those accept, by
+    // the fallback's own: a set is read back only from a directory no one
+    // else controls.
     if nix::unistd::geteuid().is_root() {
         let theirs = scratch.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
         nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-        refused(&theirs, "belongs to uid 65534");
+        refused(&theirs, "a directory of another user (uid 65534)");
+        let roots = scratch.path().join("roots");
+        std::fs::create_dir(&roots).unwrap();
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let out = run_env(
+            launcher(stack, &roots)
+                .env_remove("SVID_EXEC_CA_CERT")
+                .via(&[
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                ]),
+            &[],
+        );
+        out.expect_code(78)
+            .expect_stderr("belongs to uid 0, not to this user (uid 65534)");
+        assert!(out.child_env().is_empty(), "the program ran");
     }
 }

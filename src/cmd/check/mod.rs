@@ -17,12 +17,15 @@ use tokio::time::Instant;
 use super::{runtime, CmdError};
 use crate::config::{CheckOutput, Config, ConfigError};
 use crate::deliver::env::ExecLimits;
-use crate::deliver::Delivery;
-use crate::error::chain;
+use crate::deliver::{files, DeliverError, Delivery};
+use crate::error::{chain, Failure};
 use crate::infisical::{AuthMethod, FetchSpec, ProjectRef};
 use crate::secrets::SecretSet;
 use crate::session::{Session, TokenTimes};
-use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidSource, SvidSourceOptions};
+use crate::svid::{
+    describe_endpoint, list_jwt_svids, SvidError, SvidSource, SvidSourceOptions, SvidSummary,
+    WorkloadApiOptions,
+};
 use report::{emit, Report};
 
 /// Longest time the final revoke may take: the token expires by itself anyway.
@@ -88,7 +91,8 @@ async fn steps(config: &Config) -> Report {
         None
     };
     let delivery = config.delivery();
-    files_step(&mut report, &delivery, secrets.as_ref());
+    files_step(&mut report, &delivery);
+    template_steps(&mut report, &delivery, secrets.as_ref());
     environment_step(&mut report, &delivery, secrets.as_ref());
     drop(secrets);
     match session.as_mut() {
@@ -141,16 +145,30 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
         SvidSourceOptions::WorkloadApi(_) => "workload-api",
         SvidSourceOptions::File(_) => "jwt-file",
     };
-    let jwt = match source.fetch(deadline).await {
-        Ok(jwt) => jwt,
-        Err(e) => {
+    let method = config.login.method;
+    let jwt = match (source.fetch(deadline).await, &config.svid) {
+        (Ok(jwt), _) => jwt,
+        // The agent answered, with a token that contradicts its answer: the
+        // agent is reachable; which JWT-SVID is wrong, and how, is the `svid`
+        // steps' to say.
+        (Err(e @ SvidError::Contradicted { .. }), SvidSourceOptions::WorkloadApi(options)) => {
+            report.ok(
+                name,
+                format!("reachable at {}", describe_endpoint(&options.endpoint)),
+            );
+            refused_svid_steps(report, options, &e, method, deadline).await;
+            return false;
+        }
+        (Err(e), _) => {
             report.fail_with(name, &e);
             report.skip("svid", "no JWT-SVID");
             return false;
         }
     };
-    let method = config.login.method;
-    let used = jwt.claims().clone();
+    let used = SvidSummary {
+        claims: jwt.claims().clone(),
+        ..SvidSummary::default()
+    };
     drop(jwt);
     match &config.svid {
         SvidSourceOptions::WorkloadApi(options) => {
@@ -161,17 +179,17 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
             match list_jwt_svids(options, deadline).await {
                 Ok(all) => {
                     for svid in &all {
-                        let is_used = svid.claims.sub == used.sub;
-                        svid_step(report, &svid.claims, svid.hint.as_deref(), is_used, method);
+                        let is_used = svid.claims.sub == used.claims.sub;
+                        svid_step(report, svid, is_used, method);
                     }
                     if all.is_empty() {
-                        svid_step(report, &used, None, true, method);
+                        svid_step(report, &used, true, method);
                     }
                 }
                 // The login step below tells whether the one JWT it needs still comes.
                 Err(e) => {
                     report.warn("svid", format!("could not list the JWT-SVIDs: {e}"), None);
-                    svid_step(report, &used, None, true, method);
+                    svid_step(report, &used, true, method);
                 }
             }
         }
@@ -180,20 +198,38 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
                 name,
                 format!("{} is readable and holds a JWT", path.display()),
             );
-            svid_step(report, &used, None, true, method);
+            svid_step(report, &used, true, method);
         }
     }
     true
 }
 
-/// One `svid` line: SPIFFE ID, audience, time to expiry, `iss`.
-fn svid_step(
+/// The `svid` steps after a fetch refused the agent's answer (`refused`):
+/// every JWT-SVID the agent answers, each judged, the first (the one a login
+/// uses) failing when it is refused. If the listing shows nothing wrong (the
+/// agent answered differently this time) or fails, the fetch's refusal is
+/// the step.
+async fn refused_svid_steps(
     report: &mut Report,
-    claims: &JwtClaims,
-    hint: Option<&str>,
-    used: bool,
+    options: &WorkloadApiOptions,
+    refused: &SvidError,
     method: AuthMethod,
+    deadline: Instant,
 ) {
+    let all = list_jwt_svids(options, deadline).await.unwrap_or_default();
+    if all.iter().all(|svid| svid.refused.is_none()) {
+        report.fail_with("svid", refused);
+        return;
+    }
+    for (i, svid) in all.iter().enumerate() {
+        svid_step(report, svid, i == 0, method);
+    }
+}
+
+/// One `svid` line: SPIFFE ID, audience, time to expiry, `iss`; failed (when
+/// used for login) or warned about when a fetch would refuse it.
+fn svid_step(report: &mut Report, svid: &SvidSummary, used: bool, method: AuthMethod) {
+    let claims = &svid.claims;
     let left = claims.remaining(SystemTime::now());
     let expiry = match left {
         Some(Duration::ZERO) => "expired".to_owned(),
@@ -209,14 +245,23 @@ fn svid_step(
         claims.sub.as_deref().unwrap_or("(no sub claim)"),
         claims.aud.join(","),
     );
-    if let Some(hint) = hint {
+    if let Some(hint) = &svid.hint {
         let _ = write!(detail, ", hint {hint}");
     }
     detail.push(')');
-    if used {
-        detail.push_str(", used for login");
+    match (used, &svid.refused) {
+        (true, None) => detail.push_str(", used for login"),
+        (true, Some(_)) => detail.push_str(", the one a login would use"),
+        (false, _) => {}
     }
-    if used && claims.iss.is_none() && method == AuthMethod::Oidc {
+    if let Some(refused) = &svid.refused {
+        let detail = format!("{detail}: {}", chain(refused));
+        if used {
+            report.fail("svid", detail, refused.hint(), refused.exit_class());
+        } else {
+            report.warn("svid", detail, refused.hint());
+        }
+    } else if used && claims.iss.is_none() && method == AuthMethod::Oidc {
         report.warn(
             "svid",
             detail,
@@ -342,30 +387,50 @@ async fn fetch_steps(
     if !all_read {
         return None;
     }
-    secrets_step(report, config, &merged);
-    Some(merged)
+    secrets_step(report, config, merged)
 }
 
-/// The merged set: not empty (unless `--allow-empty`), every `--require`d
-/// key present, as `run` and `write` would accept it.
-fn secrets_step(report: &mut Report, config: &Config, merged: &SecretSet) {
-    if let Err(e) = config.delivery().check_present(merged) {
-        report.fail_with("secrets", &e);
-        return;
-    }
+/// The merged set as `run` and `write` would accept it: not empty (unless
+/// `--allow-empty`), every `--require`d and selected key present, then
+/// selected (`--only`, `--map`) and every name fit for every target. The
+/// selected set, which the later steps check.
+fn secrets_step(report: &mut Report, config: &Config, merged: SecretSet) -> Option<SecretSet> {
+    let delivery = config.delivery();
+    let total = merged.len();
+    let selected = match delivery
+        .select(merged)
+        .and_then(|s| delivery.check_names(&s).map(|()| s))
+    {
+        Ok(selected) => selected,
+        Err(e) => {
+            report.fail_with("secrets", &e);
+            return None;
+        }
+    };
     let mut detail = format!(
         "{} in total after merging the paths",
-        plural(merged.len(), "secret")
+        plural(total, "secret")
     );
     if !config.delivery.require.is_empty() {
         let _ = write!(detail, "; every --require'd key is present");
     }
+    if !config.delivery.selection.is_everything() {
+        let names: Vec<&str> = selected.names().collect();
+        let _ = write!(
+            detail,
+            "; {} selected (--only, --map): {}",
+            plural(selected.len(), "secret"),
+            names.join(", ")
+        );
+    }
     report.ok("secrets", detail);
+    Some(selected)
 }
 
 /// `files`: each target exists (or can be created), is a real directory on
-/// tmpfs, is writable, the mode and owner can be applied; the secret names fit as file names.
-fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+/// tmpfs, is writable, the mode and owner can be applied (the secret names
+/// are checked against every target in the `secrets` step).
+fn files_step(report: &mut Report, delivery: &Delivery) {
     let Some(options) = delivery.files() else {
         report.skip(
             "files",
@@ -379,11 +444,9 @@ fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretS
         .flatten()
         .map(|p| options.dir.as_ref() != Some(p) || p.exists())
         .collect();
-    let result = delivery.preflight().and_then(|()| match secrets {
-        Some(secrets) => delivery.check_file_names(secrets),
-        None => Ok(()),
-    });
-    if let Err(e) = result {
+    // The files alone (each template's DEST has a step of its own; the
+    // names were checked against every target in the `secrets` step).
+    if let Err(e) = files::preflight(options).map_err(DeliverError::from) {
         report.fail_with("files", &e);
         return;
     }
@@ -418,6 +481,29 @@ fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretS
     report.ok("files", detail);
 }
 
+/// One `template DEST` step per `--template`: DEST's directory is usable
+/// (as for `files`), and the template renders with the fetched secrets, in
+/// memory; the rendering is never shown, only "ok" or the exact error.
+fn template_steps(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+    for (src, dest, outcome) in delivery.templates().check_each(secrets) {
+        let name = format!("template {}", dest.display());
+        match (outcome, secrets) {
+            (Err(e), _) => report.fail_with(name, &DeliverError::from(e)),
+            (Ok(()), Some(_)) => report.ok(
+                name,
+                format!("{} renders with the fetched secrets; the target is writable", src.display()),
+            ),
+            (Ok(()), None) => report.skip(
+                name,
+                &format!(
+                    "{} parses and the target is writable; not rendered: the secrets could not be read",
+                    src.display()
+                ),
+            ),
+        }
+    }
+}
+
 /// `environment`: the child's environment (inherited + secrets) against the
 /// exec limits, before the program's own arguments.
 fn environment_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
@@ -429,7 +515,7 @@ fn environment_step(report: &mut Report, delivery: &Delivery, secrets: Option<&S
         return;
     }
     let Some(secrets) = secrets else {
-        report.skip("environment", "the secrets could not be read");
+        report.skip("environment", "no set of secrets to check it with");
         return;
     };
     // `check` starts no program: the size is checked without its arguments.

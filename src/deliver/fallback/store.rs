@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::format::{parse, render, MAX_FILE_BYTES};
 use super::FallbackOptions;
-use crate::deliver::files::{fs as files_fs, FilesError, FilesOptions};
+use crate::deliver::files::{fs as files_fs, DirRules, FilesError, FilesOptions, TargetDir};
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
@@ -96,17 +96,22 @@ impl Store {
         self.options.max_age
     }
 
-    /// Opens DIR by the target-directory rules (created 0700 when missing;
-    /// no link; memory-backed unless allowed), refuses one that is not ours,
-    /// and sets it to 0700. Every use of DIR starts here.
+    /// Opens DIR by the target-directory rules (`TargetDir::open`: created
+    /// 0700 when missing; every link on its path ours or root's, none at the
+    /// end; memory-backed unless allowed), refuses one that is not ours (the
+    /// target rules also accept root's: not here, a set is read back only
+    /// from a directory no one else controls), and sets it to 0700. Every use
+    /// of DIR starts here.
     pub fn prepare(&self) -> Result<OwnedFd, FallbackError> {
         let dir = &self.options.dir;
-        let rules = FilesOptions {
-            mode: 0o600,
-            allow_non_tmpfs: self.options.allow_non_tmpfs,
-            ..FilesOptions::default()
+        let rules = DirRules {
+            create: Some(0o700),
+            owner: None,
+            memory_only: !self.options.allow_non_tmpfs,
         };
-        let fd = files_fs::open_or_create_dir(dir, &rules).map_err(FallbackError::Files)?;
+        let fd = TargetDir::open(dir, &rules)
+            .map_err(FallbackError::Files)?
+            .into_fd();
         let st = stat::fstat(&fd).map_err(|e| io_err("inspect", dir, e))?;
         let ours = unistd::geteuid().as_raw();
         if st.st_uid != ours {

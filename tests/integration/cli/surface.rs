@@ -1,6 +1,8 @@
 //! Black-box tests of the command-line surface that need no server: every
-//! contract flag and environment variable in `--help`, the EXIT STATUS section,
-//! usage errors exit 2, and shell completions.
+//! contract flag and environment variable in `--help`, the Infisical CLI's
+//! aliases, the EXIT STATUS section, `--version` of every command, usage
+//! errors exit 2 (and `run` without `--` says where it goes), and shell
+//! completions.
 
 use std::process::Command;
 
@@ -56,9 +58,23 @@ const CONTRACT: &[(&str, Option<&str>)] = &[
     ("--stop-timeout", Some("SVID_EXEC_STOP_TIMEOUT")),
     ("--forward-to", Some("SVID_EXEC_FORWARD_TO")),
     ("--mlock", Some("SVID_EXEC_MLOCK")),
+    ("--ready-file", Some("SVID_EXEC_READY_FILE")),
     ("--log-format", Some("SVID_EXEC_LOG_FORMAT")),
     ("--log-level", Some("SVID_EXEC_LOG_LEVEL")),
     ("--quiet", None),
+    ("--only", Some("SVID_EXEC_ONLY")),
+    ("--map", Some("SVID_EXEC_MAP")),
+];
+
+/// The Infisical CLI's spellings (contract, "Compatibility with the Infisical
+/// CLI") and the option each stands for.
+const ALIASES: &[(&str, &str)] = &[
+    ("--projectId", "--project-id"),
+    ("--domain", "--api-url"),
+    ("--tags", "--tag"),
+    ("--watch-interval", "--poll-interval"),
+    ("--silent", "--quiet"),
+    ("--dir", "--files-dir"),
 ];
 
 #[test]
@@ -79,7 +95,15 @@ fn run_help_lists_every_contract_flag_with_its_environment_variable() {
         }
     }
     assert!(help.contains("-q, --quiet"));
+    for (alias, _) in ALIASES {
+        assert!(
+            help.contains(&format!("[aliases: {alias}]"))
+                || help.contains(&format!("[alias: {alias}]")),
+            "run --help does not show the alias {alias}"
+        );
+    }
     assert!(help.contains("EXIT STATUS"));
+    assert!(help.contains("a missing required option"));
     for code in ["69", "70", "77", "78", "126", "127"] {
         assert!(
             help.contains(&format!("  {code} ")),
@@ -113,15 +137,6 @@ fn usage_errors_exit_2() {
             "--env",
             "e",
         ],
-        &[
-            "write",
-            "--identity-id",
-            "i",
-            "--project-id",
-            "p",
-            "--env",
-            "e",
-        ],
         &["completions"],
         &["completions", "tcsh"],
     ];
@@ -129,6 +144,47 @@ fn usage_errors_exit_2() {
         let out = svid_exec(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+}
+
+#[test]
+fn a_program_without_dashes_before_it_is_a_usage_error_saying_where_they_go() {
+    for (args, typed) in [
+        (&["run", "env"][..], "env"),
+        (
+            &["run", "--env", "prod", "env", "-i", "A=1"][..],
+            "env -i A=1",
+        ),
+        (&["run", "--watch", "printenv", "HOME"][..], "printenv HOME"),
+    ] {
+        let out = svid_exec(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        let expected =
+            format!("error: put -- before the program: svid-exec run [OPTIONS] -- {typed}\n");
+        assert!(
+            out.stderr.starts_with(&expected),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn every_command_prints_the_tools_version_with_commit_and_features() {
+    let top = svid_exec(&["--version"]);
+    assert!(top.status.success());
+    let version = top.stdout_text();
+    assert!(
+        version.starts_with(&format!("svid-exec {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(version.contains(", features: "), "{version}");
+    for command in ["run", "write", "check", "completions", "man"] {
+        for flag in ["-V", "--version"] {
+            let out = svid_exec(&[command, flag]);
+            assert!(out.status.success(), "{command} {flag}: {}", out.stderr);
+            assert_eq!(out.stdout_text(), version, "{command} {flag}");
+        }
     }
 }
 
@@ -207,4 +263,77 @@ fn man_prints_one_roff_page_with_every_command_and_its_environment_variables() {
     ] {
         assert!(page.contains(needle), "man page lacks {needle}");
     }
+}
+
+#[test]
+fn man_puts_exit_status_in_a_section_of_its_own_with_ready_codes_and_no_extra_heading() {
+    let out = svid_exec(&["man"]);
+    let page = out.stdout_text();
+    assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+    assert!(!page.contains(".SH EXTRA"), "an EXTRA heading is left");
+    assert!(page.contains("SVID-EXEC READY"), "no ready command");
+    let exit_status = &page[page.find(".SH \"EXIT STATUS\"").unwrap()..];
+    for code in ["\\fB69\\fR", "\\fB78\\fR", "\\fB127\\fR", "svid-exec ready"] {
+        assert!(
+            exit_status.contains(code),
+            "EXIT STATUS lacks {code}:\n{exit_status}"
+        );
+    }
+}
+
+/// Shells complete the options that take one of a few words with those
+/// words, and free-text values with nothing (not with file names), while the
+/// parser still takes any word so a wrong one is 78 with a hint.
+#[test]
+fn completions_offer_the_values_of_auth_method_and_log_format_not_file_names() {
+    let bash = svid_exec(&["completions", "bash"]).stdout_text();
+    for (flag, words) in [
+        ("--auth-method", "oidc-auth jwt-auth spiffe-auth"),
+        ("--log-format", "text json"),
+        ("--log-level", "error warn info debug trace"),
+    ] {
+        let arm = bash
+            .split(&format!("{flag})"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {flag} in the bash script"));
+        let arm = &arm[..arm.find(";;").unwrap()];
+        assert!(
+            arm.contains(&format!("compgen -W \"{words}\"")),
+            "{flag}: {arm}"
+        );
+    }
+    let identity = bash.split("--identity-id)").nth(1).unwrap();
+    let identity = &identity[..identity.find(";;").unwrap()];
+    assert!(
+        !identity.contains("compgen -f"),
+        "file names for --identity-id: {identity}"
+    );
+    let zsh = svid_exec(&["completions", "zsh"]).stdout_text();
+    assert!(
+        zsh.contains(":METHOD:(oidc-auth jwt-auth spiffe-auth)"),
+        "zsh"
+    );
+    assert!(zsh.contains(":FORMAT:(text json)"), "zsh");
+    let fish = svid_exec(&["completions", "fish"]).stdout_text();
+    assert!(
+        fish.contains("-l auth-method") && fish.contains("spiffe-auth"),
+        "fish"
+    );
+
+    let wrong = svid_exec(&[
+        "run",
+        "--identity-id",
+        "1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+        "--project-id",
+        "p",
+        "--env",
+        "prod",
+        "--auth-method",
+        "kerberos",
+        "--",
+        "true",
+    ]);
+    assert_eq!(wrong.code(), 78, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("kerberos"), "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("hint:"), "{}", wrong.stderr);
 }

@@ -12,4 +12,4 @@ pub use launcher::{parse_env0, Launcher, Outcome, Running};
 pub use no_secret::{assert_no_fragment, assert_no_secret, find_jwt_like};
 pub use process::{alive, ppid, proc_state, wait_for};
 pub use scratch::{disk_scratch, tmpfs_scratch, Scratch};
-pub use seen::secret_requests;
+pub use seen::{agent_fetches, oidc_logins, secret_requests};

@@ -96,6 +96,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// Whether an `Authorization` header was present.
     pub authorization_present: bool,
+    /// When the request arrived (load tests: the herd's spread over time).
+    pub at: std::time::SystemTime,
 }
 
 /// The state of a rate-limit window after counting one request.
@@ -402,6 +404,7 @@ pub(crate) async fn layer(
     request: Request,
     next: Next,
 ) -> Response {
+    let at = std::time::SystemTime::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
@@ -418,6 +421,7 @@ pub(crate) async fn layer(
         query: query.clone(),
         status: response.status().as_u16(),
         authorization_present,
+        at,
     };
 
     let fault = state.lock().faults.take(&path);
