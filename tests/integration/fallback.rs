@@ -357,3 +357,36 @@ fn the_directory_is_private_and_ours_and_the_files_0600() {
         assert!(out.child_env().is_empty(), "the program ran");
     }
 }
+
+#[test]
+fn check_reports_the_directory_and_its_sets_and_never_starts_from_them() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    let check = |dir: &Path| launcher(&cached.stack, dir).arg("check").run();
+    let step = |out: &Outcome, mark: &str| {
+        let prefix = format!("{mark} fallback: ");
+        out.stdout_text()
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", out.stdout_text()))
+            .to_owned()
+    };
+    let ok = check(&cached.dir);
+    ok.expect_code(0);
+    let said = step(&ok, "✓");
+    assert!(said.contains("1 set of this identity"), "{said}");
+    // A link in its place fails the step (78).
+    let planted = cached.scratch.path().join("link");
+    std::os::unix::fs::symlink(&cached.dir, &planted).unwrap();
+    let refused = check(&planted);
+    refused.expect_code(78);
+    assert!(step(&refused, "✗").contains("symbolic link"));
+    // During an outage it fails as a run without the cache would (69), and
+    // the directory's step still says what is there.
+    fail_everything(&cached.stack);
+    let down = check(&cached.dir);
+    down.expect_code(69);
+    assert!(!down.stderr.contains(USED), "{}", down.stderr);
+    step(&down, "✓");
+}

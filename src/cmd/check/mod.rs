@@ -92,6 +92,7 @@ async fn steps(config: &Config) -> Report {
     };
     let delivery = config.delivery();
     files_step(&mut report, &delivery);
+    fallback_step(&mut report, &delivery);
     template_steps(&mut report, &delivery, secrets.as_ref());
     environment_step(&mut report, &delivery, secrets.as_ref());
     drop(secrets);
@@ -479,6 +480,29 @@ fn files_step(report: &mut Report, delivery: &Delivery) {
         }
     }
     report.ok("files", detail);
+}
+
+/// `fallback` (with `--fallback-dir` only): the directory as a start would
+/// use it (created 0700 when missing, ours, memory-backed unless allowed)
+/// and how many sets this identity has cached there. `check` never starts
+/// from them: a check that passed on cached secrets would hide the outage it
+/// is there to find; whether one would be used depends on that outage.
+fn fallback_step(report: &mut Report, delivery: &Delivery) {
+    let Some(store) = delivery.fallback() else {
+        return;
+    };
+    match store.prepare() {
+        Ok(_) => report.ok(
+            "fallback",
+            format!(
+                "{}: private (0700, ours); {} of this identity cached there, used only when \
+                 Infisical is unavailable (never by check)",
+                store.dir().display(),
+                plural(store.count_for_identity(), "set")
+            ),
+        ),
+        Err(e) => report.fail_with("fallback", &DeliverError::from(e)),
+    }
 }
 
 /// One `template DEST` step per `--template`: DEST's directory is usable
