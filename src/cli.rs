@@ -488,7 +488,7 @@ pub struct DeliveryArgs {
     )]
     pub memfd: bool,
 
-    /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode); an undefined name is exit 78 (repeatable; env: comma-separated).
+    /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode), or with run to a sealed memfd named by `NAME_FILE` (DEST `memfd:NAME`); an undefined name is exit 78 (repeatable; env: comma-separated).
     #[arg(
         long,
         env = "SVID_EXEC_TEMPLATES",

@@ -56,6 +56,9 @@ pub(super) fn delivery_options(
         allow_non_tmpfs: args.allow_non_tmpfs,
     };
     let templates = templates(&args.template, &targets, p);
+    if let Some(templates) = &templates {
+        memfd_templates(task, args, templates, p);
+    }
     // A target given with an invalid value still counts as given here.
     let has_dir = dir.as_ref().is_none_or(Option::is_some);
     let has_target = has_dir
@@ -127,6 +130,36 @@ fn templates(raw: &[String], files: &FilesOptions, p: &mut Problems<'_>) -> Opti
             )
         })
     })
+}
+
+/// `--template SRC:memfd:NAME`: the memfd is inherited by a program and
+/// named in its environment (`NAME_FILE`), so only `run` (or `check`, which
+/// checks a run) without `--no-env` can deliver it.
+fn memfd_templates(
+    task: &Task,
+    args: &cli::DeliveryArgs,
+    templates: &Templates,
+    p: &mut Problems<'_>,
+) {
+    let names: Vec<&str> = templates.memfd_names().collect();
+    if names.is_empty() {
+        return;
+    }
+    let given = format!("{} memfd:{}", p.label("template"), names.join(", memfd:"));
+    if matches!(task, Task::Write) {
+        p.push(Problem::new(
+            format!("{given}: write starts no program to inherit a memfd"),
+            "render to a file with write (SRC:DEST), or use run",
+        ));
+    } else if args.no_env {
+        p.push(Problem::new(
+            format!(
+                "{given}: each memfd is named in the environment (NAME_FILE), which {} leaves out",
+                p.label("no_env")
+            ),
+            "drop --no-env, or render to a file (SRC:DEST)",
+        ));
+    }
 }
 
 /// `--env-prefix`, `--no-override`, `--env-file-refs` (which needs per-key

@@ -614,12 +614,17 @@ fn check_combinations(delivery: &DeliveryOptions, watch: Option<&Settings>, p: &
     let Some(watch) = watch else {
         return;
     };
-    if delivery.memfd && matches!(watch.on_change, OnChange::Signal(_)) {
+    let memfd_template = delivery.templates.memfd_names().next().is_some();
+    if (delivery.memfd || memfd_template) && matches!(watch.on_change, OnChange::Signal(_)) {
+        let what = if delivery.memfd {
+            p.label("memfd")
+        } else {
+            format!("{} memfd:NAME", p.label("template"))
+        };
         p.push(Problem::new(
             format!(
-                "{} signal:<SIG> cannot update secrets delivered with {}",
+                "{} signal:<SIG> cannot update what is delivered with {what}",
                 p.label("on_change"),
-                p.label("memfd")
             ),
             "a sealed memfd cannot change: use --on-change restart (fresh memfds at each start) \
              or none",

@@ -529,7 +529,10 @@ fn template_flags_split_src_dest_and_an_octal_mode() {
         (format!("{src}:"), "DEST is empty"),
         (format!("{src}:/run/x:0999"), "not an octal mode"),
         (format!("{src}:/run/x:0666"), "write bits 0022"),
-        (format!("{src}:memfd:NAME"), "memfd"),
+        (format!("{src}:memfd:my-name"), "must be a variable name"),
+        (format!("{src}:memfd:NAME:0400"), "must be a variable name"),
+        // A memfd is named in the environment, which --no-env leaves out.
+        (format!("{src}:memfd:NAME"), "which --no-env leaves out"),
         (
             "/no/such/template.j2:/run/x".to_owned(),
             "cannot read template",
@@ -539,6 +542,14 @@ fn template_flags_split_src_dest_and_an_octal_mode() {
         assert!(err.to_string().contains(says), "{flag}: {err}");
         assert_eq!(err.exit_class(), ExitClass::Config);
     }
+    // memfd:NAME is no file: nothing made absolute, no mode.
+    let c = run_with(&["--template", &format!("{src}:memfd:CONF")]).unwrap();
+    let spec: Vec<_> = c.delivery.templates.targets().collect();
+    assert_eq!(spec[0].1, Path::new("memfd:CONF"));
+    assert_eq!(
+        c.delivery.templates.memfd_names().collect::<Vec<_>>(),
+        ["CONF"]
+    );
     // Templates alone deliver something: --no-env is fine with them.
     assert!(specs(&[])
         .unwrap_err()

@@ -162,6 +162,15 @@ pub enum EnvError {
         /// The largest delivered secrets.
         largest: Vec<(String, usize)>,
     },
+    /// A template's `NAME_FILE` (`--template SRC:memfd:NAME`) is also a
+    /// secret's variable.
+    #[error("{name} would name both a secret and the memfd of --template …:memfd:{template}")]
+    Taken {
+        /// The variable.
+        name: String,
+        /// The template's NAME.
+        template: String,
+    },
     /// A secret value with a NUL byte would be cut short by `execve`.
     #[error(
         "the value of secret {0:?} contains a NUL byte, which an environment variable cannot carry"
@@ -178,6 +187,10 @@ impl Failure for EnvError {
         Some(match self {
             Self::NulInValue(_) => {
                 "deliver this secret as a file (--files-dir DIR --no-env), which keeps every byte"
+                    .to_owned()
+            }
+            Self::Taken { .. } => {
+                "give the template another NAME, or deliver the secret under another name (--map)"
                     .to_owned()
             }
             Self::InvalidName { .. } => {
@@ -314,6 +327,31 @@ impl<'a> EnvPlan<'a> {
             shadowed: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Adds `<PREFIX>NAME_FILE=<path>` for each `(NAME, path)`: a rendered
+    /// template's memfd (`--template SRC:memfd:NAME`), by the secrets' rules
+    /// (`--env-prefix`, `--no-override`). A name a secret already has is
+    /// refused: the program would get one of the two.
+    pub fn add_file_refs(
+        &mut self,
+        refs: impl IntoIterator<Item = (String, PathBuf)>,
+        options: &EnvOptions,
+    ) -> Result<(), EnvError> {
+        for (template, path) in refs {
+            let name = format!("{}{template}_FILE", options.prefix);
+            if self.delivered.contains(&name) || self.shadowed.contains(&name) {
+                return Err(EnvError::Taken { name, template });
+            }
+            let key = OsString::from(&name);
+            if !options.override_inherited && self.vars.contains_key(&key) {
+                self.shadowed.push(name);
+                continue;
+            }
+            self.vars.insert(key, Value::FilePath(path));
+            self.delivered.push(name);
+        }
+        Ok(())
     }
 
     /// Warnings to log (non-portable names).
@@ -508,6 +546,43 @@ mod tests {
     fn value<'p>(plan: &'p EnvPlan<'_>, name: &str) -> Option<&'p str> {
         plan.value_bytes(name)
             .map(|b| std::str::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn template_memfds_are_named_by_the_secrets_rules_and_never_twice() {
+        let set = secrets(&[("DB", "secret")]);
+        let path = |n: &str| PathBuf::from(format!("/proc/self/fd/{n}"));
+        let mut plan = EnvPlan::build(
+            inherited(&[("APP_CONF_FILE", "kept"), ("APP_TLS_FILE", "old")]),
+            &set,
+            &opts("APP_", false),
+            EnvSource::Values,
+        )
+        .unwrap();
+        plan.add_file_refs(
+            [
+                ("CONF".to_owned(), path("3")),
+                ("KEY".to_owned(), path("4")),
+            ],
+            &opts("APP_", false),
+        )
+        .unwrap();
+        // --no-override keeps an inherited variable, as for a secret.
+        assert_eq!(value(&plan, "APP_CONF_FILE"), Some("kept"));
+        assert_eq!(value(&plan, "APP_KEY_FILE"), Some("/proc/self/fd/4"));
+        assert_eq!(plan.delivered_names(), ["APP_DB", "APP_KEY_FILE"]);
+        assert_eq!(plan.shadowed_names(), ["APP_CONF_FILE"]);
+        // A secret that would be the same variable: refused, naming both.
+        let clash = secrets(&[("CONF_FILE", "x")]);
+        let mut plan =
+            EnvPlan::build(inherited(&[]), &clash, &opts("", true), EnvSource::Values).unwrap();
+        let err = plan
+            .add_file_refs([("CONF".to_owned(), path("3"))], &opts("", true))
+            .unwrap_err();
+        assert!(
+            matches!(&err, EnvError::Taken { name, template } if name == "CONF_FILE" && template == "CONF")
+        );
+        assert!(err.hint().unwrap().contains("--map"));
     }
 
     #[test]

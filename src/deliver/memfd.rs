@@ -4,12 +4,14 @@
 //! `KEY_FILE=/proc/self/fd/N`. Nothing is written to any filesystem.
 //!
 //! The numbers are fixed per launch ([`Layout`]): from the first one above
-//! every descriptor the program inherits anyway, one per secret in name order.
+//! every descriptor the program inherits anyway, one per secret in name order,
+//! then one per template rendered to `memfd:NAME`, in the order given.
 //! The memfds are created close-on-exec; the launcher (`sys::InheritAt`) puts
 //! them at their numbers for the program only, and closes its own copies once
 //! the program has them. A template rendered to a memfd (`--template
-//! SRC:memfd:NAME`) is one more `(name, bytes)` item for [`create`] and one
-//! more number in the layout.
+//! SRC:memfd:NAME`, also without `--memfd`) is one more `(NAME, bytes)` item
+//! for [`create`], one more number in the layout and `NAME_FILE` in the
+//! environment.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -94,18 +96,19 @@ impl Layout {
 /// Why memfds cannot be made. Messages name keys, never values.
 #[derive(Debug, thiserror::Error)]
 pub enum MemfdError {
-    /// More secrets than one launch may pass as descriptors.
-    #[error("--memfd passes at most {MAX_MEMFDS} secrets to a program, and {count} were fetched")]
+    /// More memfds than one launch may pass as descriptors.
+    #[error(
+        "at most {MAX_MEMFDS} memfds (secrets with --memfd, templates to memfd:NAME) are passed \
+         to a program, and this set needs {count}"
+    )]
     TooMany {
         /// How many.
         count: usize,
     },
     /// The open-file limit leaves no room for them.
-    #[error(
-        "--memfd needs {needed} open files for {count} secrets, over the open-file limit of {limit}"
-    )]
+    #[error("{count} memfds need {needed} open files, over the open-file limit of {limit}")]
     FileLimit {
-        /// How many secrets.
+        /// How many memfds.
         count: usize,
         /// Descriptors needed.
         needed: u64,
@@ -115,7 +118,8 @@ pub enum MemfdError {
     /// `/proc/self/fd`, which the program's paths name, is not there.
     #[error("--memfd gives the program paths in {PROC_FD}, which does not exist here")]
     NoProc,
-    /// The kernel refused to make, fill or seal one.
+    /// The kernel refused to make, fill or seal one (`key`: the secret's
+    /// name, or the template's NAME).
     #[error("cannot {op} the memfd of {key}: {source}")]
     Kernel {
         /// What failed.
@@ -139,7 +143,7 @@ impl Failure for MemfdError {
         Some(
             match self {
                 Self::TooMany { .. } => {
-                    "deliver fewer secrets (--path, --tag) or use --files-dir on a tmpfs"
+                    "deliver fewer secrets (--path, --tag, --only) or use --files-dir on a tmpfs"
                 }
                 Self::FileLimit { .. } => "raise the open-file limit (ulimit -n, LimitNOFILE=)",
                 Self::NoProc => "mount /proc in the container, or use --files-dir on a tmpfs",

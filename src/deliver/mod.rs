@@ -182,7 +182,8 @@ impl Delivery {
     /// A delivery for a program started with `command_line` (empty for
     /// `write` and `check`, which start none).
     pub fn new(options: DeliveryOptions, command_line: Vec<OsString>) -> Self {
-        let memfd = options.memfd.then(Layout::current);
+        let memfds = options.memfd || options.templates.memfd_names().next().is_some();
+        let memfd = memfds.then(Layout::current);
         let fallback = options.fallback.clone().map(Store::new);
         Self {
             options,
@@ -205,7 +206,7 @@ impl Delivery {
 
     /// Whether anything is written to files (file targets or templates).
     pub fn writes_files(&self) -> bool {
-        self.files().is_some() || !self.templates().is_empty()
+        self.files().is_some() || self.templates().writes_files()
     }
 
     /// The file targets, if any.
@@ -271,7 +272,9 @@ impl Delivery {
         let plan = self.env(&secrets)?;
         self.check_fits(&plan)?;
         if let Some(layout) = &self.memfd {
-            layout.check_count(secrets.len())?;
+            layout.check_count(
+                self.secret_memfds(&secrets) + self.templates().memfd_names().count(),
+            )?;
         }
         let templates = self.templates();
         templates.check_clear_of_keys(self.files().and_then(|f| f.dir.as_deref()), &secrets)?;
@@ -334,12 +337,20 @@ impl Delivery {
             return Ok(EnvPlan::inherited_only(inherited));
         };
         let dir = self.files().and_then(|f| f.dir.as_deref());
-        let source = match (self.memfd, dir) {
+        let source = match (self.memfd.filter(|_| self.options.memfd), dir) {
             (Some(layout), _) => EnvSource::Memfd(layout),
             (None, Some(dir)) if options.file_refs => EnvSource::FileRefs(dir),
             _ => EnvSource::Values,
         };
-        Ok(EnvPlan::build(inherited, secrets, options, source)?)
+        let mut plan = EnvPlan::build(inherited, secrets, options, source)?;
+        if let Some(layout) = self.memfd {
+            // The templates' memfds come after the secrets' (`--memfd`).
+            let first = self.secret_memfds(secrets);
+            let refs = self.templates().memfd_names().enumerate();
+            let refs = refs.map(|(i, name)| (name.to_owned(), layout.path(first + i)));
+            plan.add_file_refs(refs, options)?;
+        }
+        Ok(plan)
     }
 
     /// Refuses an environment that, with the program's command line, is more
@@ -364,7 +375,7 @@ impl Delivery {
                 "secrets written to files"
             );
         }
-        if !self.templates().is_empty() {
+        if self.templates().writes_files() {
             let count = self
                 .templates()
                 .write(&rendered, &mut self.stamps.borrow_mut())?;
@@ -377,19 +388,38 @@ impl Delivery {
         Ok(())
     }
 
-    /// With `--memfd`: a sealed memfd per secret, in name order, each with
-    /// the number the program inherits it at (what [`Delivery::env`] names).
-    /// Close-on-exec here; the launcher places them (`sys::InheritAt`) and
-    /// closes its copies once the program has them. Empty without `--memfd`.
+    /// The sealed memfds the program inherits, each with the number it is
+    /// inherited at (what [`Delivery::env`] names): with `--memfd` one per
+    /// secret, in name order, then one per `--template SRC:memfd:NAME`, in
+    /// the order given, rendered from `secrets`. Close-on-exec here; the
+    /// launcher places them and closes its copies once the program has them.
+    /// Empty without either.
     pub fn memfds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliverError> {
         use secrecy::ExposeSecret as _;
         let Some(layout) = self.memfd else {
             return Ok(Vec::new());
         };
-        let items = secrets
+        let templates = self.templates();
+        let rendered = if templates.memfd_names().next().is_some() {
+            templates.render(secrets)?
+        } else {
+            Vec::new()
+        };
+        let values = secrets
             .iter()
+            .take(self.secret_memfds(secrets))
             .map(|(key, value)| (key, value.expose_secret().as_bytes()));
+        let items = values.chain(templates.memfd_renderings(&rendered));
         Ok(memfd::create(layout, items)?)
+    }
+
+    /// How many memfds carry secrets: every secret with `--memfd`, else none.
+    fn secret_memfds(&self, secrets: &SecretSet) -> usize {
+        if self.options.memfd {
+            secrets.len()
+        } else {
+            0
+        }
     }
 
     /// Records in the per-key directory's state file that a poll found the

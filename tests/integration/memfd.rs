@@ -3,14 +3,16 @@
 //! (`F_GET_SEALS`) and `/memfd:` behind the link, inherits the descriptor
 //! without close-on-exec and has no value in its environment; no file with a
 //! secret appears on any tmpfs; under `--watch` every start gets fresh
-//! memfds and the supervisor keeps none; signal mode and the cap are 78.
+//! memfds and the supervisor keeps none; signal mode and the cap are 78. A
+//! template rendered to `memfd:NAME` is one more memfd after the secrets',
+//! named by `NAME_FILE`, with or without `--memfd`.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use svid_exec_testkit::stack::{Stack, DEMO_SECRETS, ENVIRONMENT, PROJECT_ID};
 
-use crate::util::{assert_no_secret, wait_for, Launcher};
+use crate::util::{assert_no_secret, wait_for, Launcher, Scratch};
 use crate::watch::{set, stack_with, Watched, WAIT};
 
 /// Prints, as JSON on stdout, what the program sees: for every `*_FILE`
@@ -65,7 +67,7 @@ fn has_python() -> bool {
     found
 }
 
-/// `svid-exec run --memfd ARGS -- python3 -c PROBE` against a fresh stack,
+/// `svid-exec run ARGS -- python3 -c PROBE` against a fresh stack,
 /// started clean ([`CLEAN_START`], with descriptor 3 open when `fd3`),
 /// audited; the probe's report (`None`: skipped, no python3).
 fn probe(fd3: bool, args: &[&str]) -> Option<Value> {
@@ -77,7 +79,7 @@ fn probe(fd3: bool, args: &[&str]) -> Option<Value> {
     let mode = if fd3 { "3" } else { "-" };
     let out = launcher
         .via(&["python3", "-c", CLEAN_START, mode])
-        .args(["run", "--memfd"])
+        .arg("run")
         .args(args)
         .args(["--", "python3", "-c", PROBE])
         .audited()
@@ -108,7 +110,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn each_secret_is_a_sealed_memfd_read_byte_for_byte_through_key_file() {
-    let Some(report) = probe(false, &[]) else {
+    let Some(report) = probe(false, &["--memfd"]) else {
         return;
     };
     let files = report["files"].as_object().expect("files");
@@ -139,7 +141,7 @@ fn each_secret_is_a_sealed_memfd_read_byte_for_byte_through_key_file() {
 fn the_prefix_names_the_variables_and_inherited_descriptors_keep_their_numbers() {
     // Descriptor 3 is the launcher's parent's (as systemd passes sockets):
     // the memfds go above it and the program still has it.
-    let Some(report) = probe(true, &["--env-prefix", "APP_"]) else {
+    let Some(report) = probe(true, &["--memfd", "--env-prefix", "APP_"]) else {
         return;
     };
     let files = report["files"].as_object().expect("files");
@@ -241,30 +243,13 @@ fn under_watch_every_start_gets_fresh_memfds_and_the_supervisor_keeps_none() {
     // Records the value and the memfd's inode at each start.
     let script = "printf '%s %s\\n' \"$(cat \"$WATCHED_FILE\")\" \
                   \"$(stat -L -c %i \"$WATCHED_FILE\")\" >> \"$D/memfds\"; exec sleep 120";
-    let mut watched = Watched::start(
-        &stack,
-        &[
-            "run",
-            "--watch",
-            "--memfd",
-            "--poll-interval",
-            "1s",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-    );
-    let records = |n: usize| {
-        wait_for(&format!("{n} start(s)"), WAIT, || {
-            let text = std::fs::read_to_string(watched.path("memfds")).unwrap_or_default();
-            let lines: Vec<(String, String)> = text
-                .lines()
-                .filter_map(|l| l.split_once(' '))
-                .map(|(v, i)| (v.to_owned(), i.to_owned()))
-                .collect();
-            (lines.len() >= n).then_some(lines)
-        })
+    let mut watched = watch_sh(&stack, &["--memfd"], script);
+    let records = |n: usize| -> Vec<(String, String)> {
+        lines_written(&watched, "memfds", n)
+            .iter()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(v, i)| (v.to_owned(), i.to_owned()))
+            .collect()
     };
     let first = records(1);
     assert_eq!(first[0].0, "one");
@@ -279,6 +264,26 @@ fn under_watch_every_start_gets_fresh_memfds_and_the_supervisor_keeps_none() {
     assert_ne!(both[0].1, both[1].1, "the same memfd twice");
     assert!(memfds_of(watched.pid()).is_empty());
     assert_eq!(watched.stop(), 128 + 15);
+}
+
+/// `run --watch --poll-interval 1s ARGS -- sh -c SCRIPT` on `stack`.
+fn watch_sh(stack: &Stack, args: &[&str], script: &str) -> Watched {
+    let command: Vec<&str> = ["run", "--watch", "--poll-interval", "1s"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--", "sh", "-c", script])
+        .collect();
+    Watched::start(stack, &command)
+}
+
+/// The lines the program appended to `$D/NAME` once there are `n` (one per
+/// start of the program).
+fn lines_written(watched: &Watched, name: &str, n: usize) -> Vec<String> {
+    wait_for(&format!("{n} start(s)"), WAIT, || {
+        let text = std::fs::read_to_string(watched.path(name)).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        (lines.len() >= n).then_some(lines)
+    })
 }
 
 /// The memfds `pid` holds open.
@@ -319,7 +324,7 @@ fn more_secrets_than_the_cap_or_the_open_file_limit_allows_are_refused() {
         .marked_program(stack.dir())
         .audited()
         .run();
-    out.expect_refused(78, &["at most 512 secrets"]);
+    out.expect_refused(78, &["at most 512 memfds"]);
     // Within the cap, but over what a low open-file limit leaves room for.
     let small = Stack::start();
     add_secrets(&small, 20);
@@ -331,4 +336,150 @@ fn more_secrets_than_the_cap_or_the_open_file_limit_allows_are_refused() {
         .run();
     out.expect_refused(78, &["open-file limit of 64"])
         .expect_stderr("ulimit -n");
+}
+
+/// A template file in a scratch directory: `SRC` for `--template`.
+fn template(text: &str) -> (Scratch, String) {
+    let scratch = Scratch::temp();
+    let src = scratch.path().join("app.conf.j2");
+    std::fs::write(&src, text).unwrap();
+    let src = src.display().to_string();
+    (scratch, src)
+}
+
+/// What the template below renders from the demo secrets.
+fn rendered() -> String {
+    let greeting = DEMO_SECRETS
+        .iter()
+        .find(|(k, _)| *k == "GREETING")
+        .unwrap()
+        .1;
+    format!("greeting = {greeting}\n")
+}
+
+const TEMPLATE: &str = "greeting = {{ GREETING }}\n";
+
+#[test]
+fn a_template_to_a_memfd_comes_after_the_secrets_memfds_named_by_name_file() {
+    let (_dir, src) = template(TEMPLATE);
+    let flag = format!("{src}:memfd:CONF");
+    let Some(report) = probe(
+        false,
+        &["--memfd", "--env-prefix", "APP_", "--template", &flag],
+    ) else {
+        return;
+    };
+    let files = report["files"].as_object().expect("files");
+    assert_eq!(files.len(), DEMO_SECRETS.len() + 1, "{report}");
+    let conf = &files["APP_CONF_FILE"];
+    assert_eq!(conf["hex"], hex(rendered().as_bytes()));
+    assert_eq!(conf["fd"], 6, "after the secrets' 3, 4, 5");
+    assert_eq!(conf["seals"].as_u64().unwrap() & SEALS, SEALS);
+    assert!(conf["link"].as_str().unwrap().starts_with("/memfd:CONF"));
+    assert_eq!(conf["cloexec"], false);
+}
+
+#[test]
+fn a_template_to_a_memfd_needs_no_memfd_flag_and_writes_no_file() {
+    let (_dir, src) = template(TEMPLATE);
+    let flag = format!("{src}:memfd:CONF");
+    let Some(report) = probe(false, &["--template", &flag]) else {
+        return;
+    };
+    // The secrets are values in the environment; the rendering is the only
+    // memfd, at the first free number.
+    let files = report["files"].as_object().expect("files");
+    assert_eq!(files.keys().collect::<Vec<_>>(), ["CONF_FILE"], "{report}");
+    assert_eq!(files["CONF_FILE"]["fd"], 3);
+    assert_eq!(files["CONF_FILE"]["hex"], hex(rendered().as_bytes()));
+    assert_eq!(report["env"]["GREETING"], DEMO_SECRETS[1].1);
+    assert!(!std::path::Path::new("memfd:CONF").exists());
+}
+
+#[test]
+fn under_watch_a_changed_rendering_restarts_the_program_with_a_fresh_memfd() {
+    let stack = stack_with((3600, 86_400), false);
+    let (_dir, src) = template("w={{ WATCHED }}");
+    let flag = format!("{src}:memfd:W");
+    let script = "cat \"$W_FILE\" >> \"$D/renders\"; echo >> \"$D/renders\"; exec sleep 120";
+    let mut watched = watch_sh(&stack, &["--template", &flag], script);
+    let renders = |n: usize| lines_written(&watched, "renders", n);
+    assert_eq!(renders(1), ["w=one"]);
+    set(&stack, "WATCHED", "two");
+    assert_eq!(renders(2), ["w=one", "w=two"], "{}", watched.stderr());
+    assert!(memfds_of(watched.pid()).is_empty());
+    assert_eq!(watched.stop(), 128 + 15);
+}
+
+#[test]
+fn a_template_to_a_memfd_is_refused_where_no_program_could_get_it() {
+    let stack = Stack::start();
+    let (_dir, src) = template(TEMPLATE);
+    let flag = format!("{src}:memfd:CONF");
+    let refusals: &[(&[&str], &str)] = &[
+        (&["write", "--template", &flag], "write starts no program"),
+        (
+            &["run", "--no-env", "--template", &flag],
+            "which --no-env leaves out",
+        ),
+        (
+            &[
+                "run",
+                "--watch",
+                "--on-change",
+                "signal:HUP",
+                "--template",
+                &flag,
+            ],
+            "cannot update what is delivered with --template memfd:NAME",
+        ),
+        (
+            &["run", "--template", &format!("{src}:memfd:CONF:0400")],
+            "must be a variable name",
+        ),
+        (
+            &["run", "--template", &format!("{src}:memfd:my-conf")],
+            "must be a variable name",
+        ),
+    ];
+    for (args, says) in refusals {
+        let mut launcher = Launcher::on(&stack);
+        launcher.args(*args).audited();
+        if args[0] == "run" {
+            launcher
+                .marked_program(stack.dir())
+                .run()
+                .expect_refused(78, &[says]);
+        } else {
+            launcher.run().expect_code(78).expect_stderr(says);
+        }
+    }
+    assert_eq!(stack.infisical.counters().logins, 0, "refused before login");
+    // A secret whose variable the template would also set: refused once
+    // the set is known, before the program starts.
+    stack
+        .infisical
+        .set_secret(PROJECT_ID, ENVIRONMENT, "/", "CONF_FILE", "x");
+    let out = Launcher::on(&stack)
+        .args(["run", "--template", &flag])
+        .marked_program(stack.dir())
+        .audited()
+        .run();
+    out.expect_refused(78, &["CONF_FILE would name both a secret and the memfd"]);
+}
+
+#[test]
+fn templates_count_against_the_memfd_cap() {
+    let stack = Stack::start();
+    // 509 secrets + the 3 demo ones: the cap, reached; one template more
+    // is over it.
+    add_secrets(&stack, 509);
+    let (_dir, src) = template(TEMPLATE);
+    let flag = format!("{src}:memfd:CONF");
+    let out = Launcher::on(&stack)
+        .args(["run", "--memfd", "--template", &flag])
+        .marked_program(stack.dir())
+        .audited()
+        .run();
+    out.expect_refused(78, &["at most 512 memfds", "needs 513"]);
 }

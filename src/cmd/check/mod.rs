@@ -509,18 +509,26 @@ fn fallback_step(report: &mut Report, delivery: &Delivery) {
 /// (as for `files`), and the template renders with the fetched secrets, in
 /// memory; the rendering is never shown, only "ok" or the exact error.
 fn template_steps(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
-    for (src, dest, outcome) in delivery.templates().check_each(secrets) {
+    for (src, dest, file, outcome) in delivery.templates().check_each(secrets) {
         let name = format!("template {}", dest.display());
+        let target = if file {
+            "the target is writable"
+        } else {
+            "the program would get it as a sealed memfd"
+        };
         match (outcome, secrets) {
             (Err(e), _) => report.fail_with(name, &DeliverError::from(e)),
             (Ok(()), Some(_)) => report.ok(
                 name,
-                format!("{} renders with the fetched secrets; the target is writable", src.display()),
+                format!(
+                    "{} renders with the fetched secrets; {target}",
+                    src.display()
+                ),
             ),
             (Ok(()), None) => report.skip(
                 name,
                 &format!(
-                    "{} parses and the target is writable; not rendered: the secrets could not be read",
+                    "{} parses and {target}; not rendered: the secrets could not be read",
                     src.display()
                 ),
             ),
