@@ -85,10 +85,15 @@ impl Failure for CmdError {
 
 /// Runs the launcher: the body of the binary's `main`.
 pub fn main() -> ExitCode {
+    // First, in every mode and before the arguments are read: from here on
+    // the process may hold the JWT-SVID, the access token and the secrets,
+    // so it cannot dump core and is not readable by the user's other
+    // processes (ptrace, /proc/PID/mem). The program gets both back at exec.
+    let hardened = crate::sys::harden();
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
-    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command, hardened))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             report(&error);
@@ -131,8 +136,12 @@ fn report(error: &CmdError) {
 }
 
 /// The commands without configuration first (`man`, `completions`), then the
-/// configuration, logging, and the command.
-fn dispatch(command: Command) -> Result<ExitCode, CmdError> {
+/// configuration, logging (which reports a failed [`crate::sys::harden`]), and
+/// the command.
+fn dispatch(
+    command: Command,
+    hardened: Result<(), nix::errno::Errno>,
+) -> Result<ExitCode, CmdError> {
     if let Some(text) = man::generate(&command) {
         print_stdout(&text?)?;
         return Ok(ExitCode::SUCCESS);
@@ -156,6 +165,9 @@ fn dispatch(command: Command) -> Result<ExitCode, CmdError> {
         }
     };
     crate::logging::init(config.log);
+    if let Err(err) = hardened {
+        tracing::warn!(%err, "could not turn off core dumps and ptrace access for svid-exec");
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -12,7 +12,7 @@
 //! connection pool must not outlive the runtime it was made on).
 
 use std::ffi::OsString;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::{runtime, CmdError};
 use crate::config::Config;
+use crate::deliver::env::Envp;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
@@ -285,15 +286,15 @@ impl supervise::Deliver for Rc<Delivery> {
         Ok(self.write(secrets)?)
     }
 
-    fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
+    fn child_env(&self, secrets: &SecretSet) -> Envp {
         match self.env(secrets) {
-            Ok(plan) => plan.apply(command),
+            Ok(plan) => plan.to_envp(),
             // Every set is accepted with the same plan before it reaches the
             // supervisor, so this is a bug; the child then gets an empty
             // environment rather than a partial one.
             Err(err) => {
-                command.env_clear();
                 tracing::error!(%err, "internal error: could not plan the child's environment");
+                Envp::default()
             }
         }
     }

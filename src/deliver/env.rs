@@ -9,7 +9,6 @@ use std::ffi::{CStr, OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
@@ -314,11 +313,6 @@ impl<'a> EnvPlan<'a> {
         self.vars.keys().map(OsString::as_os_str)
     }
 
-    /// The child's `PATH` (for the command lookup), as bytes.
-    pub fn path_var(&self) -> Option<&[u8]> {
-        self.vars.get(OsStr::new("PATH")).map(Value::as_bytes)
-    }
-
     /// The value the child will see for `name` (tests and diagnostics; careful:
     /// this exposes secret bytes).
     pub fn value_bytes(&self, name: &str) -> Option<&[u8]> {
@@ -403,15 +397,6 @@ impl<'a> EnvPlan<'a> {
         }
     }
 
-    /// Gives `command` exactly this environment (nothing inherited besides).
-    /// `Command` keeps its own copy of the values until it is dropped.
-    pub fn apply(&self, command: &mut Command) {
-        command.env_clear();
-        for (name, value) in &self.vars {
-            command.env(name, OsStr::from_bytes(value.as_bytes()));
-        }
-    }
-
     /// Builds the `NAME=value\0` strings for `execve`, at the last moment; the
     /// buffers are zeroed when dropped (e.g. when exec fails).
     pub fn to_envp(&self) -> Envp {
@@ -432,7 +417,10 @@ impl<'a> EnvPlan<'a> {
     }
 }
 
-/// `NAME=value\0` strings, zeroed on drop.
+/// `NAME=value\0` strings, zeroed on drop: the one copy of the child's
+/// environment that `execve` reads (exec mode and the supervisor's spawn
+/// alike; `std::process::Command` would keep copies of its own, never zeroed).
+#[derive(Default)]
 pub struct Envp {
     strings: Vec<Zeroizing<Vec<u8>>>,
 }
@@ -620,38 +608,6 @@ mod tests {
         .unwrap();
         assert_eq!(value(&plan, "DB_FILE"), Some("/run/s/DB"));
         assert_eq!(value(&plan, "DB"), Some("old"));
-    }
-
-    #[test]
-    fn a_command_given_the_plan_sees_exactly_the_plan_byte_for_byte() {
-        let pem = "-----BEGIN KEY-----\nAB=\n-----END KEY-----\n";
-        let set = secrets(&[("PEM", pem), ("U", "héllo ✓ 'q' a=b"), ("EMPTY", "")]);
-        let plan = EnvPlan::build(
-            inherited(&[("KEEP", "kept"), ("SVID_EXEC_LOG_LEVEL", "debug")]),
-            &set,
-            &opts("", true),
-            EnvSource::Values,
-        )
-        .unwrap();
-        let mut command = Command::new("/usr/bin/env");
-        command.arg("-0").env("LEAKED", "from the parent's command");
-        plan.apply(&mut command);
-        let out = command.output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let mut vars: Vec<&[u8]> = out
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|v| !v.is_empty())
-            .collect();
-        vars.sort_unstable();
-        let pem_var = format!("PEM={pem}");
-        let want: [&[u8]; 4] = [
-            b"EMPTY=",
-            b"KEEP=kept",
-            pem_var.as_bytes(),
-            "U=héllo ✓ 'q' a=b".as_bytes(),
-        ];
-        assert_eq!(vars, want);
     }
 
     #[test]
