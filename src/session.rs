@@ -125,6 +125,10 @@ pub fn plan(t: &TokenTimes) -> Plan {
     Plan { action, at }
 }
 
+/// How long revoking the token a new login replaced may take at most: it is
+/// still valid, so it is worth one request, not a stalled re-login.
+const REPLACED_REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A call (fetch, slug lookup) refreshes the token itself only this close to
 /// its expiry; earlier, refreshing is the supervisor's planned step.
 pub const CALL_EXPIRY_MARGIN: Duration = Duration::from_secs(2);
@@ -223,7 +227,10 @@ impl Session {
     }
 
     /// Logs in with a JWT fetched now (waiting for the agent until `deadline`).
-    /// The JWT is dropped as soon as the login returns. Retries of a failing
+    /// The JWT is dropped as soon as the login returns. The token this login
+    /// replaces, if any, is revoked (a token the server refused is dropped
+    /// before, not revoked): a login does not end the previous token, which
+    /// would otherwise live out its TTL unused. Retries of a failing
     /// server stop before the JWT expires (a retry with an expired JWT would look
     /// like a refusal); a fresh JWT is then fetched while the deadline allows.
     pub async fn login(&mut self, deadline: Instant) -> Result<&AccessToken, SessionError> {
@@ -248,7 +255,12 @@ impl Session {
                 .await;
             drop(jwt);
             match result {
-                Ok(token) => return Ok(self.token.insert(token)),
+                Ok(token) => {
+                    if let Some(replaced) = self.token.replace(token) {
+                        self.revoke_replaced(replaced, deadline).await;
+                    }
+                    return Ok(self.token.as_ref().expect("UNWRAP: just set"));
+                }
                 Err(InfisicalError::GaveUp { .. })
                     if login_deadline < deadline
                         && Instant::now() + JWT_EXPIRY_MARGIN < deadline =>
@@ -331,6 +343,8 @@ impl Session {
         match self.client.fetch(token, spec, previous, deadline).await {
             Err(e) if e.needs_login() => {
                 tracing::warn!("{e}; logging in again with a fresh JWT-SVID");
+                // Refused: nothing left to revoke.
+                self.token = None;
                 self.login(deadline).await?;
                 let token = self.token.as_ref().expect("just logged in");
                 Ok(self.client.fetch(token, spec, previous, deadline).await?)
@@ -354,6 +368,7 @@ impl Session {
         {
             Err(e) if e.needs_login() => {
                 tracing::warn!("{e}; logging in again with a fresh JWT-SVID");
+                self.token = None;
                 self.login(deadline).await?;
                 let token = self.token.as_ref().expect("just logged in");
                 Ok(self
@@ -405,6 +420,19 @@ impl Session {
         let spec = self.resolve(template, deadline).await?;
         let fetched = self.fetch_all(&spec, deadline).await?;
         Ok((fetched.secrets, spec))
+    }
+
+    /// Revokes a token a login just replaced, within [`REPLACED_REVOKE_TIMEOUT`]
+    /// (and `deadline`); a failure is a warning: that token expires on its own.
+    async fn revoke_replaced(&self, replaced: AccessToken, deadline: Instant) {
+        let deadline = deadline.min(Instant::now() + REPLACED_REVOKE_TIMEOUT);
+        match self.client.revoke(&replaced, deadline).await {
+            Ok(()) => tracing::info!("revoked the access token the new login replaced"),
+            Err(err) => tracing::warn!(
+                reason = %crate::error::chain(&err),
+                "could not revoke the access token the new login replaced; it expires on its own"
+            ),
+        }
     }
 
     /// Revokes the token (on shutdown). Nothing to do when not logged in.

@@ -163,6 +163,8 @@ pub enum Reply {
     LoginFailed { reason: String },
     /// The token is revoked (or revocation was attempted).
     Revoked,
+    /// The request was abandoned at shutdown (a poll or a re-login).
+    Cancelled,
 }
 
 impl std::fmt::Debug for Reply {
@@ -174,6 +176,7 @@ impl std::fmt::Debug for Reply {
             Self::TokenReady { renew_in } => write!(f, "TokenReady(renew in {renew_in:?})"),
             Self::LoginFailed { reason } => write!(f, "LoginFailed({reason})"),
             Self::Revoked => f.write_str("Revoked"),
+            Self::Cancelled => f.write_str("Cancelled"),
         }
     }
 }

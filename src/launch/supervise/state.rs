@@ -27,6 +27,9 @@ pub enum Event {
     Signal(Signal),
     /// The network side answered.
     Reply(Reply),
+    /// The answer to [`Action::ProbeGroup`]: whether process group `pgid`
+    /// still has a member.
+    GroupProbed { pgid: i32, alive: bool },
     /// Time passed; check the deadlines.
     Tick,
 }
@@ -39,6 +42,7 @@ impl std::fmt::Debug for Event {
             Self::Reaped(r) => write!(f, "Reaped({r:?})"),
             Self::Signal(s) => write!(f, "Signal({s})"),
             Self::Reply(r) => write!(f, "Reply({r:?})"),
+            Self::GroupProbed { pgid, alive } => write!(f, "GroupProbed({pgid}, {alive})"),
             Self::Tick => f.write_str("Tick"),
         }
     }
@@ -58,6 +62,9 @@ pub enum Action {
     Request(Request),
     /// Remove the delivered files.
     RemoveFiles,
+    /// Ask whether process group `pgid` still has a member; answer with
+    /// [`Event::GroupProbed`].
+    ProbeGroup(i32),
     /// Exit with this code.
     Exit(u8),
 }
@@ -81,10 +88,40 @@ enum Child {
         kill_at: Option<Instant>,
         then: AfterStop,
     },
+    /// The child is gone; what is left of its process group (workers, a
+    /// shell's background jobs, all holding the secrets in their environment)
+    /// is stopped before `then`: the restart, or the exit with `code`.
+    Draining {
+        pgid: i32,
+        then: AfterStop,
+        code: u8,
+        stage: Drain,
+        /// When to ask again whether anyone is left (`None`: asked, waiting).
+        probe_at: Option<Instant>,
+    },
     Gone,
     /// Sidecar mode (`write --watch`): there is no child, only files to keep fresh.
     Absent,
 }
+
+/// How far stopping the rest of a process group has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// No signal sent to the group yet.
+    Unsignalled,
+    /// The stop signal reached the group; SIGKILL at `kill_at`.
+    Stopping { kill_at: Instant },
+    /// SIGKILL sent; stop waiting at `give_up_at` (a member we may not signal,
+    /// or one stuck in the kernel).
+    Killed { give_up_at: Instant },
+}
+
+/// While a group drains, ask this often whether anyone is left (members that
+/// are our descendants are also noticed when reaped, at once).
+const GROUP_PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// After SIGKILL to the group, wait this long for it to empty.
+const KILLED_GROUP_WAIT: Duration = Duration::from_secs(5);
 
 struct Pending {
     set: SecretSet,
@@ -210,7 +247,7 @@ impl State {
     pub fn child_pid(&self) -> Option<i32> {
         match self.child {
             Child::Running { pid } | Child::Stopping { pid, .. } => Some(pid),
-            Child::Starting | Child::Gone | Child::Absent => None,
+            Child::Starting | Child::Draining { .. } | Child::Gone | Child::Absent => None,
         }
     }
 
@@ -222,6 +259,18 @@ impl State {
         } = self.child
         {
             deadlines.push(t);
+        }
+        if let Child::Draining {
+            stage, probe_at, ..
+        } = self.child
+        {
+            deadlines.extend(probe_at);
+            match stage {
+                Drain::Stopping { kill_at: t } | Drain::Killed { give_up_at: t } => {
+                    deadlines.push(t);
+                }
+                Drain::Unsignalled => {}
+            }
         }
         if let Some((_, t)) = self.finishing {
             deadlines.push(t);
@@ -253,6 +302,7 @@ impl State {
             Event::Reaped(reaped) => self.on_reaped(now, reaped, &mut out),
             Event::Signal(signal) => self.on_signal(now, signal, &mut out),
             Event::Reply(reply) => self.on_reply(now, reply, &mut out),
+            Event::GroupProbed { pgid, alive } => self.on_probed(now, pgid, alive, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
         }
         out
@@ -275,23 +325,140 @@ impl State {
     }
 
     fn on_reaped(&mut self, now: Instant, reaped: reaper::Reaped, out: &mut Vec<Action>) {
+        if let Child::Draining { pgid, probe_at, .. } = &mut self.child {
+            // Perhaps the group's last member: ask now rather than at the next probe.
+            if probe_at.take().is_some() {
+                out.push(Action::ProbeGroup(*pgid));
+            }
+            return;
+        }
         if self.child_pid() != Some(reaped.pid) {
             tracing::debug!(pid = reaped.pid, end = ?reaped.end, "reaped an orphaned descendant");
             return;
         }
         let code = reaped.end.exit_code();
-        let then = match self.child {
-            Child::Stopping { then, .. } => then,
-            _ => AfterStop::Exit,
+        let (then, stage) = match self.child {
+            // The group already got what the child got, when signals go to the group.
+            Child::Stopping { then, kill_at, .. } => match (kill_at, self.settings.forward_to) {
+                (None, _) => (
+                    then,
+                    Drain::Killed {
+                        give_up_at: now + KILLED_GROUP_WAIT,
+                    },
+                ),
+                (Some(kill_at), ForwardTo::Group) => (then, Drain::Stopping { kill_at }),
+                (Some(_), ForwardTo::Child) => (then, Drain::Unsignalled),
+            },
+            _ => (AfterStop::Exit, Drain::Unsignalled),
+        };
+        let then = if self.shutting_down {
+            AfterStop::Exit
+        } else {
+            then
+        };
+        if then == AfterStop::Restart {
+            tracing::info!(pid = reaped.pid, end = ?reaped.end, "child stopped");
+        } else {
+            tracing::info!(pid = reaped.pid, end = ?reaped.end, code, "child exited");
+        }
+        self.child = Child::Draining {
+            pgid: reaped.pid,
+            then,
+            code,
+            stage,
+            probe_at: None,
+        };
+        out.push(Action::ProbeGroup(reaped.pid));
+    }
+
+    /// The answer to a probe of the draining group: gone (go on with the
+    /// restart or the exit), or still there (stop it, then wait and ask again).
+    fn on_probed(&mut self, now: Instant, pgid: i32, alive: bool, out: &mut Vec<Action>) {
+        let stop_signal = self.settings.stop_signal;
+        let stop_timeout = self.settings.stop_timeout;
+        let Child::Draining {
+            pgid: draining,
+            stage,
+            probe_at,
+            ..
+        } = &mut self.child
+        else {
+            return;
+        };
+        if *draining != pgid {
+            return;
+        }
+        if !alive {
+            self.drained(now, out);
+            return;
+        }
+        if *stage == Drain::Unsignalled {
+            tracing::info!(
+                pgid,
+                signal = %stop_signal,
+                timeout = ?stop_timeout,
+                "the program is gone but processes of its group remain; stopping them"
+            );
+            out.push(Action::Send {
+                signal: stop_signal,
+                to: Target::Group(pgid),
+            });
+            *stage = Drain::Stopping {
+                kill_at: now + stop_timeout,
+            };
+        }
+        *probe_at = Some(now + GROUP_PROBE_EVERY);
+    }
+
+    /// The group is empty (or given up on): start the new child, or finish.
+    fn drained(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Child::Draining { then, code, .. } = self.child else {
+            return;
         };
         if then == AfterStop::Restart && !self.shutting_down {
-            tracing::info!(pid = reaped.pid, end = ?reaped.end, "child stopped; starting it with the new secrets");
+            tracing::info!("starting the program with the new secrets");
             self.child = Child::Starting;
             out.push(Action::StartChild);
         } else {
-            tracing::info!(pid = reaped.pid, end = ?reaped.end, code, "child exited");
             self.child = Child::Gone;
             self.finish(now, code, out);
+        }
+    }
+
+    /// A tick while the group drains: SIGKILL when the stop timeout is over,
+    /// give up when even that did not empty it, and probe when it is time.
+    fn drain_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Child::Draining {
+            pgid,
+            stage,
+            probe_at,
+            ..
+        } = &mut self.child
+        else {
+            return;
+        };
+        let pgid = *pgid;
+        match *stage {
+            Drain::Stopping { kill_at } if kill_at <= now => {
+                tracing::warn!(pgid, timeout = ?self.settings.stop_timeout, "processes of the program's group did not stop in time; killing them");
+                out.push(Action::Send {
+                    signal: Signal::KILL,
+                    to: Target::Group(pgid),
+                });
+                *stage = Drain::Killed {
+                    give_up_at: now + KILLED_GROUP_WAIT,
+                };
+            }
+            Drain::Killed { give_up_at } if give_up_at <= now => {
+                tracing::warn!(pgid, "processes of the program's group are still there after SIGKILL; going on without them");
+                self.drained(now, out);
+                return;
+            }
+            _ => {}
+        }
+        if probe_at.is_some_and(|t| t <= now) {
+            *probe_at = None;
+            out.push(Action::ProbeGroup(pgid));
         }
     }
 
@@ -327,6 +494,14 @@ impl State {
                     AfterStop::Restart
                 };
                 self.child = Child::Stopping { pid, kill_at, then };
+            }
+            Child::Draining { .. } => {
+                // A shutdown during a restart's drain exits instead.
+                if let (Child::Draining { then: after, .. }, AfterStop::Exit) =
+                    (&mut self.child, then)
+                {
+                    *after = AfterStop::Exit;
+                }
             }
             Child::Starting | Child::Gone | Child::Absent => {}
         }
@@ -442,6 +617,8 @@ impl State {
                     out.push(Action::Exit(code));
                 }
             }
+            // Only at shutdown, which ignores it above.
+            Reply::Cancelled => {}
         }
     }
 
@@ -591,6 +768,7 @@ impl State {
                 };
             }
         }
+        self.drain_tick(now, out);
         if let Some((code, deadline)) = self.finishing {
             if deadline <= now {
                 tracing::warn!("token revocation did not finish in time; exiting anyway");
