@@ -12,7 +12,7 @@ import statistics
 import sys
 
 MIB = 1024 * 1024
-LAUNCHERS = ["baseline", "svid-exec", "svid-exec --jwt-file", "sh+curl+jq", "python sdk"]
+LAUNCHERS = ["baseline", "svid-exec", "svid-exec --no-revoke", "svid-exec --jwt-file", "sh+curl+jq", "python sdk"]
 def load_floor(out: str, n: int) -> float | None:
     """The stand-in's own time for one login plus one listing: medians of
     curl's total time minus its pre-transfer time (start-up and handshakes excluded)."""
@@ -130,6 +130,10 @@ def main() -> None:
     f = load_floor(out, main_n)
     if f is not None:
         p(f"The stand-in's own time for the login and the listing (the server floor) is {f:.2f} ms of that.")
+    kept = rows.get("svid-exec --no-revoke")
+    if kept is not None:
+        p(f"Revoking the access token before exec (the default) costs {svid - kept['median']:.2f} ms median "
+          f"over `--no-revoke` ({rows['svid-exec']['cpu'] - kept['cpu']:.2f} ms CPU).")
     p("")
 
     p("### Peak RSS (max over runs, MiB)\n")

@@ -15,6 +15,7 @@ mod write;
 use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::runtime::Runtime;
@@ -28,7 +29,7 @@ use crate::launch::exec::ExecError;
 use crate::launch::supervise::SuperviseError;
 use crate::logging::LogFormat;
 use crate::secrets::SecretSet;
-use crate::session::SessionError;
+use crate::session::{Session, SessionError};
 
 /// Every failure a command reports, each with its exit class and hint.
 #[derive(Debug, thiserror::Error)]
@@ -201,22 +202,55 @@ fn print_stdout(bytes: &[u8]) -> Result<(), CmdError> {
     }
 }
 
+/// How long a one-shot `run` or `write` spends revoking its access token at
+/// most, retries included: on a live connection the revoke takes one round
+/// trip; a server that does not answer must not hold the program for long
+/// (the token then expires on its own).
+const ONE_SHOT_REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The one-shot start of `run` and `write`: check the file targets, then log
-/// in, fetch and accept the set for delivery, all before anything is written
-/// or started. The runtime, and with it every connection, the JWT-SVID and the
-/// access token, is gone when this returns: only the secret set survives.
+/// in, fetch, revoke the access token (unless `--no-revoke`: Infisical's
+/// default TTL is 30 days) and accept the set for delivery, all before
+/// anything is written or started. The token is revoked whether the fetch
+/// worked or not. The runtime, and with it every connection, the JWT-SVID
+/// and the access token, is gone when this returns: only the secret set
+/// survives.
 fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdError> {
     delivery.preflight()?;
     let secrets = runtime()?.block_on(async {
         let mut session = config.session()?;
         let deadline = Instant::now() + config.startup_timeout;
-        let (secrets, _spec) = session.start(&config.fetch, deadline).await?;
+        let started = session.start(&config.fetch, deadline).await;
+        if config.revoke {
+            revoke_once(&mut session).await;
+        } else if session.token().is_some() {
+            tracing::info!("--no-revoke: the access token stays valid until it expires");
+        }
+        let (secrets, _spec) = started?;
         Ok::<_, CmdError>(secrets)
     })?;
     delivery.accept(&secrets)?;
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)
+}
+
+/// Revokes the one-shot's token, if it got one, on the connection it used,
+/// within [`ONE_SHOT_REVOKE_TIMEOUT`]. A failure is a warning only: it never
+/// stops the program nor changes the exit status.
+async fn revoke_once(session: &mut Session) {
+    if session.token().is_none() {
+        return;
+    }
+    if let Err(err) = session
+        .revoke(Instant::now() + ONE_SHOT_REVOKE_TIMEOUT)
+        .await
+    {
+        tracing::warn!(
+            reason = %chain(&err),
+            "could not revoke the access token; it stays valid until it expires"
+        );
+    }
 }
 
 /// Debug builds only: `SVID_EXEC_DEBUG_PANIC=1` panics with every fetched

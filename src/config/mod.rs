@@ -51,6 +51,9 @@ pub struct Config {
     pub fetch: FetchSpec<ProjectRef>,
     /// How long to keep retrying at start before giving up (exit 69).
     pub startup_timeout: Duration,
+    /// Revoke the access token before a one-shot `run` execs or `write`
+    /// exits (off with `--no-revoke`). The supervisor always revokes.
+    pub revoke: bool,
     /// How secrets reach the program (the command line that `execve` counts
     /// with the environment is the task's).
     pub delivery: DeliveryOptions,
@@ -136,6 +139,7 @@ impl Config {
         let svid = svid_options(&common.identity)?;
         let client = client_options(&common.identity, &mut warnings)?;
         let startup_timeout = duration("--startup-timeout", &common.identity.startup_timeout)?;
+        let revoke = !common.identity.no_revoke;
         let fetch = fetch_template(&common.fetch)?;
         let mut delivery = delivery_options(&task, common.delivery, dir)?;
         delivery.require = list("--require", common.fetch.require)?;
@@ -148,6 +152,13 @@ impl Config {
         );
         let settings = watch_settings(&common.watch)?;
         let watch = common.watch.watch.then_some(settings);
+        if watch.is_some() && !revoke {
+            warnings.push(
+                "--no-revoke applies to one-shot run and write; the supervisor (--watch) \
+                 revokes every token it replaces and the last one when it stops"
+                    .to_owned(),
+            );
+        }
         check_combinations(&task, &delivery, watch.as_ref())?;
         Ok(Self {
             task,
@@ -156,6 +167,7 @@ impl Config {
             login,
             fetch,
             startup_timeout,
+            revoke,
             delivery,
             watch,
             log,
@@ -409,6 +421,9 @@ fn delivery_options(
     targets.owner = args.file_owner.as_deref().map(file_owner).transpose()?;
     targets.allow_non_tmpfs = args.allow_non_tmpfs;
     let files = (!targets.is_empty()).then_some(targets);
+    let allowed_names = list("--allow-env-name", args.allow_env_name)?
+        .into_iter()
+        .collect();
     let prefix = args.env_prefix.unwrap_or_default();
     if prefix.contains('=') || prefix.contains('\0') {
         return Err(ConfigError::new(
@@ -435,6 +450,7 @@ fn delivery_options(
                 prefix,
                 override_inherited: !args.no_override,
                 file_refs: args.env_file_refs,
+                allowed_names,
             })
         }
     };

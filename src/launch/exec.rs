@@ -222,7 +222,7 @@ mod tests {
     const MARKER: &str = "--- exec ---";
 
     /// Runs in a subprocess (see the test below): execs `env -0` through the
-    /// child's PATH with a planned environment. Returning from `exec` is a failure.
+    /// subprocess's own PATH with a planned environment. Returning from `exec` is a failure.
     #[test]
     #[ignore = "helper: run in a subprocess by exec_replaces_the_process_and_the_child_sees_exactly_the_plan"]
     fn exec_helper() {

@@ -13,7 +13,7 @@ use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, StackOptions, PROJECT_ID, SPIFFE_IDENTITY, WORKLOAD};
 use svid_exec_testkit::workload::{AgentConfig, Svid};
 
-use crate::util::{assert_no_secret, Launcher, Outcome, Running};
+use crate::util::{assert_no_secret, jwt_svid_fetches, Launcher, Outcome, Running};
 
 const SECRETS_ROUTE: &str = "/api/v4/secrets";
 const LOGIN_ROUTE: &str = "/api/v1/auth/oidc-auth/login";
@@ -44,15 +44,6 @@ fn statuses(stack: &Stack, path: &str) -> Vec<u16> {
         .filter(|r| r.path == path)
         .map(|r| r.status)
         .collect()
-}
-
-fn agent_fetches(stack: &Stack) -> usize {
-    stack
-        .agent
-        .calls()
-        .iter()
-        .filter(|c| c.method == "FetchJWTSVID")
-        .count()
 }
 
 /// A 127.0.0.1 port with nothing listening.
@@ -125,7 +116,7 @@ mod agent {
         out.expect_ran();
         out.expect_stderr("has not issued an identity for this workload yet");
         assert!(
-            agent_fetches(&stack) >= 4,
+            jwt_svid_fetches(&stack) >= 4,
             "3 denied calls, then one answered"
         );
     }
@@ -144,7 +135,7 @@ mod agent {
         let running = launch(&stack).arg("--startup-timeout=60s").spawn();
         // Wait until the launcher's call is in the agent (held by the latency)…
         let asked = Instant::now();
-        while agent_fetches(&stack) == 0 {
+        while jwt_svid_fetches(&stack) == 0 {
             assert!(
                 asked.elapsed() < Duration::from_secs(30),
                 "no call reached the agent"
@@ -159,7 +150,7 @@ mod agent {
         let out = running.wait();
         out.expect_ran();
         out.expect_stderr("waiting");
-        assert!(agent_fetches(&stack) >= 2, "the call was made again");
+        assert!(jwt_svid_fetches(&stack) >= 2, "the call was made again");
     }
 
     #[test]
@@ -177,7 +168,7 @@ mod agent {
             .arg("--startup-timeout=60s")
             .run();
         out.expect_refused(78, &["--spiffe-id", "spiffe://"]);
-        assert_eq!(agent_fetches(&stack), 0, "refused at once, no call made");
+        assert_eq!(jwt_svid_fetches(&stack), 0, "refused at once, no call made");
     }
 }
 
@@ -550,7 +541,7 @@ fn load_200_launchers_against_50_requests_per_second() {
         .iter()
         .filter(|o| o.status.code() != Some(0) || o.ran != Some(true))
         .collect();
-    let minimum = launchers * 2; // one login and one secrets listing each
+    let minimum = launchers * 3; // one login, one secrets listing and one revoke each
     let mut times: Vec<Duration> = outcomes.iter().map(|o| o.elapsed).collect();
     times.sort();
     println!(

@@ -19,4 +19,5 @@ mod files;
 mod readme;
 mod run;
 mod supervise;
+mod trust;
 mod watch;

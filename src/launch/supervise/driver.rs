@@ -87,14 +87,15 @@ impl Alarm {
 
 type InFlight<N> = Pin<Box<dyn Future<Output = (N, Reply)>>>;
 
-/// Whether `request` may be abandoned at shutdown: a poll (its answer no
-/// longer matters) and a re-login (the current token, if any, is what gets
-/// revoked; a login that had already reached the server when it was
-/// abandoned leaves that one token to expire on its own). Not a renewal,
-/// whose answer replaces the token string that the revoke must present, and
-/// not the revoke itself.
+/// Whether `request` may be abandoned at shutdown: every one but the revoke.
+/// A poll's answer no longer matters. A renewal (which may be a re-login,
+/// when the token's budget is near its end) leaves the current token, which
+/// is what gets revoked: a renewed string belongs to the same server-side
+/// token, which the old string still revokes; a login that had already
+/// reached the server when it was abandoned leaves that one new token to
+/// expire on its own.
 fn cancellable(request: Request) -> bool {
-    matches!(request, Request::Poll | Request::Relogin)
+    request != Request::Revoke
 }
 
 /// Supervises `child` until it exits, and returns the exit code: the child's own
@@ -211,9 +212,9 @@ where
             Action::Send { signal, to } => signals::send(to, signal),
             Action::Request(Request::Revoke) => {
                 // Shutting down: queued polls or renewals no longer matter,
-                // and a poll or a re-login in flight is abandoned: revoke
-                // what is current rather than wait to log in again only to
-                // revoke that.
+                // and the request in flight is abandoned: revoke what is
+                // current rather than wait for a re-login only to revoke
+                // its token.
                 self.requests.clear();
                 self.requests.push_back(Request::Revoke);
                 if let Some(cancel) = self.cancel.take() {

@@ -163,7 +163,7 @@ pub enum Reply {
     LoginFailed { reason: String },
     /// The token is revoked (or revocation was attempted).
     Revoked,
-    /// The request was abandoned at shutdown (a poll or a re-login).
+    /// The request was abandoned at shutdown.
     Cancelled,
 }
 

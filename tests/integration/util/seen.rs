@@ -12,3 +12,13 @@ pub fn secret_requests(stack: &Stack) -> Vec<RequestRecord> {
         .filter(|r| r.path.starts_with("/api/v4/secrets") || r.path.starts_with("/api/v3/secrets"))
         .collect()
 }
+
+/// `FetchJWTSVID` calls the agent has received so far.
+pub fn jwt_svid_fetches(stack: &Stack) -> usize {
+    stack
+        .agent
+        .calls()
+        .iter()
+        .filter(|c| c.method == "FetchJWTSVID")
+        .count()
+}

@@ -1,0 +1,90 @@
+//! The supervisor's lifecycle: its child dies with it even when it is killed
+//! with SIGKILL (`PR_SET_PDEATHSIG`); what is left of the child's process
+//! group is stopped before it exits; a re-login revokes the token it
+//! replaces; and shutdown revokes the current token instead of finishing a
+//! re-login only to revoke that.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::WAIT;
+use crate::util::{alive, jwt_svid_fetches, wait_for};
+use crate::watch::{stack_with, Watched, RECORDER};
+
+#[test]
+fn the_child_dies_with_a_supervisor_killed_by_sigkill() {
+    let stack = stack_with((3600, 86_400), false);
+    let launcher = Watched::run(&stack, "60s", &[], RECORDER);
+    let (child, _) = launcher.wait_starts(1)[0].clone();
+    launcher.signal(Signal::SIGKILL);
+    wait_for("the child to die with its supervisor", WAIT, || {
+        (!alive(child)).then_some(())
+    });
+}
+
+#[test]
+fn what_is_left_of_the_group_is_stopped_before_the_supervisor_exits() {
+    let stack = stack_with((3600, 86_400), false);
+    // The program exits on its own, leaving a background job, and another
+    // that ignores SIGTERM, in its process group: both hold its environment.
+    let script = "sleep 300 & echo $! > \"$D/job\"; \
+         (trap '' TERM; touch \"$D/ignoring\"; exec sleep 300) & echo $! > \"$D/stubborn\"; \
+         while [ ! -e \"$D/ignoring\" ]; do sleep 0.05; done; exit 3";
+    let mut launcher = Watched::run(&stack, "60s", &["--stop-timeout", "1s"], script);
+    let job: i32 = launcher.wait_file("job").trim().parse().unwrap();
+    let stubborn: i32 = launcher.wait_file("stubborn").trim().parse().unwrap();
+    assert_eq!(launcher.finish(), 3, "{}", launcher.stderr());
+    // Checked once the supervisor is gone, not waited for.
+    assert!(!alive(job), "the background job outlived the supervisor");
+    assert!(
+        !alive(stubborn),
+        "the TERM-ignoring job outlived the supervisor"
+    );
+    let stderr = launcher.stderr();
+    assert!(stderr.contains("processes of its group remain"), "{stderr}");
+    assert!(stderr.contains("killing them"), "{stderr}");
+}
+
+/// Tokens that live 6 s with a 6 s budget cannot be renewed: the supervisor
+/// logs in again every 4 s, while the token it replaces has 2 s left. Every
+/// token it replaced is revoked, and the last one at shutdown.
+#[test]
+fn every_token_a_relogin_replaces_is_revoked() {
+    let stack = stack_with((6, 6), false);
+    let mut launcher = Watched::run(&stack, "60s", &[], RECORDER);
+    launcher.wait_starts(1);
+    wait_for("three logins", WAIT, || {
+        (stack.infisical.counters().logins >= 3).then_some(())
+    });
+    assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+    let counters = stack.infisical.counters();
+    assert_eq!(
+        counters.revocations,
+        counters.logins,
+        "{counters:?}\n{}",
+        launcher.stderr()
+    );
+    assert_eq!(stack.infisical.live_tokens(), 0);
+}
+
+/// SIGTERM while a re-login waits for the agent: the supervisor does not
+/// finish the login only to revoke its token; it revokes the current one.
+#[test]
+fn shutdown_revokes_the_current_token_without_logging_in_again() {
+    // The re-login comes 6 s after the first login; the token lives 9 s.
+    let stack = stack_with((9, 9), false);
+    let mut launcher = Watched::run(&stack, "60s", &[], RECORDER);
+    launcher.wait_starts(1);
+    assert_eq!(stack.infisical.counters().logins, 1);
+    // The re-login asks the agent, which is slow now.
+    stack.agent.set_latency(Duration::from_secs(60));
+    wait_for("the re-login to ask the agent", WAIT, || {
+        (jwt_svid_fetches(&stack) >= 2).then_some(())
+    });
+    assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+    let counters = stack.infisical.counters();
+    assert_eq!(counters.logins, 1, "logged in again at shutdown");
+    assert_eq!(counters.revocations, 1, "{}", launcher.stderr());
+    assert_eq!(stack.infisical.live_tokens(), 0);
+}
