@@ -522,3 +522,119 @@ fn read_report(pipe: &OwnedFd) -> Option<SpawnError> {
         _ => SpawnError::Setup(errno),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::io::Read as _;
+
+    use super::*;
+
+    /// Spawns `sh -c script` with `fds` and no environment; returns its pid.
+    fn sh(script: &str, fds: &[InheritFd<'_>]) -> Result<i32, SpawnError> {
+        let argv: Vec<CString> = ["sh", "-c", script]
+            .iter()
+            .map(|a| CString::new(*a).unwrap())
+            .collect();
+        let argv = CPtrs::new(argv.iter().map(CString::as_c_str));
+        let envp = CPtrs::new([]);
+        spawn(&Spawn {
+            candidates: &[c"/no/such/sh", c"/bin/sh"],
+            argv: &argv,
+            envp: &envp,
+            cwd: None,
+            fds,
+        })
+    }
+
+    fn exit_status(pid: i32) -> i32 {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
+            nix::sys::wait::WaitStatus::Exited(_, code) => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn descriptors_reach_the_child_at_their_numbers_even_when_they_cross() {
+        // Two pipes whose write ends are passed at each other's numbers: a
+        // naive dup2 of the first would close the second's source.
+        let (mut read_a, write_a) = std::io::pipe().unwrap();
+        let (mut read_b, write_b) = std::io::pipe().unwrap();
+        let (a, b) = (write_a.as_raw_fd(), write_b.as_raw_fd());
+        let fds = [
+            InheritFd {
+                fd: write_a.as_fd(),
+                at: b,
+            },
+            InheritFd {
+                fd: write_b.as_fd(),
+                at: a,
+            },
+        ];
+        let pid = sh(&format!("echo a >&{b}; echo b >&{a}"), &fds).unwrap();
+        drop((write_a, write_b));
+        assert_eq!(exit_status(pid), 0);
+        let (mut got_a, mut got_b) = (String::new(), String::new());
+        read_a.read_to_string(&mut got_a).unwrap();
+        read_b.read_to_string(&mut got_b).unwrap();
+        assert_eq!((got_a.as_str(), got_b.as_str()), ("a\n", "b\n"));
+    }
+
+    #[test]
+    fn the_child_leads_its_own_group_with_a_clean_signal_state() {
+        let (mut read, write) = std::io::pipe().unwrap();
+        let fds = [InheritFd {
+            fd: write.as_fd(),
+            at: 7,
+        }];
+        // pid, process group (fields 1 and 5 of /proc/PID/stat), blocked and
+        // ignored signals.
+        let script = "set -- $(cat /proc/$$/stat); \
+             echo $1 $5 $(grep -E '^Sig(Blk|Ign)' /proc/$$/status | tr -d '\\t') >&7";
+        let pid = sh(script, &fds).unwrap();
+        drop(write);
+        assert_eq!(exit_status(pid), 0);
+        let mut out = String::new();
+        read.read_to_string(&mut out).unwrap();
+        assert_eq!(
+            out.trim(),
+            format!("{pid} {pid} SigBlk:0000000000000000 SigIgn:0000000000000000")
+        );
+    }
+
+    #[test]
+    fn exec_and_set_up_failures_come_back_typed() {
+        let argv = CPtrs::new([c"x"]);
+        let envp = CPtrs::new([]);
+        let spawned = spawn(&Spawn {
+            candidates: &[c"/no/such/program", c"/no/such/either"],
+            argv: &argv,
+            envp: &envp,
+            cwd: None,
+            fds: &[],
+        });
+        assert_eq!(spawned, Err(SpawnError::Exec(ExecFailure::NotFound)));
+        let spawned = spawn(&Spawn {
+            candidates: &[c"/no/such/program", c"/"],
+            argv: &argv,
+            envp: &envp,
+            cwd: None,
+            fds: &[],
+        });
+        assert_eq!(
+            spawned,
+            Err(SpawnError::Exec(ExecFailure::Failed {
+                index: 1,
+                errno: Errno::EACCES
+            }))
+        );
+        let spawned = spawn(&Spawn {
+            candidates: &[c"/bin/true"],
+            argv: &argv,
+            envp: &envp,
+            cwd: Some(c"/no/such/dir"),
+            fds: &[],
+        });
+        assert_eq!(spawned, Err(SpawnError::Setup(Errno::ENOENT)));
+    }
+}
