@@ -137,10 +137,11 @@ def main() -> None:
     p("")
 
     p("### Peak RSS (max over runs, MiB)\n")
-    p("| secrets | " + " | ".join(LAUNCHERS) + " |")
-    p("|---:|" + "---:|" * len(LAUNCHERS))
+    measured = [name for name in LAUNCHERS if any((n, name) in rss for n in scales)]
+    p("| secrets | " + " | ".join(measured) + " |")
+    p("|---:|" + "---:|" * len(measured))
     for n in scales:
-        cells = [f"{max(rss[(n, name)]) / 1024:.1f}" if (n, name) in rss else "–" for name in LAUNCHERS]
+        cells = [f"{max(rss[(n, name)]) / 1024:.1f}" if (n, name) in rss else "–" for name in measured]
         p(f"| {n} | " + " | ".join(cells) + " |")
     p("")
 
