@@ -198,6 +198,11 @@ pub struct Session {
     svid: Arc<SvidSource>,
     options: SessionOptions,
     token: Option<AccessToken>,
+    /// Tokens logins replaced that are not revoked yet (one, or none). A
+    /// token leaves only once its revoke has answered, so a revoke abandoned
+    /// half-way (the supervisor abandons the request in flight at shutdown)
+    /// is made again by [`Session::revoke`].
+    replaced: Vec<AccessToken>,
 }
 
 impl Session {
@@ -208,6 +213,7 @@ impl Session {
             svid,
             options,
             token: None,
+            replaced: Vec::new(),
         }
     }
 
@@ -422,26 +428,46 @@ impl Session {
         Ok((fetched.secrets, spec))
     }
 
-    /// Revokes a token a login just replaced, within [`REPLACED_REVOKE_TIMEOUT`]
+    /// Revokes a token a login just replaced (and any left from an earlier
+    /// login whose revoke was abandoned), within [`REPLACED_REVOKE_TIMEOUT`]
     /// (and `deadline`); a failure is a warning: that token expires on its own.
-    async fn revoke_replaced(&self, replaced: AccessToken, deadline: Instant) {
+    async fn revoke_replaced(&mut self, replaced: AccessToken, deadline: Instant) {
         let deadline = deadline.min(Instant::now() + REPLACED_REVOKE_TIMEOUT);
-        match self.client.revoke(&replaced, deadline).await {
-            Ok(()) => tracing::info!("revoked the access token the new login replaced"),
-            Err(err) => tracing::warn!(
-                reason = %crate::error::chain(&err),
-                "could not revoke the access token the new login replaced; it expires on its own"
-            ),
+        self.replaced.push(replaced);
+        while let Some(token) = self.replaced.first() {
+            let result = self.client.revoke(token, deadline).await;
+            self.replaced.remove(0);
+            match result {
+                Ok(()) => tracing::info!("revoked the access token the new login replaced"),
+                Err(err) => tracing::warn!(
+                    reason = %crate::error::chain(&err),
+                    "could not revoke the access token the new login replaced; it expires on its own"
+                ),
+            }
         }
     }
 
-    /// Revokes the token (on shutdown). Nothing to do when not logged in.
+    /// Revokes the token (on shutdown), and any a login replaced whose revoke
+    /// was abandoned. Nothing to do when not logged in.
     pub async fn revoke(&mut self, deadline: Instant) -> Result<(), SessionError> {
+        while let Some(replaced) = self.replaced.pop() {
+            if let Err(err) = self.client.revoke(&replaced, deadline).await {
+                tracing::warn!(
+                    reason = %crate::error::chain(&err),
+                    "could not revoke a replaced access token; it expires on its own"
+                );
+            }
+        }
         if let Some(token) = self.token.take() {
             self.client.revoke(&token, deadline).await?;
             tracing::info!("revoked the access token");
         }
         Ok(())
+    }
+
+    /// Whether there is a token to revoke.
+    pub fn holds_tokens(&self) -> bool {
+        self.token.is_some() || !self.replaced.is_empty()
     }
 }
 

@@ -239,7 +239,7 @@ fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdErro
 /// within [`ONE_SHOT_REVOKE_TIMEOUT`]. A failure is a warning only: it never
 /// stops the program nor changes the exit status.
 async fn revoke_once(session: &mut Session) {
-    if session.token().is_none() {
+    if !session.holds_tokens() {
         return;
     }
     if let Err(err) = session

@@ -135,7 +135,7 @@ fn interrupted_exit_code(signal: Signal, sidecar: bool) -> u8 {
 /// Revokes the session's token, if it has one, within a short bound (shutdown,
 /// or a start-up that did not lead to supervision); a failure is only logged.
 async fn revoke(session: &mut Session) {
-    if session.token().is_none() {
+    if !session.holds_tokens() {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(5);

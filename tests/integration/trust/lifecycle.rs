@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use svid_exec_testkit::infisical::Fault;
 
 use super::WAIT;
 use crate::util::{alive, jwt_svid_fetches, wait_for};
@@ -54,8 +55,12 @@ fn every_token_a_relogin_replaces_is_revoked() {
     let stack = stack_with((6, 6), false);
     let mut launcher = Watched::run(&stack, "60s", &[], RECORDER);
     launcher.wait_starts(1);
+    // Three logins, the last one settled: every token it replaced revoked.
+    // (Stopping while a login is on the wire could abandon the token that
+    // login gets: docs/security.md says so.)
     wait_for("three logins", WAIT, || {
-        (stack.infisical.counters().logins >= 3).then_some(())
+        let c = stack.infisical.counters();
+        (c.logins >= 3 && c.revocations + 1 == c.logins).then_some(())
     });
     assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
     let counters = stack.infisical.counters();
@@ -86,5 +91,32 @@ fn shutdown_revokes_the_current_token_without_logging_in_again() {
     let counters = stack.infisical.counters();
     assert_eq!(counters.logins, 1, "logged in again at shutdown");
     assert_eq!(counters.revocations, 1, "{}", launcher.stderr());
+    assert_eq!(stack.infisical.live_tokens(), 0);
+}
+
+/// SIGTERM while the revoke of a replaced token hangs: the revoke is
+/// abandoned with the rest, and made again at shutdown with the current one.
+#[test]
+fn a_replaced_token_whose_revoke_is_cut_short_is_revoked_at_shutdown() {
+    let stack = stack_with((6, 6), false);
+    let mut launcher = Watched::run(&stack, "60s", &[], RECORDER);
+    launcher.wait_starts(1);
+    // The next revoke (of the token the re-login replaces) hangs.
+    stack.infisical.fail_next(
+        "/api/v1/auth/token/revoke",
+        1,
+        Fault::Latency(Duration::from_secs(30)),
+    );
+    wait_for("the re-login", WAIT, || {
+        (launcher.stderr().matches("logged in to Infisical").count() >= 2).then_some(())
+    });
+    assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+    let counters = stack.infisical.counters();
+    assert_eq!(
+        (counters.logins, counters.revocations),
+        (2, 2),
+        "{}",
+        launcher.stderr()
+    );
     assert_eq!(stack.infisical.live_tokens(), 0);
 }
