@@ -15,6 +15,7 @@
 
 pub mod env;
 pub mod files;
+pub mod steering;
 
 use std::ffi::OsString;
 
