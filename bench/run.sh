@@ -8,11 +8,13 @@
 # Targets are reported, never enforced: the exit status only says whether the
 # benchmark itself could run.
 #
-#   bench/run.sh [--quick] [--out DIR] [--no-install]
+#   bench/run.sh [--quick] [--out DIR] [--no-install] [--before BIN]
 #     --quick       a few iterations of everything (CI smoke run, ~2 minutes)
 #     --out DIR     where results go (default target/bench)
 #     --no-install  only name missing tools, do not install them
 #     --debug       use debug builds (to try the script itself: figures meaningless)
+#     --before BIN  also run this svid-exec binary (an earlier build) side by
+#                   side with the current one, in the same hyperfine runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,13 +23,15 @@ quick=0
 out=target/bench
 install=1
 profile=release
+before=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
     --no-install) install=0 ;;
     --debug) profile=debug ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    --before) before=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -35,17 +39,19 @@ done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
+# The supervisor is watched for 120 s in a full run: long enough to see a
+# wake-up that comes 90 s after start-up (hyper-util's idle-connection sweep).
 if [ "$quick" = 1 ]; then
   fast_runs=5 fast_warmup=1 alt_runs=3 py_runs=3 scale_runs=3 rss_runs=2 watch_secs=12 poll=5s
 else
-  fast_runs=200 fast_warmup=10 alt_runs=50 py_runs=20 scale_runs=50 rss_runs=10 watch_secs=60 poll=10s
+  fast_runs=200 fast_warmup=10 alt_runs=50 py_runs=20 scale_runs=50 rss_runs=10 watch_secs=120 poll=10s
 fi
 scales=(10 1000 10000)
 
 # --- tools -------------------------------------------------------------------
 missing_tools() {
   local tool missing=()
-  for tool in cargo hyperfine jq curl python3; do
+  for tool in cargo hyperfine jq curl python3 strace; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   [ -x /usr/bin/time ] || missing+=(/usr/bin/time)
@@ -61,7 +67,7 @@ if [ -n "$missing" ] && [ "$install" = 1 ] && command -v apt-get >/dev/null 2>&1
 fi
 if [ -n "$missing" ]; then
   echo "bench: missing: $missing" >&2
-  echo "bench: on Debian/Ubuntu: apt-get install -y hyperfine jq curl python3 python3-pip time; Rust from https://rustup.rs" >&2
+  echo "bench: on Debian/Ubuntu: apt-get install -y hyperfine jq curl python3 python3-pip time strace; Rust from https://rustup.rs" >&2
   exit 1
 fi
 if ! python3 -c 'import infisical_sdk' 2>/dev/null; then
@@ -86,6 +92,40 @@ cargo build --profile "$cargo_profile" --locked -p svid-exec --bin svid-exec
 cargo build --profile "$cargo_profile" --locked -p svid-exec-testkit --bin testkit-stack
 bin=$root/target/$profile/svid-exec
 stack_bin=$root/target/$profile/testkit-stack
+if [ -n "$before" ] && ! [ -x "$before" ]; then
+  echo "bench: --before $before is not an executable" >&2
+  exit 1
+fi
+
+# The svid-exec rows: the current binary with the default trust settings,
+# with the variants it knows (other binaries, e.g. --before, lack some flags:
+# a variant a binary does not know is skipped, not failed), and --jwt-file.
+# Each entry: name|binary|extra arguments ("JWT" stands for --jwt-file FILE).
+knows() { "$1" run --help 2>/dev/null | grep -q -- "$2"; }
+variants=("svid-exec|$bin|")
+for flag in --ca-cert-only --no-revoke; do
+  if knows "$bin" "$flag"; then
+    variants+=("svid-exec $flag|$bin|$flag")
+  else
+    echo "== $bin does not know $flag: its row is skipped"
+  fi
+done
+variants+=("svid-exec --jwt-file|$bin|JWT")
+if [ -n "$before" ]; then
+  variants+=("before|$before|" "before --jwt-file|$before|JWT")
+fi
+# Sets argv to variant $1's command line at scale $2 (up to the program).
+variant_argv() {
+  local name bin_ extra
+  IFS='|' read -r name bin_ extra <<<"$1"
+  argv=("$bin_" run)
+  case "$extra" in
+    "") ;;
+    JWT) argv+=(--jwt-file "$work/jwt-$2") ;;
+    *) argv+=("$extra") ;;
+  esac
+}
+variant_name() { echo "${1%%|*}"; }
 
 # --- stand-ins -----------------------------------------------------------------
 work=$(mktemp -d)
@@ -139,8 +179,10 @@ for n in "${scales[@]}"; do
       got=$("$@" /bin/sh -c 'env | grep -c "^BENCH_SECRET_"' 2>/dev/null) || true
       [ "$got" = "$n" ] || { echo "bench: '$*' delivered ${got:-nothing}, not $n secrets" >&2; exit 1; }
     }
-    check "$bin" run -q --
-    check "$bin" run -q --jwt-file "$work/jwt-$n" --
+    for v in "${variants[@]}"; do
+      variant_argv "$v" "$n"
+      check "${argv[@]}" -q --
+    done
     SVID_EXEC_JWT_FILE=$work/jwt-$n check sh "$root/bench/diy-entrypoint.sh"
     SVID_EXEC_JWT_FILE=$work/jwt-$n check "$py" "$root/bench/sdk_wrapper.py"
   )
@@ -180,11 +222,12 @@ for n in "${scales[@]}"; do
   (
     # shellcheck disable=SC1090
     . "$work/env-$n"
-    hf --warmup "$warmup" --runs "$runs" --export-json "$out/launch-$n-svid.json" \
-      -n baseline /bin/true \
-      -n svid-exec "$bin run -- /bin/true" \
-      -n "svid-exec --no-revoke" "$bin run --no-revoke -- /bin/true" \
-      -n "svid-exec --jwt-file" "$bin run --jwt-file $work/jwt-$n -- /bin/true"
+    rows=(-n baseline /bin/true)
+    for v in "${variants[@]}"; do
+      variant_argv "$v" "$n"
+      rows+=(-n "$(variant_name "$v")" "${argv[*]} -- /bin/true")
+    done
+    hf --warmup "$warmup" --runs "$runs" --export-json "$out/launch-$n-svid.json" "${rows[@]}"
     # The alternatives read the JWT from SVID_EXEC_JWT_FILE; svid-exec above must
     # not see it, or both of its rows would use the file.
     export SVID_EXEC_JWT_FILE=$work/jwt-$n
@@ -217,8 +260,10 @@ for n in "${scales[@]}"; do
     # shellcheck disable=SC1090
     . "$work/env-$n"
     measure_rss "$n" baseline /bin/true
-    measure_rss "$n" svid-exec "$bin" run -- /bin/true
-    measure_rss "$n" "svid-exec --jwt-file" "$bin" run --jwt-file "$work/jwt-$n" -- /bin/true
+    for v in "${variants[@]}"; do
+      variant_argv "$v" "$n"
+      measure_rss "$n" "$(variant_name "$v")" "${argv[@]}" -- /bin/true
+    done
     export SVID_EXEC_JWT_FILE=$work/jwt-$n
     measure_rss "$n" "sh+curl+jq" sh "$root/bench/diy-entrypoint.sh" /bin/true
     measure_rss "$n" "python sdk" "$py" "$root/bench/sdk_wrapper.py" /bin/true
@@ -234,7 +279,20 @@ echo "== supervisor (--watch, poll every $poll) for ${watch_secs}s"
   sup=$!
   sleep 3 # past start-up: login, fetch, fork
   if kill -0 "$sup" 2>/dev/null; then
+    # Every system call it makes while watched: bench/wakeups.py tells the
+    # polls (they call the server) from wake-ups for nothing.
+    tracer=
+    if command -v strace >/dev/null 2>&1; then
+      timeout "$watch_secs" strace -f -tt -yy -p "$sup" -o "$work/watch.strace" 2>/dev/null &
+      tracer=$!
+    fi
     python3 "$root/bench/watch_sample.py" "$sup" "$watch_secs" "$poll" >"$out/watch.json"
+    if [ -n "$tracer" ]; then
+      wait "$tracer" || true
+      python3 "$root/bench/wakeups.py" "$work/watch.strace" >"$out/wakeups.json"
+    else
+      echo '{"error": "strace is not installed"}' >"$out/wakeups.json"
+    fi
     kill -TERM "$sup"
     wait "$sup" || true
   else
@@ -248,6 +306,7 @@ echo "== supervisor (--watch, poll every $poll) for ${watch_secs}s"
 
 # --- binary size and machine ------------------------------------------------------
 stat -c %s "$bin" >"$out/binary-size"
+if [ -n "$before" ]; then stat -c %s "$before" >"$out/binary-size-before"; fi
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
@@ -260,6 +319,8 @@ stat -c %s "$bin" >"$out/binary-size"
   echo "jq: $(jq --version)"
   echo "python: $(python3 --version | cut -d' ' -f2), infisicalsdk $(python3 -m pip show infisicalsdk 2>/dev/null | sed -n 's/^Version: //p')"
   echo "mode: $([ "$quick" = 1 ] && echo quick || echo full), $profile build"
+  echo "svid-exec: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+  if [ -n "$before" ]; then echo "before: $before"; fi
 } >"$out/machine.txt"
 
 python3 "$root/bench/report.py" "$out" >"$out/report.md"

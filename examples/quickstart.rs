@@ -1,17 +1,21 @@
 //! `cargo run --example quickstart`: the whole svid-exec flow on one machine.
 //! Starts the stand-ins in-process (a SPIRE agent's Workload API, SPIRE's OIDC
 //! discovery provider, an Infisical server; all local, no network), runs the
-//! real `svid-exec` binary against them twice (`run`, then `write --dir`) and
-//! tells, from svid-exec's own JSON log lines and from what the program really
-//! received, what happened at each step. Values are never printed.
+//! real `svid-exec` binary against them (`run`, `write --dir`, `check`, then
+//! `run --watch` through a change of a secret) and tells, from svid-exec's own
+//! JSON log lines and from what the program really received, what happened at
+//! each step. Values are never printed.
 //!
 //! The same executable is the demo program: started as `quickstart child`, it
 //! reports the name and length of every variable it received, then exits 3 so
-//! the exit status pass-through is visible.
+//! the exit status pass-through is visible; as `quickstart watched FILE` it
+//! appends one line per start (its pid and GREETING's length) to FILE and
+//! waits to be stopped.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +32,9 @@ const BOOTSTRAP_PREFIXES: &[&str] = &["INFISICAL_", "SVID_EXEC_", "SPIFFE_ENDPOI
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("child") {
         return child();
+    }
+    if std::env::args().nth(1).as_deref() == Some("watched") {
+        return watched();
     }
     match demo() {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +54,26 @@ fn child() -> ExitCode {
     }
     print!("{out}");
     ExitCode::from(u8::try_from(CHILD_EXIT).unwrap_or(1))
+}
+
+/// The supervised demo program: one line per start, then wait for a signal.
+fn watched() -> ExitCode {
+    let Some(file) = std::env::args_os().nth(2) else {
+        return ExitCode::FAILURE;
+    };
+    let greeting = std::env::var_os("GREETING").map_or(0, |v| v.len());
+    let line = format!("{} {greeting}\n", std::process::id());
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if appended.is_err() {
+        return ExitCode::FAILURE;
+    }
+    loop {
+        std::thread::park();
+    }
 }
 
 fn demo() -> Result<(), String> {
@@ -128,6 +155,14 @@ fn demo() -> Result<(), String> {
     println!();
     write_demo(&binary, &env, &stack)?;
 
+    // 3. check: every step once, names never values.
+    println!();
+    check_demo(&binary, &env, &stack)?;
+
+    // 4. run --watch: a change in Infisical restarts the program.
+    println!();
+    watch_demo(&binary, &me, &env, &stack)?;
+
     println!();
     println!(
         "Everything above ran locally. Next: README.md, \"Deploy it\" (a real SPIRE and Infisical),"
@@ -199,17 +234,150 @@ fn write_demo(binary: &Path, env: &[(String, String)], stack: &Stack) -> Result<
                 meta.permissions().mode() & 0o7777,
                 meta.uid(),
             );
-        } else {
+        } else if link.is_dir() {
             println!(
                 "    {name}  (generation directory, mode {:04o})",
                 link.permissions().mode() & 0o7777
+            );
+        } else {
+            println!(
+                "    {name}  (svid-exec's state: which generation is current, and when; no secret)"
             );
         }
     }
     println!("  each secret is a symlink into the current generation; an update writes a new");
     println!("  generation and swaps `..data` in one rename, so a reader never sees half of it.");
+    println!("$ svid-exec ready --dir {dir_arg}     # the exec probe of a Kubernetes startupProbe");
+    let ready_args: [&std::ffi::OsStr; 3] = ["ready".as_ref(), "--dir".as_ref(), dir.as_os_str()];
+    let ready = launch(binary, env, &ready_args, stack.dir())?;
+    println!(
+        "  {}  (exit {}: 0 ready, 69 not yet, 78 not a directory svid-exec writes)",
+        ready.stdout.trim(),
+        describe_status(ready.status)
+    );
+    if ready.status != Some(0) {
+        return Err(format!(
+            "svid-exec ready exited {}:\n{}",
+            describe_status(ready.status),
+            ready.stderr
+        ));
+    }
     make_removable(&dir);
     Ok(())
+}
+
+fn check_demo(binary: &Path, env: &[(String, String)], stack: &Stack) -> Result<(), String> {
+    println!("$ svid-exec check");
+    let check = launch(binary, env, &["check".as_ref()], stack.dir())?;
+    for line in check.stdout.lines() {
+        println!("  {line}");
+    }
+    if check.status != Some(0) {
+        return Err(format!(
+            "svid-exec check exited {}:\n{}",
+            describe_status(check.status),
+            check.stderr
+        ));
+    }
+    println!(
+        "  (the same report tells what to fix when a step fails; see README.md, Troubleshooting)"
+    );
+    Ok(())
+}
+
+/// `run --watch` with a one-second poll: the program starts, GREETING changes
+/// in Infisical, svid-exec restarts the program with the new value, SIGTERM
+/// stops both.
+fn watch_demo(
+    binary: &Path,
+    me: &Path,
+    env: &[(String, String)],
+    stack: &Stack,
+) -> Result<(), String> {
+    let starts = stack.dir().join("quickstart.starts");
+    let err_path = stack.dir().join("quickstart.watch.stderr");
+    println!("$ svid-exec run --watch --poll-interval 1s -- quickstart watched");
+    println!("  (the program records each start: its pid and the length of GREETING)");
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["run", "--watch", "--poll-interval", "1s", "--"])
+        .arg(me)
+        .arg("watched")
+        .arg(&starts)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let result = (|| {
+        let first = wait_for_starts(&starts, 1)?;
+        println!("  the program started: pid {}", first[0].0);
+        let new_value = "hello again";
+        stack.infisical.set_secret(
+            svid_exec_testkit::stack::PROJECT_ID,
+            svid_exec_testkit::stack::ENVIRONMENT,
+            "/",
+            "GREETING",
+            new_value,
+        );
+        println!(
+            "  GREETING changed in Infisical (now {} bytes); svid-exec polls, confirms the change, restarts:",
+            new_value.len()
+        );
+        let both = wait_for_starts(&starts, 2)?;
+        println!(
+            "  the program started again: pid {}, GREETING of {} bytes",
+            both[1].0, both[1].1
+        );
+        if both[1].1 != new_value.len().to_string() {
+            return Err(format!(
+                "the restarted program got a GREETING of {} bytes",
+                both[1].1
+            ));
+        }
+        Ok(())
+    })();
+    // SIGTERM, as `docker stop` or systemd would send.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let status = child.wait().map_err(|e| e.to_string())?;
+    result.map_err(|e| {
+        format!(
+            "{e}; svid-exec said:\n{}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    })?;
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s));
+    println!(
+        "  SIGTERM: svid-exec stopped the program and exited {} (128 + SIGTERM, the program's end)",
+        describe_status(code)
+    );
+    Ok(())
+}
+
+/// The `(pid, GREETING length)` lines of the watched program, once there are
+/// `n`, within [`RUN_LIMIT`].
+fn wait_for_starts(file: &Path, n: usize) -> Result<Vec<(String, String)>, String> {
+    let started = Instant::now();
+    loop {
+        let lines: Vec<(String, String)> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        if lines.len() >= n {
+            return Ok(lines);
+        }
+        if started.elapsed() > RUN_LIMIT {
+            return Err(format!(
+                "the program did not start {n} time(s) within {RUN_LIMIT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The generation directories are read-only (0500); give them back write
@@ -343,10 +511,7 @@ fn launch(
             Err(e) => return Err(format!("waiting for svid-exec: {e}")),
         }
     };
-    let code = status.code().or_else(|| {
-        use std::os::unix::process::ExitStatusExt as _;
-        status.signal().map(|s| 128 + s)
-    });
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s));
     Ok(Outcome {
         status: code,
         stdout: std::fs::read_to_string(&out_path).map_err(|e| e.to_string())?,

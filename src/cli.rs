@@ -3,11 +3,13 @@
 //! kept as strings here on purpose: `config.rs` validates them, so an invalid
 //! value is a configuration error (exit 78) with a hint, not a usage error (2).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand};
+pub use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Text appended to the long help of every command.
 const EXIT_STATUS: &str = "\
@@ -34,6 +36,64 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses `args` like [`Parser::try_parse_from`], and records in the
+    /// command's [`CommonArgs::sources`] where each value came from (the
+    /// command line, a variable, a default), which the parsed struct alone
+    /// cannot tell.
+    pub fn try_parse_with_sources<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Self::command();
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        // Read before the values (and with them their sources) are taken out
+        // of the matches below.
+        let sources = matches
+            .subcommand()
+            .map(|(_, sub)| ValueSources::record(sub))
+            .unwrap_or_default();
+        let mut cli =
+            Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))?;
+        match &mut cli.command {
+            Command::Run(RunArgs { common, .. })
+            | Command::Write(WriteArgs { common, .. })
+            | Command::Check(CheckArgs { common, .. }) => common.sources = sources,
+            Command::Ready(_) | Command::Completions(_) | Command::Man => {}
+        }
+        Ok(cli)
+    }
+}
+
+/// Where each argument's value came from, by clap argument id (the field's
+/// name: `workload_api_socket`), so that a message can name the setting to
+/// change: the flag, the environment variable, or neither (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueSources(BTreeMap<String, ValueSource>);
+
+impl ValueSources {
+    /// Every source in `matches`, read before the values are taken out of them.
+    fn record(matches: &ArgMatches) -> Self {
+        Self(
+            matches
+                .ids()
+                .filter_map(|id| {
+                    let id = id.as_str();
+                    Some((id.to_owned(), matches.value_source(id)?))
+                })
+                .collect(),
+        )
+    }
+
+    /// Where the value of argument `id` came from; `None` when it has no
+    /// value, or when the command line was not parsed by
+    /// [`Cli::try_parse_with_sources`].
+    pub fn of(&self, id: &str) -> Option<ValueSource> {
+        self.0.get(id).copied()
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -44,12 +104,57 @@ pub enum Command {
     #[command(after_long_help = EXIT_STATUS)]
     Write(WriteArgs),
     /// Diagnose every step (identity, login, paths, targets); prints names, never values.
-    #[command(after_long_help = EXIT_STATUS)]
+    // The report is check's output: its progress log lines (INFO) only when
+    // asked for with --log-level.
+    #[command(after_long_help = EXIT_STATUS, mut_arg("log_level", |a| a.default_value("warn")))]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout: `svid-exec man | man -l -`.
     Man,
+    /// Exit 0 when DIR holds a complete, current set of files written by
+    /// svid-exec, 69 when not yet (saying why), 78 when DIR is not an svid-exec
+    /// target: an exec probe (Kubernetes startupProbe/readinessProbe). Reads no
+    /// secret and makes no network call.
+    #[command(after_long_help = READY_EXIT_STATUS)]
+    Ready(ReadyArgs),
+}
+
+/// The exit status of `ready`.
+const READY_EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0        ready: DIR holds a complete generation written by svid-exec (fresh enough for --max-age)
+  69       not yet: nothing written yet, an update being published, or older than --max-age
+  78       DIR is not an svid-exec target (not a directory, a link, written by another user
+           or by something else), or an invalid --max-age";
+
+/// `svid-exec ready`.
+#[derive(Debug, Args)]
+pub struct ReadyArgs {
+    /// The directory that `write --dir` or `--files-dir` fills.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FILES_DIR",
+        value_name = "DIR",
+        alias = "files-dir"
+    )]
+    pub dir: PathBuf,
+
+    /// Also require the files to have been written, or confirmed unchanged by a
+    /// poll (`--watch`), within this long (for a readinessProbe).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+}
+
+/// Readiness, for `run` and `write` (`ready` is a command of its own).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Readiness")]
+pub struct ReadinessArgs {
+    /// Create this empty file once the first delivery is complete (for `run
+    /// --watch`: and the program started); removed at shutdown, left in place
+    /// by a one-shot `write`. Not for `run` without --watch.
+    #[arg(long, env = "SVID_EXEC_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `svid-exec run`.
@@ -67,6 +172,10 @@ pub struct RunArgs {
         help_heading = "Delivery"
     )]
     pub files_dir: Option<PathBuf>,
+
+    /// Readiness.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 
     /// The program to run and its arguments (after `--`). Found through PATH.
     #[arg(required = true, last = true, value_name = "COMMAND", num_args = 1..)]
@@ -90,6 +199,10 @@ pub struct WriteArgs {
         required_unless_present_any = ["dotenv_file", "json_file"]
     )]
     pub dir: Option<PathBuf>,
+
+    /// Readiness.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 }
 
 /// `svid-exec check`.
@@ -144,6 +257,9 @@ pub struct CommonArgs {
     /// Output.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Where each value came from; set by [`Cli::try_parse_with_sources`].
+    #[arg(skip)]
+    pub sources: ValueSources,
 }
 
 /// Identity and server.
@@ -210,6 +326,10 @@ pub struct IdentityArgs {
     /// PEM bundle trusted for the Infisical server (added to the system roots).
     #[arg(long, env = "SVID_EXEC_CA_CERT", value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
+
+    /// Trust only --ca-cert, not the built-in or system roots (pinning a private CA).
+    #[arg(long, env = "SVID_EXEC_CA_CERT_ONLY", value_parser = BoolishValueParser::new())]
+    pub ca_cert_only: bool,
 
     /// How long to keep retrying (agent not ready, server unavailable) before giving up.
     #[arg(

@@ -10,6 +10,7 @@ pub mod error;
 pub mod infisical;
 pub mod launch;
 pub mod logging;
+pub mod notify;
 pub mod retry;
 pub mod secrets;
 pub mod session;

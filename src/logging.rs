@@ -3,6 +3,13 @@
 //! level applies to svid-exec's own events; libraries (HTTP, gRPC, TLS) are
 //! capped at `warn`, because their debug/trace output can carry headers and
 //! bodies, i.e. tokens and secrets. No field we log ever carries a secret.
+//!
+//! Text lines escape every control character in every field (message
+//! included): keys, folder paths and messages come from the server or the
+//! environment, and a newline in one would otherwise forge a line of its own.
+//! JSON lines need nothing more: serde escapes control characters in strings.
+
+use std::borrow::Cow;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -99,14 +106,141 @@ where
     ) -> fmt::Result {
         let level = *event.metadata().level();
         write!(writer, "svid-exec: {level} ")?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        // Every field goes through the escaping writer: no call site can forget.
+        let mut escaped = EscapeControl(&mut writer);
+        ctx.field_format()
+            .format_fields(Writer::new(&mut escaped), event)?;
         writeln!(writer)
+    }
+}
+
+/// Whether `c` must not reach a text log line raw: control characters (C0,
+/// DEL, C1: newline, carriage return, escape sequences) and the Unicode line
+/// separators and bidirectional overrides that make a viewer show text other
+/// than what was written.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every character of [`needs_escape`] written as a visible escape
+/// (`\n`, `\r`, `\t`, `\u{1b}`), for lines printed outside the subscriber.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let _ = fmt::Write::write_str(&mut EscapeControl(&mut out), text);
+    Cow::Owned(out)
+}
+
+/// A `fmt::Write` adapter that escapes [`needs_escape`] characters.
+struct EscapeControl<W>(W);
+
+impl<W: fmt::Write> fmt::Write for EscapeControl<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
+            self.0.write_str(&rest[..at])?;
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape("plain – ünïcode"), "plain – ünïcode");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("K\nsvid-exec: ERROR forged\r\t\u{1b}[2J\u{7f}\u{85}\u{2028}\u{202e}"),
+            "K\\nsvid-exec: ERROR forged\\r\\t\\u{1b}[2J\\u{7f}\\u{85}\\u{2028}\\u{202e}"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// The installed text format, on a subscriber of its own, writing to a buffer.
+    fn text_lines(emit: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .event_format(TextFormat),
+        );
+        tracing::subscriber::with_default(subscriber, emit);
+        buf.text()
+    }
+
+    #[test]
+    fn a_newline_in_any_text_field_cannot_forge_a_line() {
+        let key = "DB\nsvid-exec: ERROR forged";
+        let folder = "/app\r\nsvid-exec: INFO forged";
+        let out = text_lines(|| {
+            tracing::warn!(key = %key, kept = %folder, id = key, debug = ?key, "message {key}");
+        });
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(
+            out.starts_with("svid-exec: WARN message DB\\nsvid-exec"),
+            "{out}"
+        );
+        assert!(
+            out.contains("kept=/app\\r\\nsvid-exec: INFO forged"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_control_characters_themselves() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        // The same layer settings as `init`'s JSON branch.
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(move || writer.clone())
+                .with_current_span(false)
+                .with_span_list(false)
+                .flatten_event(true),
+        );
+        let key = "DB\n{\"level\":\"ERROR\",\"fields\":{\"message\":\"forged\"}}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(key = %key, "message {key}");
+        });
+        let out = buf.text();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let line: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(line["key"], key);
+        assert_eq!(line["message"], format!("message {key}"));
+    }
 
     #[test]
     fn libraries_are_capped_at_warn_while_our_level_follows_the_flag() {

@@ -83,15 +83,25 @@ impl SecretSet {
     }
 }
 
+impl FromIterator<(String, SecretString)> for SecretSet {
+    /// Builds the set in one go: a sorted input is built without comparing
+    /// names (inserting sorted names one by one is the B-tree's worst case);
+    /// on a repeated name the later value wins, as with [`SecretSet::insert`].
+    fn from_iter<I: IntoIterator<Item = (String, SecretString)>>(iter: I) -> Self {
+        Self {
+            entries: iter.into_iter().collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 impl SecretSet {
     /// A set from `(name, value)` pairs (unit tests).
     pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        let mut set = Self::new();
-        for (name, value) in pairs {
-            set.insert(*name, SecretString::from(*value));
-        }
-        set
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), SecretString::from(*value)))
+            .collect()
     }
 }
 
@@ -129,6 +139,16 @@ mod tests {
         set.remove("A");
         set.remove("never-there");
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn collecting_keeps_the_later_value_of_a_repeated_name() {
+        let set: SecretSet = [("B", "1"), ("A", "2"), ("B", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), s(v)))
+            .collect();
+        assert_eq!(set.names().collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(set.get("B").unwrap().expose_secret(), "3");
     }
 
     #[test]

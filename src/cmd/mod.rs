@@ -8,6 +8,7 @@
 
 mod check;
 mod man;
+mod ready;
 mod run;
 mod watch;
 mod write;
@@ -17,7 +18,6 @@ use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
@@ -49,6 +49,12 @@ pub enum CmdError {
     /// The supervisor could not be set up (`--watch`).
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
+    /// `ready`: the directory is not an svid-exec target, or `--max-age` is invalid.
+    #[error(transparent)]
+    Ready(#[from] ready::ReadyError),
+    /// `--ready-file` cannot be prepared or created.
+    #[error(transparent)]
+    ReadyFile(#[from] crate::launch::readiness::ReadyFileError),
     /// Standard output could not be written.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -65,6 +71,8 @@ impl Failure for CmdError {
             Self::Deliver(e) => e.exit_class(),
             Self::Exec(e) => e.exit_class(),
             Self::Supervise(e) => e.exit_class(),
+            Self::Ready(e) => e.exit_class(),
+            Self::ReadyFile(e) => e.exit_class(),
             Self::Runtime(_) | Self::Stdout(_) => ExitClass::Internal,
         }
     }
@@ -76,6 +84,8 @@ impl Failure for CmdError {
             Self::Deliver(e) => e.hint(),
             Self::Exec(e) => e.hint(),
             Self::Supervise(e) => e.hint(),
+            Self::Ready(e) => e.hint(),
+            Self::ReadyFile(e) => e.hint(),
             Self::Stdout(_) => {
                 Some("check where standard output goes (a closed or full file?)".to_owned())
             }
@@ -93,7 +103,7 @@ pub fn main() -> ExitCode {
     let hardened = crate::sys::harden();
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
-    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let cli = Cli::try_parse_with_sources(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command, hardened))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
@@ -130,15 +140,16 @@ fn report(error: &CmdError) {
         );
         return;
     }
-    eprintln!("svid-exec: {message}");
+    // Escaped like every text log line: the chain can quote server text or names.
+    eprintln!("svid-exec: {}", crate::logging::escape(&message));
     if let Some(hint) = hint {
-        eprintln!("svid-exec: hint: {hint}");
+        eprintln!("svid-exec: hint: {}", crate::logging::escape(&hint));
     }
 }
 
-/// The commands without configuration first (`man`, `completions`), then the
-/// configuration, logging (which reports a failed [`crate::sys::harden`]), and
-/// the command.
+/// The commands without configuration first (`man`, `completions`, `ready`),
+/// then the configuration, logging (which reports a failed
+/// [`crate::sys::harden`]), and the command.
 fn dispatch(
     command: Command,
     hardened: Result<(), nix::errno::Errno>,
@@ -146,6 +157,10 @@ fn dispatch(
     if let Some(text) = man::generate(&command) {
         print_stdout(&text?)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    // The probe: no configuration, no logging, nothing but its answer.
+    if let Command::Ready(args) = &command {
+        return ready::ready(args);
     }
     let check_output = match &command {
         Command::Check(args) if args.output == "json" => Some(CheckOutput::Json),

@@ -11,6 +11,7 @@
 //! is started; then the supervisor takes over on the same runtime (an HTTP
 //! connection pool must not outlive the runtime it was made on).
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -24,6 +25,7 @@ use crate::deliver::env::Envp;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec};
+use crate::launch::readiness::{Readiness, ReadyFile};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
@@ -53,14 +55,28 @@ pub(super) fn supervise(
     // Before any thread: block signals, start the signal thread, harden, subreaper.
     let mut signals = supervise::prepare(settings.mlock)?;
     let runtime = runtime()?;
-    let delivery = Rc::new(config.delivery());
+    let delivery = Shared {
+        delivery: Rc::new(config.delivery()),
+        written: Rc::new(Cell::new(None)),
+    };
+    // The supervisor is the service systemd watches: from here on it notifies
+    // (the waits of the start-up say what they wait for in STATUS=).
+    if crate::notify::enable() {
+        crate::notify::status("starting: getting a JWT-SVID, logging in to Infisical");
+    }
+    let ready_file = config
+        .ready_file
+        .as_deref()
+        .map(ReadyFile::prepare)
+        .transpose()?;
+    let mut readiness = Readiness::new(ready_file);
     runtime.block_on(async {
-        delivery.preflight()?;
+        delivery.delivery.preflight()?;
         // The session lives out here, so a token obtained before an interruption
         // or a failed check is still ours to revoke.
         let mut session = config.session()?;
         let outcome = tokio::select! {
-            started = start(config, &delivery, &mut session) => Ok(started),
+            started = start(config, &delivery.delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
         let (secrets, spec) = match outcome {
@@ -72,6 +88,7 @@ pub(super) fn supervise(
             Err(signal) => {
                 let code = interrupted_exit_code(signal, command.is_none());
                 tracing::info!(%signal, code, "interrupted during start-up; nothing was started");
+                readiness.stopping();
                 revoke(&mut session).await;
                 return Ok(ExitCode::from(code));
             }
@@ -105,7 +122,8 @@ pub(super) fn supervise(
             poll_bound: settings
                 .poll_interval
                 .clamp(Duration::from_secs(5), CALL_TIMEOUT),
-            delivery: Rc::clone(&delivery),
+            last_fetched: Some(secrets.fingerprint()),
+            delivery: delivery.clone(),
         };
         let code = supervise::supervise(
             signals,
@@ -115,6 +133,7 @@ pub(super) fn supervise(
             renew_in,
             network,
             delivery,
+            readiness,
         )
         .await;
         Ok(ExitCode::from(code))
@@ -167,7 +186,9 @@ pub struct SessionNetwork {
     /// Retrying one poll for longer than the interval is pointless (the next
     /// poll comes anyway), but a short interval gets a few tries.
     poll_bound: Duration,
-    delivery: Rc<Delivery>,
+    /// The fingerprint of the last fetched content (what a 304 repeats).
+    last_fetched: Option<[u8; 32]>,
+    delivery: Shared,
 }
 
 impl std::fmt::Debug for SessionNetwork {
@@ -196,9 +217,12 @@ impl SessionNetwork {
             .fetch(&self.spec, self.etags.as_ref(), deadline)
             .await
         {
-            Ok(FetchOutcome::NotModified) => Reply::NotModified,
+            Ok(FetchOutcome::NotModified) => {
+                self.confirm_if_delivered(self.last_fetched);
+                Reply::NotModified
+            }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) = self.delivery.accept(&fetched.secrets) {
+                if let Err(err) = self.delivery.delivery.accept(&fetched.secrets) {
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
                     return Reply::PollFailed {
@@ -210,12 +234,24 @@ impl SessionNetwork {
                     };
                 }
                 self.etags = Some(fetched.etags);
+                self.last_fetched = Some(fetched.secrets.fingerprint());
+                self.confirm_if_delivered(self.last_fetched);
                 Reply::Fetched(fetched.secrets)
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
                 reason: chain_and_hint(&err),
             },
+        }
+    }
+
+    /// A poll answered with the content that is delivered: record in DIR's
+    /// state file that it is still current (`svid-exec ready --max-age`).
+    fn confirm_if_delivered(&self, content: Option<[u8; 32]>) {
+        if content.is_some() && content == self.delivery.written.get() {
+            if let Err(err) = self.delivery.delivery.confirm() {
+                tracing::warn!(error = %chain(&err), "could not record the poll in the files directory");
+            }
         }
     }
 
@@ -279,16 +315,33 @@ impl Network for SessionNetwork {
     }
 }
 
+/// The one [`Delivery`], shared by the supervisor's two sides, with the
+/// fingerprint of the set last written: the network side confirms in DIR's
+/// state file only what the delivery side has written.
+#[derive(Clone)]
+pub struct Shared {
+    delivery: Rc<Delivery>,
+    written: Rc<Cell<Option<[u8; 32]>>>,
+}
+
 /// The supervisor's delivery side is the one [`Delivery`]: the same files and
 /// the same environment plan as exec mode (bootstrap variables removed).
-impl supervise::Deliver for Rc<Delivery> {
+impl supervise::Deliver for Shared {
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError> {
-        Ok(self.write(secrets)?)
+        self.delivery.write(secrets)?;
+        self.written.set(Some(secrets.fingerprint()));
+        Ok(())
     }
 
     fn child_env(&self, secrets: &SecretSet) -> Envp {
-        match self.env(secrets) {
-            Ok(plan) => plan.to_envp(),
+        match self.delivery.env(secrets) {
+            Ok(mut plan) => {
+                // The supervisor is the process systemd watches, not the
+                // program: its notification variables stay ours (unless a
+                // secret of that name is delivered).
+                plan.withhold(crate::notify::VARIABLES);
+                plan.to_envp()
+            }
             // Every set is accepted with the same plan before it reaches the
             // supervisor, so this is a bug; the child then gets an empty
             // environment rather than a partial one.
@@ -300,8 +353,8 @@ impl supervise::Deliver for Rc<Delivery> {
     }
 
     fn remove_files(&mut self) {
-        if self.files().is_some() {
-            match self.remove() {
+        if self.delivery.files().is_some() {
+            match self.delivery.remove() {
                 Ok(()) => tracing::info!("removed the secret files"),
                 Err(err) => tracing::warn!(%err, "could not remove the secret files"),
             }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli;
+use crate::cli::{self, ValueSource};
 use crate::deliver::env::EnvOptions;
 use crate::deliver::files::FilesOptions;
 use crate::deliver::{Delivery, DeliveryOptions};
@@ -28,8 +28,8 @@ use crate::launch::supervise::{OnChange, Settings};
 use crate::logging::{LogFormat, LogOptions};
 use crate::session::{Session, SessionError, SessionOptions};
 use crate::svid::{
-    parse_endpoint, parse_spiffe_id, SvidSource, SvidSourceOptions, WorkloadApiOptions,
-    DEFAULT_PER_CALL_TIMEOUT,
+    parse_endpoint, parse_spiffe_id, several_audiences, EndpointOrigin, SvidSource,
+    SvidSourceOptions, WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
 };
 use values::{
     duration, file_mode, file_owner, list, non_empty, non_empty_path, normalise_secret_path, signal,
@@ -63,6 +63,8 @@ pub struct Config {
     pub log: LogOptions,
     /// Things that are allowed but deserve a warning once logging is up.
     pub warnings: Vec<String>,
+    /// `--ready-file`: created once the first delivery is complete.
+    pub ready_file: Option<PathBuf>,
 }
 
 /// The command, with what only it needs.
@@ -132,11 +134,12 @@ impl Config {
     /// Validates the parsed command line. `completions` and `man` have no
     /// configuration and are handled before this (it refuses them).
     pub fn from_cli(command: cli::Command) -> Result<Self> {
+        let ready_file = ready_file(&command)?;
         let (task, common, dir) = task(command)?;
         let mut warnings = Vec::new();
         let log = log_options(&common.output)?;
         let login = login_options(&common.identity)?;
-        let svid = svid_options(&common.identity)?;
+        let svid = svid_options(&common.identity, &common.sources, &mut warnings)?;
         let client = client_options(&common.identity, &mut warnings)?;
         let startup_timeout = duration("--startup-timeout", &common.identity.startup_timeout)?;
         let revoke = !common.identity.no_revoke;
@@ -172,6 +175,7 @@ impl Config {
             watch,
             log,
             warnings,
+            ready_file,
         })
     }
 
@@ -231,11 +235,32 @@ fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>
             };
             Ok((Task::Check { output }, a.common, a.files_dir))
         }
-        cli::Command::Completions(_) | cli::Command::Man => Err(ConfigError::new(
-            "`completions` and `man` take no configuration",
-            BUG_HINT,
-        )),
+        cli::Command::Completions(_) | cli::Command::Man | cli::Command::Ready(_) => {
+            Err(ConfigError::new(
+                "`completions`, `man` and `ready` take no configuration",
+                BUG_HINT,
+            ))
+        }
     }
+}
+
+/// `--ready-file` (`run --watch` and `write`): without `--watch`, `run` execs
+/// the program and is gone, so nothing would ever remove the file.
+fn ready_file(command: &cli::Command) -> Result<Option<PathBuf>> {
+    let (args, exec_mode) = match command {
+        cli::Command::Run(run) => (&run.readiness, !run.common.watch.watch),
+        cli::Command::Write(write) => (&write.readiness, false),
+        _ => return Ok(None),
+    };
+    let path = non_empty_path("--ready-file", args.ready_file.clone())?;
+    if exec_mode && path.is_some() {
+        return Err(ConfigError::new(
+            "--ready-file needs --watch with run",
+            "without --watch svid-exec execs the program and is gone, so nothing would remove \
+             the file: add --watch, or drop --ready-file (check SVID_EXEC_READY_FILE)",
+        ));
+    }
+    Ok(path)
 }
 
 fn log_options(args: &cli::OutputArgs) -> Result<LogOptions> {
@@ -291,9 +316,14 @@ fn login_options(args: &cli::IdentityArgs) -> Result<SessionOptions> {
     })
 }
 
-/// `--jwt-file`, else the Workload API: `--workload-api-socket`,
-/// `--audience`, `--spiffe-id` (the last two are checked either way).
-fn svid_options(args: &cli::IdentityArgs) -> Result<SvidSourceOptions> {
+/// `--jwt-file`, else the Workload API: `--workload-api-socket` (and where
+/// it came from), `--audience` (several are warned about), `--spiffe-id`
+/// (the last two are checked either way).
+fn svid_options(
+    args: &cli::IdentityArgs,
+    sources: &cli::ValueSources,
+    warnings: &mut Vec<String>,
+) -> Result<SvidSourceOptions> {
     let audiences: Vec<String> = args.audience.iter().map(|a| a.trim().to_owned()).collect();
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
         return Err(ConfigError::new(
@@ -322,17 +352,26 @@ fn svid_options(args: &cli::IdentityArgs) -> Result<SvidSourceOptions> {
     }
     let endpoint =
         parse_endpoint(&args.workload_api_socket).map_err(|e| ConfigError::from_part(&e))?;
+    let origin = match sources.of("workload_api_socket") {
+        Some(ValueSource::EnvVariable) => EndpointOrigin::Env,
+        Some(ValueSource::DefaultValue) => EndpointOrigin::Default,
+        // The command line, or not recorded (a caller that parsed without sources).
+        _ => EndpointOrigin::Flag,
+    };
+    warnings.extend(several_audiences(&audiences));
     Ok(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
         endpoint,
         audiences,
         spiffe_id,
         per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+        origin,
     }))
 }
 
-/// `--api-url` (by the client's own rules, [`ApiUrl`]; plain `http://` to a
-/// non-loopback host only with `--allow-insecure-http`, and then with a
-/// warning) and `--ca-cert`.
+/// `--api-url` (by the client's own rules, [`ApiUrl`]: plain `http://` to a
+/// non-loopback address only with `--allow-insecure-http`, and then with a
+/// warning; a name is checked by the client on the addresses it resolves
+/// to), `--ca-cert` and `--ca-cert-only`.
 fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Result<ClientOptions> {
     let api_url = if args.allow_insecure_http {
         ApiUrl::parse_allowing_plain_http(&args.api_url)
@@ -346,9 +385,16 @@ fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Resul
             api_url.host()
         ));
     }
+    if args.ca_cert_only && args.ca_cert.is_none() {
+        return Err(ConfigError::new(
+            "--ca-cert-only needs --ca-cert: without it nothing would be trusted",
+            "pass the private CA's PEM bundle with --ca-cert (SVID_EXEC_CA_CERT)",
+        ));
+    }
     Ok(ClientOptions {
         api_url,
         ca_cert: args.ca_cert.clone(),
+        ca_cert_only: args.ca_cert_only,
         ..ClientOptions::default()
     })
 }

@@ -99,10 +99,9 @@ fn invalid_values_are_refused_with_a_message_naming_them() {
         (&["--poll-interval", "0s"], "longer than zero"),
         (&["--log-level", "loud"], "--log-level"),
         (&["--log-format", "xml"], "--log-format"),
-        (
-            &["--api-url", "http://infisical.example.com"],
-            "plain http://",
-        ),
+        // An address: a name is checked on what it resolves to, at connect time.
+        (&["--api-url", "http://192.0.2.1"], "plain http://"),
+        (&["--ca-cert-only"], "--ca-cert-only needs --ca-cert"),
         (&["--api-url", "ftp://x"], "scheme"),
         (
             &["--api-url", "not a url"],
@@ -236,6 +235,42 @@ fn valid_values_are_typed() {
 }
 
 #[test]
+fn the_workload_api_address_keeps_where_it_came_from() {
+    let origin = |extra: &[&str]| {
+        let mut argv: Vec<&str> = BASE.to_vec();
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--", "true"]);
+        let cli = cli::Cli::try_parse_with_sources(argv).expect("argv parses");
+        workload(&Config::from_cli(cli.command).unwrap()).origin
+    };
+    let flag = ["--workload-api-socket", "unix:///run/spire/agent.sock"];
+    assert_eq!(origin(&flag), EndpointOrigin::Flag);
+    // The variable's case is the binary's (tests/integration/svid_diag.rs):
+    // a test does not set our own environment.
+    if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_none() {
+        assert_eq!(origin(&[]), EndpointOrigin::Default);
+    }
+    // Parsed without sources (as the other tests here do): the flag.
+    assert_eq!(
+        workload(&run_with(&[]).unwrap()).origin,
+        EndpointOrigin::Flag
+    );
+}
+
+#[test]
+fn several_audiences_are_allowed_with_a_warning() {
+    let c = run_with(&["--audience", "infisical,billing"]).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("several audiences requested (billing, infisical)")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(run_with(&[]).unwrap().warnings.is_empty());
+}
+
+#[test]
 fn relative_file_targets_are_made_absolute() {
     let c = run_with(&["--files-dir", "run/s", "--dotenv-file", "./s.env"]).unwrap();
     let targets = c.delivery.files.unwrap();
@@ -272,6 +307,10 @@ fn api_url_keeps_a_base_path_but_drops_trailing_api() {
         1,
         "insecure http is allowed with a warning"
     );
+    assert!(run_with(&["--api-url", "http://10.0.0.1"]).is_err());
+    // Names are left to the client, which checks what they resolve to.
+    let c = run_with(&["--api-url", "http://infisical.internal"]).unwrap();
+    assert!(c.warnings.is_empty());
 }
 
 #[test]

@@ -427,6 +427,17 @@ impl<'a> EnvPlan<'a> {
         }
     }
 
+    /// Leaves `names` out of the child's environment unless a secret was
+    /// delivered under that name: under `--watch` the supervisor keeps the
+    /// service manager's variables (`NOTIFY_SOCKET`, …) to itself.
+    pub fn withhold(&mut self, names: &[&str]) {
+        for name in names {
+            if !self.delivered.iter().any(|d| d == name) {
+                self.vars.remove(OsStr::new(name));
+            }
+        }
+    }
+
     /// Builds the `NAME=value\0` strings for `execve`, at the last moment; the
     /// buffers are zeroed when dropped (e.g. when exec fails).
     pub fn to_envp(&self) -> Envp {
@@ -589,6 +600,30 @@ mod tests {
             .collect();
         assert_eq!(names, ["HOME"]);
         assert!(plan.delivered_names().is_empty());
+    }
+
+    #[test]
+    fn withheld_names_leave_unless_delivered_as_secrets() {
+        let set = secrets(&[("WATCHDOG_USEC", "from-secret")]);
+        let mut plan = EnvPlan::build(
+            inherited(&[
+                ("NOTIFY_SOCKET", "/run/notify"),
+                ("WATCHDOG_USEC", "1000"),
+                ("WATCHDOG_PID", "1"),
+                ("HOME", "/root"),
+            ]),
+            &set,
+            &opts("", true),
+            EnvSource::Values,
+        )
+        .unwrap();
+        plan.withhold(&["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]);
+        let names: Vec<_> = plan
+            .names()
+            .map(|n| n.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["HOME", "WATCHDOG_USEC"]);
+        assert_eq!(value(&plan, "WATCHDOG_USEC"), Some("from-secret"));
     }
 
     #[test]

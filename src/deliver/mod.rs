@@ -205,6 +205,15 @@ impl Delivery {
         Ok(())
     }
 
+    /// Records in the per-key directory's state file that a poll found the
+    /// delivered secrets unchanged (what `svid-exec ready --max-age` reads).
+    pub fn confirm(&self) -> Result<(), DeliverError> {
+        match self.files().and_then(|f| f.dir.as_ref()) {
+            Some(dir) => Ok(files::state::confirm(dir)?),
+            None => Ok(()),
+        }
+    }
+
     /// Removes what [`Delivery::write`] wrote.
     pub fn remove(&self) -> Result<(), DeliverError> {
         match self.files() {

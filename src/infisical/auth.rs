@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use super::error::{self, AuthMethod, Call, InfisicalError};
-use super::{parse_json, Client};
+use super::secret_json;
+use super::{json_body, parse_json, Client};
 use crate::svid::{decode_payload, Jwt};
 
 /// An Infisical access token with what is known about its lifetime.
@@ -47,22 +48,27 @@ impl AccessToken {
         })
     }
 
-    fn from_response(resp: TokenResponse, login_at: Option<Instant>) -> Self {
+    fn from_response(
+        endpoint: &str,
+        resp: &TokenResponse<'_>,
+        login_at: Option<Instant>,
+    ) -> Result<Self, InfisicalError> {
+        let token = resp.token(endpoint)?;
         let obtained_at = Instant::now();
-        let exp = decode_payload::<TokenClaims>(resp.access_token.expose_secret())
+        let exp = decode_payload::<TokenClaims>(token.expose_secret())
             .ok()
             .and_then(|c| c.exp)
             .and_then(|e| u64::try_from(e).ok())
             .map(|e| UNIX_EPOCH + Duration::from_secs(e));
-        Self {
-            token: resp.access_token,
+        Ok(Self {
+            token,
             expires_in: Duration::from_secs(resp.expires_in.unwrap_or(0)),
             max_ttl: Duration::from_secs(resp.max_ttl.unwrap_or(0)),
             exp,
             obtained_at,
             obtained_wall: SystemTime::now(),
             login_at: login_at.unwrap_or(obtained_at),
-        }
+        })
     }
 
     /// A token built by hand (tests, the lead's planners).
@@ -99,9 +105,10 @@ impl fmt::Debug for AccessToken {
 
 /// `{accessToken, expiresIn, accessTokenMaxTTL, tokenType}` of login and renew.
 #[derive(Deserialize)]
-struct TokenResponse {
-    #[serde(rename = "accessToken", deserialize_with = "secret_string")]
-    access_token: SecretString,
+struct TokenResponse<'a> {
+    /// Raw JSON, decoded by `secret_json` (`None` when absent or `null`).
+    #[serde(rename = "accessToken", default, borrow)]
+    access_token: Option<&'a RawValue>,
     #[serde(rename = "expiresIn", default, deserialize_with = "lenient_secs")]
     expires_in: Option<u64>,
     #[serde(
@@ -110,6 +117,24 @@ struct TokenResponse {
         deserialize_with = "lenient_secs"
     )]
     max_ttl: Option<u64>,
+}
+
+impl TokenResponse<'_> {
+    /// The token, refused when `null`, missing, not a string or empty: sending
+    /// `Authorization: Bearer ` with nothing after it would only turn the
+    /// server's fault into a confusing refusal later.
+    fn token(&self, endpoint: &str) -> Result<SecretString, InfisicalError> {
+        let bad = |why: &'static str| InfisicalError::BadSecret {
+            endpoint: endpoint.to_owned(),
+            key: "accessToken".to_owned(),
+            why,
+        };
+        let token = secret_json::decode(self.access_token).map_err(|e| bad(e.describe()))?;
+        if token.expose_secret().trim().is_empty() {
+            return Err(bad("is empty"));
+        }
+        Ok(token)
+    }
 }
 
 #[derive(Deserialize)]
@@ -138,33 +163,6 @@ struct TokenBody<'a> {
     access_token: &'a str,
 }
 
-/// Deserialises a string straight into a `SecretString` (no intermediate `String` left behind).
-pub(crate) fn secret_string<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<SecretString, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = SecretString;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretString, E> {
-            Ok(SecretString::from(v))
-        }
-        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretString, E> {
-            let v = Zeroizing::new(v);
-            Ok(SecretString::from(v.as_str()))
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<SecretString, E> {
-            Ok(SecretString::default())
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<SecretString, E> {
-            Ok(SecretString::default())
-        }
-    }
-    d.deserialize_any(V)
-}
-
 /// Seconds as an integer, a float or null.
 fn lenient_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let n: Option<serde_json::Number> = Option::deserialize(d)?;
@@ -174,11 +172,6 @@ fn lenient_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
         reason = "seconds, clamped at zero"
     )]
     Ok(n.and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))))
-}
-
-fn to_body<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
-    // Serialising plain strings and options cannot fail.
-    Zeroizing::new(serde_json::to_vec(value).unwrap_or_default())
 }
 
 impl Client {
@@ -195,7 +188,7 @@ impl Client {
         let path = format!("/api/v1/auth/{}/login", method.slug());
         let endpoint = format!("POST {path}");
         let url = self.url(&path);
-        let body = to_body(&LoginBody {
+        let body = json_body(&LoginBody {
             identity_id,
             jwt: jwt.token().expose_secret(),
             organization_slug,
@@ -208,13 +201,13 @@ impl Client {
                     .http
                     .post(&url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_vec());
+                    .body(body.clone());
                 self.send(request, &endpoint, bound, &scrub)
             })
             .await?;
         if reply.status == 200 || reply.status == 201 {
-            let resp: TokenResponse = parse_json(&endpoint, &reply.body)?;
-            let token = AccessToken::from_response(resp, None);
+            let resp: TokenResponse<'_> = parse_json(&endpoint, &reply.body)?;
+            let token = AccessToken::from_response(&endpoint, &resp, None)?;
             tracing::info!(
                 method = %method,
                 identity_id,
@@ -239,13 +232,32 @@ impl Client {
                 ),
                 server: Box::new(server),
             },
-            404 => InfisicalError::NoSuchAuthMethod {
+            404 if server.is_resource_not_found() => InfisicalError::NoSuchAuthMethod {
                 method,
                 identity_id: identity_id.to_owned(),
                 server: Box::new(server),
             },
+            // A route 404 (infisical-api.md §9: `"error": "Not Found"`, "Route …
+            // not found") or a page that is not Infisical's: the URL is wrong.
+            404 => InfisicalError::NotInfisicalApi {
+                url: self.base_url().to_owned(),
+                endpoint,
+                server: Box::new(server),
+                suggestion: self.url_suggestion(),
+            },
             _ => error::status_error(Call::Login, &endpoint, server, None),
         })
+    }
+
+    /// What to try when this URL serves no Infisical API: the origin without
+    /// the path prefix, or the instance origin as the browser shows it.
+    fn url_suggestion(&self) -> String {
+        let origin = self.url.url().origin().ascii_serialization();
+        if self.base_url() == origin {
+            "set --api-url to the instance origin as the browser shows it (e.g. https://app.infisical.com, https://infisical.example.com), without a route".to_owned()
+        } else {
+            format!("try --api-url {origin} (without the path), or the prefix your reverse proxy really serves the API under")
+        }
     }
 
     /// Renews `token` (`POST /api/v1/auth/token/renew`) and returns the token the
@@ -264,8 +276,8 @@ impl Client {
             let server = reply.server_error(&[token.secret().expose_secret()]);
             return Err(error::status_error(Call::Renew, endpoint, server, None));
         }
-        let resp: TokenResponse = parse_json(endpoint, &reply.body)?;
-        let renewed = AccessToken::from_response(resp, Some(token.login_at));
+        let resp: TokenResponse<'_> = parse_json(endpoint, &reply.body)?;
+        let renewed = AccessToken::from_response(endpoint, &resp, Some(token.login_at))?;
         tracing::debug!(expires_in = ?renewed.expires_in, "renewed the access token");
         Ok(renewed)
     }
@@ -306,7 +318,7 @@ impl Client {
         deadline: Instant,
     ) -> Result<super::Reply, InfisicalError> {
         let url = self.url(path);
-        let body = to_body(&TokenBody {
+        let body = json_body(&TokenBody {
             access_token: token.secret().expose_secret(),
         });
         let scrub = [token.secret().expose_secret()];
@@ -315,7 +327,7 @@ impl Client {
                 .http
                 .post(&url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
+                .body(body.clone());
             self.send(request, endpoint, bound, &scrub)
         })
         .await
@@ -325,6 +337,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{ExitClass, Failure};
     use base64::Engine as _;
 
     fn b64(s: &str) -> String {
@@ -342,7 +355,7 @@ mod tests {
             r#"{{"accessToken":"{token}","expiresIn":7200,"accessTokenMaxTTL":86400.0,"tokenType":"Bearer"}}"#
         );
         let resp: TokenResponse = parse_json("POST /login", body.as_bytes()).unwrap();
-        let t = AccessToken::from_response(resp, None);
+        let t = AccessToken::from_response("POST /login", &resp, None).unwrap();
         assert_eq!(t.expires_in, Duration::from_secs(7200));
         assert_eq!(t.max_ttl, Duration::from_secs(86400));
         assert_eq!(t.exp, Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
@@ -356,11 +369,30 @@ mod tests {
             br#"{"accessToken":"opaque","expiresIn":null}"#,
         )
         .unwrap();
-        let t = AccessToken::from_response(resp, None);
+        let t = AccessToken::from_response("POST /login", &resp, None).unwrap();
         assert_eq!(t.expires_in, Duration::ZERO);
         assert_eq!(t.max_ttl, Duration::ZERO);
         assert_eq!(t.exp, None);
-        assert!(parse_json::<TokenResponse>("POST /login", br#"{"token":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn a_null_missing_or_empty_access_token_is_refused_not_sent_empty() {
+        for body in [
+            r#"{"accessToken":null,"expiresIn":60}"#,
+            r#"{"token":"x"}"#,
+            r#"{"accessToken":""}"#,
+            r#"{"accessToken":"  "}"#,
+            r#"{"accessToken":7}"#,
+        ] {
+            let resp: TokenResponse = parse_json("POST /login", body.as_bytes()).unwrap();
+            let err = AccessToken::from_response("POST /login", &resp, None).unwrap_err();
+            assert!(
+                matches!(err, InfisicalError::BadSecret { .. }),
+                "{body}: {err}"
+            );
+            assert_eq!(err.exit_class(), ExitClass::Unavailable);
+            assert!(err.to_string().contains("accessToken"), "{err}");
+        }
     }
 
     #[test]
@@ -378,14 +410,14 @@ mod tests {
 
     #[test]
     fn login_body_carries_both_organization_names_only_when_given() {
-        let body = to_body(&LoginBody {
+        let body = json_body(&LoginBody {
             identity_id: "id-1",
             jwt: "j.w.t",
             organization_slug: None,
             sub_organization_name: None,
         });
-        assert_eq!(&**body, br#"{"identityId":"id-1","jwt":"j.w.t"}"#);
-        let body = to_body(&LoginBody {
+        assert_eq!(&body[..], br#"{"identityId":"id-1","jwt":"j.w.t"}"#);
+        let body = json_body(&LoginBody {
             identity_id: "id-1",
             jwt: "j.w.t",
             organization_slug: Some("sub"),

@@ -64,6 +64,13 @@ impl ServerError {
         }
     }
 
+    /// Whether a 404 is Infisical's own "not found" (`"error": "NotFound"`: an
+    /// unknown identity, project, …) rather than a route nobody serves
+    /// (fastify's `"Not Found"` with "Route … not found", a proxy's HTML page).
+    pub fn is_resource_not_found(&self) -> bool {
+        self.status == 404 && self.error.as_deref() == Some("NotFound")
+    }
+
     /// Whether this is the server saying the access token itself is no good
     /// (401, or 403 `TokenError`): the cure is a fresh login.
     pub fn is_token_error(&self) -> bool {
@@ -123,15 +130,24 @@ fn flatten_message(m: &serde_json::Value) -> String {
     }
 }
 
+/// Shortest run of a credential's characters redacted wherever it appears in
+/// server text: a truncated token, one JWT segment or a slice of one is as good
+/// as a leak of the whole. 12 base64 characters are 72 bits: ordinary text does
+/// not match by chance, and over-redacting an error message costs nothing.
+const MIN_FRAGMENT: usize = 12;
+
+/// Shortest credential (or JWT segment) redacted when it appears whole.
+const MIN_WHOLE: usize = 8;
+
 /// Removes credentials, control characters and excess length from server text.
-fn tidy(text: &str, scrub: &[&str]) -> String {
-    let mut out = text.to_owned();
-    for s in scrub {
-        if s.len() >= 8 && out.contains(s) {
-            out = out.replace(s, "[redacted]");
-        }
-    }
-    let mut out: String = out
+pub(crate) fn tidy(text: &str, scrub: &[&str]) -> String {
+    // Bounded before the scan: a hostile body can be 64 MiB of "message". What
+    // the cut leaves of a credential at the far end is beyond what is shown.
+    let text = match text.char_indices().nth(4 * MAX_MESSAGE_CHARS) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    };
+    let mut out: String = redact(text, scrub)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
@@ -140,6 +156,61 @@ fn tidy(text: &str, scrub: &[&str]) -> String {
         out.push('…');
     }
     out
+}
+
+/// `text` with every part of a credential in `scrub` replaced by `[redacted]`:
+/// the whole credential, each of its `.`-separated segments (a JWT's header,
+/// payload, signature) and any run of at least [`MIN_FRAGMENT`] bytes of it.
+fn redact(text: &str, scrub: &[&str]) -> String {
+    let bytes = text.as_bytes();
+    let mut hidden = vec![false; bytes.len()];
+    let mut mark = |needle: &[u8]| {
+        let mut from = 0;
+        while let Some(at) = find(&bytes[from..], needle) {
+            hidden[from + at..from + at + needle.len()].fill(true);
+            from += at + 1;
+        }
+    };
+    for credential in scrub {
+        let c = credential.as_bytes();
+        for part in std::iter::once(c).chain(c.split(|b| *b == b'.')) {
+            if part.len() >= MIN_WHOLE {
+                mark(part);
+            }
+        }
+    }
+    // Fragments: every window of MIN_FRAGMENT bytes of the text that also
+    // occurs in a credential (the union of such windows is what is hidden).
+    let grams: std::collections::HashSet<&[u8]> = scrub
+        .iter()
+        .flat_map(|c| c.as_bytes().windows(MIN_FRAGMENT))
+        .collect();
+    if !grams.is_empty() {
+        for (i, window) in bytes.windows(MIN_FRAGMENT).enumerate() {
+            if grams.contains(window) {
+                hidden[i..i + MIN_FRAGMENT].fill(true);
+            }
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for (i, c) in text.char_indices() {
+        // A character is hidden when any of its bytes is.
+        if hidden[i..i + c.len_utf8()].iter().any(|h| *h) {
+            if !in_run {
+                out.push_str("[redacted]");
+                in_run = true;
+            }
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Parses a `Retry-After` header in delta-seconds (the form rate limiters send).
@@ -221,6 +292,32 @@ pub enum InfisicalError {
         /// The host.
         host: String,
     },
+    /// The port of `--api-url` speaks the other scheme (the hint names the URL to use).
+    #[error("{url} answers in {speaks}, so the scheme of --api-url is wrong for this port")]
+    WrongScheme {
+        /// The API URL as normalised.
+        url: String,
+        /// What the port speaks: "TLS" or "plain HTTP".
+        speaks: &'static str,
+        /// The same URL with the other scheme.
+        suggestion: String,
+    },
+    /// A route 404 at login: nothing at this URL serves the Infisical API
+    /// (the hint names what to try).
+    #[error("{url} does not serve the Infisical API: {endpoint} answered {server}, a missing route, not a missing identity")]
+    NotInfisicalApi {
+        /// The API URL as normalised.
+        url: String,
+        /// What was asked.
+        endpoint: String,
+        /// What the server said.
+        server: Box<ServerError>,
+        /// What to try.
+        suggestion: String,
+    },
+    /// A proxy variable that cannot be used (an unsupported scheme, not a URL).
+    #[error("{0}")]
+    Proxy(String),
     /// `--ca-cert` could not be used.
     #[error("cannot use --ca-cert {path}: {reason}")]
     CaCert {
@@ -344,6 +441,17 @@ pub enum InfisicalError {
         /// Where parsing failed (never the content).
         detail: String,
     },
+    /// A secret value (or the access token) came back `null`, missing or not a
+    /// string. Refused rather than replaced by an empty string.
+    #[error("Infisical answered {endpoint} with the value of {key} that {why}; refusing to use an empty value in its place")]
+    BadSecret {
+        /// What was asked.
+        endpoint: String,
+        /// The secret's name (or `accessToken`).
+        key: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The body exceeded the size cap.
     #[error("Infisical's answer to {endpoint} is larger than {limit} bytes; refusing to read it")]
     TooLarge {
@@ -367,6 +475,9 @@ impl Failure for InfisicalError {
         match self {
             Self::InvalidApiUrl { .. }
             | Self::InsecureHttp { .. }
+            | Self::Proxy(_)
+            | Self::WrongScheme { .. }
+            | Self::NotInfisicalApi { .. }
             | Self::CaCert { .. }
             | Self::NotFound { .. }
             | Self::BadRequest { .. }
@@ -382,6 +493,10 @@ impl Failure for InfisicalError {
             | Self::Network { .. }
             | Self::Tls { .. }
             | Self::BadResponse { .. }
+            // A server answering nonsense is not the user's configuration (78) nor
+            // a refusal of the identity (77): the service is not usable as it
+            // answers now (69). Not retried: the same answer would come back.
+            | Self::BadSecret { .. }
             | Self::TooLarge { .. }
             | Self::GaveUp { .. } => ExitClass::Unavailable,
         }
@@ -394,6 +509,18 @@ impl Failure for InfisicalError {
             }
             Self::InsecureHttp { .. } => {
                 "use https://, or pass --allow-insecure-http if this network is trusted"
+            }
+            Self::WrongScheme { suggestion, .. } => {
+                return Some(format!("use {suggestion}"));
+            }
+            Self::NotInfisicalApi { suggestion, .. } => return Some(suggestion.clone()),
+            Self::Proxy(_) => {
+                "fix or unset the proxy variable (HTTPS_PROXY, ALL_PROXY, lower-case forms too): \
+                 an http:// or https:// proxy URL"
+            }
+            Self::BadSecret { .. } => {
+                "a fault of the server or of a proxy in front of it: check the server's \
+                 version and health, and any proxy between us"
             }
             Self::CaCert { .. } => "check --ca-cert: a readable file of PEM certificates",
             Self::HttpClient(_) => crate::error::BUG_HINT,
@@ -570,6 +697,45 @@ mod tests {
         assert!(
             !shown.contains("tok-0123456789") && !shown.contains('\n'),
             "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn every_part_and_long_fragment_of_a_credential_is_redacted() {
+        let header = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9";
+        let payload = "eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy93ZWIiLCJleHAiOjQwMDAwMDAwMDB9";
+        let signature = "MEUCIQDx3Rk7aZf1Qh2Kc9bM4vT8nW5yL0pJ6sE3uG7iO1rXaAIgB";
+        let jwt = format!("{header}.{payload}.{signature}");
+        let cases = [
+            format!("token {jwt} rejected"),
+            format!("payload {payload} is not allowed"),
+            format!("bad signature {signature}"),
+            format!("truncated: {}...", &jwt[..20]),
+            format!("tail …{}", &jwt[jwt.len() - 15..]),
+            format!("middle {} here", &payload[10..25]),
+            format!("header {header}"),
+        ];
+        for text in cases {
+            let out = tidy(&text, &[&jwt]);
+            assert!(out.contains("[redacted]"), "{out}");
+            for window in jwt.as_bytes().windows(MIN_FRAGMENT) {
+                let window = std::str::from_utf8(window).unwrap();
+                assert!(!out.contains(window), "{window} left in {out}");
+            }
+        }
+        // Short segments of a short opaque token, and ordinary text, are kept.
+        assert_eq!(
+            tidy("Access denied: OIDC subject not allowed.", &[&jwt]),
+            "Access denied: OIDC subject not allowed."
+        );
+        assert_eq!(
+            tidy("abc opaque-tok1 def", &["opaque-tok1"]),
+            "abc [redacted] def"
+        );
+        assert_eq!(tidy("ünï ünï", &["ünïcode-ünïcode"]), "ünï ünï");
+        assert_eq!(
+            tidy("x ünïcode-ünïc y", &["ünïcode-ünïcode"]),
+            "x [redacted] y"
         );
     }
 

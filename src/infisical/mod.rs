@@ -1,7 +1,8 @@
-//! The Infisical HTTP client: base URL rules, TLS (rustls, built-in roots plus
-//! `--ca-cert`), timeouts, the retry loop, and reading bodies into zeroizing
-//! memory. The calls themselves live in `auth.rs` (login, renew, revoke) and
-//! `secrets.rs` (project slug, secret listing).
+//! The Infisical HTTP client: TLS (rustls, `trust.rs`), the route requests
+//! take (`transport.rs`), timeouts, the retry loop, and reading bodies into
+//! zeroizing memory. The base URL is validated once, as an [`ApiUrl`]
+//! (`url.rs`). The calls themselves live in `auth.rs` (login, renew, revoke)
+//! and `secrets.rs` (project slug, secret listing).
 //!
 //! Every request is bounded by the caller's deadline; transient failures (429,
 //! 5xx, connection errors, timeouts) are retried with the program's one backoff
@@ -9,14 +10,19 @@
 
 pub mod auth;
 pub mod error;
+mod listing;
+mod secret_json;
 pub mod secrets;
+mod transport;
+mod trust;
 mod url;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::RequestBuilder;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
@@ -28,6 +34,7 @@ pub use url::ApiUrl;
 
 use crate::error::chain;
 use crate::retry::{self, Backoff, Stop};
+use transport::{LoopbackOnly, NotLoopback, ProxyChoice};
 
 /// The contract's default `--api-url`.
 pub const DEFAULT_API_URL: &str = "https://app.infisical.com";
@@ -50,8 +57,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ClientOptions {
     /// The instance, validated (plain `http://` to a remote host only if allowed there).
     pub api_url: ApiUrl,
-    /// Extra PEM bundle trusted for the server, in addition to the built-in roots.
+    /// Extra PEM bundle trusted for the server, in addition to the built-in
+    /// and system roots.
     pub ca_cert: Option<PathBuf>,
+    /// Trust only `ca_cert` (`--ca-cert-only`): not the built-in or system roots.
+    pub ca_cert_only: bool,
     /// TCP + TLS connect bound ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
     /// Bound on one request, body included ([`REQUEST_TIMEOUT`]; also capped by the caller's deadline).
@@ -65,6 +75,7 @@ impl Default for ClientOptions {
         Self {
             api_url: ApiUrl::default(),
             ca_cert: None,
+            ca_cert_only: false,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             user_agent: concat!("svid-exec/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -75,57 +86,87 @@ impl Default for ClientOptions {
 /// An Infisical client. Cheap to share by reference; holds one connection pool.
 #[derive(Debug)]
 pub struct Client {
-    /// Origin (plus any path prefix), no trailing slash.
-    base: String,
     http: reqwest::Client,
     request_timeout: Duration,
     backoff: Backoff,
     /// Set once `/api/v4/secrets` answered 404: the server is too old; v3 from then on.
     use_v3: AtomicBool,
+    /// The instance: its origin (plus any path prefix) for every request,
+    /// its scheme, host and port for the scheme probe.
+    url: ApiUrl,
+    /// Requests go through a proxy (the port cannot be probed directly).
+    proxied: bool,
+    /// Plain HTTP only to addresses that are all loopback.
+    loopback_only: bool,
+    /// Set once the port was probed for a scheme mismatch (at most once).
+    probed: AtomicBool,
 }
 
 impl Client {
-    /// A client for `options.api_url` (validated by [`ApiUrl`]); loads
-    /// `--ca-cert` in addition to the built-in roots.
+    /// A client for `options.api_url` (validated by [`ApiUrl`]; plain
+    /// `http://` to a name reaches only the loopback addresses it resolves to,
+    /// checked at every connection); chooses the proxy (https only); trusts
+    /// the built-in roots, `--ca-cert` and, when needed, the system's roots
+    /// (`trust.rs`).
     pub fn new(options: &ClientOptions) -> Result<Self, InfisicalError> {
-        let builder = |native_roots: bool| {
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .tls_built_in_webpki_certs(true)
-                .tls_built_in_native_certs(native_roots)
-                .connect_timeout(options.connect_timeout)
-                .user_agent(options.user_agent.clone())
-                // Credentials are never replayed to wherever a redirect points.
-                .redirect(reqwest::redirect::Policy::none())
-        };
-        let extra = match &options.ca_cert {
-            Some(path) => load_ca(path)?,
-            None => Vec::new(),
-        };
-        let with_extra = |mut b: reqwest::ClientBuilder| {
-            for cert in &extra {
-                b = b.add_root_certificate(cert.clone());
+        let url = options.api_url.clone();
+        let loopback_only = url.checks_resolved_loopback();
+        let proxy = transport::choose_proxy(&url, &|name| std::env::var(name).ok())
+            .map_err(InfisicalError::Proxy)?;
+        let proxy = match proxy {
+            ProxyChoice::Via { url: proxy, from } => {
+                tracing::info!(
+                    proxy = %transport::without_credentials(&proxy),
+                    from,
+                    "connecting to Infisical through a proxy"
+                );
+                Some(
+                    reqwest::Proxy::all(proxy.as_str())
+                        .map_err(|e| InfisicalError::Proxy(format!("{from}: {}", chain(&e))))?,
+                )
             }
-            b
-        };
-        let http = match with_extra(builder(true)).build() {
-            Ok(c) => c,
-            Err(e) => {
-                // A broken system bundle must not stop us reaching a public server:
-                // the built-in webpki roots (and --ca-cert) still apply.
-                tracing::warn!(error = %chain(&e), "ignoring the system CA bundle, which could not be loaded");
-                with_extra(builder(false))
-                    .build()
-                    .map_err(|e| InfisicalError::HttpClient(chain(&e)))?
+            ProxyChoice::Direct { note } => {
+                if let Some(note) = note {
+                    tracing::info!("{note}");
+                }
+                None
             }
         };
-        let base = options.api_url.base().to_owned();
+        let tls = trust::client_config(options.ca_cert.as_deref(), options.ca_cert_only)?;
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(options.connect_timeout)
+            .user_agent(options.user_agent.clone())
+            // Credentials are never replayed to wherever a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            // Only the proxy chosen above, never reqwest's own reading of the
+            // environment (which would proxy plain http too).
+            .no_proxy()
+            // No idle expiry: with one, hyper's pool runs a timer that wakes an
+            // idle supervisor every 90 s. A connection the server closes is
+            // dropped when it closes; one that silently dies is found by TCP
+            // keepalive (kernel probes, no wake-up of ours) and then dropped;
+            // a poll never waits on a dead one.
+            .pool_idle_timeout(None)
+            .tcp_keepalive(Some(Duration::from_secs(15)));
+        if let Some(proxy) = proxy.clone() {
+            builder = builder.proxy(proxy);
+        }
+        if loopback_only {
+            builder = builder.dns_resolver(Arc::new(LoopbackOnly));
+        }
+        let http = builder
+            .build()
+            .map_err(|e| InfisicalError::HttpClient(chain(&e)))?;
         Ok(Self {
-            base,
             http,
             request_timeout: options.request_timeout,
             backoff: Backoff::DEFAULT,
             use_v3: AtomicBool::new(false),
+            proxied: proxy.is_some(),
+            loopback_only,
+            url,
+            probed: AtomicBool::new(false),
         })
     }
 
@@ -138,11 +179,11 @@ impl Client {
 
     /// The normalised origin, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.url.base()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.url.base())
     }
 
     /// Runs `attempt` with retries of transient errors until `deadline`.
@@ -165,6 +206,7 @@ impl Client {
             |err, wait| {
                 retries += 1;
                 tracing::warn!(retry = retries, retry_in = ?wait, "{err}; retrying");
+                crate::notify::status(&format!("{err}; retrying"));
             },
         )
         .await;
@@ -187,19 +229,29 @@ impl Client {
         bound: Duration,
         scrub: &[&str],
     ) -> Result<Reply, InfisicalError> {
-        let mut response = request
-            .timeout(bound)
-            .send()
-            .await
-            .map_err(|e| transport_error(endpoint, &e))?;
+        let mut response = match request.timeout(bound).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let err = transport_error(endpoint, &e);
+                if may_be_wrong_scheme(&e) {
+                    if let Some(wrong) = self.probe_scheme().await {
+                        return Err(wrong);
+                    }
+                }
+                return Err(err);
+            }
+        };
         let status = response.status().as_u16();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
+            // Scrubbed like a message: a redirect can carry a credential in its query.
+            let location = error::tidy(
+                response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+                scrub,
+            );
             return Err(InfisicalError::Redirect {
                 endpoint: endpoint.to_owned(),
                 status,
@@ -249,6 +301,66 @@ impl Client {
     }
 }
 
+impl Client {
+    /// When a request failed after reaching the port: does the port speak the
+    /// other scheme (TLS to `http://`, plain HTTP to `https://`)? Asked once,
+    /// with a plain `GET /` that carries nothing; not through a proxy.
+    async fn probe_scheme(&self) -> Option<InfisicalError> {
+        if self.proxied || self.probed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let url = self.url.url();
+        let host = url.host_str()?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port_or_known_default()?;
+        let ips: Vec<std::net::IpAddr> = if let Ok(ip) = bare.parse() {
+            vec![ip]
+        } else if self.loopback_only {
+            transport::resolve_loopback(bare).await.ok()?
+        } else {
+            tokio::net::lookup_host((bare, port))
+                .await
+                .ok()?
+                .map(|a| a.ip())
+                .collect()
+        };
+        let addrs: Vec<std::net::SocketAddr> = ips
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, port))
+            .collect();
+        let speaks = transport::probe(&addrs).await?;
+        let (wanted, what) = match (url.scheme(), speaks) {
+            ("http", transport::Speaks::Tls) => ("https", "TLS"),
+            ("https", transport::Speaks::PlainHttp) => ("http", "plain HTTP"),
+            _ => return None,
+        };
+        let mut suggestion = url.clone();
+        let _ = suggestion.set_scheme(wanted);
+        // Same port: it is the port that speaks the other scheme.
+        let _ = suggestion.set_port(Some(port));
+        Some(InfisicalError::WrongScheme {
+            url: self.url.base().to_owned(),
+            speaks: what,
+            suggestion: suggestion.as_str().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// Whether a failed request reached a port that may speak the other scheme:
+/// not a refused connection, not a timeout, not a certificate problem.
+fn may_be_wrong_scheme(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || is_certificate_error(err) {
+        return false;
+    }
+    let refused = find_in_chain::<std::io::Error>(err).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+        )
+    });
+    !refused && find_in_chain::<NotLoopback>(err).is_none()
+}
+
 /// One HTTP answer, body in zeroizing memory.
 pub(crate) struct Reply {
     pub(crate) status: u16,
@@ -267,6 +379,57 @@ impl Reply {
     pub(crate) fn server_error(&self, scrub: &[&str]) -> ServerError {
         ServerError::decode(self.status, &self.body, scrub)
     }
+}
+
+/// A buffer whose one copy is wiped when the last reference to it drops.
+///
+/// Request bodies and the `Authorization` header are built into one exactly
+/// sized zeroizing buffer and handed to reqwest as a shared `Bytes` of it: every
+/// retry reuses the same memory (no `to_vec()` per attempt, no `format!`),
+/// and the buffer is wiped once the request and our own handle are gone.
+pub(crate) fn wiped_bytes(buf: Zeroizing<Vec<u8>>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(buf)
+}
+
+/// `Bearer <token>` as a sensitive header value in a wiped-on-drop buffer.
+pub(crate) fn bearer(token: &secrecy::SecretString) -> Result<HeaderValue, InfisicalError> {
+    use secrecy::ExposeSecret as _;
+    let token = token.expose_secret().as_bytes();
+    let mut buf = Zeroizing::new(Vec::with_capacity("Bearer ".len() + token.len()));
+    buf.extend_from_slice(b"Bearer ");
+    buf.extend_from_slice(token);
+    let mut value = HeaderValue::from_maybe_shared(wiped_bytes(buf)).map_err(|_| {
+        InfisicalError::BadSecret {
+            endpoint: "the access token".to_owned(),
+            key: "accessToken".to_owned(),
+            why: "holds characters an HTTP header cannot carry",
+        }
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A JSON request body serialised once into an exactly sized zeroizing buffer
+/// (a growing `Vec` would leave a copy behind at every reallocation).
+pub(crate) fn json_body<T: serde::Serialize>(value: &T) -> bytes::Bytes {
+    /// Counts what serialisation would write, keeping none of it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serialising plain strings and options cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    let mut buf = Zeroizing::new(Vec::with_capacity(count.0));
+    let _ = serde_json::to_writer(&mut *buf, value);
+    debug_assert_eq!(buf.len(), buf.capacity());
+    wiped_bytes(buf)
 }
 
 /// Appends `chunk`, growing into a fresh zeroizing buffer (never `realloc`, which
@@ -288,11 +451,16 @@ fn push_zeroizing(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8], limit: usize) -> b
 
 /// Parses a JSON body; on failure names only where it failed, never the content
 /// (serde's messages can quote values).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
     endpoint: &str,
-    body: &[u8],
+    body: &'a [u8],
 ) -> Result<T, InfisicalError> {
-    serde_json::from_slice(body).map_err(|e| InfisicalError::BadResponse {
+    serde_json::from_slice(body).map_err(|e| json_error(endpoint, &e))
+}
+
+/// A JSON parse failure of `endpoint`'s answer, naming only where it failed.
+pub(crate) fn json_error(endpoint: &str, e: &serde_json::Error) -> InfisicalError {
+    InfisicalError::BadResponse {
         endpoint: endpoint.to_owned(),
         detail: match e.classify() {
             serde_json::error::Category::Eof => {
@@ -310,20 +478,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
             }
             serde_json::error::Category::Io => "read error".to_owned(),
         },
-    })
-}
-
-fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, InfisicalError> {
-    let bad = |reason: String| InfisicalError::CaCert {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(chain(&e)))?;
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate in it".to_owned()));
     }
-    Ok(certs)
 }
 
 /// Sorts a transport failure: a certificate problem (not worth retrying, hint
@@ -331,6 +486,11 @@ fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Infisica
 /// names the certificate problem only in the innermost cause.
 fn transport_error(endpoint: &str, err: &reqwest::Error) -> InfisicalError {
     let text = chain(err);
+    if let Some(not) = find_in_chain::<NotLoopback>(err) {
+        return InfisicalError::InsecureHttp {
+            host: not.to_string(),
+        };
+    }
     if is_certificate_error(err) {
         InfisicalError::Tls {
             endpoint: endpoint.to_owned(),
@@ -351,17 +511,26 @@ fn transport_error(endpoint: &str, err: &reqwest::Error) -> InfisicalError {
 /// Whether a `rustls::Error` about the peer's certificate or the handshake's
 /// parameters is in the chain (such errors do not go away by retrying).
 fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    find_in_chain::<rustls::Error>(err).is_some_and(|tls| {
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::PeerIncompatible(_)
+                | rustls::Error::InvalidCertRevocationList(_)
+        )
+    })
+}
+
+/// The first error of type `T` in the cause chain of `err`.
+fn find_in_chain<'e, T: std::error::Error + 'static>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return matches!(
-                tls,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
-                    | rustls::Error::PeerIncompatible(_)
-                    | rustls::Error::InvalidCertRevocationList(_)
-            );
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         // An io::Error hides the error it wraps from `source()` (it returns that
         // error's own source), and wrappers nest: step into it explicitly.
@@ -373,7 +542,7 @@ fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
             None => e.source(),
         };
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -406,6 +575,22 @@ mod tests {
         std::fs::write(&missing, "not a pem").unwrap();
         let err = Client::new(&opts(&missing)).unwrap_err();
         assert_eq!(err.exit_class(), ExitClass::Config, "{err}");
+    }
+
+    #[test]
+    fn bodies_and_bearer_headers_share_one_exact_buffer() {
+        let body = json_body(&serde_json::json!({"jwt": "a.b.c", "q": "\"\n"}));
+        assert_eq!(&body[..], br#"{"jwt":"a.b.c","q":"\"\n"}"#);
+        let again = body.clone();
+        assert_eq!(
+            again.as_ptr(),
+            body.as_ptr(),
+            "a retry reuses the same memory"
+        );
+        let value = bearer(&secrecy::SecretString::from("tok-123")).unwrap();
+        assert_eq!(value.as_bytes(), b"Bearer tok-123");
+        assert!(value.is_sensitive());
+        assert!(bearer(&secrecy::SecretString::from("bad\ntoken")).is_err());
     }
 
     #[test]

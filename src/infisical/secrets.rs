@@ -8,17 +8,16 @@
 
 use std::sync::atomic::Ordering;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
-use super::auth::{secret_string, AccessToken};
+use super::auth::AccessToken;
 use super::error::{self, Call, InfisicalError};
+use super::listing::{merge_listing, ListingError};
 use super::{parse_json, Client};
 use crate::secrets::SecretSet;
-
-/// The value a server puts in place of a secret the identity may only describe.
-const HIDDEN_PLACEHOLDER: &str = "<hidden-by-infisical>";
 
 /// Which project: by ID, or by slug ([`Client::resolve_project_slug`] turns
 /// it into the ID once).
@@ -139,40 +138,6 @@ pub enum FetchOutcome {
 }
 
 #[derive(Deserialize)]
-pub(crate) struct ListResponse {
-    secrets: Vec<RawSecret>,
-    #[serde(default)]
-    imports: Vec<RawImport>,
-}
-
-#[derive(Deserialize)]
-struct RawSecret {
-    #[serde(rename = "secretKey")]
-    key: String,
-    #[serde(rename = "secretValue", default, deserialize_with = "secret_string")]
-    value: SecretString,
-    #[serde(rename = "secretValueHidden", default)]
-    hidden: Option<bool>,
-    #[serde(rename = "secretPath", default)]
-    path: Option<String>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-}
-
-impl RawSecret {
-    fn is_hidden(&self) -> bool {
-        self.hidden == Some(true)
-            || (self.hidden.is_none() && self.value.expose_secret() == HIDDEN_PLACEHOLDER)
-    }
-}
-
-#[derive(Deserialize)]
-struct RawImport {
-    #[serde(default)]
-    secrets: Vec<RawSecret>,
-}
-
-#[derive(Deserialize)]
 struct ProjectResponse {
     id: Option<String>,
     #[serde(alias = "workspace")]
@@ -194,93 +159,12 @@ fn normalize_path(path: &str) -> String {
     }
 }
 
-/// Merges one path's listing into `out` (later paths override) and returns its summary.
-///
-/// A hidden value (`secretValueHidden`) takes its place in the precedence like any
-/// other: it removes every lower-precedence value of its name (an import's, an
-/// earlier path's), so a readable value the server would not deliver never leaks
-/// in from behind it. Its name is added to `hidden`.
-pub(crate) fn merge_path(
-    path: &str,
-    listing: ListResponse,
-    out: &mut SecretSet,
-    hidden: &mut Vec<String>,
-) -> PathSummary {
-    // `None` marks a value this identity may not read.
-    let mut set: std::collections::BTreeMap<String, Option<SecretString>> =
-        std::collections::BTreeMap::new();
-    let readable = |secret: RawSecret| {
-        let value = (!secret.is_hidden()).then_some(secret.value);
-        (secret.key, value)
-    };
-    let mut imported = 0;
-    // Imports, last first, first occurrence kept: the last import wins, and inside
-    // one import its folder's own secrets beat the imports it nests (the server
-    // flattens those after them).
-    for import in listing.imports.into_iter().rev() {
-        for secret in import.secrets {
-            if secret.kind.as_deref() == Some("personal") || set.contains_key(&secret.key) {
-                continue;
-            }
-            let (key, value) = readable(secret);
-            imported += usize::from(value.is_some());
-            set.insert(key, value);
-        }
-    }
-    // The folder's own secrets beat imports. With `recursive`, sub-folder secrets
-    // come in server order (later wins) and the folder's own beat them all.
-    let mut own = 0;
-    let mut sub: Vec<RawSecret> = Vec::new();
-    let mut top: Vec<RawSecret> = Vec::new();
-    for secret in listing.secrets {
-        if secret.kind.as_deref() == Some("personal") {
-            continue;
-        }
-        match secret.path.as_deref().map(normalize_path) {
-            Some(p) if p != path => sub.push(secret),
-            _ => top.push(secret),
-        }
-    }
-    let mut seen_sub: std::collections::BTreeMap<String, String> =
-        std::collections::BTreeMap::new();
-    for secret in sub {
-        let folder = secret
-            .path
-            .as_deref()
-            .map(normalize_path)
-            .unwrap_or_default();
-        if let Some(prev) = seen_sub.insert(secret.key.clone(), folder.clone()) {
-            tracing::warn!(key = %secret.key, kept = %folder, dropped = %prev, "the same key is in several sub-folders; the later one is used");
-        }
-        let (key, value) = readable(secret);
-        own += usize::from(value.is_some());
-        set.insert(key, value);
-    }
-    for secret in top {
-        let (key, value) = readable(secret);
-        own += usize::from(value.is_some());
-        set.insert(key, value);
-    }
-    let summary = PathSummary {
-        path: path.to_owned(),
-        own,
-        imported,
-    };
-    for (key, value) in set {
-        if let Some(value) = value {
-            out.insert(key, value);
-        } else {
-            out.remove(&key);
-            hidden.push(key);
-        }
-    }
-    summary
-}
-
 enum Listed {
     NotModified,
+    /// A 200: the body is parsed when the paths are merged, borrowing from it.
     Body {
-        listing: ListResponse,
+        endpoint: String,
+        body: Zeroizing<Vec<u8>>,
         etag: Option<String>,
     },
 }
@@ -307,12 +191,13 @@ impl Client {
         let endpoint = format!("GET /api/v1/projects/slug/{slug}");
         let url = self.url(&path);
         let scrub = [token.secret().expose_secret()];
+        let authorization = super::bearer(token.secret())?;
         let reply = self
             .with_retry(deadline, |bound| {
                 let request = self
                     .http
                     .get(&url)
-                    .bearer_auth(token.secret().expose_secret());
+                    .header(reqwest::header::AUTHORIZATION, authorization.clone());
                 self.send(request, &endpoint, bound, &scrub)
             })
             .await?;
@@ -350,8 +235,7 @@ impl Client {
     ) -> Result<FetchOutcome, InfisicalError> {
         let paths = spec.paths();
         let previous = previous.filter(|e| e.0.len() == paths.len());
-        let mut listings: Vec<Option<(ListResponse, Option<String>)>> =
-            Vec::with_capacity(paths.len());
+        let mut listings: Vec<Option<Listed>> = Vec::with_capacity(paths.len());
         let mut unchanged_so_far = previous.is_some();
         for (i, path) in paths.iter().enumerate() {
             let etag = if unchanged_so_far {
@@ -361,14 +245,12 @@ impl Client {
             };
             match self.list(token, spec, path, etag, deadline).await? {
                 Listed::NotModified => listings.push(None),
-                Listed::Body { listing, etag } => {
+                body @ Listed::Body { .. } => {
                     if unchanged_so_far && i > 0 {
                         // The earlier paths answered 304 but their content is needed now.
                         for (j, earlier) in paths[..i].iter().enumerate() {
                             match self.list(token, spec, earlier, None, deadline).await? {
-                                Listed::Body { listing, etag } => {
-                                    listings[j] = Some((listing, etag));
-                                }
+                                body @ Listed::Body { .. } => listings[j] = Some(body),
                                 Listed::NotModified => {
                                     return Err(InfisicalError::BadResponse {
                                         endpoint: format!("GET secrets (path {earlier})"),
@@ -381,7 +263,7 @@ impl Client {
                         }
                     }
                     unchanged_so_far = false;
-                    listings.push(Some((listing, etag)));
+                    listings.push(Some(body));
                 }
             }
         }
@@ -394,13 +276,43 @@ impl Client {
         let mut etags = Vec::with_capacity(paths.len());
         for (path, listed) in paths.iter().zip(listings) {
             // Once a change is seen every path has a body; guard anyway rather than panic.
-            let Some((listing, etag)) = listed else {
+            let Some(Listed::Body {
+                endpoint,
+                body,
+                etag,
+            }) = listed
+            else {
                 return Err(InfisicalError::BadResponse {
                     endpoint: format!("GET secrets (path {path})"),
                     detail: "no listing for this path".to_owned(),
                 });
             };
-            summaries.push(merge_path(path, listing, &mut secrets, &mut hidden));
+            // One UTF-8 check of the whole body, then no per-string check.
+            let text = std::str::from_utf8(&body).map_err(|e| {
+                // Where a JSON parser would have stopped, in its terms.
+                let before = &body[..e.valid_up_to()];
+                let line = before.split(|b| *b == b'\n').count();
+                let column = before.len()
+                    - before
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |i| i + 1)
+                    + 1;
+                InfisicalError::BadResponse {
+                    endpoint: endpoint.clone(),
+                    detail: format!("invalid JSON at line {line} column {column}: not UTF-8"),
+                }
+            })?;
+            let summary =
+                merge_listing(path, text, &mut secrets, &mut hidden).map_err(|e| match e {
+                    ListingError::Json(e) => super::json_error(&endpoint, &e),
+                    ListingError::Bad(bad) => InfisicalError::BadSecret {
+                        endpoint: endpoint.clone(),
+                        key: bad.key,
+                        why: bad.why.describe(),
+                    },
+                })?;
+            summaries.push(summary);
             etags.push(etag);
         }
         // A hidden value a later path overrides with a readable one is delivered.
@@ -448,13 +360,14 @@ impl Client {
             let query = list_query(spec, path, v3);
             let url = self.url(route);
             let scrub = [token.secret().expose_secret()];
+            let authorization = super::bearer(token.secret())?;
             let reply = self
                 .with_retry(deadline, |bound| {
                     let mut request = self
                         .http
                         .get(&url)
                         .query(&query)
-                        .bearer_auth(token.secret().expose_secret());
+                        .header(reqwest::header::AUTHORIZATION, authorization.clone());
                     if let Some(etag) = etag {
                         request = request.header(reqwest::header::IF_NONE_MATCH, etag);
                     }
@@ -463,13 +376,16 @@ impl Client {
                 .await?;
             match reply.status {
                 200 => {
-                    let listing: ListResponse = parse_json(&endpoint, &reply.body)?;
                     let etag = reply
                         .headers
                         .get(reqwest::header::ETAG)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    return Ok(Listed::Body { listing, etag });
+                    return Ok(Listed::Body {
+                        endpoint,
+                        body: reply.body,
+                        etag,
+                    });
                 }
                 304 if etag.is_some() => return Ok(Listed::NotModified),
                 404 if !v3 => {
@@ -529,208 +445,6 @@ fn list_query(spec: &FetchSpec, path: &str, v3: bool) -> Vec<(&'static str, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn listing(json: &str) -> ListResponse {
-        parse_json("GET /test", json.as_bytes()).unwrap()
-    }
-
-    fn value(set: &SecretSet, key: &str) -> String {
-        set.get(key)
-            .map(|v| v.expose_secret().to_owned())
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn own_secrets_beat_imports_and_the_last_import_wins() {
-        let l = listing(
-            r#"{
-            "secrets": [ {"secretKey":"A","secretValue":"own-a","type":"shared"} ],
-            "imports": [
-              {"secretPath":"/first","environment":"prod","secrets":[
-                 {"secretKey":"A","secretValue":"first-a"},
-                 {"secretKey":"B","secretValue":"first-b"},
-                 {"secretKey":"C","secretValue":"first-c"} ]},
-              {"secretPath":"/second","environment":"prod","secrets":[
-                 {"secretKey":"B","secretValue":"second-b"},
-                 {"secretKey":"B","secretValue":"second-nested-b"} ]}
-            ]}"#,
-        );
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        let s = merge_path("/", l, &mut out, &mut hidden);
-        assert_eq!(value(&out, "A"), "own-a");
-        assert_eq!(
-            value(&out, "B"),
-            "second-b",
-            "last import wins; inside one, its own beat nested"
-        );
-        assert_eq!(value(&out, "C"), "first-c");
-        assert_eq!(out.len(), 3);
-        assert_eq!((s.own, s.imported), (1, 3));
-    }
-
-    #[test]
-    fn later_paths_win_across_paths() {
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge_path(
-            "/a",
-            listing(
-                r#"{"secrets":[{"secretKey":"K","secretValue":"from-a"},{"secretKey":"ONLY_A","secretValue":"1"}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        merge_path(
-            "/b",
-            listing(
-                r#"{"secrets":[],"imports":[{"secrets":[{"secretKey":"K","secretValue":"from-b-import"}]}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        assert_eq!(value(&out, "K"), "from-b-import");
-        assert_eq!(value(&out, "ONLY_A"), "1");
-    }
-
-    #[test]
-    fn recursive_listing_prefers_the_folder_itself_over_sub_folders() {
-        let l = listing(
-            r#"{"secrets":[
-              {"secretKey":"X","secretValue":"sub-1","secretPath":"/app/one"},
-              {"secretKey":"X","secretValue":"top","secretPath":"/app"},
-              {"secretKey":"Y","secretValue":"sub-1","secretPath":"/app/one/"},
-              {"secretKey":"Y","secretValue":"sub-2","secretPath":"/app/two"}
-            ]}"#,
-        );
-        let mut out = SecretSet::new();
-        merge_path("/app", l, &mut out, &mut Vec::new());
-        assert_eq!(value(&out, "X"), "top");
-        assert_eq!(value(&out, "Y"), "sub-2");
-    }
-
-    #[test]
-    fn values_are_kept_byte_exact() {
-        let l = listing(
-            r#"{"secrets":[
-              {"secretKey":"PEM","secretValue":"-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n"},
-              {"secretKey":"U","secretValue":"h\u00e9llo \"q\" a=b \u2603"}
-            ]}"#,
-        );
-        let mut out = SecretSet::new();
-        merge_path("/", l, &mut out, &mut Vec::new());
-        assert_eq!(
-            value(&out, "PEM"),
-            "-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n"
-        );
-        assert_eq!(value(&out, "U"), "h\u{e9}llo \"q\" a=b \u{2603}");
-    }
-
-    #[test]
-    fn hidden_and_personal_secrets_are_left_out() {
-        let l = listing(
-            r#"{"secrets":[
-              {"secretKey":"H","secretValue":"<hidden-by-infisical>","secretValueHidden":true},
-              {"secretKey":"P","secretValue":"mine","type":"personal"},
-              {"secretKey":"N","secretValue":null}
-            ]}"#,
-        );
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge_path("/", l, &mut out, &mut hidden);
-        assert_eq!(hidden, vec!["H"]);
-        assert!(!out.contains("H") && !out.contains("P"));
-        assert_eq!(value(&out, "N"), "");
-    }
-
-    #[test]
-    fn a_hidden_own_secret_is_not_replaced_by_an_imported_value() {
-        let l = listing(
-            r#"{
-            "secrets": [ {"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true} ],
-            "imports": [ {"secrets":[ {"secretKey":"A","secretValue":"import-a"},
-                                      {"secretKey":"B","secretValue":"import-b"} ]} ]
-            }"#,
-        );
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        let s = merge_path("/", l, &mut out, &mut hidden);
-        assert!(!out.contains("A"), "own secrets win, even hidden ones");
-        assert_eq!(value(&out, "B"), "import-b");
-        assert_eq!(hidden, vec!["A"]);
-        assert_eq!((s.own, s.imported), (0, 2));
-    }
-
-    #[test]
-    fn a_hidden_import_hides_an_earlier_import_of_the_same_name() {
-        let l = listing(
-            r#"{"secrets":[],"imports":[
-              {"secrets":[ {"secretKey":"A","secretValue":"first-a"} ]},
-              {"secrets":[ {"secretKey":"A","secretValue":"x","secretValueHidden":true} ]} ]}"#,
-        );
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge_path("/", l, &mut out, &mut hidden);
-        assert!(!out.contains("A"));
-        assert_eq!(hidden, vec!["A"]);
-    }
-
-    #[test]
-    fn a_hidden_value_in_a_later_path_removes_the_earlier_paths_value() {
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge_path(
-            "/a",
-            listing(
-                r#"{"secrets":[{"secretKey":"A","secretValue":"from-a"},{"secretKey":"K","secretValue":"k"}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        merge_path(
-            "/b",
-            listing(
-                r#"{"secrets":[{"secretKey":"A","secretValue":"<hidden-by-infisical>","secretValueHidden":true}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        assert!(
-            !out.contains("A"),
-            "path /b wins on A and its value is hidden"
-        );
-        assert_eq!(value(&out, "K"), "k");
-        assert_eq!(hidden, vec!["A"]);
-    }
-
-    #[test]
-    fn a_readable_value_in_a_later_path_overrides_an_earlier_hidden_one() {
-        let mut out = SecretSet::new();
-        let mut hidden = Vec::new();
-        merge_path(
-            "/a",
-            listing(
-                r#"{"secrets":[{"secretKey":"A","secretValue":"x","secretValueHidden":true}]}"#,
-            ),
-            &mut out,
-            &mut hidden,
-        );
-        merge_path(
-            "/b",
-            listing(r#"{"secrets":[{"secretKey":"A","secretValue":"from-b"}]}"#),
-            &mut out,
-            &mut hidden,
-        );
-        assert_eq!(value(&out, "A"), "from-b");
-    }
-
-    #[test]
-    fn a_body_without_secrets_is_not_a_listing() {
-        assert!(parse_json::<ListResponse>("GET /x", br#"{"message":"hi"}"#).is_err());
-        assert!(
-            parse_json::<ListResponse>("GET /x", br#"{"secrets":[{"secretValue":"v"}]}"#).is_err()
-        );
-    }
 
     #[test]
     fn query_sends_every_flag_and_both_import_spellings() {

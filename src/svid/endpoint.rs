@@ -79,6 +79,32 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Where the Workload API address came from, so that messages can say which
+/// setting to change, and say it when nothing was set and the default was tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointOrigin {
+    /// `--workload-api-socket` on the command line.
+    #[default]
+    Flag,
+    /// The `SPIFFE_ENDPOINT_SOCKET` environment variable.
+    Env,
+    /// Neither was set: the SPIRE agent's default socket.
+    Default,
+}
+
+impl EndpointOrigin {
+    /// The parenthesis that follows the address in messages.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Flag => "from --workload-api-socket",
+            Self::Env => "from SPIFFE_ENDPOINT_SOCKET",
+            Self::Default => {
+                "the default: SPIFFE_ENDPOINT_SOCKET is unset and --workload-api-socket was not given"
+            }
+        }
+    }
+}
+
 /// How an endpoint is named in messages.
 pub fn describe_endpoint(endpoint: &Endpoint) -> String {
     match endpoint {

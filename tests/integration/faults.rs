@@ -7,13 +7,14 @@
 //! file: it must not exist after any failure). Also the bounded load test
 //! (`#[ignore]`d here, run alone by `bench/load.sh`).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, StackOptions, PROJECT_ID, SPIFFE_IDENTITY, WORKLOAD};
 use svid_exec_testkit::workload::{AgentConfig, Svid};
 
-use crate::util::{assert_no_secret, jwt_svid_fetches, Launcher, Outcome, Running};
+use crate::util::{agent_fetches, assert_no_secret, Launcher, Outcome, Running};
 
 const SECRETS_ROUTE: &str = "/api/v4/secrets";
 const LOGIN_ROUTE: &str = "/api/v1/auth/oidc-auth/login";
@@ -25,14 +26,8 @@ const HARD_LIMIT: Duration = Duration::from_secs(120);
 /// (the audit of every outcome for secrets and panics then covers every log
 /// line each failure path can print).
 fn launch(stack: &Stack) -> Launcher {
-    let mut launcher = Launcher::on(stack);
-    launcher
-        .env("SVID_EXEC_LOG_LEVEL", "trace")
-        .arg("run")
-        .marked_program(stack.dir())
-        .stdout_null()
-        .limit(HARD_LIMIT)
-        .audited();
+    let mut launcher = Launcher::run_on(stack, HARD_LIMIT);
+    launcher.env("SVID_EXEC_LOG_LEVEL", "trace");
     launcher
 }
 
@@ -116,7 +111,7 @@ mod agent {
         out.expect_ran();
         out.expect_stderr("has not issued an identity for this workload yet");
         assert!(
-            jwt_svid_fetches(&stack) >= 4,
+            agent_fetches(&stack) >= 4,
             "3 denied calls, then one answered"
         );
     }
@@ -135,7 +130,7 @@ mod agent {
         let running = launch(&stack).arg("--startup-timeout=60s").spawn();
         // Wait until the launcher's call is in the agent (held by the latency)…
         let asked = Instant::now();
-        while jwt_svid_fetches(&stack) == 0 {
+        while agent_fetches(&stack) == 0 {
             assert!(
                 asked.elapsed() < Duration::from_secs(30),
                 "no call reached the agent"
@@ -150,7 +145,7 @@ mod agent {
         let out = running.wait();
         out.expect_ran();
         out.expect_stderr("waiting");
-        assert!(jwt_svid_fetches(&stack) >= 2, "the call was made again");
+        assert!(agent_fetches(&stack) >= 2, "the call was made again");
     }
 
     #[test]
@@ -168,7 +163,7 @@ mod agent {
             .arg("--startup-timeout=60s")
             .run();
         out.expect_refused(78, &["--spiffe-id", "spiffe://"]);
-        assert_eq!(jwt_svid_fetches(&stack), 0, "refused at once, no call made");
+        assert_eq!(agent_fetches(&stack), 0, "refused at once, no call made");
     }
 }
 
@@ -497,27 +492,34 @@ mod refusals {
     }
 }
 
-/// 200 launchers at once against a server limited to 50 requests/s: all run
-/// their program, and the server sees fewer than twice the minimum number of
-/// requests (the jitter spreads the herd). Heavy for a parallel test run:
-/// `bench/load.sh` runs it alone and prints the figures.
+/// A fleet restart: `LOAD_LAUNCHERS` launchers (1,000) started at once against
+/// a server limited to `LOAD_RATE` requests/s (100) over all routes. Every
+/// launcher must run its program, and the server must see at most 1.3 times
+/// the minimum number of requests (one login, one listing and one revoke per
+/// launcher):
+/// the 429 policy spreads the herd instead of hammering the server. Heavy:
+/// `bench/load.sh` runs it alone, bounded by `timeout`, and prints the
+/// figures, including when the programs started (from the markers' mtimes).
+/// `LOAD_BIN` runs another svid-exec binary (a release build) in the test's place.
 #[test]
 #[ignore = "load test: run by bench/load.sh"]
-fn load_200_launchers_against_50_requests_per_second() {
-    let launchers: usize = std::env::var("LOAD_LAUNCHERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let per_second: u32 = std::env::var("LOAD_RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+fn load_a_fleet_restart_against_a_rate_limited_server() {
+    fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+    let launchers: usize = knob("LOAD_LAUNCHERS", 1000);
+    let per_second: u32 = knob("LOAD_RATE", 100);
+    let binary: PathBuf = knob("LOAD_BIN", PathBuf::from(env!("CARGO_BIN_EXE_svid-exec")));
     let stack = Stack::start();
     if per_second > 0 {
         stack
             .infisical
             .set_total_rate_limit(Some((per_second, Duration::from_secs(1))));
     }
+    let t0 = std::time::SystemTime::now();
     let started = Instant::now();
     let runs: Vec<Running> = (0..launchers)
         .map(|_| {
@@ -526,43 +528,143 @@ fn load_200_launchers_against_50_requests_per_second() {
             // (OIDC Auth fetches discovery + JWKS at every login, and those
             // fetches time out first on a 2-core machine under this load).
             launch(&stack)
+                .binary(&binary)
                 .env("INFISICAL_MACHINE_IDENTITY_ID", SPIFFE_IDENTITY)
                 .env("INFISICAL_AUTH_METHOD", "spiffe-auth")
                 .arg("--startup-timeout=100s")
                 .spawn()
         })
         .collect();
+    let spawned = started.elapsed();
+    let markers: Vec<PathBuf> = runs
+        .iter()
+        .filter_map(|r| r.marker().map(Path::to_path_buf))
+        .collect();
     let outcomes: Vec<Outcome> = runs.into_iter().map(Running::wait).collect();
     let wall = started.elapsed();
     let requests = stack.infisical.requests();
     let total = requests.len();
-    let throttled = requests.iter().filter(|r| r.status == 429).count();
-    let failed: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| o.status.code() != Some(0) || o.ran != Some(true))
-        .collect();
-    let minimum = launchers * 3; // one login, one secrets listing and one revoke each
-    let mut times: Vec<Duration> = outcomes.iter().map(|o| o.elapsed).collect();
-    times.sort();
-    println!(
-        "load: launcher time min={:.1}s median={:.1}s max={:.1}s",
-        times[0].as_secs_f64(),
-        times[times.len() / 2].as_secs_f64(),
-        times[times.len() - 1].as_secs_f64()
-    );
+    // One login, one secrets listing and one revoke each (the revoke before
+    // exec: a token the program never uses must not outlive the launcher).
+    let minimum = launchers * 3;
     println!(
         "load: launchers={launchers} limit={per_second}/s requests={total} minimum={minimum} \
-         throttled_429={throttled} failed={} wall={:.1}s",
-        failed.len(),
-        wall.as_secs_f64()
+         ratio={:.2} throttled_429={} first_attempts_429={} (logins {}) floor={:.2} failed={} \
+         wall={:.1}s spawned_in={:.1}s",
+        ratio(total, minimum),
+        requests.iter().filter(|r| r.status == 429).count(),
+        first_attempt_refusals(&outcomes, ""),
+        first_attempt_refusals(&outcomes, "/login"),
+        ratio(minimum + first_attempt_refusals(&outcomes, ""), minimum),
+        outcomes.iter().filter(|o| !ran_fine(o)).count(),
+        wall.as_secs_f64(),
+        spawned.as_secs_f64(),
     );
+    let starts = start_times(&markers, t0);
+    let at = |q: f64| quantile(&starts, q);
+    let need = if per_second > 0 {
+        ratio(minimum, per_second as usize)
+    } else {
+        0.0
+    };
+    println!(
+        "load: programs started after p50={:.1}s p99={:.1}s max={:.1}s (the limit alone needs {need:.1}s for all)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+    );
+    println!(
+        "load: 429s per second since the first spawn: {:?}",
+        per_second_429(&requests, t0)
+    );
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !ran_fine(o)).collect();
     if let Some(o) = failed.first() {
         panic!("{} launchers failed; first:\n{}", failed.len(), o.stderr);
     }
+    // What the retry policy controls: requests beyond the minimum that were
+    // not refused first attempts (a launcher knows nothing before its first
+    // answer, so how tightly the herd arrives sets the floor; the 1.3x target
+    // of issue 17 is judged by bench/load.sh --release in BENCHMARKS.md,
+    // against that floor). Retries sent into a full window must stay rare.
+    let unavoidable = first_attempt_refusals(&outcomes, "");
+    let avoidable = total.saturating_sub(minimum + unavoidable);
+    assert!(
+        avoidable * 20 <= minimum,
+        "{avoidable} retries beyond the floor for a minimum of {minimum} (more than 5%): \
+         the herd is not spread"
+    );
     assert!(
         total < 2 * minimum,
         "{total} requests for a minimum of {minimum}: the herd is not spread"
     );
+}
+
+fn ran_fine(o: &Outcome) -> bool {
+    o.status.code() == Some(0) && o.ran == Some(true)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ratio(a: usize, b: usize) -> f64 {
+    a as f64 / b.max(1) as f64
+}
+
+/// Calls (whose log line contains `call`) refused at their first attempt (a
+/// launcher logs `retry=1` after the first 429 of a call): no client policy
+/// avoids those, the herd knows nothing before its first answer. The other
+/// 429s are retries sent into a full window: those are the policy's.
+fn first_attempt_refusals(outcomes: &[Outcome], call: &str) -> usize {
+    outcomes
+        .iter()
+        .map(|o| {
+            o.stderr
+                .lines()
+                .filter(|l| l.contains("HTTP 429") && l.contains(" retry=1 ") && l.contains(call))
+                .count()
+        })
+        .sum()
+}
+
+/// When each program started, in seconds after `t0`, sorted: `touch` set
+/// its marker's mtime.
+fn start_times(markers: &[PathBuf], t0: std::time::SystemTime) -> Vec<f64> {
+    let mut starts: Vec<f64> = markers
+        .iter()
+        .filter_map(|m| std::fs::metadata(m).and_then(|m| m.modified()).ok())
+        .map(|t| t.duration_since(t0).unwrap_or_default().as_secs_f64())
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    starts
+}
+
+/// The `q` quantile (nearest rank) of sorted `values`; NaN when empty.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = (values.len() as f64 * q).ceil() as usize;
+    values
+        .get(rank.clamp(1, values.len().max(1)) - 1)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// How many 429s the server sent in each second after `t0`.
+fn per_second_429(
+    requests: &[svid_exec_testkit::infisical::RequestRecord],
+    t0: std::time::SystemTime,
+) -> Vec<u32> {
+    let mut counts = Vec::new();
+    for r in requests.iter().filter(|r| r.status == 429) {
+        let second = usize::try_from(r.at.duration_since(t0).unwrap_or_default().as_secs())
+            .unwrap_or(usize::MAX);
+        if counts.len() <= second {
+            counts.resize(second + 1, 0u32);
+        }
+        counts[second] += 1;
+    }
+    counts
 }
 
 /// A panic (a bug) exits 70 and prints where it happened, never the message:

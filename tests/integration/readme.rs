@@ -20,6 +20,8 @@ struct Opt {
     flag: String,
     env: Option<String>,
     default: Option<String>,
+    /// Commands whose default differs from `default` (check's `--log-level`).
+    other_defaults: Vec<(String, String)>,
     commands: Vec<String>,
     heading: String,
     help: String,
@@ -71,6 +73,7 @@ fn parse_help(command: &str, text: &str) -> Vec<Opt> {
                     .join(", "),
                 env: None,
                 default: None,
+                other_defaults: Vec::new(),
                 commands: vec![command.to_owned()],
                 heading: heading.clone(),
                 help: String::new(),
@@ -108,11 +111,14 @@ fn options_from_help() -> Vec<Opt> {
         for opt in parse_help(command, &help_of(command)) {
             if let Some(seen) = merged.iter_mut().find(|o| o.flag == opt.flag) {
                 assert_eq!(
-                    (&seen.env, &seen.default),
-                    (&opt.env, &opt.default),
-                    "{} differs between commands",
+                    &seen.env, &opt.env,
+                    "{}'s variable differs between commands",
                     opt.flag
                 );
+                if seen.default != opt.default {
+                    let other = opt.default.clone().expect("a default for every command");
+                    seen.other_defaults.push(((*command).to_owned(), other));
+                }
                 seen.commands.push((*command).to_owned());
             } else {
                 merged.push(opt);
@@ -120,6 +126,19 @@ fn options_from_help() -> Vec<Opt> {
         }
     }
     merged
+}
+
+/// The default column: `` `info` ``, or `` `info`; `warn` for check `` when
+/// a command has its own.
+fn default_cell(opt: &Opt) -> String {
+    let mut cell = opt
+        .default
+        .as_ref()
+        .map_or(String::new(), |d| format!("`{d}`"));
+    for (command, default) in &opt.other_defaults {
+        let _ = write!(cell, "; `{default}` for {command}");
+    }
+    cell
 }
 
 fn render(opts: &[Opt]) -> String {
@@ -150,9 +169,11 @@ fn render(opts: &[Opt]) -> String {
                 "| {} | {} | {} | {} | {} |",
                 o.flag,
                 o.env.as_ref().map_or("—".to_owned(), |e| format!("`{e}`")),
-                o.default
-                    .as_ref()
-                    .map_or("—".to_owned(), |d| format!("`{d}`")),
+                if o.default.is_some() {
+                    default_cell(o)
+                } else {
+                    "—".to_owned()
+                },
                 o.commands.join(", "),
                 o.help.replace('|', "\\|")
             );
@@ -201,9 +222,7 @@ fn readme_option_tables_match_the_binarys_help() {
             (
                 o.flag.clone(),
                 o.env.as_ref().map_or(String::new(), |e| format!("`{e}`")),
-                o.default
-                    .as_ref()
-                    .map_or(String::new(), |d| format!("`{d}`")),
+                default_cell(o),
                 o.commands.join(", "),
             )
         })
@@ -254,6 +273,7 @@ fn help_parser_reads_env_default_and_repeated_headings() {
                 flag: "`--api-url`".into(),
                 env: Some("INFISICAL_API_URL".into()),
                 default: Some("https://app.infisical.com".into()),
+                other_defaults: Vec::new(),
                 commands: vec!["run".into()],
                 heading: "Identity and server".into(),
                 help: "The origin; wrapped".into(),
@@ -262,6 +282,7 @@ fn help_parser_reads_env_default_and_repeated_headings() {
                 flag: "`-q`, `--quiet`".into(),
                 env: None,
                 default: None,
+                other_defaults: Vec::new(),
                 commands: vec!["run".into()],
                 heading: "Identity and server".into(),
                 help: "Errors only".into(),

@@ -18,11 +18,14 @@ use super::{runtime, CmdError};
 use crate::config::{CheckOutput, Config, ConfigError};
 use crate::deliver::env::ExecLimits;
 use crate::deliver::Delivery;
-use crate::error::chain;
+use crate::error::{chain, Failure};
 use crate::infisical::{AuthMethod, FetchSpec, ProjectRef};
 use crate::secrets::SecretSet;
 use crate::session::{Session, TokenTimes};
-use crate::svid::{describe_endpoint, list_jwt_svids, JwtClaims, SvidSource, SvidSourceOptions};
+use crate::svid::{
+    describe_endpoint, list_jwt_svids, SvidError, SvidSource, SvidSourceOptions, SvidSummary,
+    WorkloadApiOptions,
+};
 use report::{emit, Report};
 
 /// Longest time the final revoke may take: the token expires by itself anyway.
@@ -141,16 +144,30 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
         SvidSourceOptions::WorkloadApi(_) => "workload-api",
         SvidSourceOptions::File(_) => "jwt-file",
     };
-    let jwt = match source.fetch(deadline).await {
-        Ok(jwt) => jwt,
-        Err(e) => {
+    let method = config.login.method;
+    let jwt = match (source.fetch(deadline).await, &config.svid) {
+        (Ok(jwt), _) => jwt,
+        // The agent answered, with a token that contradicts its answer: the
+        // agent is reachable; which JWT-SVID is wrong, and how, is the `svid`
+        // steps' to say.
+        (Err(e @ SvidError::Contradicted { .. }), SvidSourceOptions::WorkloadApi(options)) => {
+            report.ok(
+                name,
+                format!("reachable at {}", describe_endpoint(&options.endpoint)),
+            );
+            refused_svid_steps(report, options, &e, method, deadline).await;
+            return false;
+        }
+        (Err(e), _) => {
             report.fail_with(name, &e);
             report.skip("svid", "no JWT-SVID");
             return false;
         }
     };
-    let method = config.login.method;
-    let used = jwt.claims().clone();
+    let used = SvidSummary {
+        claims: jwt.claims().clone(),
+        ..SvidSummary::default()
+    };
     drop(jwt);
     match &config.svid {
         SvidSourceOptions::WorkloadApi(options) => {
@@ -161,17 +178,17 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
             match list_jwt_svids(options, deadline).await {
                 Ok(all) => {
                     for svid in &all {
-                        let is_used = svid.claims.sub == used.sub;
-                        svid_step(report, &svid.claims, svid.hint.as_deref(), is_used, method);
+                        let is_used = svid.claims.sub == used.claims.sub;
+                        svid_step(report, svid, is_used, method);
                     }
                     if all.is_empty() {
-                        svid_step(report, &used, None, true, method);
+                        svid_step(report, &used, true, method);
                     }
                 }
                 // The login step below tells whether the one JWT it needs still comes.
                 Err(e) => {
                     report.warn("svid", format!("could not list the JWT-SVIDs: {e}"), None);
-                    svid_step(report, &used, None, true, method);
+                    svid_step(report, &used, true, method);
                 }
             }
         }
@@ -180,20 +197,38 @@ async fn identity_steps(report: &mut Report, config: &Config, deadline: Instant)
                 name,
                 format!("{} is readable and holds a JWT", path.display()),
             );
-            svid_step(report, &used, None, true, method);
+            svid_step(report, &used, true, method);
         }
     }
     true
 }
 
-/// One `svid` line: SPIFFE ID, audience, time to expiry, `iss`.
-fn svid_step(
+/// The `svid` steps after a fetch refused the agent's answer (`refused`):
+/// every JWT-SVID the agent answers, each judged, the first (the one a login
+/// uses) failing when it is refused. If the listing shows nothing wrong (the
+/// agent answered differently this time) or fails, the fetch's refusal is
+/// the step.
+async fn refused_svid_steps(
     report: &mut Report,
-    claims: &JwtClaims,
-    hint: Option<&str>,
-    used: bool,
+    options: &WorkloadApiOptions,
+    refused: &SvidError,
     method: AuthMethod,
+    deadline: Instant,
 ) {
+    let all = list_jwt_svids(options, deadline).await.unwrap_or_default();
+    if all.iter().all(|svid| svid.refused.is_none()) {
+        report.fail_with("svid", refused);
+        return;
+    }
+    for (i, svid) in all.iter().enumerate() {
+        svid_step(report, svid, i == 0, method);
+    }
+}
+
+/// One `svid` line: SPIFFE ID, audience, time to expiry, `iss`; failed (when
+/// used for login) or warned about when a fetch would refuse it.
+fn svid_step(report: &mut Report, svid: &SvidSummary, used: bool, method: AuthMethod) {
+    let claims = &svid.claims;
     let left = claims.remaining(SystemTime::now());
     let expiry = match left {
         Some(Duration::ZERO) => "expired".to_owned(),
@@ -209,14 +244,23 @@ fn svid_step(
         claims.sub.as_deref().unwrap_or("(no sub claim)"),
         claims.aud.join(","),
     );
-    if let Some(hint) = hint {
+    if let Some(hint) = &svid.hint {
         let _ = write!(detail, ", hint {hint}");
     }
     detail.push(')');
-    if used {
-        detail.push_str(", used for login");
+    match (used, &svid.refused) {
+        (true, None) => detail.push_str(", used for login"),
+        (true, Some(_)) => detail.push_str(", the one a login would use"),
+        (false, _) => {}
     }
-    if used && claims.iss.is_none() && method == AuthMethod::Oidc {
+    if let Some(refused) = &svid.refused {
+        let detail = format!("{detail}: {}", chain(refused));
+        if used {
+            report.fail("svid", detail, refused.hint(), refused.exit_class());
+        } else {
+            report.warn("svid", detail, refused.hint());
+        }
+    } else if used && claims.iss.is_none() && method == AuthMethod::Oidc {
         report.warn(
             "svid",
             detail,

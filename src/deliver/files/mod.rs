@@ -12,18 +12,31 @@
 //! DIR/..2026_11_29_14_30_00.123456789_1a2b3c4d/KEY   the files of one generation
 //! DIR/..data -> ..2026_11_29_14_30_00.123456789_1a2b3c4d
 //! DIR/KEY    -> ..data/KEY
+//! DIR/..svid-exec                                     svid-exec's state (`state.rs`)
 //! ```
 //!
 //! A generation is complete (written, fsynced, final mode and owner) before the
 //! single `rename("..data_tmp", "..data")` makes it visible, so `DIR/KEY` is
 //! always a whole file of one generation, and a reader that opens `DIR/..data`
 //! once and reads every key through that descriptor sees one generation only.
-//! Every path is opened with `O_NOFOLLOW`/`O_EXCL` relative to a directory
-//! descriptor, so a planted symlink cannot redirect a write. One writer per
+//!
+//! Who may shape a target: every target directory is resolved by
+//! `TargetDir::open` in `fs.rs` (a link on its path is followed only when ours or
+//! root's; the directory must be ours, root's or `--file-owner`'s), and every
+//! entry in it is opened with `O_NOFOLLOW`/`O_EXCL` relative to that
+//! descriptor, so a planted symlink cannot redirect a write. A directory
+//! others can write is accepted (an `emptyDir` is 0777), but nothing in it
+//! that svid-exec did not make is adopted: a `..data`, `..data_tmp` or
+//! per-key link must be our own link where the layout says, a dotenv/JSON
+//! file our own regular file, else 78 naming it; another user's generation-
+//! like directory is left alone. `..svid-exec` is svid-exec's own state file
+//! and is never touched here. One writer per DIR at a time: this module
+//! takes no lock.
 
 mod fs;
 mod render;
 mod single;
+pub mod state;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -35,7 +48,8 @@ use nix::unistd::{Gid, Uid};
 
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
-use fs::{check_not_symlink_file, open_or_create_dir, probe, split_file_path};
+use fs::{probe, split_file_path};
+pub(crate) use fs::{DirRules, TargetDir};
 use render::{render_dotenv, render_json};
 
 /// Default mode of written files: readable by the owner only.
@@ -133,6 +147,14 @@ pub enum FilesError {
     /// Something that svid-exec did not write is in the way.
     #[error("{path} exists and was not written by svid-exec ({what}); refusing to replace it")]
     Conflict { path: PathBuf, what: &'static str },
+    /// A target directory, a link on its path or an entry in it belongs to
+    /// another user, who could change what svid-exec writes or reads there.
+    #[error("{path} is {what} of another user (uid {uid}); refusing to use it")]
+    ForeignOwner {
+        path: PathBuf,
+        uid: u32,
+        what: &'static str,
+    },
     /// `--file-owner` cannot be applied by this process.
     #[error(
         "cannot give files in {path} to owner {owner}: not permitted \
@@ -169,12 +191,14 @@ impl Failure for FilesError {
             }
             Self::NotDotenvSafe { .. } => "use --files-dir or --json-file for it",
             Self::InvalidMode { .. } => {
-                "use permission bits the owner can read, such as 0400 or 0440"
+                "use permission bits the owner can read and only the owner can write, such as \
+                 0400 or 0440"
             }
             Self::Clash { .. } => "give each output a path of its own",
             Self::NotTmpfs { .. } => {
                 "use a memory-backed directory (Kubernetes: an emptyDir with medium: Memory; \
-                 systemd: RuntimeDirectory=; or /dev/shm) or pass --allow-non-tmpfs"
+                 systemd: RuntimeDirectory=; or a private directory such as /dev/shm/app, \
+                 which svid-exec creates 0700) or pass --allow-non-tmpfs"
             }
             Self::Symlink { .. } => "give the real path",
             Self::NotADirectory { .. } => "give a directory, or a path where one may be created",
@@ -182,6 +206,11 @@ impl Failure for FilesError {
                 "create it (only the last component of a target directory is created)"
             }
             Self::Conflict { .. } => "move it away, or choose another target",
+            Self::ForeignOwner { .. } => {
+                "give a path of your own: a missing last component is created 0700 (a private \
+                 subdirectory of a shared volume, say), owned by svid-exec's user; or remove \
+                 what the other user left"
+            }
             Self::OwnerNotPermitted { .. } => "drop --file-owner or grant the capability",
             Self::Io { .. } => return None,
         };
@@ -197,14 +226,10 @@ pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
     check_mode(opts.mode)?;
     check_outputs_distinct(opts)?;
     if let Some(dir) = &opts.dir {
-        let fd = open_or_create_dir(dir, opts)?;
-        probe(&fd, dir, opts)?;
+        probe(&TargetDir::open(dir, &DirRules::files(opts))?, opts)?;
     }
     for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
-        let (parent, _) = split_file_path(file)?;
-        check_not_symlink_file(file)?;
-        let fd = open_or_create_dir(&parent, opts)?;
-        probe(&fd, &parent, opts)?;
+        probe(&single::open_parent(file, opts)?, opts)?;
     }
     Ok(())
 }
@@ -294,10 +319,10 @@ pub fn write(secrets: &SecretSet, opts: &FilesOptions) -> Result<Written, FilesE
 /// that svid-exec did not write. Missing targets are not an error.
 pub fn remove(opts: &FilesOptions) -> Result<(), FilesError> {
     if let Some(dir) = &opts.dir {
-        tree::remove(dir)?;
+        tree::remove(dir, opts)?;
     }
     for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
-        single::remove(file)?;
+        single::remove(file, opts)?;
     }
     Ok(())
 }
@@ -316,6 +341,12 @@ fn check_mode(mode: u32) -> Result<(), FilesError> {
         return Err(FilesError::InvalidMode {
             mode,
             reason: "nobody could read the files",
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(FilesError::InvalidMode {
+            mode,
+            reason: "the group or others could change the secrets (write bits 0022)",
         });
     }
     Ok(())
@@ -407,11 +438,35 @@ mod tests {
 
     #[test]
     fn modes_outside_permission_bits_or_unreadable_are_refused() {
-        for bad in [0o4400, 0o1400, 0o000, 0o200, 0o1_000_000] {
+        for bad in [
+            0o4400,
+            0o1400,
+            0o000,
+            0o200,
+            0o1_000_000,
+            0o420,
+            0o402,
+            0o666,
+        ] {
             assert!(check_mode(bad).is_err(), "{bad:o}");
         }
         for good in [0o400, 0o440, 0o600, 0o644, 0o040] {
             assert!(check_mode(good).is_ok(), "{good:o}");
+        }
+    }
+
+    /// Others can write `/dev/shm` itself (1777): only a private directory
+    /// under it may be suggested.
+    #[test]
+    fn no_hint_suggests_dev_shm_itself_as_a_target() {
+        let err = FilesError::NotTmpfs {
+            path: PathBuf::from("/var/lib/app"),
+            fs_type: "0xef53".into(),
+        };
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("/dev/shm/app"), "{hint}");
+        for (at, shm) in hint.match_indices("/dev/shm") {
+            assert!(hint[at + shm.len()..].starts_with('/'), "{hint}");
         }
     }
 

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -17,10 +16,10 @@ use nix::unistd::{self, UnlinkatFlags};
 use secrecy::ExposeSecret;
 
 use super::fs::{
-    apply_owner, create_file_at, dir_search_bits, io_err, kind_at, link_target, list_dir, mode,
-    open_dir_nofollow, open_or_create_dir,
+    apply_owner, create_file_at, dir_search_bits, file_type, io_err, is_our_link, kind_at,
+    link_target, list_at, made_by_us, mode, stat_at,
 };
-use super::{FilesError, FilesOptions};
+use super::{DirRules, FilesError, FilesOptions, TargetDir};
 use crate::secrets::SecretSet;
 
 /// The symlink that names the current generation.
@@ -80,21 +79,42 @@ impl Drop for Generation<'_> {
     }
 }
 
-fn remove_generation(dir: &Path, name: &str) {
-    let path = dir.join(name);
-    // A sealed generation is search-only; make it writable again so a
-    // non-root writer can empty it. O_NOFOLLOW: never chmod through a link.
-    if let Ok(fd) = fcntl::open(
-        &path,
+/// Removes the generation directory `name` in `dir` (path for messages),
+/// if svid-exec made it: one another user made is left alone. Works through
+/// descriptors only; failures are logged, not returned (an old generation
+/// left behind is removed by the next write).
+fn remove_generation(dir: &OwnedFd, dir_path: &Path, name: &OsStr, opts: &FilesOptions) {
+    let path = dir_path.join(name);
+    let Ok(fd) = fcntl::openat(
+        dir,
+        name,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
-    ) {
-        let _ = stat::fchmod(&fd, mode(0o700));
-    }
-    if let Err(e) = std::fs::remove_dir_all(&path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove an old generation of secret files");
+    ) else {
+        return;
+    };
+    match stat::fstat(&fd) {
+        Ok(st) if made_by_us(&st, opts) => {}
+        _ => {
+            tracing::debug!(path = %path.display(), "left alone: a generation-like directory svid-exec did not make");
+            return;
         }
+    }
+    // A sealed generation is search-only: writable again so a non-root
+    // writer can empty it.
+    let _ = stat::fchmod(&fd, mode(0o700));
+    let emptied = list_at(&fd, &path).and_then(|names| {
+        names.iter().try_for_each(|file| {
+            unistd::unlinkat(&fd, file.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| io_err("remove", &path.join(file), e))
+        })
+    });
+    let removed = emptied.and_then(|()| {
+        unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+            .map_err(|e| io_err("remove", &path, e))
+    });
+    if let Err(e) = removed {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove an old generation of secret files");
     }
 }
 
@@ -103,39 +123,20 @@ pub(super) fn write(
     secrets: &SecretSet,
     opts: &FilesOptions,
 ) -> Result<BTreeMap<String, PathBuf>, FilesError> {
-    let dirfd = open_or_create_dir(dir, opts)?;
-
-    // Every key's slot in DIR must be free or already our link.
-    for name in secrets.names() {
-        let os = OsStr::new(name);
-        match kind_at(&dirfd, os) {
-            None => {}
-            Some(SFlag::S_IFLNK) if is_our_key_link(&dirfd, os) => {}
-            Some(_) => {
-                return Err(FilesError::Conflict {
-                    path: dir.join(name),
-                    what: "not a link into ..data",
-                })
-            }
-        }
-    }
-    for reserved in [DATA_LINK, DATA_LINK_TMP] {
-        match kind_at(&dirfd, OsStr::new(reserved)) {
-            None | Some(SFlag::S_IFLNK) => {}
-            Some(_) => {
-                return Err(FilesError::Conflict {
-                    path: dir.join(reserved),
-                    what: "not a symbolic link",
-                })
-            }
-        }
-    }
-    let previous = link_target(&dirfd, OsStr::new(DATA_LINK));
+    let target = TargetDir::open(dir, &DirRules::files(opts))?;
+    let dirfd = target.fd();
+    let previous = check_slots(dirfd, dir, secrets)?;
 
     // Build the new generation privately.
-    let mut generation = create_generation(&dirfd, dir)?;
+    let mut generation = create_generation(dirfd, dir)?;
     let gen_path = dir.join(&generation.name);
-    let genfd = open_dir_nofollow(&gen_path)?;
+    let genfd = fcntl::openat(
+        dirfd,
+        generation.name.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err("open the directory", &gen_path, e))?;
     for (name, value) in secrets.iter() {
         // Recorded before creation: a file that exists half-written is removed too.
         generation.created.push(name.to_owned());
@@ -153,56 +154,116 @@ pub(super) fn write(
     unistd::fsync(&genfd).map_err(|e| io_err("sync", &gen_path, e))?;
     drop(genfd);
 
+    // Recorded before the rename, so a probe never sees a `..data` of ours
+    // without the state file (it sees the old generation, or a mismatch).
+    super::state::record(dirfd, dir, &generation.name, secrets.len())?;
+
     // Publish: one rename makes the whole generation current.
-    match unistd::unlinkat(&dirfd, DATA_LINK_TMP, UnlinkatFlags::NoRemoveDir) {
+    match unistd::unlinkat(dirfd, DATA_LINK_TMP, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(io_err("remove", &dir.join(DATA_LINK_TMP), e)),
     }
-    unistd::symlinkat(generation.name.as_str(), &dirfd, DATA_LINK_TMP)
+    unistd::symlinkat(generation.name.as_str(), dirfd, DATA_LINK_TMP)
         .map_err(|e| io_err("create the link", &dir.join(DATA_LINK_TMP), e))?;
-    if let Err(e) = fcntl::renameat(&dirfd, DATA_LINK_TMP, &dirfd, DATA_LINK) {
-        let _ = unistd::unlinkat(&dirfd, DATA_LINK_TMP, UnlinkatFlags::NoRemoveDir);
+    if let Err(e) = fcntl::renameat(dirfd, DATA_LINK_TMP, dirfd, DATA_LINK) {
+        let _ = unistd::unlinkat(dirfd, DATA_LINK_TMP, UnlinkatFlags::NoRemoveDir);
         return Err(io_err("replace the link", &dir.join(DATA_LINK), e));
     }
     generation.published = true;
-    unistd::fsync(&dirfd).map_err(|e| io_err("sync", dir, e))?;
+    unistd::fsync(dirfd).map_err(|e| io_err("sync", dir, e))?;
 
     // Stable per-key links; drop links of keys that are gone.
     let mut files = BTreeMap::new();
     for name in secrets.names() {
         let os = OsStr::new(name);
-        if kind_at(&dirfd, os).is_none() {
-            unistd::symlinkat(format!("{DATA_LINK}/{name}").as_str(), &dirfd, os)
+        if kind_at(dirfd, os).is_none() {
+            unistd::symlinkat(format!("{DATA_LINK}/{name}").as_str(), dirfd, os)
                 .map_err(|e| io_err("create the link", &dir.join(name), e))?;
         }
         files.insert(name.to_owned(), super::key_path(dir, name));
     }
     let keep: BTreeSet<&str> = secrets.names().collect();
-    for entry in list_dir(dir)? {
+    for entry in list_at(dirfd, dir)? {
         let keep_it = entry.to_str().is_some_and(|n| keep.contains(n));
-        if !keep_it && is_our_key_link(&dirfd, entry.as_os_str()) {
-            unistd::unlinkat(&dirfd, entry.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        if !keep_it && is_our_key_link(dirfd, &entry) {
+            unistd::unlinkat(dirfd, entry.as_os_str(), UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| io_err("remove the link", &dir.join(&entry), e))?;
         }
     }
-    unistd::fsync(&dirfd).map_err(|e| io_err("sync", dir, e))?;
+    unistd::fsync(dirfd).map_err(|e| io_err("sync", dir, e))?;
 
     // The old generation, and any left by an interrupted earlier run.
-    if let Some(prev) = previous.as_ref().and_then(|p| p.to_str()) {
-        if is_generation_name(prev.as_bytes()) && prev != generation.name {
-            remove_generation(dir, prev);
-        }
+    if let Some(prev) = previous.filter(|p| *p != generation.name) {
+        remove_generation(dirfd, dir, OsStr::new(&prev), opts);
     }
-    for entry in list_dir(dir)? {
-        let bytes = entry.as_os_str().as_bytes();
-        if is_generation_name(bytes)
-            && bytes != generation.name.as_bytes()
-            && kind_at(&dirfd, entry.as_os_str()) == Some(SFlag::S_IFDIR)
-        {
-            remove_generation(dir, &entry.to_string_lossy());
+    for entry in list_at(dirfd, dir)? {
+        let bytes = entry.as_bytes();
+        if is_generation_name(bytes) && bytes != generation.name.as_bytes() {
+            remove_generation(dirfd, dir, &entry, opts);
         }
     }
     Ok(files)
+}
+
+/// Checks, before anything is written, every name in DIR that the update
+/// reuses or replaces: a key's slot is free or our link into `..data`;
+/// `..data` is absent or our link to a generation (whose name is returned);
+/// `..data_tmp` is absent or our link. Anything another user made there is
+/// refused, naming it: svid-exec adopts nothing it did not make.
+fn check_slots(
+    dirfd: &OwnedFd,
+    dir: &Path,
+    secrets: &SecretSet,
+) -> Result<Option<String>, FilesError> {
+    let foreign = |name: &str, uid| FilesError::ForeignOwner {
+        path: dir.join(name),
+        uid,
+        what: "a symbolic link",
+    };
+    for name in secrets.names() {
+        let os = OsStr::new(name);
+        match stat_at(dirfd, os) {
+            None => {}
+            Some(st) if file_type(&st) == SFlag::S_IFLNK && !is_our_link(&st) => {
+                return Err(foreign(name, st.st_uid));
+            }
+            Some(_) if is_our_key_link(dirfd, os) => {}
+            Some(_) => {
+                return Err(FilesError::Conflict {
+                    path: dir.join(name),
+                    what: "not a link into ..data",
+                })
+            }
+        }
+    }
+    let mut previous = None;
+    for reserved in [DATA_LINK, DATA_LINK_TMP] {
+        let Some(st) = stat_at(dirfd, OsStr::new(reserved)) else {
+            continue;
+        };
+        if file_type(&st) != SFlag::S_IFLNK {
+            return Err(FilesError::Conflict {
+                path: dir.join(reserved),
+                what: "not a symbolic link",
+            });
+        }
+        if !is_our_link(&st) {
+            return Err(foreign(reserved, st.st_uid));
+        }
+        if reserved == DATA_LINK {
+            let target = link_target(dirfd, OsStr::new(reserved))
+                .and_then(|t| t.into_string().ok())
+                .filter(|t| is_generation_name(t.as_bytes()));
+            if target.is_none() {
+                return Err(FilesError::Conflict {
+                    path: dir.join(reserved),
+                    what: "a link that does not name a generation directory",
+                });
+            }
+            previous = target;
+        }
+    }
+    Ok(previous)
 }
 
 fn create_generation<'a>(dirfd: &'a OwnedFd, dir: &Path) -> Result<Generation<'a>, FilesError> {
@@ -223,40 +284,40 @@ fn create_generation<'a>(dirfd: &'a OwnedFd, dir: &Path) -> Result<Generation<'a
     }
 }
 
-/// `name` in `dir` is a symlink to `..data/name`: a per-key link we made.
+/// `name` in `dir` is a symlink we made to `..data/name`: a per-key link.
 fn is_our_key_link(dir: &OwnedFd, name: &OsStr) -> bool {
-    link_target(dir, name).is_some_and(|t| {
-        let t = t.as_bytes();
-        t.strip_prefix(b"..data/") == Some(name.as_bytes())
-    })
+    stat_at(dir, name).is_some_and(|st| is_our_link(&st))
+        && link_target(dir, name).is_some_and(|t| {
+            let t = t.as_bytes();
+            t.strip_prefix(b"..data/") == Some(name.as_bytes())
+        })
 }
 
 /// Removes what [`write`] made in `dir`; a missing `dir` is not an error.
-pub(super) fn remove(dir: &Path) -> Result<(), FilesError> {
-    match open_dir_nofollow(dir) {
-        Ok(fd) => remove_tree(&fd, dir),
-        Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn remove_tree(dirfd: &OwnedFd, dir: &Path) -> Result<(), FilesError> {
-    for entry in list_dir(dir)? {
+pub(super) fn remove(dir: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    let target = match TargetDir::open(dir, &DirRules::removal(opts)) {
+        Ok(target) => target,
+        Err(FilesError::MissingParent { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let dirfd = target.fd();
+    for entry in list_at(dirfd, dir)? {
         let os = entry.as_os_str();
         let bytes = os.as_bytes();
         let ours_link = (bytes == DATA_LINK.as_bytes() || bytes == DATA_LINK_TMP.as_bytes())
-            && kind_at(dirfd, os) == Some(SFlag::S_IFLNK);
+            && stat_at(dirfd, os).is_some_and(|st| is_our_link(&st));
         if ours_link || is_our_key_link(dirfd, os) {
             unistd::unlinkat(dirfd, os, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| io_err("remove", &dir.join(&entry), e))?;
         }
     }
-    for entry in list_dir(dir)? {
-        let os = entry.as_os_str();
-        if is_generation_name(os.as_bytes()) && kind_at(dirfd, os) == Some(SFlag::S_IFDIR) {
-            remove_generation(dir, &os.to_string_lossy());
+    for entry in list_at(dirfd, dir)? {
+        if is_generation_name(entry.as_bytes()) {
+            remove_generation(dirfd, dir, &entry, opts);
         }
     }
+    // Last: until it is gone, a probe sees "removed", not "not ours".
+    super::state::remove(dirfd, dir)?;
     unistd::fsync(dirfd).map_err(|e| io_err("sync", dir, e))
 }
 

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use super::process::spawn_child;
 use super::state::{Action, Event, State};
-use super::{ChildCommand, Deliver, Network, Reply, Request, Settings, SignalReader};
+use super::{ChildCommand, Deliver, Network, OnChange, Reply, Request, Settings, SignalReader};
 use crate::error::ExitClass;
+use crate::launch::readiness::Readiness;
 use crate::launch::reaper;
 use crate::launch::signals::{self, Signal};
 use crate::secrets::SecretSet;
@@ -101,12 +102,17 @@ fn cancellable(request: Request) -> bool {
 /// Supervises `child` until it exits, and returns the exit code: the child's own
 /// (128+N when killed by signal N), or 126/127 when it cannot be started, or 78
 /// when the first file delivery fails. Without a child (`write --watch`) it keeps
-/// the files fresh until SIGTERM/SIGINT and returns 0.
+/// the files fresh until SIGTERM/SIGINT and returns 0. `readiness` hears when
+/// the first delivery is complete, when a change is applied and when shutdown
+/// begins (ready file, `sd_notify`).
 ///
 /// [`prepare`](super::prepare) must have run. It runs on the caller's runtime
 /// (current-thread, with time and I/O: the timerfd), the one the network side
 /// was built on: `run --watch` logs in and fetches on it first, and an HTTP
 /// connection pool must not outlive the runtime it was made on.
+// Each argument is a part the driver plugs together; a struct holding them
+// would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn supervise<N, D>(
     signals: SignalReader,
     child: Option<&ChildCommand>,
@@ -115,12 +121,14 @@ pub async fn supervise<N, D>(
     renew_in: Option<Duration>,
     network: N,
     delivery: D,
+    readiness: Readiness,
 ) -> u8
 where
     N: Network + 'static,
     D: Deliver,
 {
     let now = Instant::now();
+    let restarts_on_change = child.is_some() && settings.on_change == OnChange::Restart;
     let (state, first) = if child.is_some() {
         State::new(settings, secrets, renew_in, now)
     } else {
@@ -137,6 +145,8 @@ where
         cancel: None,
         requests: VecDeque::new(),
         first_delivery: true,
+        readiness,
+        restarts_on_change,
     };
     let mut actions: VecDeque<Action> = first.into();
     loop {
@@ -176,6 +186,9 @@ struct Driver<'c, N, D> {
     cancel: Option<Rc<Notify>>,
     requests: VecDeque<Request>,
     first_delivery: bool,
+    readiness: Readiness,
+    /// A change ends with the child's restart (else with the files written).
+    restarts_on_change: bool,
 }
 
 impl<N, D> Driver<'_, N, D>
@@ -189,22 +202,43 @@ where
     /// more action). Continues with the event the action produced, if any, or
     /// breaks with the exit code.
     fn perform(&mut self, action: Action) -> ControlFlow<u8, Option<Event>> {
+        // Readiness: the state machine has already stepped when its actions
+        // are performed, so the first action of a shutdown sees it.
+        if self.state.is_shutting_down() {
+            self.readiness.stopping();
+        }
         match action {
             Action::WriteFiles => {
+                let change = !self.first_delivery;
+                if change {
+                    self.readiness.reloading();
+                }
                 if let Err(err) = self.delivery.write_files(self.state.secrets()) {
                     tracing::error!(%err, "could not write the secret files");
                     if self.first_delivery {
+                        self.readiness.stopping();
                         return ControlFlow::Break(ExitClass::Config.code());
                     }
                 }
                 self.first_delivery = false;
+                // Without a child, or with a change that does not restart it,
+                // the delivery is complete once the files are written.
+                if self.child.is_none() || (change && !self.restarts_on_change) {
+                    let count = self.state.secrets().len();
+                    self.readiness.ready(&format!("{count} secrets delivered"));
+                }
             }
             Action::StartChild => {
                 let child = self
                     .child
                     .expect("UNWRAP: the sidecar state never starts a child");
                 let event = match spawn_child(child, &self.delivery, self.state.secrets()) {
-                    Ok(pid) => Event::Spawned { pid },
+                    Ok(pid) => {
+                        let count = self.state.secrets().len();
+                        self.readiness
+                            .ready(&format!("program running (pid {pid}) with {count} secrets"));
+                        Event::Spawned { pid }
+                    }
                     Err(code) => Event::SpawnFailed { code },
                 };
                 return ControlFlow::Continue(Some(event));
@@ -270,7 +304,9 @@ where
         let wake = self
             .state
             .next_deadline()
-            .map_or(now + REAP_PERIOD, |t| t.min(now + REAP_PERIOD));
+            .into_iter()
+            .chain(self.readiness.watchdog_due())
+            .fold(now + REAP_PERIOD, Instant::min);
         let mut events = Vec::new();
         tokio::select! {
             signal = self.signals.recv() => match signal {
@@ -292,6 +328,7 @@ where
                 events.push(Event::Tick);
             },
         }
+        self.readiness.watchdog(Instant::now());
         Ok(events)
     }
 }

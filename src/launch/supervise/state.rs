@@ -236,6 +236,12 @@ impl State {
         }
     }
 
+    /// Whether shutdown has begun (a stop signal, or the child is gone): the
+    /// driver then tells the platform it is stopping.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
     /// The earliest time at which a [`Event::Tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut deadlines = Vec::with_capacity(5);

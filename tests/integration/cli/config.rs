@@ -50,7 +50,8 @@ fn invalid_values_exit_78_with_message_and_hint_and_no_child() {
             "both --project-id and --project-slug",
         ),
         (
-            &["--api-url", "http://infisical.example.com"],
+            // An address: a name is checked on what it resolves to, at connect time.
+            &["--api-url", "http://192.0.2.1"],
             "plain http://",
         ),
         (

@@ -27,6 +27,7 @@ const CONTRACT: &[(&str, Option<&str>)] = &[
     ("--workload-api-socket", Some("SPIFFE_ENDPOINT_SOCKET")),
     ("--jwt-file", Some("SVID_EXEC_JWT_FILE")),
     ("--ca-cert", Some("SVID_EXEC_CA_CERT")),
+    ("--ca-cert-only", Some("SVID_EXEC_CA_CERT_ONLY")),
     ("--startup-timeout", Some("SVID_EXEC_STARTUP_TIMEOUT")),
     ("--no-revoke", Some("SVID_EXEC_NO_REVOKE")),
     ("--project-id", Some("INFISICAL_PROJECT_ID")),
@@ -208,4 +209,77 @@ fn man_prints_one_roff_page_with_every_command_and_its_environment_variables() {
     ] {
         assert!(page.contains(needle), "man page lacks {needle}");
     }
+}
+
+#[test]
+fn man_puts_exit_status_in_a_section_of_its_own_with_ready_codes_and_no_extra_heading() {
+    let out = svid_exec(&["man"]);
+    let page = out.stdout_text();
+    assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+    assert!(!page.contains(".SH EXTRA"), "an EXTRA heading is left");
+    assert!(page.contains("SVID-EXEC READY"), "no ready command");
+    let exit_status = &page[page.find(".SH \"EXIT STATUS\"").unwrap()..];
+    for code in ["\\fB69\\fR", "\\fB78\\fR", "\\fB127\\fR", "svid-exec ready"] {
+        assert!(
+            exit_status.contains(code),
+            "EXIT STATUS lacks {code}:\n{exit_status}"
+        );
+    }
+}
+
+/// Shells complete the options that take one of a few words with those
+/// words, and free-text values with nothing (not with file names), while the
+/// parser still takes any word so a wrong one is 78 with a hint.
+#[test]
+fn completions_offer_the_values_of_auth_method_and_log_format_not_file_names() {
+    let bash = svid_exec(&["completions", "bash"]).stdout_text();
+    for (flag, words) in [
+        ("--auth-method", "oidc-auth jwt-auth spiffe-auth"),
+        ("--log-format", "text json"),
+        ("--log-level", "error warn info debug trace"),
+    ] {
+        let arm = bash
+            .split(&format!("{flag})"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {flag} in the bash script"));
+        let arm = &arm[..arm.find(";;").unwrap()];
+        assert!(
+            arm.contains(&format!("compgen -W \"{words}\"")),
+            "{flag}: {arm}"
+        );
+    }
+    let identity = bash.split("--identity-id)").nth(1).unwrap();
+    let identity = &identity[..identity.find(";;").unwrap()];
+    assert!(
+        !identity.contains("compgen -f"),
+        "file names for --identity-id: {identity}"
+    );
+    let zsh = svid_exec(&["completions", "zsh"]).stdout_text();
+    assert!(
+        zsh.contains(":METHOD:(oidc-auth jwt-auth spiffe-auth)"),
+        "zsh"
+    );
+    assert!(zsh.contains(":FORMAT:(text json)"), "zsh");
+    let fish = svid_exec(&["completions", "fish"]).stdout_text();
+    assert!(
+        fish.contains("-l auth-method") && fish.contains("spiffe-auth"),
+        "fish"
+    );
+
+    let wrong = svid_exec(&[
+        "run",
+        "--identity-id",
+        "1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+        "--project-id",
+        "p",
+        "--env",
+        "prod",
+        "--auth-method",
+        "kerberos",
+        "--",
+        "true",
+    ]);
+    assert_eq!(wrong.code(), 78, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("kerberos"), "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("hint:"), "{}", wrong.stderr);
 }

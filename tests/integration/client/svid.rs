@@ -10,8 +10,8 @@ use secrecy::ExposeSecret;
 use svid_exec::error::{ExitClass, Failure};
 use svid_exec::retry::Backoff;
 use svid_exec::svid::{
-    parse_endpoint, parse_spiffe_id, SvidError, SvidSource, SvidSourceOptions, WorkloadApiOptions,
-    DEFAULT_PER_CALL_TIMEOUT,
+    parse_endpoint, parse_spiffe_id, EndpointOrigin, SvidError, SvidSource, SvidSourceOptions,
+    WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
 };
 use svid_exec_testkit::workload::{AgentConfig, FakeAgent, Svid};
 use tokio::time::Instant;
@@ -24,6 +24,7 @@ fn source(endpoint: &str, spiffe_id: Option<&str>) -> SvidSource {
         audiences: vec!["infisical".into()],
         spiffe_id: spiffe_id.map(|s| parse_spiffe_id(s).unwrap()),
         per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
+        origin: EndpointOrigin::Flag,
     }))
     .unwrap()
     .with_backoff(Backoff {
@@ -126,6 +127,7 @@ fn a_slow_agent_is_bounded_by_the_per_call_timeout() {
         audiences: vec!["infisical".into()],
         spiffe_id: None,
         per_call_timeout: Duration::from_millis(150),
+        origin: EndpointOrigin::Flag,
     };
     let src = SvidSource::new(SvidSourceOptions::WorkloadApi(options)).unwrap();
     let err = block_on(src.fetch(within(600))).unwrap_err();

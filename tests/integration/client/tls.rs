@@ -76,14 +76,14 @@ fn ca_cert_makes_the_server_trusted() {
     opts.ca_cert = Some(ca.write_ca_pem(dir.path()));
     let client = Client::new(&opts).unwrap().with_backoff(fast());
     // The empty router answers 404: the TLS handshake succeeded and the login
-    // reached the server, which has no such auth method.
+    // reached the server, which has no such route.
     let err = block_on(client.login(AuthMethod::Jwt, "id-1", None, &jwt(), deadline(20_000)))
         .unwrap_err();
     assert!(
-        matches!(err, InfisicalError::NoSuchAuthMethod { .. }),
+        matches!(err, InfisicalError::NotInfisicalApi { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("jwt-auth"), "{err}");
+    assert!(err.to_string().contains("jwt-auth/login"), "{err}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, DEMO_SECRETS, ENVIRONMENT, PROJECT_ID};
 
-use super::{entries, generations, mode_of};
+use super::{assert_no_request, entries, generations, mode_of};
 use crate::util::{assert_no_secret, disk_scratch, parse_env0, tmpfs_scratch, Launcher};
 
 /// Every run is bounded: a stuck launcher is killed and the test fails.
@@ -128,13 +128,14 @@ fn sourced_value(file: &Path, key: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// Asserts DIR holds exactly the per-key layout for `secrets`: `..data`, one
+/// Asserts DIR holds exactly the per-key layout for `secrets`: `..data`, `..svid-exec`, one
 /// generation, one `KEY -> ..data/KEY` link per secret whose bytes are exact.
 fn assert_per_key_layout(dir: &Path, secrets: &BTreeMap<String, String>, extra: &[&str]) {
     let gens = generations(dir);
     assert_eq!(gens.len(), 1, "one generation in {:?}", entries(dir));
     let mut want: Vec<String> = secrets.keys().cloned().collect();
     want.push("..data".into());
+    want.push("..svid-exec".into());
     want.push(gens[0].clone());
     want.extend(extra.iter().map(|s| (*s).to_owned()));
     want.sort();
@@ -357,37 +358,44 @@ fn files_are_0400_by_default_and_a_private_created_directory() {
 /// `--file-mode` that lets the group (or others) read also gives them search
 /// (x) on the directories svid-exec creates, and nothing more: no read (list)
 /// and no write, so they can open a key they know but not enumerate keys.
+/// These modes are set explicitly, so they are the same under any umask:
+/// `umask 077` does not narrow them, `umask 000` does not widen them.
 #[test]
-fn a_group_readable_file_mode_gives_the_group_search_on_directories_only() {
+fn a_group_readable_file_mode_gives_the_group_search_on_directories_only_under_any_umask() {
     let Some(scratch) = tmpfs_scratch() else {
         return;
     };
     let stack = stack();
-    for (file_mode, dir_mode, gen_mode) in [
-        ("0440", 0o710, 0o510),
-        ("0444", 0o711, 0o511),
-        ("0600", 0o700, 0o500),
-    ] {
-        let dir = scratch.path().join(format!("secrets-{file_mode}"));
-        let out = svid_exec(
-            &stack,
-            &[
-                "write",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--file-mode",
-                file_mode,
-            ],
-        )
-        .run();
-        out.expect_code(0);
-        let generation = dir.join(&generations(&dir)[0]);
-        let want = u32::from_str_radix(file_mode, 8).unwrap();
-        for key in all_secrets().keys() {
-            assert_eq!(mode_of(&generation.join(key)), want, "{file_mode} {key}");
+    for umask in ["077", "022", "000"] {
+        for (file_mode, dir_mode, gen_mode) in [
+            ("0400", 0o700, 0o500),
+            ("0440", 0o710, 0o510),
+            ("0444", 0o711, 0o511),
+            ("0600", 0o700, 0o500),
+        ] {
+            let dir = scratch.path().join(format!("secrets-{umask}-{file_mode}"));
+            let out = svid_exec(
+                &stack,
+                &[
+                    "write",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--file-mode",
+                    file_mode,
+                ],
+            )
+            .via(&["sh", "-c", &format!("umask {umask}; exec \"$0\" \"$@\"")])
+            .run();
+            out.expect_code(0);
+            let what = format!("umask {umask}, --file-mode {file_mode}");
+            let generation = dir.join(&generations(&dir)[0]);
+            let want = u32::from_str_radix(file_mode, 8).unwrap();
+            for key in all_secrets().keys() {
+                assert_eq!(mode_of(&generation.join(key)), want, "{what}: {key}");
+            }
+            assert_eq!(mode_of(&dir), dir_mode, "{what}: DIR");
+            assert_eq!(mode_of(&generation), gen_mode, "{what}: generation");
         }
-        assert_eq!(mode_of(&dir), dir_mode, "{file_mode}: DIR");
-        assert_eq!(mode_of(&generation), gen_mode, "{file_mode}: generation");
     }
 }
 
@@ -524,15 +532,7 @@ fn a_disk_backed_target_is_refused_78_before_any_request_and_nothing_runs() {
             entries(disk.path())
         );
     }
-    assert!(
-        stack.infisical.requests().is_empty(),
-        "requests were sent: {:?}",
-        stack.infisical.requests()
-    );
-    assert!(
-        stack.agent.calls().is_empty(),
-        "the Workload API was called"
-    );
+    assert_no_request(&stack);
 }
 
 #[test]
@@ -952,15 +952,7 @@ fn an_owner_change_that_is_not_permitted_is_refused_78_before_any_request() {
             assert!(entries(&dir).is_empty(), "{args:?}: {:?}", entries(&dir));
         }
     }
-    assert!(
-        stack.infisical.requests().is_empty(),
-        "requests were sent: {:?}",
-        stack.infisical.requests()
-    );
-    assert!(
-        stack.agent.calls().is_empty(),
-        "the Workload API was called"
-    );
+    assert_no_request(&stack);
 }
 
 /// A link planted where svid-exec writes (the directory, a key's slot, the

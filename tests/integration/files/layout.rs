@@ -74,6 +74,7 @@ fn per_key_files_hold_exact_bytes_at_0400_behind_the_data_link() {
     // Nothing else: no temp links, no leftovers.
     let mut want: Vec<String> = values.iter().map(|(k, _)| (*k).to_owned()).collect();
     want.push("..data".into());
+    want.push("..svid-exec".into());
     want.push(gens[0].clone());
     want.sort();
     assert_eq!(entries(&dir), want);
@@ -101,7 +102,14 @@ fn an_update_swaps_generations_and_drops_old_ones_and_gone_keys_only() {
     assert_eq!(fs::read(dir.join("README")).unwrap(), b"not ours");
     assert_eq!(
         entries(dir),
-        vec![second[0].as_str(), "..data", "A", "C", "README"]
+        vec![
+            second[0].as_str(),
+            "..data",
+            "..svid-exec",
+            "A",
+            "C",
+            "README"
+        ]
     );
 }
 

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use svid_exec_testkit::infisical::Fault;
 
 use super::WAIT;
-use crate::util::{alive, jwt_svid_fetches, wait_for};
+use crate::util::{agent_fetches, alive, wait_for};
 use crate::watch::{stack_with, Watched, RECORDER};
 
 #[test]
@@ -85,7 +85,7 @@ fn shutdown_revokes_the_current_token_without_logging_in_again() {
     // The re-login asks the agent, which is slow now.
     stack.agent.set_latency(Duration::from_secs(60));
     wait_for("the re-login to ask the agent", WAIT, || {
-        (jwt_svid_fetches(&stack) >= 2).then_some(())
+        (agent_fetches(&stack) >= 2).then_some(())
     });
     assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
     let counters = stack.infisical.counters();

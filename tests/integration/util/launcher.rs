@@ -46,6 +46,9 @@ enum Sink {
 /// methods), run with [`Launcher::run`] or [`Launcher::spawn`].
 #[derive(Debug)]
 pub struct Launcher {
+    /// The svid-exec binary: the one under test unless [`Launcher::binary`]
+    /// names another (the load test's `LOAD_BIN`, a release build).
+    binary: PathBuf,
     /// A program that ends by running the binary with its own arguments
     /// (`sh -c '…; exec "$0" "$@"'`, `setpriv … --`, `unshare … --fork`).
     via: Vec<OsString>,
@@ -69,6 +72,7 @@ impl Launcher {
     /// developer's own `INFISICAL_*` cannot leak in), stdin from /dev/null.
     pub fn new() -> Self {
         Self {
+            binary: PathBuf::from(BIN),
             via: Vec::new(),
             args: Vec::new(),
             env: BTreeMap::from([("PATH".into(), PATH.into())]),
@@ -87,6 +91,29 @@ impl Launcher {
         let mut launcher = Self::new();
         launcher.envs(stack.launcher_env());
         launcher
+    }
+
+    /// [`Launcher::on`] `stack` as `svid-exec run [ARGS] -- touch MARKER`
+    /// (a marker in the stack's directory, so the [`Outcome`] says whether
+    /// the program ran), standard output to /dev/null, within `limit`, every
+    /// outcome [audited](Launcher::audited): the set-up of the tests that
+    /// make the launcher fail at start.
+    pub fn run_on(stack: &Stack, limit: Duration) -> Self {
+        let mut launcher = Self::on(stack);
+        launcher
+            .arg("run")
+            .marked_program(stack.dir())
+            .stdout_null()
+            .limit(limit)
+            .audited();
+        launcher
+    }
+
+    /// Runs `binary` instead of the svid-exec under test (e.g. a release
+    /// build, to measure it).
+    pub fn binary(&mut self, binary: impl AsRef<Path>) -> &mut Self {
+        binary.as_ref().clone_into(&mut self.binary);
+        self
     }
 
     /// Starts the binary through `program ARGS…` instead, which must end by
@@ -179,10 +206,10 @@ impl Launcher {
         let mut command = match self.via.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(BIN);
+                command.args(args).arg(&self.binary);
                 command
             }
-            None => Command::new(BIN),
+            None => Command::new(&self.binary),
         };
         command.args(&self.args);
         if let Some(marker) = &self.marker {
@@ -312,6 +339,12 @@ impl Running {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -{n}");
+    }
+
+    /// The marker file of [`Launcher::marked_program`]: its modification
+    /// time says when the program ran.
+    pub fn marker(&self) -> Option<&Path> {
+        self.marker.as_deref()
     }
 
     /// What it printed on stderr so far.

@@ -13,12 +13,22 @@ pub fn secret_requests(stack: &Stack) -> Vec<RequestRecord> {
         .collect()
 }
 
-/// `FetchJWTSVID` calls the agent has received so far.
-pub fn jwt_svid_fetches(stack: &Stack) -> usize {
+/// `FetchJWTSVID` calls the stand-in agent received so far.
+pub fn agent_fetches(stack: &Stack) -> usize {
     stack
         .agent
         .calls()
         .iter()
         .filter(|c| c.method == "FetchJWTSVID")
+        .count()
+}
+
+/// OIDC Auth logins (`POST /api/v1/auth/oidc-auth/login`) served so far.
+pub fn oidc_logins(stack: &Stack) -> usize {
+    stack
+        .infisical
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/auth/oidc-auth/login")
         .count()
 }

@@ -9,6 +9,7 @@
 
 pub mod http;
 pub mod infisical;
+pub mod proxy;
 pub mod tls;
 
 /// Generated Workload API messages and server stubs.

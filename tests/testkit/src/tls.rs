@@ -8,10 +8,15 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A CA and one server certificate for `127.0.0.1`, `::1` and `localhost`.
+/// A host name the server certificate also covers, as a remote server's name
+/// would be: nothing resolves it, `proxy::RecordingProxy` reaches it on loopback.
+pub const REMOTE_NAME: &str = "infisical.test";
+
+/// A CA and one server certificate for `127.0.0.1`, `::1`, `localhost` and [`REMOTE_NAME`].
 pub struct TestCa {
     ca_pem: String,
     ca_der: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
     server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -41,6 +46,9 @@ impl TestCa {
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
+            // A name no resolver knows: reached only through the testkit's
+            // proxy (which connects to loopback), so proxy tests stay local.
+            REMOTE_NAME.to_string(),
         ])
         .expect("server params");
         leaf_params
@@ -52,6 +60,7 @@ impl TestCa {
 
         let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let served = chain.clone();
         let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -63,6 +72,7 @@ impl TestCa {
         Self {
             ca_pem: ca_cert.pem(),
             ca_der: ca_cert.der().clone(),
+            chain: served,
             server_config: Arc::new(server_config),
         }
     }
@@ -75,6 +85,11 @@ impl TestCa {
     /// The CA certificate, DER-encoded.
     pub fn ca_der(&self) -> &CertificateDer<'static> {
         &self.ca_der
+    }
+
+    /// The chain the servers present: their certificate, then the CA's.
+    pub fn server_chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
     }
 
     /// Writes the CA PEM to `dir/ca.pem` and returns the path.

@@ -73,6 +73,18 @@ impl Svid {
     }
 }
 
+/// A lie a misbehaving (or impostor) agent tells in every JWT-SVID it
+/// answers: the answer's `spiffe_id` still names the registration entry and
+/// the request's audiences are still what was asked, but the token says
+/// otherwise. Real SPIRE mints `sub` from the entry and `aud` from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lie {
+    /// Mint the token with this `sub`.
+    Subject(String),
+    /// Mint the token with this `aud` instead of the requested audiences.
+    Audience(Vec<String>),
+}
+
 /// How to start a [`FakeAgent`]. Fields are public; the chained setters are
 /// a convenience.
 #[derive(Debug, Clone)]
@@ -114,6 +126,8 @@ pub struct AgentConfig {
     /// (SPIRE jitters that to 45–55 %; this uses exactly 50 %). Off by
     /// default so every fetch mints a fresh token.
     pub agent_cache: bool,
+    /// Answer JWT-SVIDs whose claims contradict the answer. Default none.
+    pub lie: Option<Lie>,
 }
 
 impl Default for AgentConfig {
@@ -131,6 +145,7 @@ impl Default for AgentConfig {
             latency: Duration::ZERO,
             age: Duration::ZERO,
             agent_cache: false,
+            lie: None,
         }
     }
 }
@@ -219,6 +234,13 @@ impl AgentConfig {
         self.agent_cache = on;
         self
     }
+
+    /// Lies in every JWT-SVID answered.
+    #[must_use]
+    pub fn lie(mut self, lie: Lie) -> Self {
+        self.lie = Some(lie);
+        self
+    }
 }
 
 /// One call the agent received, as recorded by [`FakeAgent::calls`].
@@ -246,6 +268,7 @@ struct Knobs {
     latency: Duration,
     age: Duration,
     agent_cache: bool,
+    lie: Option<Lie>,
     /// (SPIFFE ID, sorted audiences) -> (token, iat, exp).
     cache: HashMap<(String, Vec<String>), (String, u64, u64)>,
 }
@@ -360,6 +383,7 @@ impl FakeAgent {
                 latency: config.latency,
                 age: config.age,
                 agent_cache: config.agent_cache,
+                lie: config.lie,
                 cache: HashMap::new(),
             }),
             calls: Mutex::new(Vec::new()),
@@ -433,6 +457,11 @@ impl FakeAgent {
     /// Mints SVIDs from now on as if issued `age` ago.
     pub fn set_age(&self, age: Duration) {
         self.shared.knobs().age = age;
+    }
+
+    /// Lies (or, with `None`, stops lying) in the JWT-SVIDs answered from now on.
+    pub fn set_lie(&self, lie: Option<Lie>) {
+        self.shared.knobs().lie = lie;
     }
 
     /// Mints a JWT-SVID as `FetchJWTSVID` would, with the current issuer, for
@@ -709,12 +738,20 @@ impl SpiffeWorkloadApi for Agent {
                 .filter(|s| req.spiffe_id.is_empty() || s.spiffe_id == req.spiffe_id)
                 .cloned()
                 .collect();
+            let lie = knobs.lie.clone();
             wanted
                 .into_iter()
-                .map(|s| Jwtsvid {
-                    svid: knobs.token(&self.shared.keys, &s.spiffe_id, &audiences),
-                    spiffe_id: s.spiffe_id,
-                    hint: s.hint.unwrap_or_default(),
+                .map(|s| {
+                    let (sub, aud) = match &lie {
+                        None => (s.spiffe_id.as_str(), audiences.as_slice()),
+                        Some(Lie::Subject(sub)) => (sub.as_str(), audiences.as_slice()),
+                        Some(Lie::Audience(aud)) => (s.spiffe_id.as_str(), aud.as_slice()),
+                    };
+                    Jwtsvid {
+                        svid: knobs.token(&self.shared.keys, sub, aud),
+                        spiffe_id: s.spiffe_id.clone(),
+                        hint: s.hint.unwrap_or_default(),
+                    }
                 })
                 .collect()
         };
@@ -858,6 +895,7 @@ mod tests {
             latency: Duration::ZERO,
             age: Duration::ZERO,
             agent_cache,
+            lie: None,
             cache: HashMap::new(),
         }
     }

@@ -48,6 +48,14 @@ pub enum Fault {
     /// (no `Content-Length`: the client must enforce its own cap while
     /// reading). Generated lazily, so the stand-in's memory stays small.
     HugeBody(u64),
+    /// This status with a JSON error whose message quotes pieces of the
+    /// credential the request carried (the Bearer token, else the body's `jwt`
+    /// or `accessToken`): its first 20 characters, its second and its third
+    /// `.`-separated segment. A careless or hostile server, for scrubbing tests.
+    EchoCredential(u16),
+    /// The handler runs, then every field of this name in its JSON answer, at
+    /// any depth, becomes `null` (`secretValue`, `accessToken`): a server bug.
+    NullField(String),
 }
 
 /// Route classes of the server's rate limiter (§4.3). `/api/status` is exempt.
@@ -88,6 +96,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// Whether an `Authorization` header was present.
     pub authorization_present: bool,
+    /// When the request arrived (load tests: the herd's spread over time).
+    pub at: std::time::SystemTime,
 }
 
 /// The state of a rate-limit window after counting one request.
@@ -286,6 +296,36 @@ async fn mangle(response: Response, fault: &Fault) -> Response {
         .unwrap_or_default();
     let half = bytes.slice(..bytes.len() / 2);
     match fault {
+        Fault::NullField(name) => {
+            fn null(value: &mut serde_json::Value, name: &str) {
+                match value {
+                    serde_json::Value::Object(map) => {
+                        for (k, v) in map.iter_mut() {
+                            if k == name {
+                                *v = serde_json::Value::Null;
+                            } else {
+                                null(v, name);
+                            }
+                        }
+                    }
+                    serde_json::Value::Array(items) => {
+                        for v in items.iter_mut() {
+                            null(v, name);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            null(&mut value, name);
+            let body = serde_json::to_vec(&value).expect("JSON");
+            parts.headers.remove(header::ETAG);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            Response::from_parts(parts, Body::from(body))
+        }
         Fault::GarbageBody => {
             parts.status = StatusCode::OK;
             parts.headers.remove(header::ETAG);
@@ -322,12 +362,49 @@ async fn mangle(response: Response, fault: &Fault) -> Response {
     }
 }
 
+/// The answer of [`Fault::EchoCredential`].
+async fn echo_credential(request: Request, status: u16) -> Response {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches("Bearer ").to_string());
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let from_body = || {
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        v.get("jwt")
+            .or_else(|| v.get("accessToken"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+    };
+    let credential = bearer.or_else(from_body).unwrap_or_default();
+    let head: String = credential.chars().take(20).collect();
+    let segments: Vec<&str> = credential.split('.').collect();
+    let message = format!(
+        "rejected token starting {head}... (payload {}, signature {})",
+        segments.get(1).unwrap_or(&""),
+        segments.get(2).unwrap_or(&"")
+    );
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        code,
+        axum::Json(json!({
+            "reqId": req_id(), "statusCode": status, "message": message,
+            "error": code.canonical_reason().unwrap_or("Error"),
+        })),
+    )
+        .into_response()
+}
+
 /// The middleware.
 pub(crate) async fn layer(
     State(state): State<Arc<super::State>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let at = std::time::SystemTime::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
@@ -337,8 +414,22 @@ pub(crate) async fn layer(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // Every request is logged with the status it was answered.
+    let record = |response: &Response| RequestRecord {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        status: response.status().as_u16(),
+        authorization_present,
+        at,
+    };
 
     let fault = state.lock().faults.take(&path);
+    if let Some(Fault::EchoCredential(status)) = fault {
+        let response = echo_credential(request, status).await;
+        state.lock().faults.log.push(record(&response));
+        return response;
+    }
     let mut early = None;
     let mut post = None;
     match fault {
@@ -396,12 +487,6 @@ pub(crate) async fn layer(
     if let Some(fault) = post {
         response = mangle(response, &fault).await;
     }
-    state.lock().faults.log.push(RequestRecord {
-        method: method.to_string(),
-        path,
-        query,
-        status: response.status().as_u16(),
-        authorization_present,
-    });
+    state.lock().faults.log.push(record(&response));
     response
 }

@@ -421,6 +421,17 @@ impl FakeInfisical {
             .collect()
     }
 
+    /// The current strings of every access token the server still holds,
+    /// revoked ones included (what a test must find nowhere in the logs).
+    pub fn all_token_strings(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .tokens
+            .values()
+            .map(tokens::TokenRecord::current)
+            .collect()
+    }
+
     /// Access tokens currently alive on the server (not revoked, not deleted).
     pub fn live_tokens(&self) -> usize {
         self.state
