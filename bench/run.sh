@@ -238,6 +238,33 @@ for n in "${scales[@]}"; do
   )
 done
 
+# --- templates -------------------------------------------------------------------
+# 100 templates, each naming 10 of the 1,000 secrets, parsed, rendered and
+# written (100 atomic replacements) by one `write`; beside it the same `write`
+# to one JSON file, so the difference is what the templates cost. The outputs
+# go to /dev/shm when it is memory-backed (as they would in production).
+echo "== templates: 100 templates from 1,000 secrets"
+(
+  # shellcheck disable=SC1090
+  . "$work/env-1000"
+  tdir=$work/templates
+  mkdir -p "$tdir"
+  if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then tout=$(mktemp -d /dev/shm/svid-exec-bench.XXXXXX); else tout=$work/rendered; mkdir -p "$tout"; fi
+  flags=""
+  for t in $(seq 0 99); do
+    for k in $(seq 0 9); do printf 'key%d={{ BENCH_SECRET_%05d }}\n' "$k" "$((t * 10 + k))"; done >"$tdir/t$t.j2"
+    flags="$flags --template $tdir/t$t.j2:$tout/t$t"
+  done
+  # shellcheck disable=SC2086
+  "$bin" write -q --allow-non-tmpfs $flags
+  [ "$(ls "$tout" | wc -l)" = 100 ] && grep -q '^key9=' "$tout/t99" ||
+    { echo "bench: the templates were not rendered" >&2; rm -rf "$tout"; exit 1; }
+  hf --warmup 2 --runs "$scale_runs" --export-json "$out/templates.json" \
+    -n "write --json-file" "$bin write -q --allow-non-tmpfs --json-file $tout/all.json" \
+    -n "write, 100 templates" "$bin write -q --allow-non-tmpfs$flags"
+  rm -rf "$tout"
+)
+
 # --- peak RSS ------------------------------------------------------------------
 # /usr/bin/time reports the largest RSS the process ever had (ru_maxrss). Linux
 # keeps that high-water mark across execve (the old image's peak is folded into

@@ -196,7 +196,7 @@ pub struct WriteArgs {
         value_name = "DIR",
         help_heading = "Delivery",
         alias = "files-dir",
-        required_unless_present_any = ["dotenv_file", "json_file"]
+        required_unless_present_any = ["dotenv_file", "json_file", "template"]
     )]
     pub dir: Option<PathBuf>,
 
@@ -461,6 +461,15 @@ pub struct DeliveryArgs {
         value_name = "NAME"
     )]
     pub allow_env_name: Vec<String>,
+
+    /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode); an undefined name is exit 78 (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_TEMPLATES",
+        value_delimiter = ',',
+        value_name = "SRC:DEST[:MODE]"
+    )]
+    pub template: Vec<String>,
 }
 
 /// Supervision (`--watch`).

@@ -29,7 +29,7 @@ use crate::launch::readiness::{Readiness, ReadyFile};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{
-    self, ChildCommand, DeliveryError, Network, Reply, Request, Settings,
+    self, ChildCommand, Content, DeliveryError, Network, Reply, Request, Settings,
 };
 use crate::retry::Transient;
 use crate::secrets::SecretSet;
@@ -79,7 +79,7 @@ pub(super) fn supervise(
             started = start(config, &delivery.delivery, &mut session) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
-        let (secrets, spec) = match outcome {
+        let (content, spec) = match outcome {
             Ok(Ok(started)) => started,
             Ok(Err(err)) => {
                 revoke(&mut session).await;
@@ -103,14 +103,14 @@ pub(super) fn supervise(
         });
         if let Some(child) = &child {
             tracing::info!(
-                secrets = secrets.len(),
+                secrets = content.secrets().len(),
                 program = %child.program.to_string_lossy(),
                 poll_interval = ?settings.poll_interval,
                 "supervising the program"
             );
         } else {
             tracing::info!(
-                secrets = secrets.len(),
+                secrets = content.secrets().len(),
                 poll_interval = ?settings.poll_interval,
                 "keeping the files fresh"
             );
@@ -122,14 +122,14 @@ pub(super) fn supervise(
             poll_bound: settings
                 .poll_interval
                 .clamp(Duration::from_secs(5), CALL_TIMEOUT),
-            last_fetched: Some(secrets.fingerprint()),
+            last_fetched: Some(content.secrets().fingerprint()),
             delivery: delivery.clone(),
         };
         let code = supervise::supervise(
             signals,
             child.as_ref(),
             settings.clone(),
-            secrets,
+            content,
             renew_in,
             network,
             delivery,
@@ -169,11 +169,11 @@ async fn start(
     config: &Config,
     delivery: &Delivery,
     session: &mut Session,
-) -> Result<(SecretSet, FetchSpec), CmdError> {
+) -> Result<(Content, FetchSpec), CmdError> {
     let deadline = Instant::now() + config.startup_timeout;
     let (secrets, spec) = session.start(&config.fetch, deadline).await?;
-    delivery.accept(&secrets)?;
-    Ok((secrets, spec))
+    let fingerprint = delivery.accept(&secrets)?;
+    Ok((Content::new(secrets, fingerprint), spec))
 }
 
 /// The supervisor's network side: one session (token), one fetch request, the
@@ -222,21 +222,24 @@ impl SessionNetwork {
                 Reply::NotModified
             }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                if let Err(err) = self.delivery.delivery.accept(&fetched.secrets) {
+                let fingerprint = match self.delivery.delivery.accept(&fetched.secrets) {
+                    Ok(fingerprint) => fingerprint,
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
-                    return Reply::PollFailed {
-                        reason: format!(
-                            "the new secrets cannot be delivered: {}",
-                            chain_and_hint(&err)
-                        ),
-                        auth: false,
-                    };
-                }
+                    Err(err) => {
+                        return Reply::PollFailed {
+                            reason: format!(
+                                "the new secrets cannot be delivered: {}",
+                                chain_and_hint(&err)
+                            ),
+                            auth: false,
+                        }
+                    }
+                };
                 self.etags = Some(fetched.etags);
                 self.last_fetched = Some(fetched.secrets.fingerprint());
                 self.confirm_if_delivered(self.last_fetched);
-                Reply::Fetched(fetched.secrets)
+                Reply::Fetched(Content::new(fetched.secrets, fingerprint))
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
@@ -317,7 +320,9 @@ impl Network for SessionNetwork {
 
 /// The one [`Delivery`], shared by the supervisor's two sides, with the
 /// fingerprint of the set last written: the network side confirms in DIR's
-/// state file only what the delivery side has written.
+/// state file only what the delivery side has written. (The set's own
+/// fingerprint, not the delivered one templates narrow: a state file exists
+/// only with a per-key directory, which carries the whole set.)
 #[derive(Clone)]
 pub struct Shared {
     delivery: Rc<Delivery>,
@@ -353,7 +358,7 @@ impl supervise::Deliver for Shared {
     }
 
     fn remove_files(&mut self) {
-        if self.delivery.files().is_some() {
+        if self.delivery.writes_files() {
             match self.delivery.remove() {
                 Ok(()) => tracing::info!("removed the secret files"),
                 Err(err) => tracing::warn!(%err, "could not remove the secret files"),

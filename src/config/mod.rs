@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::cli::{self, ValueSource};
 use crate::deliver::env::EnvOptions;
 use crate::deliver::files::FilesOptions;
+use crate::deliver::template::Templates;
 use crate::deliver::{Delivery, DeliveryOptions};
 use crate::error::{ExitClass, Failure, BUG_HINT};
 use crate::infisical::{ApiUrl, AuthMethod, Client, ClientOptions, FetchSpec, ProjectRef};
@@ -32,7 +33,8 @@ use crate::svid::{
     SvidSourceOptions, WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
 };
 use values::{
-    duration, file_mode, file_owner, list, non_empty, non_empty_path, normalise_secret_path, signal,
+    duration, file_mode, file_owner, list, non_empty, non_empty_path, normalise_secret_path,
+    signal, template_spec,
 };
 pub use values::{parse_forward_to, parse_on_change, parse_signal};
 
@@ -466,6 +468,7 @@ fn delivery_options(
     targets.mode = file_mode(&args.file_mode)?;
     targets.owner = args.file_owner.as_deref().map(file_owner).transpose()?;
     targets.allow_non_tmpfs = args.allow_non_tmpfs;
+    let templates = templates(&args.template, &targets)?;
     let files = (!targets.is_empty()).then_some(targets);
     let allowed_names = list("--allow-env-name", args.allow_env_name)?
         .into_iter()
@@ -500,17 +503,32 @@ fn delivery_options(
             })
         }
     };
-    if matches!(task, Task::Run { .. }) && env.is_none() && files.is_none() {
+    if matches!(task, Task::Run { .. }) && env.is_none() && files.is_none() && templates.is_empty()
+    {
         return Err(ConfigError::new(
             "--no-env without a files option delivers nothing",
-            "add --files-dir, --dotenv-file or --json-file, or drop --no-env",
+            "add --files-dir, --dotenv-file, --json-file or --template, or drop --no-env",
         ));
     }
     Ok(DeliveryOptions {
         env,
         files,
+        templates,
         ..DeliveryOptions::default()
     })
+}
+
+/// `--template`: each SRC read and parsed, each DEST checked against the
+/// other outputs, before any network call (written with `files`' mode,
+/// owner and tmpfs rule unless a template gives its own MODE).
+fn templates(raw: &[String], files: &FilesOptions) -> Result<Templates> {
+    let specs = raw
+        .iter()
+        .map(|r| template_spec(r))
+        .collect::<Result<Vec<_>>>()?;
+    // With its cause: "cannot read template X: No such file or directory".
+    Templates::load(&specs, files)
+        .map_err(|e| ConfigError::new(crate::error::chain(&e), e.hint().unwrap_or_default()))
 }
 
 /// The supervisor's settings, checked whether or not `--watch` is given.

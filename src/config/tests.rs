@@ -413,3 +413,55 @@ fn watch_is_refused_for_check_and_write_gets_no_env_delivery() {
     assert!(c.delivery.env.is_none());
     assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
 }
+
+#[test]
+fn template_flags_split_src_dest_and_an_octal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("t.j2");
+    std::fs::write(&src, "{{ A }}").unwrap();
+    let src = src.display().to_string();
+    let specs = |flags: &[&str]| {
+        let mut extra = vec!["--no-env"];
+        for f in flags {
+            extra.extend(["--template", f]);
+        }
+        run_with(&extra).map(|c| {
+            c.delivery
+                .templates
+                .targets()
+                .map(|(s, d, m)| (s.to_owned(), d.to_owned(), m))
+                .collect::<Vec<_>>()
+        })
+    };
+    let got = specs(&[&format!("{src}:/run/a"), &format!("{src}:/run/b:c:0440")]).unwrap();
+    assert_eq!(got[0].1, Path::new("/run/a"));
+    assert_eq!(got[0].2, 0o400, "--file-mode's default");
+    assert_eq!(
+        got[1].1,
+        Path::new("/run/b:c"),
+        "a last part that is not digits is DEST's"
+    );
+    assert_eq!(got[1].2, 0o440);
+    assert!(got[0].0.is_absolute());
+    for (flag, says) in [
+        ("no-colon".to_owned(), "no `:`"),
+        (format!(":{src}"), "SRC is empty"),
+        (format!("{src}:"), "DEST is empty"),
+        (format!("{src}:/run/x:0999"), "not an octal mode"),
+        (format!("{src}:/run/x:0666"), "write bits 0022"),
+        (format!("{src}:memfd:NAME"), "memfd"),
+        (
+            "/no/such/template.j2:/run/x".to_owned(),
+            "cannot read template",
+        ),
+    ] {
+        let err = specs(&[&flag]).unwrap_err();
+        assert!(err.to_string().contains(says), "{flag}: {err}");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+    // Templates alone deliver something: --no-env is fine with them.
+    assert!(specs(&[])
+        .unwrap_err()
+        .to_string()
+        .contains("delivers nothing"));
+}

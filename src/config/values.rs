@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::unistd::{Gid, Uid};
 
 use super::{ConfigError, Result};
+use crate::deliver::template::TemplateSpec;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{ForwardTo, OnChange};
 
@@ -90,6 +91,11 @@ pub(super) fn non_empty_path(flag: &str, path: Option<PathBuf>) -> Result<Option
 
 /// `--file-mode`: octal permission bits within `0777`.
 pub(super) fn file_mode(raw: &str) -> Result<u32> {
+    octal_mode("--file-mode", raw)
+}
+
+/// Octal permission bits within `0777` (`0400`, `440`, `0o400`).
+fn octal_mode(flag: &str, raw: &str) -> Result<u32> {
     let digits = raw.trim();
     let digits = digits
         .strip_prefix("0o")
@@ -98,10 +104,56 @@ pub(super) fn file_mode(raw: &str) -> Result<u32> {
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
         _ => Err(ConfigError::new(
-            format!("--file-mode {raw:?} is not an octal mode within 0777"),
+            format!("{flag} {raw:?} is not an octal mode within 0777"),
             "use an octal permission such as 0400 or 0440",
         )),
     }
+}
+
+/// `--template SRC:DEST[:MODE]`: SRC up to the first `:`; a last part made
+/// of digits only is MODE (octal), anything else belongs to DEST. Both paths
+/// are made absolute, like the other file targets.
+pub(super) fn template_spec(raw: &str) -> Result<TemplateSpec> {
+    let bad = |why: &str| {
+        ConfigError::new(
+            format!("--template {raw:?}: {why}"),
+            "write SRC:DEST or SRC:DEST:MODE, e.g. /etc/app/db.conf.j2:/run/app/db.conf:0440 \
+             (SVID_EXEC_TEMPLATES: comma-separated)",
+        )
+    };
+    let (src, rest) = raw
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| bad("no `:` between SRC and DEST"))?;
+    let (dest, mode) = match rest.rsplit_once(':') {
+        Some((dest, mode))
+            if !mode.is_empty()
+                && mode
+                    .trim_start_matches("0o")
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+        {
+            (dest, Some(octal_mode("--template MODE", mode)?))
+        }
+        _ => (rest, None),
+    };
+    if src.is_empty() {
+        return Err(bad("SRC is empty"));
+    }
+    if dest.is_empty() {
+        return Err(bad("DEST is empty"));
+    }
+    // Reserved for a rendering delivered as a sealed memfd (`SRC:memfd:NAME`).
+    if dest.starts_with("memfd:") {
+        return Err(bad("a memfd DEST is not available; give a file path"));
+    }
+    let absolute =
+        |p: &str| std::path::absolute(p).map_err(|e| bad(&format!("cannot resolve {p} ({e})")));
+    Ok(TemplateSpec {
+        src: absolute(src)?,
+        dest: absolute(dest)?,
+        mode,
+    })
 }
 
 /// `--file-owner`: `UID[:GID]`, numeric.

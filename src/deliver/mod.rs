@@ -10,19 +10,29 @@
 //! - [`Delivery::write`] and [`Delivery::remove`] for the files;
 //! - [`Delivery::env`], the child's environment as an [`EnvPlan`].
 //!
+//! [`Delivery::accept`] also says what the set delivers, as a fingerprint:
+//! the whole set when it goes to the environment or to the files, and each
+//! template's rendering at its DEST. The supervisor compares those, so with
+//! only templates (and `--no-env`) a change to a secret no template uses
+//! rewrites nothing and disturbs nobody.
+//!
 //! A new way of delivering (a template, a memfd, a fallback cache) is one more
 //! module here and one more part that `Delivery` composes in these calls.
 
 pub mod env;
 pub mod files;
 pub mod steering;
+pub mod template;
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 use env::{EnvError, EnvOptions, EnvPlan, EnvSource, ExecLimits};
 use files::{FilesError, FilesOptions};
+use sha2::{Digest, Sha256};
+use template::{Stamps, TemplateError, Templates};
 
 /// What the configuration asks of delivery.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +42,8 @@ pub struct DeliveryOptions {
     pub env: Option<EnvOptions>,
     /// Secrets as files; `None` when no file target is given.
     pub files: Option<FilesOptions>,
+    /// Templates rendered to files (`--template`); empty when none is given.
+    pub templates: Templates,
     /// Keys that must be present (`--require`).
     pub require: Vec<String>,
     /// Accept an empty set (`--allow-empty`).
@@ -59,6 +71,9 @@ pub enum DeliverError {
     /// The child's environment cannot be built.
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// A template cannot be rendered or written.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 impl Failure for DeliverError {
@@ -67,6 +82,7 @@ impl Failure for DeliverError {
             Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
             Self::Files(e) => e.exit_class(),
             Self::Env(e) => e.exit_class(),
+            Self::Template(e) => e.exit_class(),
         }
     }
 
@@ -84,6 +100,7 @@ impl Failure for DeliverError {
             ),
             Self::Files(e) => e.hint(),
             Self::Env(e) => e.hint(),
+            Self::Template(e) => e.hint(),
         }
     }
 }
@@ -95,6 +112,9 @@ pub struct Delivery {
     /// The program's command line (empty without a program): `execve` counts
     /// it with the environment against its limits.
     command_line: Vec<OsString>,
+    /// What was last written to each template DEST, so an unchanged
+    /// rendering is not written again.
+    stamps: RefCell<Stamps>,
 }
 
 impl Delivery {
@@ -104,7 +124,18 @@ impl Delivery {
         Self {
             options,
             command_line,
+            stamps: RefCell::default(),
         }
+    }
+
+    /// The templates (empty when none is given).
+    pub fn templates(&self) -> &Templates {
+        &self.options.templates
+    }
+
+    /// Whether anything is written to files (file targets or templates).
+    pub fn writes_files(&self) -> bool {
+        self.files().is_some() || !self.templates().is_empty()
     }
 
     /// The file targets, if any.
@@ -118,23 +149,40 @@ impl Delivery {
     }
 
     /// Checks what can be checked before anything is fetched: the file
-    /// targets (tmpfs, permissions, planted links, owner).
+    /// targets and the templates' DESTs (tmpfs, permissions, planted links,
+    /// owner). The templates themselves were parsed with the configuration.
     pub fn preflight(&self) -> Result<(), DeliverError> {
-        match self.files() {
-            Some(files) => Ok(files::preflight(files)?),
-            None => Ok(()),
+        if let Some(files) = self.files() {
+            files::preflight(files)?;
         }
+        Ok(self.templates().preflight()?)
     }
 
     /// Refuses a set that must not be delivered, before any of it is: empty
     /// (unless allowed), a `--require`d key missing, an environment the
     /// kernel would refuse with the program's command line, a name that
-    /// cannot be a file.
-    pub fn accept(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
+    /// cannot be a file, a template that does not render with it (an
+    /// undefined name). Returns the fingerprint of what it delivers: equal
+    /// fingerprints mean the program would see nothing different.
+    pub fn accept(&self, secrets: &SecretSet) -> Result<[u8; 32], DeliverError> {
         self.check_present(secrets)?;
         let plan = self.env(secrets)?;
         self.check_fits(&plan)?;
-        self.check_file_names(secrets)
+        self.check_file_names(secrets)?;
+        let templates = self.templates();
+        templates.check_clear_of_keys(self.files().and_then(|f| f.dir.as_deref()), secrets)?;
+        let rendered = templates.render(secrets)?;
+        let mut hasher = Sha256::new();
+        // The environment and the file targets carry every secret.
+        if self.to_env() || self.files().is_some() {
+            hasher.update(b"set");
+            hasher.update(secrets.fingerprint());
+        }
+        if !templates.is_empty() {
+            hasher.update(b"templates");
+            hasher.update(templates.digest(&rendered));
+        }
+        Ok(hasher.finalize().into())
     }
 
     /// Empty (unless `--allow-empty`) or a `--require`d key missing.
@@ -189,19 +237,32 @@ impl Delivery {
         Ok(plan.check_size(&self.command_line, ExecLimits::current())?)
     }
 
-    /// Writes every file target and logs what was written (names and counts,
-    /// never values).
+    /// Writes every file target and every template's DEST (only the DESTs
+    /// whose bytes changed since this process last wrote them) and logs what
+    /// was written (names and counts, never values). Every template is
+    /// rendered before anything is written.
     pub fn write(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
-        let Some(options) = self.files() else {
-            return Ok(());
-        };
-        let written = files::write(secrets, options)?;
-        tracing::info!(
-            files = written.files.len(),
-            dotenv = written.dotenv_file.is_some(),
-            json = written.json_file.is_some(),
-            "secrets written to files"
-        );
+        let rendered = self.templates().render(secrets)?;
+        self.templates().precheck()?;
+        if let Some(options) = self.files() {
+            let written = files::write(secrets, options)?;
+            tracing::info!(
+                files = written.files.len(),
+                dotenv = written.dotenv_file.is_some(),
+                json = written.json_file.is_some(),
+                "secrets written to files"
+            );
+        }
+        if !self.templates().is_empty() {
+            let count = self
+                .templates()
+                .write(&rendered, &mut self.stamps.borrow_mut())?;
+            tracing::info!(
+                written = count.written,
+                unchanged = count.unchanged,
+                "templates rendered"
+            );
+        }
         Ok(())
     }
 
@@ -216,10 +277,10 @@ impl Delivery {
 
     /// Removes what [`Delivery::write`] wrote.
     pub fn remove(&self) -> Result<(), DeliverError> {
-        match self.files() {
-            Some(options) => Ok(files::remove(options)?),
-            None => Ok(()),
+        if let Some(options) = self.files() {
+            files::remove(options)?;
         }
+        Ok(self.templates().remove(&mut self.stamps.borrow_mut())?)
     }
 }
 

@@ -21,5 +21,6 @@ mod readme;
 mod run;
 mod supervise;
 mod svid_diag;
+mod templates;
 mod trust;
 mod watch;

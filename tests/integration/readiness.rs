@@ -3,6 +3,7 @@
 //! `--ready-file` lifecycle (one-shot `write`, `write --watch`, `run
 //! --watch`), and systemd notifications read from a test datagram socket
 //! (READY only once the files are complete, RELOADING/READY around a change,
+//! and with templates only around a change that shows in a rendering,
 //! STOPPING at shutdown, WATCHDOG when asked, STATUS while waiting, and who
 //! sees `NOTIFY_SOCKET`). Every wait is bounded.
 
@@ -16,7 +17,7 @@ use nix::sys::signal::Signal;
 use svid_exec_testkit::infisical::Fault;
 use svid_exec_testkit::stack::{Stack, DEMO_SECRETS};
 
-use crate::util::{parse_env0, tmpfs_scratch, wait_for, Launcher, Scratch};
+use crate::util::{parse_env0, secret_requests, tmpfs_scratch, wait_for, Launcher, Scratch};
 use crate::watch::{set, stack_with, Watched, WAIT};
 
 /// `svid-exec ready ARGS` with nothing but `PATH` in its environment.
@@ -368,6 +369,18 @@ impl NotifySocket {
         got
     }
 
+    /// Stops `sidecar` (SIGTERM, exit 0) and checks the whole story: ready,
+    /// one change announced around its delivery, stopping.
+    fn stop_after_one_change(&mut self, sidecar: &mut Watched) {
+        sidecar.signal(Signal::SIGTERM);
+        self.until("STOPPING=1");
+        assert_eq!(sidecar.finish(), 0, "{}", sidecar.stderr());
+        assert_eq!(
+            self.lines(&["READY=", "RELOADING=", "STOPPING="]),
+            ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+        );
+    }
+
     /// The lines seen so far, in order, that start with one of `keys`.
     fn lines(&self, keys: &[&str]) -> Vec<String> {
         self.seen
@@ -421,17 +434,52 @@ mod sd_notify {
         );
         notify.until("READY=1");
         assert_eq!(fs::read_to_string(dir.join("WATCHED")).unwrap(), "two");
-        sidecar.signal(Signal::SIGTERM);
-        notify.until("STOPPING=1");
-        assert_eq!(sidecar.finish(), 0, "{}", sidecar.stderr());
-        assert_eq!(
-            notify.lines(&["READY=", "RELOADING=", "STOPPING="]),
-            ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
-        );
+        notify.stop_after_one_change(&mut sidecar);
         assert!(
             notify.lines(&["WATCHDOG="]).is_empty(),
             "WATCHDOG=1 without WATCHDOG_USEC"
         );
+    }
+
+    /// Templates only: RELOADING/READY follow what is delivered, not the
+    /// fetched set. A change to a secret no template uses announces nothing;
+    /// one that changes a rendering is announced around its rewrite.
+    #[test]
+    fn write_watch_with_templates_notifies_only_a_change_that_shows_in_a_rendering() {
+        let Some(scratch) = tmpfs_scratch() else {
+            return;
+        };
+        let stack = stack_with((3600, 86_400), false);
+        set(&stack, "UNUSED", "u0");
+        let mut notify = NotifySocket::new();
+        let src = scratch.path().join("a.j2");
+        fs::write(&src, "w={{ WATCHED }}\n").unwrap();
+        let dest = scratch.path().join("out").join("a.conf");
+        let template = format!("{}:{}", src.display(), dest.display());
+        let socket = notify.path.clone();
+        let mut sidecar = Watched::sidecar(&stack, "1s", &["--template", &template], |l| {
+            l.env("NOTIFY_SOCKET", &socket);
+        });
+        notify.until("READY=1");
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "w=one\n");
+        set(&stack, "UNUSED", "u1");
+        // A changed set is applied one settle window (the next poll) after it
+        // is first seen: five polls leave room for that.
+        let reads = secret_requests(&stack).len();
+        wait_for("5 polls", WAIT, || {
+            (secret_requests(&stack).len() >= reads + 5).then_some(())
+        });
+        notify.drain(Duration::from_millis(300));
+        assert_eq!(
+            notify.lines(&["READY=", "RELOADING="]),
+            ["READY=1"],
+            "a change no template shows was announced"
+        );
+        set(&stack, "WATCHED", "two");
+        notify.until("RELOADING=1");
+        notify.until("READY=1");
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "w=two\n");
+        notify.stop_after_one_change(&mut sidecar);
     }
 
     #[test]

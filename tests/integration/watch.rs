@@ -95,6 +95,19 @@ impl Watched {
         Self::start(stack, &args)
     }
 
+    /// `write --watch --poll-interval <poll> [extra]`, the sidecar; `adjust`
+    /// as for [`Watched::start_with`].
+    pub fn sidecar(
+        stack: &Stack,
+        poll: &str,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Launcher),
+    ) -> Self {
+        let mut args = vec!["write", "--watch", "--poll-interval", poll];
+        args.extend_from_slice(extra);
+        Self::start_with(stack, &args, adjust)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

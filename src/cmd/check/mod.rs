@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::{runtime, CmdError};
 use crate::config::{CheckOutput, Config, ConfigError};
 use crate::deliver::env::ExecLimits;
-use crate::deliver::Delivery;
+use crate::deliver::{files, DeliverError, Delivery};
 use crate::error::{chain, Failure};
 use crate::infisical::{AuthMethod, FetchSpec, ProjectRef};
 use crate::secrets::SecretSet;
@@ -92,6 +92,7 @@ async fn steps(config: &Config) -> Report {
     };
     let delivery = config.delivery();
     files_step(&mut report, &delivery, secrets.as_ref());
+    template_steps(&mut report, &delivery, secrets.as_ref());
     environment_step(&mut report, &delivery, secrets.as_ref());
     drop(secrets);
     match session.as_mut() {
@@ -423,10 +424,13 @@ fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretS
         .flatten()
         .map(|p| options.dir.as_ref() != Some(p) || p.exists())
         .collect();
-    let result = delivery.preflight().and_then(|()| match secrets {
-        Some(secrets) => delivery.check_file_names(secrets),
-        None => Ok(()),
-    });
+    // The files alone: each template's DEST has a step of its own.
+    let result = files::preflight(options)
+        .map_err(DeliverError::from)
+        .and_then(|()| match secrets {
+            Some(secrets) => delivery.check_file_names(secrets),
+            None => Ok(()),
+        });
     if let Err(e) = result {
         report.fail_with("files", &e);
         return;
@@ -460,6 +464,29 @@ fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretS
         }
     }
     report.ok("files", detail);
+}
+
+/// One `template DEST` step per `--template`: DEST's directory is usable
+/// (as for `files`), and the template renders with the fetched secrets, in
+/// memory; the rendering is never shown, only "ok" or the exact error.
+fn template_steps(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+    for (src, dest, outcome) in delivery.templates().check_each(secrets) {
+        let name = format!("template {}", dest.display());
+        match (outcome, secrets) {
+            (Err(e), _) => report.fail_with(name, &DeliverError::from(e)),
+            (Ok(()), Some(_)) => report.ok(
+                name,
+                format!("{} renders with the fetched secrets; the target is writable", src.display()),
+            ),
+            (Ok(()), None) => report.skip(
+                name,
+                &format!(
+                    "{} parses and the target is writable; not rendered: the secrets could not be read",
+                    src.display()
+                ),
+            ),
+        }
+    }
 }
 
 /// `environment`: the child's environment (inherited + secrets) against the

@@ -229,9 +229,41 @@ pub fn preflight(opts: &FilesOptions) -> Result<(), FilesError> {
         probe(&TargetDir::open(dir, &DirRules::files(opts))?, opts)?;
     }
     for file in [&opts.dotenv_file, &opts.json_file].into_iter().flatten() {
-        probe(&single::open_parent(file, opts)?, opts)?;
+        preflight_file(file, opts)?;
     }
     Ok(())
+}
+
+/// [`preflight`] for one single-file target (the dotenv and JSON files, a
+/// template's DEST): its directory resolved by [`TargetDir::open`] (created
+/// if only its last component is missing; ours, root's or `--file-owner`'s,
+/// through trusted links only; on tmpfs unless allowed), `file`'s slot free
+/// or our own regular file, and we may create files there and apply `owner`.
+pub(crate) fn preflight_file(file: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    probe(&single::open_parent(file, opts)?, opts)
+}
+
+/// What can be refused about a single-file target without writing (see
+/// `single::precheck`), for a target that is not the dotenv or JSON file.
+pub(crate) fn precheck_file(file: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    single::precheck(file, opts)
+}
+
+/// Replaces `file` with `content` the way the dotenv and JSON files are
+/// written: a temp file in its directory, created exclusively at `opts.mode`
+/// and owner, fsynced, renamed over it.
+pub(crate) fn write_file(
+    file: &Path,
+    content: &[u8],
+    opts: &FilesOptions,
+) -> Result<(), FilesError> {
+    single::write(file, content, opts)
+}
+
+/// Removes a file [`write_file`] wrote (our own regular file only; anything
+/// else is left alone, and a missing one is fine).
+pub(crate) fn remove_file(file: &Path, opts: &FilesOptions) -> Result<(), FilesError> {
+    single::remove(file, opts)
 }
 
 /// The stable path of `key`'s file in the per-key directory `dir`: `DIR/KEY`,
@@ -330,7 +362,9 @@ pub fn remove(opts: &FilesOptions) -> Result<(), FilesError> {
 // ---------------------------------------------------------------------------
 // Checks
 
-fn check_mode(mode: u32) -> Result<(), FilesError> {
+/// `--file-mode` (and a template's MODE): permission bits only, readable by
+/// someone, writable by no one but the owner.
+pub(crate) fn check_mode(mode: u32) -> Result<(), FilesError> {
     if mode & !0o777 != 0 {
         return Err(FilesError::InvalidMode {
             mode,

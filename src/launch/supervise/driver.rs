@@ -18,12 +18,13 @@ use tokio::time::Instant;
 
 use super::process::spawn_child;
 use super::state::{Action, Event, State};
-use super::{ChildCommand, Deliver, Network, OnChange, Reply, Request, Settings, SignalReader};
+use super::{
+    ChildCommand, Content, Deliver, Network, OnChange, Reply, Request, Settings, SignalReader,
+};
 use crate::error::ExitClass;
 use crate::launch::readiness::Readiness;
 use crate::launch::reaper;
 use crate::launch::signals::{self, Signal};
-use crate::secrets::SecretSet;
 use crate::sys;
 
 /// How often the driver reaps even without SIGCHLD. SIGCHLD is blocked and
@@ -117,7 +118,7 @@ pub async fn supervise<N, D>(
     signals: SignalReader,
     child: Option<&ChildCommand>,
     settings: Settings,
-    secrets: SecretSet,
+    secrets: Content,
     renew_in: Option<Duration>,
     network: N,
     delivery: D,

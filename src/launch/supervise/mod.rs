@@ -142,12 +142,54 @@ pub enum Request {
     Revoke,
 }
 
+/// A deliverable set and the fingerprint of what delivering it gives the
+/// program (the set itself when it all goes to the environment or to files;
+/// only the rendered files when templates are all that is delivered). The
+/// state machine acts on a change of fingerprint, so a change that delivers
+/// nothing new restarts nothing.
+pub struct Content {
+    secrets: SecretSet,
+    fingerprint: [u8; 32],
+}
+
+impl Content {
+    /// `secrets` with the fingerprint of what delivering it gives.
+    pub fn new(secrets: SecretSet, fingerprint: [u8; 32]) -> Self {
+        Self {
+            secrets,
+            fingerprint,
+        }
+    }
+
+    /// The secrets.
+    pub fn secrets(&self) -> &SecretSet {
+        &self.secrets
+    }
+
+    /// The fingerprint of what is delivered.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    fn into_parts(self) -> (SecretSet, [u8; 32]) {
+        (self.secrets, self.fingerprint)
+    }
+}
+
+/// Everything in the set is delivered: its own fingerprint.
+impl From<SecretSet> for Content {
+    fn from(secrets: SecretSet) -> Self {
+        let fingerprint = secrets.fingerprint();
+        Self::new(secrets, fingerprint)
+    }
+}
+
 /// The network side's answer to a [`Request`].
 pub enum Reply {
     /// A complete, successful fetch of a deliverable set (the network side answers
     /// `PollFailed` for a set that must not be delivered, such as an empty one
     /// without `--allow-empty`); the state machine compares fingerprints.
-    Fetched(SecretSet),
+    Fetched(Content),
     /// 304: the same content as the previous successful fetch.
     NotModified,
     /// The poll failed. `auth` is set when the token was refused (401, or 403
@@ -170,7 +212,7 @@ pub enum Reply {
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Fetched(set) => write!(f, "Fetched({} secrets)", set.len()),
+            Self::Fetched(content) => write!(f, "Fetched({} secrets)", content.secrets.len()),
             Self::NotModified => f.write_str("NotModified"),
             Self::PollFailed { reason, auth } => write!(f, "PollFailed({reason}, auth={auth})"),
             Self::TokenReady { renew_in } => write!(f, "TokenReady(renew in {renew_in:?})"),

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use drain::{Drain, KILLED_GROUP_WAIT};
 
-use super::{ForwardTo, OnChange, Reply, Request, Settings};
+use super::{Content, ForwardTo, OnChange, Reply, Request, Settings};
 use crate::launch::reaper;
 use crate::launch::signals::{Signal, Target};
 use crate::retry::Backoff;
@@ -168,7 +168,7 @@ impl State {
     /// first actions: write the files, start the child.
     pub fn new(
         settings: Settings,
-        secrets: SecretSet,
+        secrets: Content,
         renew_in: Option<Duration>,
         now: Instant,
     ) -> (Self, Vec<Action>) {
@@ -181,7 +181,7 @@ impl State {
     /// are what `write` produces). Returns the first action: write the files.
     pub fn new_sidecar(
         settings: Settings,
-        secrets: SecretSet,
+        secrets: Content,
         renew_in: Option<Duration>,
         now: Instant,
     ) -> (Self, Vec<Action>) {
@@ -191,13 +191,13 @@ impl State {
 
     fn build(
         settings: Settings,
-        secrets: SecretSet,
+        secrets: Content,
         renew_in: Option<Duration>,
         now: Instant,
         child: Child,
     ) -> Self {
         let rng = fastrand::Rng::with_seed(settings.jitter_seed);
-        let fingerprint = secrets.fingerprint();
+        let (secrets, fingerprint) = secrets.into_parts();
         let mut state = Self {
             settings,
             child,
@@ -467,12 +467,12 @@ impl State {
             return;
         }
         match reply {
-            Reply::Fetched(set) => {
+            Reply::Fetched(content) => {
                 // Any set the network side hands over is deliverable: it refuses
                 // an empty or otherwise undeliverable set itself (PollFailed).
                 self.poll_in_flight = false;
                 self.poll_failures = 0;
-                let fingerprint = set.fingerprint();
+                let (set, fingerprint) = content.into_parts();
                 self.on_content(now, set, fingerprint, out);
             }
             Reply::NotModified => {

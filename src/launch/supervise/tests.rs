@@ -15,8 +15,8 @@ fn set(pairs: &[(&str, &str)]) -> SecretSet {
     SecretSet::from_pairs(pairs)
 }
 
-fn v(value: &str) -> SecretSet {
-    set(&[("DB_PASSWORD", value)])
+fn v(value: &str) -> Content {
+    set(&[("DB_PASSWORD", value)]).into()
 }
 
 fn settings() -> Settings {
@@ -270,9 +270,9 @@ fn a_refused_set_keeps_the_last_good_one_and_any_fetched_set_is_content() {
     assert_eq!(sim.restarts(), 0);
     assert_eq!(sim.state.secrets().fingerprint(), v("one").fingerprint());
     // What it hands over is delivered, an (allowed) empty set included.
-    sim.poll(Reply::Fetched(SecretSet::new()));
+    sim.poll(Reply::Fetched(SecretSet::new().into()));
     assert_eq!(
-        sim.poll(Reply::Fetched(SecretSet::new())),
+        sim.poll(Reply::Fetched(SecretSet::new().into())),
         vec![Action::WriteFiles, stop_child()]
     );
     assert!(sim.state.secrets().is_empty());
@@ -715,5 +715,27 @@ fn a_restart_waits_for_the_old_group_and_a_shutdown_meanwhile_exits() {
             alive: false
         }),
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
+    );
+}
+
+/// Templates alone (with `--no-env`) deliver only their renderings: a set
+/// whose other values changed carries the same fingerprint, and nothing is
+/// written, restarted or signalled for it.
+#[test]
+fn a_change_that_delivers_nothing_new_is_not_acted_on() {
+    let mut sim = Sim::new(settings());
+    let delivered = v("one").fingerprint();
+    for unused in ["a", "b", "c", "d"] {
+        let changed = set(&[("DB_PASSWORD", "one"), ("UNUSED", unused)]);
+        assert!(sim
+            .poll(Reply::Fetched(Content::new(changed, delivered)))
+            .is_empty());
+    }
+    assert!(
+        sim.log
+            .iter()
+            .all(|a| matches!(a, Action::Request(Request::Poll))),
+        "{:?}",
+        sim.log
     );
 }

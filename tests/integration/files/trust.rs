@@ -6,7 +6,9 @@
 //! foreign `..data`, per-key link or dotenv file is refused, naming it); a
 //! `--file-mode` with group/other write bits is refused; a directory created
 //! in a setgid volume keeps its group (fsGroup). (Modes under any umask:
-//! `cli.rs`.)
+//! `cli.rs`.) A template's DEST is a target like the dotenv/JSON files: the
+//! same directory rules, the same refusal of another user's file at DEST
+//! (also when one replaces it under `write --watch`), the same mode check.
 //!
 //! The other user is `nobody` (uid 65534): its steps run through
 //! `setpriv`, so these tests need root (as in CI) and skip, saying so,
@@ -21,7 +23,8 @@ use std::time::Duration;
 use svid_exec_testkit::stack::{Stack, DEMO_SECRETS};
 
 use super::{assert_no_request, entries, generations, mode_of};
-use crate::util::{tmpfs_scratch, Launcher, Outcome, Scratch};
+use crate::util::{tmpfs_scratch, wait_for, Launcher, Outcome, Scratch};
+use crate::watch::{set, stack_with, Watched, WAIT};
 
 /// The other local user.
 const NOBODY: u32 = 65534;
@@ -114,6 +117,19 @@ fn path_arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// `SRC:DEST` for a template of `text` written into `sources`, rendered to
+/// `dest`.
+fn template_of(text: &str, sources: &Path, dest: &Path) -> String {
+    let src = sources.join("app.conf.j2");
+    std::fs::write(&src, text).unwrap();
+    format!("{}:{}", src.display(), dest.display())
+}
+
+/// [`template_of`] a template naming `GREETING`.
+fn template_flag(sources: &Path, dest: &Path) -> String {
+    template_of("greeting={{ GREETING }}\n", sources, dest)
+}
+
 /// Runs `args` and asserts a refusal with 78; a `run` gets a program (its
 /// marker in `scratch`) that must not have started.
 fn refused(stack: &Stack, args: &[&str], scratch: &Path) -> Outcome {
@@ -159,11 +175,14 @@ fn a_target_directory_owned_by_another_user_is_refused_78_before_any_request() {
     let stack = Stack::start();
     let dotenv = theirs.join("app.env");
     let json = theirs.join("app.json");
+    let template = template_flag(scratch.path(), &theirs.join("app.conf"));
     for args in [
         vec!["write", "--dir", path_arg(&theirs)],
         vec!["write", "--dotenv-file", path_arg(&dotenv)],
         vec!["write", "--json-file", path_arg(&json)],
         vec!["run", "--files-dir", path_arg(&theirs)],
+        vec!["write", "--template", &template],
+        vec!["run", "--template", &template],
     ] {
         let out = refused(&stack, &args, &open);
         out.expect_stderr(path_arg(&theirs))
@@ -193,6 +212,7 @@ fn a_symlink_component_owned_by_another_user_is_refused_78() {
     nobody_links(path_arg(&real), &link);
     let stack = Stack::start();
     let through = |rest: &str| format!("{}/{rest}", link.display());
+    let template = template_flag(scratch.path(), Path::new(&through("existing/app.conf")));
     for args in [
         // The link deeper than the target's parent, then as its parent.
         vec!["write", "--dir", &through("existing")],
@@ -200,6 +220,7 @@ fn a_symlink_component_owned_by_another_user_is_refused_78() {
         vec!["write", "--json-file", &through("existing/app.json")],
         vec!["write", "--dir", &through("created")],
         vec!["write", "--dotenv-file", &through("app.env")],
+        vec!["write", "--template", &template],
     ] {
         let out = refused(&stack, &args, &open);
         out.expect_stderr(path_arg(&link))
@@ -436,21 +457,65 @@ fn a_data_link_of_ours_that_points_outside_the_layout_is_refused_78_naming_it() 
     );
 }
 
-/// A dotenv/JSON file that `nobody` put where ours goes is not replaced.
+/// A dotenv/JSON file or a template's DEST that `nobody` put where ours goes
+/// is not replaced.
 #[test]
-fn a_dotenv_or_json_file_of_another_user_is_refused_78_naming_it() {
+fn a_dotenv_json_or_template_file_of_another_user_is_refused_78_naming_it() {
     let Some(scratch) = scratch_as_root() else {
         return;
     };
     let shared = dir_with_mode(&scratch, "shared", 0o1777);
     let stack = Stack::start();
-    for (flag, name) in [("--dotenv-file", "app.env"), ("--json-file", "app.json")] {
+    let template = template_flag(scratch.path(), &shared.join("app.conf"));
+    let dotenv = path_arg(&shared).to_owned() + "/app.env";
+    let json = path_arg(&shared).to_owned() + "/app.json";
+    for (flag, value, name) in [
+        ("--dotenv-file", &dotenv, "app.env"),
+        ("--json-file", &json, "app.json"),
+        ("--template", &template, "app.conf"),
+    ] {
         let file = shared.join(name);
         as_user(NOBODY, &[OsStr::new("touch"), file.as_os_str()]);
-        assert_refused_in_shared_dir(&stack, &shared, &["write", flag, path_arg(&file)], name);
+        assert_refused_in_shared_dir(&stack, &shared, &["write", flag, value], name);
         assert_eq!(std::fs::read(&file).unwrap(), b"", "{flag}");
     }
     assert_no_request(&stack);
+}
+
+/// Under `write --watch`, `nobody` replaces the rendered DEST in a directory
+/// others can write (0777, no sticky bit, as the log line warns): at the next
+/// change the file of theirs is refused, said in the log and left alone,
+/// also when the files are removed at shutdown.
+#[test]
+fn a_template_dest_another_user_replaced_under_watch_is_refused_and_left_alone() {
+    let Some(scratch) = scratch_as_root() else {
+        return;
+    };
+    let dest = dir_with_mode(&scratch, "shared", 0o777).join("app.conf");
+    let template = template_of("w={{ WATCHED }}\n", scratch.path(), &dest);
+    let stack = stack_with((3600, 86_400), false);
+    let mut launcher = Watched::sidecar(&stack, "1s", &["--template", &template], |_| {});
+    wait_for("the first rendering", WAIT, || {
+        std::fs::read_to_string(&dest)
+            .ok()
+            .filter(|s| s == "w=one\n")
+    });
+    let replace = format!("rm -f '{0}' && echo theirs > '{0}'", dest.display());
+    as_user(NOBODY, &["sh", "-c", &replace]);
+    set(&stack, "WATCHED", "two");
+    wait_for("the refusal in the log", WAIT, || {
+        let stderr = launcher.stderr();
+        (stderr.contains(path_arg(&dest)) && stderr.contains(&format!("uid {NOBODY}")))
+            .then_some(())
+    });
+    assert_eq!(launcher.stop(), 0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "theirs\n");
+    assert_eq!(std::fs::metadata(&dest).unwrap().uid(), NOBODY);
+    assert_eq!(
+        entries(dest.parent().unwrap()),
+        ["app.conf"],
+        "a temp file was left"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -464,14 +529,19 @@ fn a_file_mode_with_group_or_other_write_bits_is_refused_78_before_any_request()
     };
     let stack = Stack::start();
     let dir = scratch.path().join("secrets");
+    let template = template_flag(scratch.path(), &dir.join("app.conf"));
     for file_mode in ["0420", "0402", "0660", "0666"] {
-        let out = svid_exec(
-            &stack,
-            &["write", "--dir", path_arg(&dir), "--file-mode", file_mode],
-        )
-        .run();
-        out.expect_code(78).expect_stderr("write");
-        assert!(!dir.exists(), "{file_mode}: the directory was created");
+        // --file-mode, a template's MODE, and --file-mode as a template's default.
+        let with_mode = format!("{template}:{file_mode}");
+        for args in [
+            ["--dir", path_arg(&dir), "--file-mode", file_mode],
+            ["--template", &with_mode, "--file-mode", "0400"],
+            ["--template", &template, "--file-mode", file_mode],
+        ] {
+            let out = svid_exec(&stack, &[&["write"], &args[..]].concat()).run();
+            out.expect_code(78).expect_stderr("write bits");
+            assert!(!dir.exists(), "{args:?}: the directory was created");
+        }
     }
     assert_no_request(&stack);
 }
