@@ -105,7 +105,7 @@ impl Sim {
             let probed = out.contains(&Action::ProbeGroup(pgid));
             out.retain(|a| *a != Action::ProbeGroup(pgid));
             if probed {
-                out.extend(self.ev(Event::GroupProbed { pgid, alive: true }));
+                out.extend(self.probed(pgid, true));
             }
             if !out.is_empty() {
                 return out;
@@ -113,14 +113,16 @@ impl Sim {
         }
     }
 
+    /// The answer to a probe of group `pgid`.
+    fn probed(&mut self, pgid: i32, alive: bool) -> Vec<Action> {
+        self.ev(Event::GroupProbed { pgid, alive })
+    }
+
     /// The child `pid` is reaped, and its process group is found empty: what
     /// the supervisor does next.
     fn gone(&mut self, pid: i32, end: ChildEnd) -> Vec<Action> {
         assert_eq!(self.reaped(pid, end), vec![Action::ProbeGroup(pid)]);
-        self.ev(Event::GroupProbed {
-            pgid: pid,
-            alive: false,
-        })
+        self.probed(pid, false)
     }
 }
 
@@ -362,13 +364,7 @@ fn a_child_that_ignores_the_stop_signal_is_killed_with_its_group() {
             sim.ev(Event::Reply(Reply::NotModified));
             continue;
         }
-        assert_eq!(
-            out,
-            vec![Action::Send {
-                signal: Signal::KILL,
-                to: Target::Group(PID)
-            }]
-        );
+        assert_eq!(out, vec![kill_group(PID)]);
         break;
     }
     assert_eq!(sim.now - stopped_at, Duration::from_secs(5));
@@ -568,6 +564,14 @@ fn stop_group(pgid: i32) -> Action {
     }
 }
 
+/// SIGKILL to the draining group of pid `pgid`.
+fn kill_group(pgid: i32) -> Action {
+    Action::Send {
+        signal: Signal::KILL,
+        to: Target::Group(pgid),
+    }
+}
+
 #[test]
 fn the_rest_of_the_group_is_stopped_before_the_supervisor_exits() {
     let mut sim = Sim::new(settings());
@@ -577,29 +581,18 @@ fn the_rest_of_the_group_is_stopped_before_the_supervisor_exits() {
         vec![Action::ProbeGroup(PID)]
     );
     let started = sim.now;
-    let out = sim.ev(Event::GroupProbed {
-        pgid: PID,
-        alive: true,
-    });
+    let out = sim.probed(PID, true);
     assert_eq!(out, vec![stop_group(PID)]);
     // Asked again until it is gone; nothing else happens meanwhile.
     assert_eq!(sim.tick_next(), vec![Action::ProbeGroup(PID)]);
-    assert!(sim
-        .ev(Event::GroupProbed {
-            pgid: PID,
-            alive: true
-        })
-        .is_empty());
+    assert!(sim.probed(PID, true).is_empty());
     // A reaped member makes it ask at once.
     assert_eq!(
         sim.reaped(4242, ChildEnd::Signaled(Signal::TERM)),
         vec![Action::ProbeGroup(PID)]
     );
     assert_eq!(
-        sim.ev(Event::GroupProbed {
-            pgid: PID,
-            alive: false
-        }),
+        sim.probed(PID, false),
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
     );
     assert!(sim.now - started < Duration::from_secs(5));
@@ -611,19 +604,10 @@ fn a_group_that_ignores_the_stop_signal_is_killed_and_then_given_up_on() {
     let mut sim = Sim::new(settings());
     sim.reaped(PID, ChildEnd::Exited(0));
     let started = sim.now;
-    sim.ev(Event::GroupProbed {
-        pgid: PID,
-        alive: true,
-    });
+    sim.probed(PID, true);
     // Probe after probe says it is still there, until the stop timeout.
     let out = sim.ticks_while_the_group_lives(PID);
-    assert_eq!(
-        out,
-        vec![Action::Send {
-            signal: Signal::KILL,
-            to: Target::Group(PID)
-        }]
-    );
+    assert_eq!(out, vec![kill_group(PID)]);
     assert_eq!(sim.now - started, Duration::from_secs(5));
     // A member that survives SIGKILL (not ours to signal) is given up on.
     let killed = sim.now;
@@ -644,20 +628,9 @@ fn a_group_signalled_with_the_child_is_not_signalled_twice() {
     assert_eq!(sim.ev(Event::Signal(Signal::TERM)), vec![stop_child()]);
     sim.now += Duration::from_secs(1);
     sim.reaped(PID, ChildEnd::Signaled(Signal::TERM));
-    assert!(sim
-        .ev(Event::GroupProbed {
-            pgid: PID,
-            alive: true
-        })
-        .is_empty());
+    assert!(sim.probed(PID, true).is_empty());
     let out = sim.ticks_while_the_group_lives(PID);
-    assert_eq!(
-        out,
-        vec![Action::Send {
-            signal: Signal::KILL,
-            to: Target::Group(PID)
-        }]
-    );
+    assert_eq!(out, vec![kill_group(PID)]);
     assert_eq!(sim.now - stopped_at, Duration::from_secs(5));
     assert_eq!(sim.restarts(), 1, "TERM was sent once");
 }
@@ -682,38 +655,20 @@ fn a_restart_waits_for_the_old_group_and_a_shutdown_meanwhile_exits() {
     );
     sim.reaped(PID, ChildEnd::Signaled(Signal::TERM));
     // Only the child got TERM: its group gets it now, and no new child yet.
-    assert_eq!(
-        sim.ev(Event::GroupProbed {
-            pgid: PID,
-            alive: true
-        }),
-        vec![stop_group(PID)]
-    );
+    assert_eq!(sim.probed(PID, true), vec![stop_group(PID)]);
     assert_eq!(sim.tick_next(), vec![Action::ProbeGroup(PID)]);
-    assert_eq!(
-        sim.ev(Event::GroupProbed {
-            pgid: PID,
-            alive: false
-        }),
-        vec![Action::StartChild]
-    );
+    assert_eq!(sim.probed(PID, false), vec![Action::StartChild]);
     sim.ev(Event::Spawned { pid: 101 });
 
     // The same, with SIGTERM to the supervisor while the old group drains.
     sim.poll(Reply::Fetched(v("three")));
     sim.poll(Reply::Fetched(v("three")));
     sim.reaped(101, ChildEnd::Signaled(Signal::TERM));
-    sim.ev(Event::GroupProbed {
-        pgid: 101,
-        alive: true,
-    });
+    sim.probed(101, true);
     assert!(sim.ev(Event::Signal(Signal::TERM)).is_empty());
     assert_eq!(sim.tick_next(), vec![Action::ProbeGroup(101)]);
     assert_eq!(
-        sim.ev(Event::GroupProbed {
-            pgid: 101,
-            alive: false
-        }),
+        sim.probed(101, false),
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
     );
 }
