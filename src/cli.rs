@@ -1,122 +1,94 @@
-//! The command line as clap types, and nothing else: every flag and environment
-//! variable of the contract (`shared/reference/cli-contract.md`), raw. Values are
-//! kept as strings here on purpose: `config.rs` validates them, so an invalid
-//! value is a configuration error (exit 78) with a hint, not a usage error (2).
+//! The command line as clap types: every flag and environment variable of the
+//! contract (`shared/reference/cli-contract.md`), raw, and [`parse_from`],
+//! which reads them. Values are kept as strings here on purpose: `config.rs`
+//! validates them, so an invalid value is a configuration error (exit 78) with
+//! a hint, not a usage error (2). Where each option applies (command and
+//! `--watch`) is the table in [`scope`].
 
-use std::collections::BTreeMap;
+mod origin;
+pub mod scope;
+
+pub use origin::{Origins, Rejected};
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
+use clap::error::ErrorKind;
 pub use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// `--version` of every command: the version, the commit it was built from
+/// and the Cargo features it was built with (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SVID_EXEC_COMMIT"),
+    ", features: ",
+    env!("SVID_EXEC_FEATURES"),
+    ")"
+);
 
 /// Text appended to the long help of every command.
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
   run      the program's own exit status; a program killed by signal N gives 128+N
   0        write/check: success
-  2        usage error (unknown flag, missing required option)
-  69       unavailable: the Workload API or Infisical could not be reached before --startup-timeout
+  2        usage error from the command-line parser (unknown flag, `run` without `--`)
+  69       unavailable: the Workload API or Infisical could not be reached before --startup-timeout,
+           the agent answered a JWT-SVID that contradicts its answer, or a --jwt-file read did not end
   70       internal error (a bug: please report)
   77       refused: the JWT-SVID was rejected at login, or the identity may not read what was asked
-  78       configuration: invalid value, missing project/env/path, invalid secret name,
-           a secret named like PATH or LD_* (--allow-env-name), environment too large
-           for exec, non-tmpfs target, --mlock refused
+  78       configuration: a missing required option, invalid value, an option that does not
+           apply to the command, missing project/env/path, invalid secret name, a secret
+           named like PATH or LD_* (--allow-env-name), environment too large for exec,
+           non-tmpfs target, --mlock refused
   126      the command exists but could not be executed
   127      the command was not found";
 
 /// Prove this workload's SPIFFE identity to Infisical, fetch a project's
 /// secrets and hand them to a program as environment variables or tmpfs files.
 #[derive(Debug, Parser)]
-#[command(name = "svid-exec", version, after_long_help = EXIT_STATUS, propagate_version = true)]
+#[command(name = "svid-exec", version = VERSION, after_long_help = EXIT_STATUS, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-impl Cli {
-    /// Parses `args` like [`Parser::try_parse_from`], and records in the
-    /// command's [`CommonArgs::sources`] where each value came from (the
-    /// command line, a variable, a default), which the parsed struct alone
-    /// cannot tell.
-    pub fn try_parse_with_sources<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        let mut command = Self::command();
-        let mut matches = command.try_get_matches_from_mut(args)?;
-        // Read before the values (and with them their sources) are taken out
-        // of the matches below.
-        let sources = matches
-            .subcommand()
-            .map(|(_, sub)| ValueSources::record(sub))
-            .unwrap_or_default();
-        let mut cli =
-            Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))?;
-        match &mut cli.command {
-            Command::Run(RunArgs { common, .. })
-            | Command::Write(WriteArgs { common, .. })
-            | Command::Check(CheckArgs { common, .. }) => common.sources = sources,
-            Command::Ready(_) | Command::Completions(_) | Command::Man => {}
-        }
-        Ok(cli)
-    }
-}
-
-/// Where each argument's value came from, by clap argument id (the field's
-/// name: `workload_api_socket`), so that a message can name the setting to
-/// change: the flag, the environment variable, or neither (the default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ValueSources(BTreeMap<String, ValueSource>);
-
-impl ValueSources {
-    /// Every source in `matches`, read before the values are taken out of them.
-    fn record(matches: &ArgMatches) -> Self {
-        Self(
-            matches
-                .ids()
-                .filter_map(|id| {
-                    let id = id.as_str();
-                    Some((id.to_owned(), matches.value_source(id)?))
-                })
-                .collect(),
-        )
-    }
-
-    /// Where the value of argument `id` came from; `None` when it has no
-    /// value, or when the command line was not parsed by
-    /// [`Cli::try_parse_with_sources`].
-    pub fn of(&self, id: &str) -> Option<ValueSource> {
-        self.0.get(id).copied()
-    }
-}
-
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Inject the secrets, then exec the program (or supervise it with --watch).
-    #[command(after_long_help = EXIT_STATUS)]
+    #[command(
+        after_long_help = EXIT_STATUS,
+        display_name = "svid-exec",
+        override_usage = "svid-exec run [OPTIONS] -- <COMMAND>..."
+    )]
     Run(RunArgs),
     /// Write the secrets as files and exit 0 (init container), or keep them fresh with --watch.
-    #[command(after_long_help = EXIT_STATUS)]
+    #[command(after_long_help = EXIT_STATUS, display_name = "svid-exec")]
     Write(WriteArgs),
     /// Diagnose every step (identity, login, paths, targets); prints names, never values.
     // The report is check's output: its progress log lines (INFO) only when
     // asked for with --log-level.
-    #[command(after_long_help = EXIT_STATUS, mut_arg("log_level", |a| a.default_value("warn")))]
+    #[command(
+        after_long_help = EXIT_STATUS,
+        display_name = "svid-exec",
+        mut_arg("log_level", |a| a.default_value("warn"))
+    )]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.
+    #[command(display_name = "svid-exec")]
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout: `svid-exec man | man -l -`.
+    #[command(display_name = "svid-exec")]
     Man,
     /// Exit 0 when DIR holds a complete, current set of files written by
     /// svid-exec, 69 when not yet (saying why), 78 when DIR is not an svid-exec
     /// target: an exec probe (Kubernetes startupProbe/readinessProbe). Reads no
     /// secret and makes no network call.
-    #[command(after_long_help = READY_EXIT_STATUS)]
+    #[command(after_long_help = READY_EXIT_STATUS, display_name = "svid-exec")]
     Ready(ReadyArgs),
 }
 
@@ -126,19 +98,19 @@ EXIT STATUS:
   0        ready: DIR holds a complete generation written by svid-exec (fresh enough for --max-age)
   69       not yet: nothing written yet, an update being published, or older than --max-age
   78       DIR is not an svid-exec target (not a directory, a link, written by another user
-           or by something else), or an invalid --max-age";
+           or by something else), no --dir, or an invalid --max-age";
 
 /// `svid-exec ready`.
 #[derive(Debug, Args)]
 pub struct ReadyArgs {
-    /// The directory that `write --dir` or `--files-dir` fills.
+    /// The directory that `write --dir` or `--files-dir` fills (required).
     #[arg(
         long,
         env = "SVID_EXEC_FILES_DIR",
         value_name = "DIR",
-        alias = "files-dir"
+        visible_alias = "files-dir"
     )]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
 
     /// Also require the files to have been written, or confirmed unchanged by a
     /// poll (`--watch`), within this long (for a readinessProbe).
@@ -152,7 +124,7 @@ pub struct ReadyArgs {
 pub struct ReadinessArgs {
     /// Create this empty file once the first delivery is complete (for `run
     /// --watch`: and the program started); removed at shutdown, left in place
-    /// by a one-shot `write`. Not for `run` without --watch.
+    /// by a one-shot `write`.
     #[arg(long, env = "SVID_EXEC_READY_FILE", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }
@@ -169,16 +141,27 @@ pub struct RunArgs {
         long,
         env = "SVID_EXEC_FILES_DIR",
         value_name = "DIR",
-        help_heading = "Delivery"
+        help_heading = "Delivery",
+        visible_alias = "dir"
     )]
     pub files_dir: Option<PathBuf>,
+
+    /// A program typed without `--` before it (`run env`): never run, but
+    /// caught so the usage error can say where `--` goes ([`parse_from`]).
+    #[arg(hide = true, num_args = 1.., allow_hyphen_values = true, value_name = "PROGRAM")]
+    pub without_dashes: Vec<OsString>,
 
     /// Readiness.
     #[command(flatten)]
     pub readiness: ReadinessArgs,
 
     /// The program to run and its arguments (after `--`). Found through PATH.
-    #[arg(required = true, last = true, value_name = "COMMAND", num_args = 1..)]
+    #[arg(
+        required_unless_present = "without_dashes",
+        last = true,
+        value_name = "COMMAND",
+        num_args = 1..
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -195,8 +178,7 @@ pub struct WriteArgs {
         env = "SVID_EXEC_FILES_DIR",
         value_name = "DIR",
         help_heading = "Delivery",
-        alias = "files-dir",
-        required_unless_present_any = ["dotenv_file", "json_file", "template"]
+        visible_alias = "files-dir"
     )]
     pub dir: Option<PathBuf>,
 
@@ -217,9 +199,14 @@ pub struct CheckArgs {
         long,
         env = "SVID_EXEC_FILES_DIR",
         value_name = "DIR",
-        help_heading = "Delivery"
+        help_heading = "Delivery",
+        visible_alias = "dir"
     )]
     pub files_dir: Option<PathBuf>,
+
+    /// Readiness (taken as `run` and `write` take it; `check` creates no file).
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
 
     /// Report format: `text` (one line per step) or `json`.
     #[arg(
@@ -257,9 +244,6 @@ pub struct CommonArgs {
     /// Output.
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Where each value came from; set by [`Cli::try_parse_with_sources`].
-    #[arg(skip)]
-    pub sources: ValueSources,
 }
 
 /// Identity and server.
@@ -271,7 +255,8 @@ pub struct IdentityArgs {
         long,
         env = "INFISICAL_API_URL",
         default_value = "https://app.infisical.com",
-        value_name = "URL"
+        value_name = "URL",
+        visible_alias = "domain"
     )]
     pub api_url: String,
 
@@ -351,7 +336,12 @@ pub struct IdentityArgs {
 #[allow(clippy::struct_excessive_bools)] // clap flags
 pub struct FetchArgs {
     /// Project (workspace) ID; required unless --project-slug.
-    #[arg(long, env = "INFISICAL_PROJECT_ID", value_name = "ID")]
+    #[arg(
+        long,
+        env = "INFISICAL_PROJECT_ID",
+        value_name = "ID",
+        visible_alias = "projectId"
+    )]
     pub project_id: Option<String>,
 
     /// Project slug, resolved to an ID once at start.
@@ -389,7 +379,8 @@ pub struct FetchArgs {
         long,
         env = "SVID_EXEC_TAGS",
         value_delimiter = ',',
-        value_name = "SLUG"
+        value_name = "SLUG",
+        visible_alias = "tags"
     )]
     pub tag: Vec<String>,
 
@@ -412,6 +403,24 @@ pub struct FetchArgs {
 #[command(next_help_heading = "Delivery")]
 #[allow(clippy::struct_excessive_bools)] // clap flags
 pub struct DeliveryArgs {
+    /// Deliver only these keys, as named in Infisical (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_ONLY",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub only: Vec<String>,
+
+    /// Deliver secret SRC under the name DST (repeatable; env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_MAP",
+        value_delimiter = ',',
+        value_name = "SRC=DST"
+    )]
+    pub map: Vec<String>,
+
     /// Do not put secrets in the child's environment.
     #[arg(long, env = "SVID_EXEC_NO_ENV", value_parser = BoolishValueParser::new())]
     pub no_env: bool,
@@ -485,7 +494,8 @@ pub struct WatchArgs {
         long,
         env = "SVID_EXEC_POLL_INTERVAL",
         default_value = "60s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        visible_alias = "watch-interval"
     )]
     pub poll_interval: String,
 
@@ -554,18 +564,95 @@ pub struct OutputArgs {
     pub log_level: String,
 
     /// Errors only.
-    #[arg(short, long)]
+    #[arg(short, long, visible_alias = "silent")]
     pub quiet: bool,
+}
+
+/// The command line as parsed: the commands and their raw values, the
+/// subcommand's matches (where each value came from: flag, variable or
+/// default) and the options given where they do not apply ([`scope`]).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The command and its raw values. A variable of an option that does not
+    /// apply here is left out: its option has its default.
+    pub command: Command,
+    /// Where each of the subcommand's values came from.
+    pub origins: Origins,
+    /// Options that do not apply to this command or mode, given by flag
+    /// (refused) or by variable (ignored).
+    pub out_of_place: Vec<scope::OutOfPlace>,
+}
+
+/// The clap definition with each command's help showing only the options
+/// that apply to it, and where ([`scope::annotate`]); parsing, `--help`, the
+/// manual page and the completions all use this one.
+pub fn command() -> clap::Command {
+    scope::annotate(Cli::command())
+}
+
+/// Parses `argv` (the program name first). Usage errors (an unknown flag, a
+/// program without `--` before it) are clap's errors, exit 2; everything else
+/// is left to the configuration, which answers 78. A variable of an option
+/// that does not apply to the command or mode is dropped by parsing again
+/// without it, so its option has its default and its value is not checked:
+/// one environment serves `run`, `write` and `check`. A boolean option's
+/// variable that holds no boolean is dropped before parsing and recorded in
+/// the origins ([`Origins::rejected`]), for the configuration to refuse.
+pub fn parse_from(argv: &[OsString]) -> Result<Parsed, clap::Error> {
+    let rejected = origin::rejected_booleans(command());
+    let parser = || origin::without_rejected(command(), &rejected);
+    let mut cmd = parser();
+    let matches = cmd.try_get_matches_from_mut(argv)?;
+    if let Some(("run", run)) = matches.subcommand() {
+        if let Some(typed) = run.get_many::<OsString>("without_dashes") {
+            let typed: Vec<String> = typed.map(|a| a.to_string_lossy().into_owned()).collect();
+            let mut run_cmd = cmd.find_subcommand_mut("run").cloned().unwrap_or_default();
+            return Err(run_cmd.error(
+                ErrorKind::UnknownArgument,
+                format!(
+                    "put -- before the program: svid-exec run [OPTIONS] -- {}",
+                    typed.join(" ")
+                ),
+            ));
+        }
+    }
+    let (out_of_place, drop_env) = scope::out_of_place(&cmd, &matches, &rejected);
+    let matches = if drop_env.is_empty() {
+        matches
+    } else {
+        scope::without_env(parser(), &matches, &drop_env).try_get_matches_from(argv)?
+    };
+    let cli = Cli::from_arg_matches(&matches)?;
+    let mut origins = match matches.subcommand() {
+        Some((name, sub)) => cmd
+            .find_subcommand(name)
+            .map(|def| Origins::new(def, sub))
+            .unwrap_or_default(),
+        None => Origins::default(),
+    };
+    // Those that apply here are refused; the others were found out of place,
+    // and a flag on the command line wins over its variable, whatever it holds.
+    for r in rejected {
+        let ignored = out_of_place
+            .iter()
+            .any(|o| o.variable.is_some() && Some(&o.flag) == origins.flag(&r.id));
+        if !ignored && origins.source(&r.id) != Some(ValueSource::CommandLine) {
+            origins.reject(r);
+        }
+    }
+    Ok(Parsed {
+        command: cli.command,
+        origins,
+        out_of_place,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
-    use super::Cli;
+    use super::command;
 
     #[test]
     fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 }

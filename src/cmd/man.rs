@@ -1,7 +1,8 @@
 //! `svid-exec man` and `svid-exec completions`: text generated from the clap
 //! definition, before (and without) any configuration.
 //!
-//! Both are generated from [`documented`], the parser's definition with what
+//! Both are generated from [`documented`], the parser's definition (each
+//! command's options as `cli::scope` shows them) with what
 //! only documentation needs: the values an option takes (so shells complete
 //! `--auth-method` with `oidc-auth`, not with file names) and what kind of
 //! value the others take (a path, a directory, a URL, or free text that
@@ -12,10 +13,10 @@
 use std::io::Write as _;
 
 use clap::builder::PossibleValuesParser;
-use clap::{Arg, CommandFactory, ValueHint};
+use clap::{Arg, ValueHint};
 
 use super::CmdError;
-use crate::cli::{Cli, Command};
+use crate::cli::{self, Command};
 
 /// The options that take one of a few words, and the words.
 const CHOICES: &[(&str, &[&str])] = &[
@@ -69,7 +70,7 @@ fn documented() -> clap::Command {
         };
         arg.value_hint(hint)
     }
-    let cli = Cli::command().mut_args(describe);
+    let cli = cli::command().mut_args(describe);
     let subcommands: Vec<String> = cli
         .get_subcommands()
         .map(|s| s.get_name().to_owned())

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{self, Command, Parsed};
 use crate::config::{CheckOutput, Config, ConfigError, Task};
 use crate::deliver::{DeliverError, Delivery};
 use crate::error::{chain, ExitClass, Failure, BUG_HINT};
@@ -103,8 +103,9 @@ pub fn main() -> ExitCode {
     let hardened = crate::sys::harden();
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
-    let cli = Cli::try_parse_with_sources(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli.command, hardened))) {
+    let argv: Vec<_> = std::env::args_os().collect();
+    let parsed = cli::parse_from(&argv).unwrap_or_else(|e| e.exit());
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(parsed, hardened))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             report(&error);
@@ -128,50 +129,76 @@ fn install_panic_hook() {
 
 /// Prints the error with its cause chain and hint, once: as
 /// `svid-exec: <chain>` / `svid-exec: hint: <hint>` lines, or as one JSON log
-/// object when the user asked for JSON logs.
+/// object when the user asked for JSON logs. Several configuration problems
+/// are printed as one such pair each, after a line that counts them.
 fn report(error: &CmdError) {
-    let message = chain(error);
-    let hint = error.hint();
+    let code = error.exit_class().code();
+    match error {
+        CmdError::Config(e) if e.problems().len() > 1 => {
+            let problems = e.problems();
+            print_failure(
+                code,
+                &format!("invalid configuration ({} problems)", problems.len()),
+                None,
+            );
+            for (i, problem) in problems.iter().enumerate() {
+                print_failure(
+                    code,
+                    &format!("{}) {}", i + 1, problem.message()),
+                    Some(problem.hint()),
+                );
+            }
+        }
+        _ => print_failure(code, &chain(error), error.hint().as_deref()),
+    }
+}
+
+/// One failure line and its hint line, or one JSON object (no `hint` key
+/// when there is none).
+fn print_failure(exit_code: u8, message: &str, hint: Option<&str>) {
+    let hint = hint.filter(|h| !h.is_empty());
     if crate::logging::active_format() == Some(LogFormat::Json) {
-        tracing::error!(
-            exit_code = error.exit_class().code(),
-            hint = hint.as_deref().unwrap_or(""),
-            "{message}"
-        );
+        if let Some(hint) = hint {
+            tracing::error!(exit_code, hint, "{message}");
+        } else {
+            tracing::error!(exit_code, "{message}");
+        }
         return;
     }
     // Escaped like every text log line: the chain can quote server text or names.
-    eprintln!("svid-exec: {}", crate::logging::escape(&message));
+    eprintln!("svid-exec: {}", crate::logging::escape(message));
     if let Some(hint) = hint {
-        eprintln!("svid-exec: hint: {}", crate::logging::escape(&hint));
+        eprintln!("svid-exec: hint: {}", crate::logging::escape(hint));
     }
 }
 
 /// The commands without configuration first (`man`, `completions`, `ready`),
 /// then the configuration, logging (which reports a failed
 /// [`crate::sys::harden`]), and the command.
-fn dispatch(
-    command: Command,
-    hardened: Result<(), nix::errno::Errno>,
-) -> Result<ExitCode, CmdError> {
-    if let Some(text) = man::generate(&command) {
+fn dispatch(parsed: Parsed, hardened: Result<(), nix::errno::Errno>) -> Result<ExitCode, CmdError> {
+    let command = &parsed.command;
+    if let Some(text) = man::generate(command) {
         print_stdout(&text?)?;
         return Ok(ExitCode::SUCCESS);
     }
     // The probe: no configuration, no logging, nothing but its answer.
-    if let Command::Ready(args) = &command {
+    if let Command::Ready(args) = command {
         return ready::ready(args);
     }
-    let check_output = match &command {
+    let check_output = match command {
         Command::Check(args) if args.output == "json" => Some(CheckOutput::Json),
         Command::Check(_) => Some(CheckOutput::Text),
         _ => None,
     };
-    let config = match Config::from_cli(command) {
+    let config = match Config::from_parsed(parsed) {
         Ok(config) => config,
         // `check` reports an invalid configuration as its first failed step
         // (stdout) and, like every command, as an error on stderr.
         Err(e) => {
+            // The problems go out in the log format asked for, if that was valid.
+            if let Some(log) = e.log_options() {
+                crate::logging::init(log);
+            }
             if let Some(output) = check_output {
                 let code = check::config_failed(&e, output);
                 report(&CmdError::Config(e));
@@ -183,6 +210,9 @@ fn dispatch(
     crate::logging::init(config.log);
     if let Err(err) = hardened {
         tracing::warn!(%err, "could not turn off core dumps and ptrace access for svid-exec");
+    }
+    for note in &config.notes {
+        tracing::debug!("{note}");
     }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -244,7 +274,7 @@ fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdErro
         let (secrets, _spec) = started?;
         Ok::<_, CmdError>(secrets)
     })?;
-    delivery.accept(&secrets)?;
+    let (secrets, _delivered) = delivery.accept(secrets)?;
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)

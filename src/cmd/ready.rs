@@ -23,6 +23,10 @@ pub enum ReadyError {
     /// DIR is not a directory svid-exec writes.
     #[error("{0}")]
     NotATarget(String),
+    /// No DIR (a missing required option is a configuration error, 78,
+    /// like every other command's; clap would have answered 2).
+    #[error("no directory to probe: neither --dir nor SVID_EXEC_FILES_DIR is set")]
+    NoDir,
 }
 
 impl Failure for ReadyError {
@@ -33,6 +37,9 @@ impl Failure for ReadyError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             Self::MaxAge { .. } => "use a duration such as 90s, 5m or 1h".to_owned(),
+            Self::NoDir => "give the directory that `write --dir` or --files-dir fills: \
+                            ready --dir DIR"
+                .to_owned(),
             Self::NotATarget(_) => "point --dir at the directory that `write --dir` or \
                                     --files-dir fills, and probe as the user svid-exec runs as"
                 .to_owned(),
@@ -43,10 +50,15 @@ impl Failure for ReadyError {
 /// Answers the probe.
 pub(super) fn ready(args: &ReadyArgs) -> Result<ExitCode, CmdError> {
     let max_age = args.max_age.as_deref().map(parse_max_age).transpose()?;
-    let (code, line) = match inspect(&args.dir) {
+    let dir = args
+        .dir
+        .as_deref()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or(ReadyError::NoDir)?;
+    let (code, line) = match inspect(dir) {
         Inspection::NotOurs(why) => return Err(ReadyError::NotATarget(why).into()),
         Inspection::NotYet(why) => (ExitClass::Unavailable.code(), format!("not ready: {why}")),
-        Inspection::Current(state) => answer(&args.dir.display().to_string(), &state, max_age),
+        Inspection::Current(state) => answer(&dir.display().to_string(), &state, max_age),
     };
     print_stdout(format!("{line}\n").as_bytes())?;
     Ok(ExitCode::from(code))

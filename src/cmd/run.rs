@@ -28,7 +28,7 @@ pub(super) fn exec(
         program = %program.to_string_lossy(),
         "starting the program"
     );
-    tracing::debug!(names = %plan.delivered_names().join(","), "variables delivered");
+    tracing::debug!(names = ?plan.delivered_names(), "variables delivered");
     let error = exec::exec(program, args, &plan);
     if let Err(e) = delivery.remove() {
         tracing::warn!(

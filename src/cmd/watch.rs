@@ -171,8 +171,8 @@ async fn start(
     session: &mut Session,
 ) -> Result<(Content, FetchSpec), CmdError> {
     let deadline = Instant::now() + config.startup_timeout;
-    let (secrets, spec) = session.start(&config.fetch, deadline).await?;
-    let fingerprint = delivery.accept(&secrets)?;
+    let (fetched, spec) = session.start(&config.fetch, deadline).await?;
+    let (secrets, fingerprint) = delivery.accept(fetched)?;
     Ok((Content::new(secrets, fingerprint), spec))
 }
 
@@ -222,24 +222,24 @@ impl SessionNetwork {
                 Reply::NotModified
             }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                let fingerprint = match self.delivery.delivery.accept(&fetched.secrets) {
-                    Ok(fingerprint) => fingerprint,
+                match self.delivery.delivery.accept(fetched.secrets) {
+                    Ok((secrets, fingerprint)) => {
+                        self.etags = Some(fetched.etags);
+                        // The selected set, as written: what `written` records.
+                        self.last_fetched = Some(secrets.fingerprint());
+                        self.confirm_if_delivered(self.last_fetched);
+                        Reply::Fetched(Content::new(secrets, fingerprint))
+                    }
                     // The ETags stay those of the last good set, so the next poll
                     // fetches (and refuses) this content again rather than "304".
-                    Err(err) => {
-                        return Reply::PollFailed {
-                            reason: format!(
-                                "the new secrets cannot be delivered: {}",
-                                chain_and_hint(&err)
-                            ),
-                            auth: false,
-                        }
-                    }
-                };
-                self.etags = Some(fetched.etags);
-                self.last_fetched = Some(fetched.secrets.fingerprint());
-                self.confirm_if_delivered(self.last_fetched);
-                Reply::Fetched(Content::new(fetched.secrets, fingerprint))
+                    Err(err) => Reply::PollFailed {
+                        reason: format!(
+                            "the new secrets cannot be delivered: {}",
+                            chain_and_hint(&err)
+                        ),
+                        auth: false,
+                    },
+                }
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),

@@ -8,9 +8,15 @@
 //! again: [`Config::session`] and [`Config::delivery`] build the parts.
 //!
 //! Each part is read by its own function from its own flags, independently of
-//! the others; only `check_combinations` looks across parts. The value
-//! parsers are in `values.rs`.
+//! the others; only `check_combinations` looks across parts. Every part is
+//! read even when another failed, and every problem is reported together
+//! (`problems.rs`), each naming where its value came from (flag, variable or
+//! default). Options given where they do not apply were found by the parser
+//! (`cli::scope`): a flag is a problem, a variable a debug note. Delivery's
+//! options are read in `delivery.rs`, the value parsers are in `values.rs`.
 
+mod delivery;
+mod problems;
 mod values;
 
 use std::ffi::OsString;
@@ -19,11 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{self, ValueSource};
-use crate::deliver::env::EnvOptions;
-use crate::deliver::files::FilesOptions;
-use crate::deliver::template::Templates;
 use crate::deliver::{Delivery, DeliveryOptions};
-use crate::error::{ExitClass, Failure, BUG_HINT};
+use crate::error::{Failure, BUG_HINT};
 use crate::infisical::{ApiUrl, AuthMethod, Client, ClientOptions, FetchSpec, ProjectRef};
 use crate::launch::supervise::{OnChange, Settings};
 use crate::logging::{LogFormat, LogOptions};
@@ -32,9 +35,12 @@ use crate::svid::{
     parse_endpoint, parse_spiffe_id, several_audiences, EndpointOrigin, SvidSource,
     SvidSourceOptions, WorkloadApiOptions, DEFAULT_PER_CALL_TIMEOUT,
 };
+use delivery::delivery_options;
+use problems::Problems;
+pub use problems::{ConfigError, Problem};
 use values::{
-    duration, file_mode, file_owner, list, non_empty, non_empty_path, normalise_secret_path,
-    signal, template_spec,
+    duration, is_uuid, list, non_empty, non_empty_path, normalise_secret_path, readable_file,
+    signal,
 };
 pub use values::{parse_forward_to, parse_on_change, parse_signal};
 
@@ -65,6 +71,12 @@ pub struct Config {
     pub log: LogOptions,
     /// Things that are allowed but deserve a warning once logging is up.
     pub warnings: Vec<String>,
+    /// Things to log at debug level once logging is up (variables ignored
+    /// because their option does not apply to this command or mode).
+    pub notes: Vec<String>,
+    /// Where each value came from: also for what is found wrong with a
+    /// value only when a part is built from it ([`Config::session`]).
+    pub origins: cli::Origins,
     /// `--ready-file`: created once the first delivery is complete.
     pub ready_file: Option<PathBuf>,
 }
@@ -97,74 +109,87 @@ pub enum CheckOutput {
     Json,
 }
 
-/// A value that cannot be used; exit 78.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {problem}")]
-pub struct ConfigError {
-    problem: String,
-    hint: String,
-}
-
-impl ConfigError {
-    fn new(problem: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self {
-            problem: problem.into(),
-            hint: hint.into(),
-        }
-    }
-
-    /// A part's own validation failed: its message is the problem, its hint the hint.
-    fn from_part(error: &dyn Failure) -> Self {
-        Self::new(error.to_string(), error.hint().unwrap_or_default())
-    }
-}
-
-impl Failure for ConfigError {
-    /// Always [`ExitClass::Config`].
-    fn exit_class(&self) -> ExitClass {
-        ExitClass::Config
-    }
-
-    fn hint(&self) -> Option<String> {
-        Some(self.hint.clone())
-    }
-}
-
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 impl Config {
-    /// Validates the parsed command line. `completions` and `man` have no
-    /// configuration and are handled before this (it refuses them).
-    pub fn from_cli(command: cli::Command) -> Result<Self> {
-        let ready_file = ready_file(&command)?;
-        let (task, common, dir) = task(command)?;
+    /// Validates the parsed command line, reporting every problem at once.
+    /// `completions` and `man` have no configuration and are handled before
+    /// this (it refuses them).
+    pub fn from_parsed(parsed: cli::Parsed) -> Result<Self> {
+        let cli::Parsed {
+            command,
+            origins,
+            out_of_place,
+        } = parsed;
+        let mut p = Problems::new(&origins);
+        let mut notes = Vec::new();
+        for o in &out_of_place {
+            if o.variable.is_some() {
+                notes.push(format!("{}; ignored", o.problem()));
+            } else {
+                p.push(Problem::new(o.problem(), o.hint()));
+            }
+        }
+        for (id, value) in origins.rejected() {
+            p.push(Problem::new(
+                format!("{}: {value:?} is not a boolean", p.label(id)),
+                "use true or false (or 1/0, yes/no, on/off); unset the variable for the default (off)",
+            ));
+        }
+        let Some((task, common, dir, ready_file)) = task(command, &mut p) else {
+            return Err(p.into_error(None));
+        };
         let mut warnings = Vec::new();
-        let log = log_options(&common.output)?;
-        let login = login_options(&common.identity)?;
-        let svid = svid_options(&common.identity, &common.sources, &mut warnings)?;
-        let client = client_options(&common.identity, &mut warnings)?;
-        let startup_timeout = duration("--startup-timeout", &common.identity.startup_timeout)?;
-        let revoke = !common.identity.no_revoke;
-        let fetch = fetch_template(&common.fetch)?;
-        let mut delivery = delivery_options(&task, common.delivery, dir)?;
-        delivery.require = list("--require", common.fetch.require)?;
-        delivery.allow_empty = common.fetch.allow_empty;
+        let log = log_options(&common.output, &mut p);
+        let login = login_options(&common.identity, &mut p);
+        let svid = svid_options(&common.identity, &mut warnings, &mut p);
+        let client = client_options(&common.identity, &mut warnings, &mut p);
+        let startup_timeout = p.value("startup_timeout", |l| {
+            duration(l, &common.identity.startup_timeout)
+        });
+        let fetch = fetch_template(&common.fetch, &mut p);
+        let delivery = delivery_options(&task, &common, dir, &mut p);
+        let settings = watch_settings(&common.watch, &mut p);
+        let ready_file = p.value("ready_file", |l| non_empty_path(l, ready_file));
+        let parts = (
+            log,
+            login,
+            svid,
+            client,
+            startup_timeout,
+            fetch,
+            delivery,
+            settings,
+            ready_file,
+        );
+        let (
+            Some(log),
+            Some(login),
+            Some(svid),
+            Some(client),
+            Some(startup_timeout),
+            Some(fetch),
+            Some(mut delivery),
+            Some(settings),
+            Some(ready_file),
+        ) = parts
+        else {
+            return Err(p.into_error(log));
+        };
         delivery.scope = format!(
             "{}, environment {}, path {}",
             fetch.project_id,
             fetch.environment,
             fetch.paths.join(",")
         );
-        let settings = watch_settings(&common.watch)?;
+        // Under --watch the supervisor revokes whatever --no-revoke says: the
+        // scope table keeps the flag out of that mode.
+        let revoke = !common.identity.no_revoke;
         let watch = common.watch.watch.then_some(settings);
-        if watch.is_some() && !revoke {
-            warnings.push(
-                "--no-revoke applies to one-shot run and write; the supervisor (--watch) \
-                 revokes every token it replaces and the last one when it stops"
-                    .to_owned(),
-            );
+        check_combinations(&delivery, watch.as_ref(), &mut p);
+        if !p.is_empty() {
+            return Err(p.into_error(Some(log)));
         }
-        check_combinations(&task, &delivery, watch.as_ref())?;
         Ok(Self {
             task,
             svid,
@@ -177,14 +202,20 @@ impl Config {
             watch,
             log,
             warnings,
+            notes,
+            origins,
             ready_file,
         })
     }
 
     /// A session (not logged in yet) for the configured identity: the JWT
-    /// source, the Infisical client and who logs in.
+    /// source, the Infisical client and who logs in. A configured file that
+    /// proves unusable only now (a `--ca-cert` that holds no PEM
+    /// certificate) is named as the user set it, like a problem found
+    /// before: `SVID_EXEC_CA_CERT (--ca-cert): cannot use /x.pem: …`.
     pub fn session(&self) -> Result<Session, SessionError> {
-        let client = Client::new(&self.client)?;
+        let client = Client::new(&self.client)
+            .map_err(|e| e.naming_option(|flag| self.origins.label_of_flag(flag)))?;
         let svid = SvidSource::new(self.svid.clone())?;
         Ok(Session::new(
             Arc::new(client),
@@ -205,115 +236,153 @@ impl Config {
     }
 }
 
-/// The task, the options it shares with the others, and its files directory
-/// (`--files-dir`, or `--dir` for `write`).
-fn task(command: cli::Command) -> Result<(Task, cli::CommonArgs, Option<PathBuf>)> {
+/// The task, the options it shares with the others, its files directory
+/// (`--files-dir`, or `--dir` for `write`) and its `--ready-file` (where it
+/// does not apply, `cli::scope` has refused the flag and dropped the
+/// variable). `None` only for a command without configuration (a bug: they
+/// are handled before).
+fn task(
+    command: cli::Command,
+    p: &mut Problems<'_>,
+) -> Option<(Task, cli::CommonArgs, Option<PathBuf>, Option<PathBuf>)> {
     match command {
         cli::Command::Run(run) => {
             let mut command_line = run.command.into_iter();
-            let program = command_line.next().ok_or_else(|| {
-                ConfigError::new("no command to run", "put the program after `--`")
-            })?;
+            // clap requires at least one value after `--`; it may be empty.
+            let program = command_line.next().unwrap_or_default();
             if program.is_empty() {
-                return Err(ConfigError::new(
+                p.push(Problem::new(
                     "the command to run is empty",
                     "put the program after `--`",
                 ));
             }
             let args = command_line.collect();
-            Ok((Task::Run { program, args }, run.common, run.files_dir))
+            Some((
+                Task::Run { program, args },
+                run.common,
+                run.files_dir,
+                run.readiness.ready_file,
+            ))
         }
-        cli::Command::Write(a) => Ok((Task::Write, a.common, a.dir)),
+        cli::Command::Write(a) => Some((Task::Write, a.common, a.dir, a.readiness.ready_file)),
         cli::Command::Check(a) => {
             let output = match a.output.as_str() {
                 "text" => CheckOutput::Text,
                 "json" => CheckOutput::Json,
                 other => {
-                    return Err(ConfigError::new(
-                        format!("--output {other:?} is not a report format"),
+                    p.push(Problem::new(
+                        format!("--output: {other:?} is not a report format"),
                         "use `text` or `json`",
-                    ))
+                    ));
+                    CheckOutput::Text
                 }
             };
-            Ok((Task::Check { output }, a.common, a.files_dir))
+            Some((
+                Task::Check { output },
+                a.common,
+                a.files_dir,
+                a.readiness.ready_file,
+            ))
         }
         cli::Command::Completions(_) | cli::Command::Man | cli::Command::Ready(_) => {
-            Err(ConfigError::new(
+            p.push(Problem::new(
                 "`completions`, `man` and `ready` take no configuration",
                 BUG_HINT,
-            ))
+            ));
+            None
         }
     }
 }
 
-/// `--ready-file` (`run --watch` and `write`): without `--watch`, `run` execs
-/// the program and is gone, so nothing would ever remove the file.
-fn ready_file(command: &cli::Command) -> Result<Option<PathBuf>> {
-    let (args, exec_mode) = match command {
-        cli::Command::Run(run) => (&run.readiness, !run.common.watch.watch),
-        cli::Command::Write(write) => (&write.readiness, false),
-        _ => return Ok(None),
-    };
-    let path = non_empty_path("--ready-file", args.ready_file.clone())?;
-    if exec_mode && path.is_some() {
-        return Err(ConfigError::new(
-            "--ready-file needs --watch with run",
-            "without --watch svid-exec execs the program and is gone, so nothing would remove \
-             the file: add --watch, or drop --ready-file (check SVID_EXEC_READY_FILE)",
-        ));
-    }
-    Ok(path)
-}
-
-fn log_options(args: &cli::OutputArgs) -> Result<LogOptions> {
-    let format = match args.log_format.to_ascii_lowercase().as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError::new(
-                format!("--log-format {other:?} is not a log format"),
-                "use `text` or `json` (SVID_EXEC_LOG_FORMAT)",
-            ))
+fn log_options(args: &cli::OutputArgs, p: &mut Problems<'_>) -> Option<LogOptions> {
+    let format = p.value("log_format", |l| {
+        match args.log_format.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(Problem::new(
+                format!("{l}: {other:?} is not a log format"),
+                "use `text` or `json`",
+            )),
         }
-    };
-    let level = match args.log_level.to_ascii_lowercase().as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" | "warning" => tracing::Level::WARN,
-        "info" => tracing::Level::INFO,
-        "debug" => tracing::Level::DEBUG,
-        "trace" => tracing::Level::TRACE,
-        other => {
-            return Err(ConfigError::new(
-                format!("--log-level {other:?} is not a log level"),
-                "use one of error, warn, info, debug, trace (SVID_EXEC_LOG_LEVEL)",
-            ))
+    });
+    let level = p.value("log_level", |l| {
+        match args.log_level.to_ascii_lowercase().as_str() {
+            "error" => Ok(tracing::Level::ERROR),
+            "warn" | "warning" => Ok(tracing::Level::WARN),
+            "info" => Ok(tracing::Level::INFO),
+            "debug" => Ok(tracing::Level::DEBUG),
+            "trace" => Ok(tracing::Level::TRACE),
+            other => Err(Problem::new(
+                format!("{l}: {other:?} is not a log level"),
+                "use one of error, warn, info, debug, trace",
+            )),
         }
-    };
+    });
     let level = if args.quiet {
         tracing::Level::ERROR
     } else {
-        level
+        level?
     };
-    Ok(LogOptions { format, level })
+    Some(LogOptions {
+        format: format?,
+        level,
+    })
 }
 
-/// `--identity-id`, `--auth-method`, `--organization-slug`.
-fn login_options(args: &cli::IdentityArgs) -> Result<SessionOptions> {
-    let identity_id = non_empty(args.identity_id.clone()).ok_or_else(|| {
-        ConfigError::new(
-            "no machine identity ID",
-            "set --identity-id or INFISICAL_MACHINE_IDENTITY_ID to the ID of the Infisical machine identity",
-        )
-    })?;
-    let method: AuthMethod = args.auth_method.to_ascii_lowercase().parse().map_err(|_| {
-        ConfigError::new(
-            format!("--auth-method {:?} is not a login method", args.auth_method),
-            "use oidc-auth, jwt-auth or spiffe-auth (INFISICAL_AUTH_METHOD)",
-        )
-    })?;
-    Ok(SessionOptions {
-        method,
-        identity_id,
+/// A required value: trimmed, or a problem saying it is missing (or given
+/// but blank) and how to set it.
+fn required(
+    p: &mut Problems<'_>,
+    id: &str,
+    value: Option<&String>,
+    what: &str,
+    hint: &str,
+) -> Option<String> {
+    let value = non_empty(value.cloned());
+    if value.is_none() {
+        let message = if p.given(id) {
+            format!("{} is empty; {what} is required", p.label(id))
+        } else {
+            format!("no {what}: {}", p.none_set(&[id]))
+        };
+        p.push(Problem::new(message, hint));
+    }
+    value
+}
+
+/// `--identity-id` (a UUID, checked before any network call),
+/// `--auth-method`, `--organization-slug`.
+fn login_options(args: &cli::IdentityArgs, p: &mut Problems<'_>) -> Option<SessionOptions> {
+    let identity_id = required(
+        p,
+        "identity_id",
+        args.identity_id.as_ref(),
+        "machine identity ID",
+        "set it to the ID of the Infisical machine identity (Access Control > Machine Identities)",
+    )
+    .and_then(|id| {
+        p.value("identity_id", |l| {
+            if is_uuid(&id) {
+                Ok(id.clone())
+            } else {
+                Err(Problem::new(
+                    format!("{l}: {id:?} is not a machine identity ID (a UUID such as 1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0)"),
+                    "copy the identity's ID from Infisical (Access Control > Machine Identities), not its name",
+                ))
+            }
+        })
+    });
+    let method: Option<AuthMethod> = p.value("auth_method", |l| {
+        args.auth_method.to_ascii_lowercase().parse().map_err(|_| {
+            Problem::new(
+                format!("{l}: {:?} is not a login method", args.auth_method),
+                "use oidc-auth, jwt-auth or spiffe-auth",
+            )
+        })
+    });
+    Some(SessionOptions {
+        method: method?,
+        identity_id: identity_id?,
         organization_slug: non_empty(args.organization_slug.clone()),
     })
 }
@@ -323,79 +392,120 @@ fn login_options(args: &cli::IdentityArgs) -> Result<SessionOptions> {
 /// (the last two are checked either way).
 fn svid_options(
     args: &cli::IdentityArgs,
-    sources: &cli::ValueSources,
     warnings: &mut Vec<String>,
-) -> Result<SvidSourceOptions> {
-    let audiences: Vec<String> = args.audience.iter().map(|a| a.trim().to_owned()).collect();
-    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-        return Err(ConfigError::new(
-            "an audience is empty",
-            "give --audience a non-empty value (SVID_EXEC_AUDIENCE, comma-separated); the default is `infisical`",
-        ));
-    }
-    let spiffe_id = non_empty(args.spiffe_id.clone())
-        .map(|id| parse_spiffe_id(&id))
-        .transpose()
-        .map_err(|e| ConfigError::from_part(&e))?;
+    p: &mut Problems<'_>,
+) -> Option<SvidSourceOptions> {
+    let audiences = p.value("audience", |l| {
+        let audiences: Vec<String> = args.audience.iter().map(|a| a.trim().to_owned()).collect();
+        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+            Err(Problem::new(
+                format!("{l}: an audience is empty"),
+                "give --audience a non-empty value (comma-separated in SVID_EXEC_AUDIENCE); the default is `infisical`",
+            ))
+        } else {
+            Ok(audiences)
+        }
+    });
+    let spiffe_id = p.value("spiffe_id", |l| {
+        non_empty(args.spiffe_id.clone())
+            .map(|id| parse_spiffe_id(&id))
+            .transpose()
+            .map_err(|e| part_problem(l, &e))
+    });
     if let Some(path) = &args.jwt_file {
-        if path.as_os_str().is_empty() {
-            return Err(ConfigError::new(
-                "--jwt-file is empty",
-                "give the path of a file holding the JWT, or unset SVID_EXEC_JWT_FILE",
+        let path = p.value("jwt_file", |l| {
+            if path.as_os_str().is_empty() {
+                Err(Problem::new(
+                    format!("{l} is empty"),
+                    "give the path of a file holding the JWT, or unset SVID_EXEC_JWT_FILE",
+                ))
+            } else {
+                Ok(path.clone())
+            }
+        });
+        return Some(SvidSourceOptions::File(path?));
+    }
+    let endpoint = p.value("workload_api_socket", |l| {
+        if args.workload_api_socket.trim().is_empty() {
+            return Err(Problem::new(
+                format!("{l}: the Workload API address is empty"),
+                "set --workload-api-socket or SPIFFE_ENDPOINT_SOCKET (e.g. unix:///run/spire/agent.sock), or use --jwt-file",
             ));
         }
-        return Ok(SvidSourceOptions::File(path.clone()));
-    }
-    if args.workload_api_socket.trim().is_empty() {
-        return Err(ConfigError::new(
-            "the Workload API address is empty",
-            "set --workload-api-socket or SPIFFE_ENDPOINT_SOCKET (e.g. unix:///run/spire/agent.sock), or use --jwt-file",
-        ));
-    }
-    let endpoint =
-        parse_endpoint(&args.workload_api_socket).map_err(|e| ConfigError::from_part(&e))?;
-    let origin = match sources.of("workload_api_socket") {
+        parse_endpoint(&args.workload_api_socket).map_err(|e| part_problem(l, &e))
+    });
+    // Where the address came from, for the Workload API's own messages
+    // ("SPIFFE_ENDPOINT_SOCKET is unset … trying the default").
+    let origin = match p.source("workload_api_socket") {
         Some(ValueSource::EnvVariable) => EndpointOrigin::Env,
         Some(ValueSource::DefaultValue) => EndpointOrigin::Default,
-        // The command line, or not recorded (a caller that parsed without sources).
         _ => EndpointOrigin::Flag,
     };
+    let audiences = audiences?;
     warnings.extend(several_audiences(&audiences));
-    Ok(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
-        endpoint,
+    Some(SvidSourceOptions::WorkloadApi(WorkloadApiOptions {
+        endpoint: endpoint?,
         audiences,
-        spiffe_id,
+        spiffe_id: spiffe_id?,
         per_call_timeout: DEFAULT_PER_CALL_TIMEOUT,
         origin,
     }))
 }
 
+/// A part's own validation failed: its message after the label (unless it
+/// already names the option as the label does), its hint.
+fn part_problem(label: &str, error: &dyn Failure) -> Problem {
+    let message = error.to_string();
+    let message = if message.contains(label) {
+        message
+    } else {
+        format!("{label}: {message}")
+    };
+    Problem::new(message, error.hint().unwrap_or_default())
+}
+
 /// `--api-url` (by the client's own rules, [`ApiUrl`]: plain `http://` to a
 /// non-loopback address only with `--allow-insecure-http`, and then with a
 /// warning; a name is checked by the client on the addresses it resolves
-/// to), `--ca-cert` and `--ca-cert-only`.
-fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Result<ClientOptions> {
-    let api_url = if args.allow_insecure_http {
-        ApiUrl::parse_allowing_plain_http(&args.api_url)
-    } else {
-        ApiUrl::parse(&args.api_url)
-    }
-    .map_err(|e| ConfigError::from_part(&e))?;
-    if api_url.is_plain_http_to_remote() {
+/// to), `--ca-cert` (a readable file) and `--ca-cert-only` (only with it).
+fn client_options(
+    args: &cli::IdentityArgs,
+    warnings: &mut Vec<String>,
+    p: &mut Problems<'_>,
+) -> Option<ClientOptions> {
+    let api_url = p.value("api_url", |l| {
+        if args.allow_insecure_http {
+            ApiUrl::parse_allowing_plain_http(&args.api_url)
+        } else {
+            ApiUrl::parse(&args.api_url)
+        }
+        .map_err(|e| part_problem(l, &e))
+    });
+    if let Some(url) = api_url.as_ref().filter(|u| u.is_plain_http_to_remote()) {
         warnings.push(format!(
             "--allow-insecure-http: talking plain HTTP to {}; the access token and secrets cross the network in clear",
-            api_url.host()
+            url.host()
         ));
     }
+    let ca_cert = p.value("ca_cert", |l| {
+        let path = non_empty_path(l, args.ca_cert.clone())?;
+        if let Some(path) = &path {
+            readable_file(l, path)?;
+        }
+        Ok(path)
+    });
     if args.ca_cert_only && args.ca_cert.is_none() {
-        return Err(ConfigError::new(
-            "--ca-cert-only needs --ca-cert: without it nothing would be trusted",
+        p.push(Problem::new(
+            format!(
+                "{} needs --ca-cert: without it nothing would be trusted",
+                p.label("ca_cert_only")
+            ),
             "pass the private CA's PEM bundle with --ca-cert (SVID_EXEC_CA_CERT)",
         ));
     }
-    Ok(ClientOptions {
-        api_url,
-        ca_cert: args.ca_cert.clone(),
+    Some(ClientOptions {
+        api_url: api_url?,
+        ca_cert: ca_cert?,
         ca_cert_only: args.ca_cert_only,
         ..ClientOptions::default()
     })
@@ -403,169 +513,113 @@ fn client_options(args: &cli::IdentityArgs, warnings: &mut Vec<String>) -> Resul
 
 /// What to fetch: the project (ID or slug, resolved later), `--env`,
 /// `--path` (normalised), `--recursive`, `--no-imports`, `--no-expand`, `--tag`.
-fn fetch_template(args: &cli::FetchArgs) -> Result<FetchSpec<ProjectRef>> {
-    let project = match (
-        non_empty(args.project_id.clone()),
-        non_empty(args.project_slug.clone()),
-    ) {
-        (Some(id), None) => ProjectRef::Id(id),
-        (None, Some(slug)) => ProjectRef::Slug(slug),
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                "both --project-id and --project-slug are set",
-                "give one of them (check INFISICAL_PROJECT_ID and INFISICAL_PROJECT_SLUG in the environment)",
-            ))
-        }
-        (None, None) => {
-            return Err(ConfigError::new(
-                "no project",
-                "set --project-id (INFISICAL_PROJECT_ID) or --project-slug (INFISICAL_PROJECT_SLUG)",
-            ))
-        }
-    };
-    let environment = non_empty(args.environment.clone()).ok_or_else(|| {
-        ConfigError::new(
-            "no environment",
-            "set --env or INFISICAL_ENVIRONMENT to the environment slug, e.g. prod",
-        )
-    })?;
-    let paths = args
-        .path
-        .iter()
-        .map(|p| normalise_secret_path(p))
-        .collect::<Result<Vec<_>>>()?;
-    let paths = if paths.is_empty() {
-        vec!["/".to_owned()]
-    } else {
-        paths
-    };
-    Ok(FetchSpec {
-        project_id: project,
-        environment,
-        paths,
+fn fetch_template(args: &cli::FetchArgs, p: &mut Problems<'_>) -> Option<FetchSpec<ProjectRef>> {
+    let project = project(args, p);
+    let environment = required(
+        p,
+        "environment",
+        args.environment.as_ref(),
+        "environment",
+        "set it to the environment's slug, e.g. prod",
+    );
+    let paths = p.value("path", |l| {
+        let paths = args
+            .path
+            .iter()
+            .map(|raw| normalise_secret_path(l, raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(if paths.is_empty() {
+            vec!["/".to_owned()]
+        } else {
+            paths
+        })
+    });
+    let tags = p.value("tag", |l| list(l, &args.tag));
+    Some(FetchSpec {
+        project_id: project?,
+        environment: environment?,
+        paths: paths?,
         recursive: args.recursive,
         include_imports: !args.no_imports,
         expand: !args.no_expand,
-        tags: list("--tag", args.tag.clone())?,
+        tags: tags?,
     })
 }
 
-/// The file targets and their mode and owner, and the environment options.
-/// `--require` and `--allow-empty` (what-to-fetch flags that delivery
-/// enforces) are added by [`Config::from_cli`].
-fn delivery_options(
-    task: &Task,
-    args: cli::DeliveryArgs,
-    dir: Option<PathBuf>,
-) -> Result<DeliveryOptions> {
-    let mut targets = FilesOptions {
-        dir: non_empty_path("--files-dir", dir)?,
-        dotenv_file: non_empty_path("--dotenv-file", args.dotenv_file)?,
-        json_file: non_empty_path("--json-file", args.json_file)?,
-        ..FilesOptions::default()
-    };
-    // Checked even without a target, so a typo is not silently ignored.
-    targets.mode = file_mode(&args.file_mode)?;
-    targets.owner = args.file_owner.as_deref().map(file_owner).transpose()?;
-    targets.allow_non_tmpfs = args.allow_non_tmpfs;
-    let templates = templates(&args.template, &targets)?;
-    let files = (!targets.is_empty()).then_some(targets);
-    let allowed_names = list("--allow-env-name", args.allow_env_name)?
-        .into_iter()
-        .collect();
-    let prefix = args.env_prefix.unwrap_or_default();
-    if prefix.contains('=') || prefix.contains('\0') {
-        return Err(ConfigError::new(
-            format!("--env-prefix {prefix:?} contains `=` or NUL"),
-            "a variable name cannot contain `=`; use letters, digits and `_`",
-        ));
-    }
-    if args.env_file_refs && files.as_ref().and_then(|f| f.dir.as_ref()).is_none() {
-        return Err(ConfigError::new(
-            "--env-file-refs needs --files-dir",
-            "KEY_FILE=<path> points at one file per secret; add --files-dir DIR (a tmpfs)",
-        ));
-    }
-    let env = match task {
-        Task::Write => None,
-        Task::Run { .. } | Task::Check { .. } => {
-            if args.no_env && args.env_file_refs {
-                return Err(ConfigError::new(
-                    "--no-env and --env-file-refs contradict each other",
-                    "--env-file-refs puts KEY_FILE=<path> in the environment; drop one of them",
-                ));
+/// `--project-id` (a UUID) or `--project-slug`, exactly one.
+fn project(args: &cli::FetchArgs, p: &mut Problems<'_>) -> Option<ProjectRef> {
+    match (
+        non_empty(args.project_id.clone()),
+        non_empty(args.project_slug.clone()),
+    ) {
+        (Some(id), None) => p.value("project_id", |l| {
+            if is_uuid(&id) {
+                Ok(ProjectRef::Id(id.clone()))
+            } else {
+                Err(Problem::new(
+                    format!("{l}: {id:?} is not a project ID (a UUID such as 7c1d9a4e-5b2f-4e8a-9c3d-2f6b8e1a4d70)"),
+                    format!("did you mean --project-slug {id}? (INFISICAL_PROJECT_SLUG); a project's ID is in its settings in Infisical"),
+                ))
             }
-            (!args.no_env).then_some(EnvOptions {
-                prefix,
-                override_inherited: !args.no_override,
-                file_refs: args.env_file_refs,
-                allowed_names,
-            })
+        }),
+        (None, Some(slug)) => Some(ProjectRef::Slug(slug)),
+        (Some(_), Some(_)) => {
+            p.push(Problem::new(
+                format!(
+                    "both {} and {} are set",
+                    p.label("project_id"),
+                    p.label("project_slug")
+                ),
+                "give one of them",
+            ));
+            None
         }
-    };
-    if matches!(task, Task::Run { .. }) && env.is_none() && files.is_none() && templates.is_empty()
-    {
-        return Err(ConfigError::new(
-            "--no-env without a files option delivers nothing",
-            "add --files-dir, --dotenv-file, --json-file or --template, or drop --no-env",
-        ));
+        (None, None) => {
+            p.push(Problem::new(
+                format!(
+                    "no project: {}",
+                    p.none_set(&["project_id", "project_slug"])
+                ),
+                "set the project's ID (--project-id) or its slug (--project-slug)",
+            ));
+            None
+        }
     }
-    Ok(DeliveryOptions {
-        env,
-        files,
-        templates,
-        ..DeliveryOptions::default()
-    })
 }
 
-/// `--template`: each SRC read and parsed, each DEST checked against the
-/// other outputs, before any network call (written with `files`' mode,
-/// owner and tmpfs rule unless a template gives its own MODE).
-fn templates(raw: &[String], files: &FilesOptions) -> Result<Templates> {
-    let specs = raw
-        .iter()
-        .map(|r| template_spec(r))
-        .collect::<Result<Vec<_>>>()?;
-    // With its cause: "cannot read template X: No such file or directory".
-    Templates::load(&specs, files)
-        .map_err(|e| ConfigError::new(crate::error::chain(&e), e.hint().unwrap_or_default()))
-}
-
-/// The supervisor's settings, checked whether or not `--watch` is given.
-fn watch_settings(args: &cli::WatchArgs) -> Result<Settings> {
-    let mut settings = Settings::new(duration("--poll-interval", &args.poll_interval)?);
-    settings.on_change = parse_on_change(&args.on_change)?;
-    settings.stop_signal = signal("--stop-signal", &args.stop_signal)?;
-    settings.stop_timeout = duration("--stop-timeout", &args.stop_timeout)?;
-    settings.forward_to = parse_forward_to(&args.forward_to)?;
+/// The supervisor's settings, checked whether or not `--watch` is given
+/// (unless their variables were dropped as not applying: then defaults).
+fn watch_settings(args: &cli::WatchArgs, p: &mut Problems<'_>) -> Option<Settings> {
+    let poll = p.value("poll_interval", |l| duration(l, &args.poll_interval));
+    let on_change = p.value("on_change", |l| parse_on_change(l, &args.on_change));
+    let stop_signal = p.value("stop_signal", |l| signal(l, &args.stop_signal));
+    let stop_timeout = p.value("stop_timeout", |l| duration(l, &args.stop_timeout));
+    let forward_to = p.value("forward_to", |l| parse_forward_to(l, &args.forward_to));
+    let mut settings = Settings::new(poll?);
+    settings.on_change = on_change?;
+    settings.stop_signal = stop_signal?;
+    settings.stop_timeout = stop_timeout?;
+    settings.forward_to = forward_to?;
     settings.mlock = args.mlock;
-    Ok(settings)
+    Some(settings)
 }
 
 /// What is valid alone but not together.
-fn check_combinations(
-    task: &Task,
-    delivery: &DeliveryOptions,
-    watch: Option<&Settings>,
-) -> Result<()> {
+fn check_combinations(delivery: &DeliveryOptions, watch: Option<&Settings>, p: &mut Problems<'_>) {
     let Some(watch) = watch else {
-        return Ok(());
+        return;
     };
-    if matches!(task, Task::Check { .. }) {
-        return Err(ConfigError::new(
-            "--watch does not apply to check",
-            "use --watch with run or write (check SVID_EXEC_WATCH in the environment)",
-        ));
-    }
     let env_values = delivery.env.as_ref().is_some_and(|e| !e.file_refs);
     if env_values && matches!(watch.on_change, OnChange::Signal(_)) {
-        return Err(ConfigError::new(
-            "--on-change signal:<SIG> cannot update secrets delivered in the environment",
+        p.push(Problem::new(
+            format!(
+                "{} signal:<SIG> cannot update secrets delivered in the environment",
+                p.label("on_change")
+            ),
             "a signal cannot change a running program's environment: use --on-change restart, \
              or deliver files (--files-dir with --no-env or --env-file-refs)",
         ));
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,20 +3,25 @@
 
 use std::path::Path;
 
-use clap::Parser;
 use nix::unistd::{Gid, Uid};
 
 use super::*;
+use crate::deliver::env::EnvOptions;
+use crate::error::ExitClass;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::ForwardTo;
+use crate::secrets::Selection;
+
+const IDENTITY: &str = "1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+const PROJECT: &str = "7c1d9a4e-5b2f-4e8a-9c3d-2f6b8e1a4d70";
 
 const BASE: &[&str] = &[
     "svid-exec",
     "run",
     "--identity-id",
-    "id-1",
+    IDENTITY,
     "--project-id",
-    "p-1",
+    PROJECT,
     "--env",
     "prod",
 ];
@@ -38,8 +43,9 @@ fn run_with(extra: &[&str]) -> Result<Config> {
 }
 
 fn parse(argv: &[&str]) -> Result<Config> {
-    let cli = cli::Cli::try_parse_from(argv).expect("argv parses");
-    Config::from_cli(cli.command)
+    let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+    let parsed = cli::parse_from(&argv).expect("argv parses");
+    Config::from_parsed(parsed)
 }
 
 #[test]
@@ -236,13 +242,8 @@ fn valid_values_are_typed() {
 
 #[test]
 fn the_workload_api_address_keeps_where_it_came_from() {
-    let origin = |extra: &[&str]| {
-        let mut argv: Vec<&str> = BASE.to_vec();
-        argv.extend_from_slice(extra);
-        argv.extend_from_slice(&["--", "true"]);
-        let cli = cli::Cli::try_parse_with_sources(argv).expect("argv parses");
-        workload(&Config::from_cli(cli.command).unwrap()).origin
-    };
+    // Read from the parser's origins, the same ones configuration errors name.
+    let origin = |extra: &[&str]| workload(&run_with(extra).unwrap()).origin;
     let flag = ["--workload-api-socket", "unix:///run/spire/agent.sock"];
     assert_eq!(origin(&flag), EndpointOrigin::Flag);
     // The variable's case is the binary's (tests/integration/svid_diag.rs):
@@ -250,11 +251,6 @@ fn the_workload_api_address_keeps_where_it_came_from() {
     if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_none() {
         assert_eq!(origin(&[]), EndpointOrigin::Default);
     }
-    // Parsed without sources (as the other tests here do): the flag.
-    assert_eq!(
-        workload(&run_with(&[]).unwrap()).origin,
-        EndpointOrigin::Flag
-    );
 }
 
 #[test]
@@ -324,17 +320,29 @@ fn signal_names_numbers_and_prefixes_parse_alike() {
 
 #[test]
 fn on_change_and_forward_to_parse_their_documented_forms() {
-    assert_eq!(parse_on_change("restart").unwrap(), OnChange::Restart);
-    assert_eq!(parse_on_change(" None ").unwrap(), OnChange::None);
     assert_eq!(
-        parse_on_change("signal:HUP").unwrap(),
+        parse_on_change("--on-change", "restart").unwrap(),
+        OnChange::Restart
+    );
+    assert_eq!(
+        parse_on_change("--on-change", " None ").unwrap(),
+        OnChange::None
+    );
+    assert_eq!(
+        parse_on_change("--on-change", "signal:HUP").unwrap(),
         OnChange::Signal(Signal::HUP)
     );
-    assert!(parse_on_change("signal:NOPE").is_err());
-    assert!(parse_on_change("reload").is_err());
-    assert_eq!(parse_forward_to("group").unwrap(), ForwardTo::Group);
-    assert_eq!(parse_forward_to("Child").unwrap(), ForwardTo::Child);
-    assert!(parse_forward_to("pid").is_err());
+    assert!(parse_on_change("--on-change", "signal:NOPE").is_err());
+    assert!(parse_on_change("--on-change", "reload").is_err());
+    assert_eq!(
+        parse_forward_to("--forward-to", "group").unwrap(),
+        ForwardTo::Group
+    );
+    assert_eq!(
+        parse_forward_to("--forward-to", "Child").unwrap(),
+        ForwardTo::Child
+    );
+    assert!(parse_forward_to("--forward-to", "pid").is_err());
 }
 
 #[test]
@@ -361,7 +369,7 @@ fn bad_watch_values_are_config_errors_that_say_what_to_use() {
     for (args, says) in [
         (
             &["--stop-signal", "RTMIN+999"][..],
-            "--stop-signal \"RTMIN+999\" is not a signal",
+            "--stop-signal: \"RTMIN+999\" is not a signal",
         ),
         (
             &["--on-change", "signal:NOPE"][..],
@@ -369,49 +377,121 @@ fn bad_watch_values_are_config_errors_that_say_what_to_use() {
         ),
         (
             &["--on-change", "reload"][..],
-            "--on-change \"reload\" is not an action",
+            "--on-change: \"reload\" is not an action",
         ),
         (
             &["--forward-to", "parent"][..],
-            "--forward-to \"parent\" is not a target",
+            "--forward-to: \"parent\" is not a target",
         ),
     ] {
-        let err = run_with(args).unwrap_err();
+        let mut args = args.to_vec();
+        args.push("--watch");
+        let err = run_with(&args).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
         assert!(err.to_string().contains(says), "{args:?}: {err}");
         assert_eq!(err.exit_class().code(), 78, "{args:?}");
     }
 }
 
+/// `svid-exec COMMAND` with a valid identity, project and environment, then `extra`.
+fn command_with(command: &str, extra: &[&str]) -> Result<Config> {
+    let mut argv = vec!["svid-exec", command];
+    argv.extend_from_slice(&BASE[2..]);
+    argv.extend_from_slice(extra);
+    parse(&argv)
+}
+
 #[test]
-fn watch_is_refused_for_check_and_write_gets_no_env_delivery() {
+fn check_takes_watch_and_checks_the_supervisor_settings_and_write_gets_no_env_delivery() {
+    let c = command_with("check", &["--watch", "--stop-signal", "QUIT"]).unwrap();
+    assert_eq!(c.watch.unwrap().stop_signal, Signal::QUIT);
+    let err = command_with("check", &["--watch", "--stop-signal", "NOPE"]).unwrap_err();
+    assert!(err.to_string().contains("--stop-signal"), "{err}");
+    let err = command_with("check", &["--stop-signal", "QUIT"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--stop-signal does not apply to check (only to run --watch)"),
+        "{err}"
+    );
+    let c = command_with("write", &["--dir", "/run/s"]).unwrap();
+    assert!(c.delivery.env.is_none());
+    assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_each_with_its_hint() {
     let err = parse(&[
-        "svid-exec",
-        "check",
-        "--identity-id",
-        "i",
-        "--project-id",
-        "p",
-        "--env",
-        "e",
-        "--watch",
-    ])
-    .unwrap_err();
-    assert!(err.to_string().contains("--watch does not apply to check"));
-    let c = parse(&[
         "svid-exec",
         "write",
         "--identity-id",
-        "i",
+        "my-identity",
         "--project-id",
-        "p",
-        "--env",
-        "e",
-        "--dir",
-        "/run/s",
+        "billing",
+        "--file-mode",
+        "0999",
+        "--env-prefix",
+        "APP_",
+    ])
+    .unwrap_err();
+    let problems: Vec<&str> = err.problems().iter().map(Problem::message).collect();
+    assert_eq!(
+        problems,
+        [
+            "--env-prefix does not apply to write (only to run)",
+            "--identity-id: \"my-identity\" is not a machine identity ID (a UUID such as \
+             1f0e2d3c-4b5a-4968-8776-a5b4c3d2e1f0)",
+            "--project-id: \"billing\" is not a project ID (a UUID such as \
+             7c1d9a4e-5b2f-4e8a-9c3d-2f6b8e1a4d70)",
+            "no environment: neither --env nor INFISICAL_ENVIRONMENT is set",
+            "--file-mode: \"0999\" is not an octal mode within 0777",
+            "write has nothing to write: no --dir, --dotenv-file, --json-file or --template",
+        ]
+    );
+    assert!(err.problems()[2]
+        .hint()
+        .contains("did you mean --project-slug billing?"));
+    assert!(err.problems().iter().all(|p| !p.hint().is_empty()));
+    assert_eq!(err.exit_class(), ExitClass::Config);
+}
+
+#[test]
+fn only_and_map_are_parsed_and_clashing_names_refused_before_fetching() {
+    let c = run_with(&[
+        "--only",
+        "A, B",
+        "--map",
+        "db-pass=DB_PASS,x=Y",
+        "--map",
+        "B=C",
     ])
     .unwrap();
-    assert!(c.delivery.env.is_none());
-    assert_eq!(c.delivery.files.unwrap().dir.unwrap(), Path::new("/run/s"));
+    assert_eq!(
+        c.delivery.selection,
+        Selection::new(
+            vec!["A".into(), "B".into()],
+            vec![
+                ("db-pass".into(), "DB_PASS".into()),
+                ("x".into(), "Y".into()),
+                ("B".into(), "C".into())
+            ]
+        )
+    );
+    for (args, says) in [
+        (&["--map", "A"][..], "--map: \"A\" is not SRC=DST"),
+        (&["--map", "=B"][..], "is not SRC=DST"),
+        (&["--map", "A=B="][..], "is not SRC=DST"),
+        (&["--only", "A,,B"][..], "--only has an empty entry"),
+        (&["--map", "A=X,B=X"][..], "X (from A and B)"),
+        (
+            &["--only", "X", "--map", "A=X"][..],
+            "X (from A and X, which --only delivers)",
+        ),
+    ] {
+        let err = run_with(args).unwrap_err();
+        assert!(err.to_string().contains(says), "{args:?}: {err}");
+    }
+    // A swap is not a clash.
+    run_with(&["--only", "A,B", "--map", "A=B,B=A"]).unwrap();
 }
 
 #[test]

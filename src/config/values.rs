@@ -1,13 +1,14 @@
-//! The value parsers of the configuration: durations, lists, secret paths,
-//! file targets, modes and owners, signals and the supervisor's actions. Each
-//! checks one value and says which flag it came from.
+//! The value parsers of the configuration: durations, lists, IDs, secret
+//! paths, renames, file targets, modes and owners, signals and the
+//! supervisor's actions. Each checks one value; its message starts with the
+//! option's label (the flag, or the variable it came from: `Origins::label`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::unistd::{Gid, Uid};
 
-use super::{ConfigError, Result};
+use super::problems::Problem;
 use crate::deliver::template::TemplateSpec;
 use crate::launch::signals::Signal;
 use crate::launch::supervise::{ForwardTo, OnChange};
@@ -18,16 +19,16 @@ pub(super) fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 /// A positive duration (`90s`, `5m`, `1h`).
-pub(super) fn duration(flag: &str, raw: &str) -> Result<Duration> {
+pub(super) fn duration(label: &str, raw: &str) -> Result<Duration, Problem> {
     let value = humantime::parse_duration(raw.trim()).map_err(|e| {
-        ConfigError::new(
-            format!("{flag} {raw:?} is not a duration ({e})"),
+        Problem::new(
+            format!("{label}: {raw:?} is not a duration ({e})"),
             "use a humantime duration such as 90s, 5m or 1h",
         )
     })?;
     if value.is_zero() {
-        return Err(ConfigError::new(
-            format!("{flag} must be longer than zero"),
+        return Err(Problem::new(
+            format!("{label} must be longer than zero"),
             "use a humantime duration such as 90s, 5m or 1h",
         ));
     }
@@ -35,14 +36,14 @@ pub(super) fn duration(flag: &str, raw: &str) -> Result<Duration> {
 }
 
 /// Trims a comma-separated list; an empty entry is a mistake (`a,,b`).
-pub(super) fn list(flag: &str, values: Vec<String>) -> Result<Vec<String>> {
+pub(super) fn list(label: &str, values: &[String]) -> Result<Vec<String>, Problem> {
     values
-        .into_iter()
+        .iter()
         .map(|v| {
             let v = v.trim().to_owned();
             if v.is_empty() {
-                Err(ConfigError::new(
-                    format!("{flag} has an empty entry"),
+                Err(Problem::new(
+                    format!("{label} has an empty entry"),
                     "remove the empty item from the list (check for `,,` or a trailing comma)",
                 ))
             } else {
@@ -52,19 +53,48 @@ pub(super) fn list(flag: &str, values: Vec<String>) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Whether `raw` is a UUID (`8-4-4-4-12` hex digits, any case): the form of
+/// every machine identity and project ID Infisical issues.
+pub(super) fn is_uuid(raw: &str) -> bool {
+    let groups: Vec<&str> = raw.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `--map` entries: `SRC=DST`, both non-empty; the last `=` separates them,
+/// so a key that contains `=` (which no variable can carry) can be renamed.
+pub(super) fn renames(label: &str, values: &[String]) -> Result<Vec<(String, String)>, Problem> {
+    list(label, values)?
+        .into_iter()
+        .map(|entry| match entry.rsplit_once('=') {
+            Some((src, dst)) if !src.trim().is_empty() && !dst.trim().is_empty() => {
+                Ok((src.trim().to_owned(), dst.trim().to_owned()))
+            }
+            _ => Err(Problem::new(
+                format!("{label}: {entry:?} is not SRC=DST"),
+                "give the key as named in Infisical, `=`, and the name to deliver it under, \
+                 e.g. --map db-password=DB_PASSWORD",
+            )),
+        })
+        .collect()
+}
+
 /// `a/b/` -> `/a/b`; `//a//b` -> `/a/b`; empty -> error; `.` and `..` segments refused.
-pub(super) fn normalise_secret_path(raw: &str) -> Result<String> {
+pub(super) fn normalise_secret_path(label: &str, raw: &str) -> Result<String, Problem> {
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err(ConfigError::new(
-            "--path is empty",
+        return Err(Problem::new(
+            format!("{label} is empty"),
             "use `/` for the root folder, or a folder such as /app/db",
         ));
     }
     let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
     if segments.iter().any(|s| *s == "." || *s == "..") {
-        return Err(ConfigError::new(
-            format!("--path {raw:?} contains `.` or `..`"),
+        return Err(Problem::new(
+            format!("{label}: {raw:?} contains `.` or `..`"),
             "give the folder as an absolute path, e.g. /app/db",
         ));
     }
@@ -73,15 +103,18 @@ pub(super) fn normalise_secret_path(raw: &str) -> Result<String> {
 
 /// A file target, made absolute (against the current directory) so that
 /// `KEY_FILE` paths given to the child and log lines are unambiguous.
-pub(super) fn non_empty_path(flag: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>> {
+pub(super) fn non_empty_path(
+    label: &str,
+    path: Option<PathBuf>,
+) -> Result<Option<PathBuf>, Problem> {
     match path {
-        Some(p) if p.as_os_str().is_empty() => Err(ConfigError::new(
-            format!("{flag} is empty"),
+        Some(p) if p.as_os_str().is_empty() => Err(Problem::new(
+            format!("{label} is empty"),
             "give a path, or unset its environment variable",
         )),
         Some(p) => std::path::absolute(&p).map(Some).map_err(|e| {
-            ConfigError::new(
-                format!("{flag} {}: cannot resolve the path ({e})", p.display()),
+            Problem::new(
+                format!("{label}: {}: cannot resolve the path ({e})", p.display()),
                 "give an absolute path",
             )
         }),
@@ -89,13 +122,30 @@ pub(super) fn non_empty_path(flag: &str, path: Option<PathBuf>) -> Result<Option
     }
 }
 
-/// `--file-mode`: octal permission bits within `0777`.
-pub(super) fn file_mode(raw: &str) -> Result<u32> {
-    octal_mode("--file-mode", raw)
+/// A file that must exist and be readable now (`--ca-cert`): checked with
+/// the other values so a wrong path is reported with them, before any
+/// connection. Its content is the client's to parse.
+pub(super) fn readable_file(label: &str, path: &std::path::Path) -> Result<(), Problem> {
+    let hint = "give the path of a readable PEM file (check the volume or secret it comes from)";
+    let problem = |what: String| Problem::new(format!("{label}: {} {what}", path.display()), hint);
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(problem("does not exist".into())),
+        Err(e) => Err(problem(format!("cannot be read ({e})"))),
+        Ok(meta) if meta.is_dir() => Err(problem("is a directory, not a file".into())),
+        Ok(_) => std::fs::File::open(path)
+            .map(drop)
+            .map_err(|e| problem(format!("cannot be read ({e})"))),
+    }
 }
 
-/// Octal permission bits within `0777` (`0400`, `440`, `0o400`).
-fn octal_mode(flag: &str, raw: &str) -> Result<u32> {
+/// `--file-mode`: octal permission bits within `0777`.
+pub(super) fn file_mode(label: &str, raw: &str) -> Result<u32, Problem> {
+    octal_mode(label, raw)
+}
+
+/// Octal permission bits within `0777` (`0400`, `440`, `0o400`); the
+/// message starts with `label`.
+fn octal_mode(label: &str, raw: &str) -> Result<u32, Problem> {
     let digits = raw.trim();
     let digits = digits
         .strip_prefix("0o")
@@ -103,8 +153,8 @@ fn octal_mode(flag: &str, raw: &str) -> Result<u32> {
         .unwrap_or(digits);
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
-        _ => Err(ConfigError::new(
-            format!("{flag} {raw:?} is not an octal mode within 0777"),
+        _ => Err(Problem::new(
+            format!("{label}: {raw:?} is not an octal mode within 0777"),
             "use an octal permission such as 0400 or 0440",
         )),
     }
@@ -113,10 +163,10 @@ fn octal_mode(flag: &str, raw: &str) -> Result<u32> {
 /// `--template SRC:DEST[:MODE]`: SRC up to the first `:`; a last part made
 /// of digits only is MODE (octal), anything else belongs to DEST. Both paths
 /// are made absolute, like the other file targets.
-pub(super) fn template_spec(raw: &str) -> Result<TemplateSpec> {
+pub(super) fn template_spec(label: &str, raw: &str) -> Result<TemplateSpec, Problem> {
     let bad = |why: &str| {
-        ConfigError::new(
-            format!("--template {raw:?}: {why}"),
+        Problem::new(
+            format!("{label}: {raw:?}: {why}"),
             "write SRC:DEST or SRC:DEST:MODE, e.g. /etc/app/db.conf.j2:/run/app/db.conf:0440 \
              (SVID_EXEC_TEMPLATES: comma-separated)",
         )
@@ -133,7 +183,7 @@ pub(super) fn template_spec(raw: &str) -> Result<TemplateSpec> {
                     .bytes()
                     .all(|b| b.is_ascii_digit()) =>
         {
-            (dest, Some(octal_mode("--template MODE", mode)?))
+            (dest, Some(octal_mode(&format!("{label} MODE"), mode)?))
         }
         _ => (rest, None),
     };
@@ -157,10 +207,10 @@ pub(super) fn template_spec(raw: &str) -> Result<TemplateSpec> {
 }
 
 /// `--file-owner`: `UID[:GID]`, numeric.
-pub(super) fn file_owner(raw: &str) -> Result<(Uid, Option<Gid>)> {
+pub(super) fn file_owner(label: &str, raw: &str) -> Result<(Uid, Option<Gid>), Problem> {
     let bad = || {
-        ConfigError::new(
-            format!("--file-owner {raw:?} is not UID[:GID]"),
+        Problem::new(
+            format!("{label}: {raw:?} is not UID[:GID]"),
             "give numeric IDs, e.g. 1000 or 1000:1000",
         )
     };
@@ -182,24 +232,24 @@ pub fn parse_signal(raw: &str) -> Option<Signal> {
 }
 
 /// A signal flag's value, or the error naming the flag.
-pub(super) fn signal(flag: &str, raw: &str) -> Result<Signal> {
+pub(super) fn signal(label: &str, raw: &str) -> Result<Signal, Problem> {
     parse_signal(raw).ok_or_else(|| {
-        ConfigError::new(
-            format!("{flag} {raw:?} is not a signal"),
+        Problem::new(
+            format!("{label}: {raw:?} is not a signal"),
             "use a name such as TERM, SIGTERM, HUP, RTMIN+3 or a number such as 15",
         )
     })
 }
 
 /// `--on-change`: `restart`, `signal:<SIG>` or `none` (case-insensitive).
-pub fn parse_on_change(raw: &str) -> Result<OnChange> {
+pub fn parse_on_change(label: &str, raw: &str) -> Result<OnChange, Problem> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "restart" => Ok(OnChange::Restart),
         "none" => Ok(OnChange::None),
         other => match other.strip_prefix("signal:") {
-            Some(sig) => Ok(OnChange::Signal(signal("--on-change signal:", sig)?)),
-            None => Err(ConfigError::new(
-                format!("--on-change {raw:?} is not an action"),
+            Some(sig) => Ok(OnChange::Signal(signal(&format!("{label} signal"), sig)?)),
+            None => Err(Problem::new(
+                format!("{label}: {raw:?} is not an action"),
                 "use restart, signal:<SIG> (e.g. signal:HUP) or none",
             )),
         },
@@ -207,12 +257,12 @@ pub fn parse_on_change(raw: &str) -> Result<OnChange> {
 }
 
 /// `--forward-to`: `group` or `child` (case-insensitive).
-pub fn parse_forward_to(raw: &str) -> Result<ForwardTo> {
+pub fn parse_forward_to(label: &str, raw: &str) -> Result<ForwardTo, Problem> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "child" => Ok(ForwardTo::Child),
         "group" => Ok(ForwardTo::Group),
-        _ => Err(ConfigError::new(
-            format!("--forward-to {raw:?} is not a target"),
+        _ => Err(Problem::new(
+            format!("{label}: {raw:?} is not a target"),
             "use group (the child's process group) or child",
         )),
     }

@@ -59,12 +59,25 @@ fn is_bootstrap(name: &OsStr) -> bool {
 }
 
 /// A portable shell identifier: `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_portable_name(name: &str) -> bool {
+pub fn is_portable_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Why `execve` cannot carry `name` as a variable name, if it cannot.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.contains('=') {
+        Some("it contains `=`")
+    } else if name.contains('\0') {
+        Some("it contains a NUL byte")
+    } else {
+        None
+    }
 }
 
 /// What a variable carries: what the child receives for each name.
@@ -243,6 +256,7 @@ impl<'a> EnvPlan<'a> {
     ) -> Result<Self, EnvError> {
         let mut planned: Vec<(String, Value<'a>)> = Vec::with_capacity(secrets.len());
         let mut warnings = Vec::new();
+        let mut not_portable = Vec::new();
         for (key, value) in secrets.iter() {
             let (name, value) = match source {
                 EnvSource::Values => (format!("{}{key}", options.prefix), Value::Secret(value)),
@@ -251,28 +265,29 @@ impl<'a> EnvPlan<'a> {
                     Value::FilePath(crate::deliver::files::key_path(dir, key)),
                 ),
             };
-            let reason = if name.is_empty() {
-                Some("it is empty")
-            } else if name.contains('=') {
-                Some("it contains `=`")
-            } else if name.contains('\0') {
-                Some("it contains a NUL byte")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
+            if let Some(reason) = name_problem(&name) {
                 return Err(EnvError::InvalidName { name, reason });
             }
             if value.as_bytes().contains(&0) {
                 return Err(EnvError::NulInValue(name));
             }
             if !is_portable_name(&name) {
-                warnings.push(format!(
-                    "secret {name:?} is not a portable shell variable name; delivered anyway, \
-                     but a shell (sh -c, entrypoint scripts) will not see it"
-                ));
+                not_portable.push(key);
             }
             planned.push((name, value));
+        }
+        if !not_portable.is_empty() {
+            warnings.push(format!(
+                "{} not portable shell variable names: {}; delivered anyway, but a shell \
+                 (sh -c, entrypoint scripts) will not see them; to rename them: --map {}",
+                if not_portable.len() == 1 {
+                    "this secret's name is"
+                } else {
+                    "these secrets' names are"
+                },
+                not_portable.join(", "),
+                crate::deliver::names::suggest_map(&not_portable)
+            ));
         }
         let delivered: Vec<String> = planned.iter().map(|(n, _)| n.clone()).collect();
 
@@ -421,7 +436,7 @@ impl<'a> EnvPlan<'a> {
         }
         if !self.shadowed.is_empty() {
             tracing::info!(
-                names = %self.shadowed.join(","),
+                names = ?self.shadowed,
                 "--no-override: kept the inherited values of these variables"
             );
         }
@@ -649,7 +664,15 @@ mod tests {
         }
         let set = secrets(&[("my-key", "v"), ("1ST", "v"), ("OK_1", "v")]);
         let plan = EnvPlan::build(Vec::new(), &set, &opts("", true), EnvSource::Values).unwrap();
-        assert_eq!(plan.warnings().len(), 2);
+        assert_eq!(
+            plan.warnings(),
+            [
+                "these secrets' names are not portable shell variable names: 1ST, my-key; \
+              delivered anyway, but a shell (sh -c, entrypoint scripts) will not see them; \
+              to rename them: --map 1ST=_1ST,my-key=MY_KEY"
+            ],
+            "one warning names them all and how to rename them"
+        );
         assert_eq!(value(&plan, "my-key"), Some("v"));
     }
 

@@ -3,10 +3,12 @@
 //! (environment, files) for `run`, `write`, `check` and the supervisor:
 //!
 //! - [`Delivery::preflight`] before anything is fetched (file targets);
-//! - [`Delivery::accept`] on every fetched set before it is delivered: what
-//!   `run` would refuse (empty, a `--require`d key missing, a name that cannot
-//!   be a file, an environment `execve` would refuse) is refused the same way
-//!   at start and on every poll;
+//! - [`Delivery::accept`] on every fetched set before it is delivered: it
+//!   applies the selection (`--only`, `--map`) once and returns the set that
+//!   every way of delivering then uses; what `run` would refuse (empty, a
+//!   `--require`d or selected key missing, names a target cannot carry, an
+//!   environment `execve` would refuse) is refused the same way at start and
+//!   on every poll;
 //! - [`Delivery::write`] and [`Delivery::remove`] for the files;
 //! - [`Delivery::env`], the child's environment as an [`EnvPlan`].
 //!
@@ -21,6 +23,7 @@
 
 pub mod env;
 pub mod files;
+pub mod names;
 pub mod steering;
 pub mod template;
 
@@ -28,7 +31,7 @@ use std::cell::RefCell;
 use std::ffi::OsString;
 
 use crate::error::{ExitClass, Failure};
-use crate::secrets::SecretSet;
+use crate::secrets::{Collision, SecretSet, Selection};
 use env::{EnvError, EnvOptions, EnvPlan, EnvSource, ExecLimits};
 use files::{FilesError, FilesOptions};
 use sha2::{Digest, Sha256};
@@ -44,8 +47,10 @@ pub struct DeliveryOptions {
     pub files: Option<FilesOptions>,
     /// Templates rendered to files (`--template`); empty when none is given.
     pub templates: Templates,
-    /// Keys that must be present (`--require`).
+    /// Keys that must be present (`--require`), as named in Infisical.
     pub require: Vec<String>,
+    /// Which keys are delivered, under which names (`--only`, `--map`).
+    pub selection: Selection,
     /// Accept an empty set (`--allow-empty`).
     pub allow_empty: bool,
     /// What was asked for, for messages ("project p, environment prod, path /").
@@ -62,9 +67,16 @@ pub enum DeliverError {
         /// What was asked for.
         scope: String,
     },
-    /// `--require`d keys are absent.
+    /// Keys that `--require`, `--only` or `--map` name are absent (each
+    /// with the option that named it).
     #[error("required secrets are missing: {}", .0.join(", "))]
     MissingRequired(Vec<String>),
+    /// `--map` would deliver two secrets under one name.
+    #[error(transparent)]
+    Collision(#[from] Collision),
+    /// Secrets that a way of delivering cannot carry, all of them.
+    #[error("{} cannot be delivered as asked: {}", plural_secrets(.0.len()), list(.0))]
+    Unfit(Vec<names::Unfit>),
     /// The files cannot be written (or removed).
     #[error(transparent)]
     Files(#[from] FilesError),
@@ -79,7 +91,9 @@ pub enum DeliverError {
 impl Failure for DeliverError {
     fn exit_class(&self) -> ExitClass {
         match self {
-            Self::Empty { .. } | Self::MissingRequired(_) => ExitClass::Config,
+            Self::Empty { .. } | Self::MissingRequired(_) | Self::Collision(_) | Self::Unfit(_) => {
+                ExitClass::Config
+            }
             Self::Files(e) => e.exit_class(),
             Self::Env(e) => e.exit_class(),
             Self::Template(e) => e.exit_class(),
@@ -98,11 +112,33 @@ impl Failure for DeliverError {
                 "check the keys in Infisical, --path, --tag and the identity's access to imports"
                     .to_owned(),
             ),
+            Self::Collision(_) => {
+                Some("map one of them to another name, or leave one out with --only".to_owned())
+            }
+            Self::Unfit(unfit) => Some(names::hint(unfit)),
             Self::Files(e) => e.hint(),
             Self::Env(e) => e.hint(),
             Self::Template(e) => e.hint(),
         }
     }
+}
+
+/// "1 secret", "3 secrets".
+fn plural_secrets(n: usize) -> String {
+    if n == 1 {
+        "1 secret".to_owned()
+    } else {
+        format!("{n} secrets")
+    }
+}
+
+/// `"a" in the dotenv file: why; "b" in …`.
+fn list(unfit: &[names::Unfit]) -> String {
+    unfit
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Every way the secrets reach the program, as configured.
@@ -158,22 +194,24 @@ impl Delivery {
         Ok(self.templates().preflight()?)
     }
 
-    /// Refuses a set that must not be delivered, before any of it is: empty
-    /// (unless allowed), a `--require`d key missing, an environment the
-    /// kernel would refuse with the program's command line, a name that
-    /// cannot be a file, a template that does not render with it (an
-    /// undefined name). Returns the fingerprint of what it delivers: equal
+    /// The set to deliver, from a fetched set, or why nothing of it may be
+    /// delivered: empty (unless allowed) or a `--require`d or selected key
+    /// missing ([`Delivery::select`]); then, on the selected set, names a
+    /// target cannot carry, an environment the kernel would refuse with the
+    /// program's command line, a template that does not render with it (an
+    /// undefined name). Every way of delivering gets the set this returns,
+    /// with the fingerprint of what delivering it gives the program: equal
     /// fingerprints mean the program would see nothing different.
-    pub fn accept(&self, secrets: &SecretSet) -> Result<[u8; 32], DeliverError> {
-        self.check_present(secrets)?;
-        let plan = self.env(secrets)?;
+    pub fn accept(&self, fetched: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
+        let secrets = self.select(fetched)?;
+        self.check_names(&secrets)?;
+        let plan = self.env(&secrets)?;
         self.check_fits(&plan)?;
-        self.check_file_names(secrets)?;
         let templates = self.templates();
-        templates.check_clear_of_keys(self.files().and_then(|f| f.dir.as_deref()), secrets)?;
-        let rendered = templates.render(secrets)?;
+        templates.check_clear_of_keys(self.files().and_then(|f| f.dir.as_deref()), &secrets)?;
+        let rendered = templates.render(&secrets)?;
         let mut hasher = Sha256::new();
-        // The environment and the file targets carry every secret.
+        // The environment and the file targets carry every selected secret.
         if self.to_env() || self.files().is_some() {
             hasher.update(b"set");
             hasher.update(secrets.fingerprint());
@@ -182,37 +220,43 @@ impl Delivery {
             hasher.update(b"templates");
             hasher.update(templates.digest(&rendered));
         }
-        Ok(hasher.finalize().into())
+        Ok((secrets, hasher.finalize().into()))
     }
 
-    /// Empty (unless `--allow-empty`) or a `--require`d key missing.
-    pub fn check_present(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
-        if secrets.is_empty() && !self.options.allow_empty {
+    /// The selected set (`--only`, `--map`), after refusing an empty fetched
+    /// set (unless `--allow-empty`) and listing every key that `--require`,
+    /// `--only` or `--map` names but the fetched set lacks. `--require` names
+    /// keys as in Infisical, before renaming.
+    pub fn select(&self, fetched: SecretSet) -> Result<SecretSet, DeliverError> {
+        if fetched.is_empty() && !self.options.allow_empty {
             return Err(DeliverError::Empty {
                 scope: self.options.scope.clone(),
             });
         }
-        let missing: Vec<String> = self
+        let mut missing: Vec<String> = self
             .options
             .require
             .iter()
-            .filter(|key| !secrets.contains(key))
-            .cloned()
+            .filter(|key| !fetched.contains(key))
+            .map(|key| format!("{key} (--require)"))
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(DeliverError::MissingRequired(missing))
+        missing.extend(self.options.selection.missing(&fetched));
+        if !missing.is_empty() {
+            return Err(DeliverError::MissingRequired(missing));
         }
+        Ok(self.options.selection.apply(fetched)?)
     }
 
-    /// Names that cannot be files, when (and only when) per-key files are
-    /// asked for: a JSON-only target can carry any key.
-    pub fn check_file_names(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
-        if self.files().is_some_and(|f| f.dir.is_some()) {
-            files::validate_names(secrets)?;
+    /// Every secret whose name (or value) a configured target cannot carry,
+    /// in one refusal: the environment (`=`, NUL), the dotenv file (not a
+    /// shell name), per-key files (not a file name). JSON carries anything.
+    pub fn check_names(&self, secrets: &SecretSet) -> Result<(), DeliverError> {
+        let unfit = names::unfit(secrets, &self.options);
+        if unfit.is_empty() {
+            Ok(())
+        } else {
+            Err(DeliverError::Unfit(unfit))
         }
-        Ok(())
     }
 
     /// The child's environment: inherited minus the bootstrap variables, plus
@@ -306,19 +350,74 @@ mod tests {
     #[test]
     fn empty_result_is_refused_unless_allowed() {
         let empty = SecretSet::new();
-        let err = delivery(&[], false).accept(&empty).unwrap_err();
+        let err = delivery(&[], false).accept(empty.clone()).unwrap_err();
         assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(err.to_string().contains("environment prod"), "{err}");
         assert!(err.hint().unwrap().contains("--allow-empty"));
-        delivery(&[], true).accept(&empty).unwrap();
+        delivery(&[], true).accept(empty).unwrap();
     }
 
     #[test]
     fn missing_required_keys_are_listed() {
         let set = SecretSet::from_pairs(&[("A", "1")]);
-        let err = delivery(&["A", "B", "C"], false).accept(&set).unwrap_err();
-        assert_eq!(err.to_string(), "required secrets are missing: B, C");
+        let err = delivery(&["A", "B", "C"], false).accept(set).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "required secrets are missing: B (--require), C (--require)"
+        );
         assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+
+    #[test]
+    fn require_names_keys_before_renaming_and_selection_misses_are_listed_with_it() {
+        let set = SecretSet::from_pairs(&[("A", "1"), ("my-key", "2")]);
+        let mut d = delivery(&["my-key", "R"], false);
+        d.options.selection = Selection::new(
+            vec!["A".into(), "O".into()],
+            vec![("my-key".into(), "MY_KEY".into()), ("M".into(), "N".into())],
+        );
+        let err = d.accept(set.clone()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "required secrets are missing: R (--require), O (--only), M (--map M=N)"
+        );
+        d.options.require = vec!["my-key".into()];
+        d.options.selection =
+            Selection::new(vec!["A".into()], vec![("my-key".into(), "MY_KEY".into())]);
+        let names: Vec<String> = d
+            .accept(set)
+            .unwrap()
+            .0
+            .names()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(names, ["A", "MY_KEY"]);
+    }
+
+    #[test]
+    fn every_unfit_name_is_refused_at_once_with_a_map_to_fix_them() {
+        let set = SecretSet::from_pairs(&[("my-key", "1"), ("db.password", "2"), ("OK", "3")]);
+        let mut d = delivery(&[], false);
+        d.options.files = Some(FilesOptions {
+            dotenv_file: Some(PathBuf::from("/run/s.env")),
+            ..FilesOptions::default()
+        });
+        let err = d.accept(set).unwrap_err();
+        assert!(
+            matches!(err, DeliverError::Unfit(ref u) if u.len() == 2),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("2 secrets cannot be delivered as asked"));
+        assert!(err
+            .to_string()
+            .contains("\"db.password\" in the dotenv file"));
+        assert!(err.to_string().contains("\"my-key\" in the dotenv file"));
+        assert!(err
+            .hint()
+            .unwrap()
+            .contains("--map db.password=DB_PASSWORD,my-key=MY_KEY"));
     }
 
     #[test]
@@ -331,13 +430,13 @@ mod tests {
         let mut d = delivery(&[], false);
         d.options.env = None;
         d.options.files = Some(json_only);
-        d.accept(&set).unwrap();
+        d.accept(set.clone()).unwrap();
         d.options.files = Some(FilesOptions {
             dir: Some(PathBuf::from("/run/s")),
             ..FilesOptions::default()
         });
-        let err = d.accept(&set).unwrap_err();
-        assert!(matches!(err, DeliverError::Files(_)), "{err}");
+        let err = d.accept(set).unwrap_err();
+        assert!(matches!(err, DeliverError::Unfit(_)), "{err}");
     }
 
     #[test]

@@ -319,11 +319,13 @@ pub enum InfisicalError {
     #[error("{0}")]
     Proxy(String),
     /// `--ca-cert` could not be used.
-    #[error("cannot use --ca-cert {path}: {reason}")]
+    #[error("{option}: {reason}")]
     CaCert {
-        /// The file.
-        path: String,
-        /// Why.
+        /// The option, as the user set it when the configuration knows
+        /// ([`InfisicalError::naming_option`]): `--ca-cert`, or
+        /// `SVID_EXEC_CA_CERT (--ca-cert)`.
+        option: String,
+        /// What is wrong, naming the file.
         reason: String,
     },
     /// The HTTP client could not be built (a bug or a broken TLS setup).
@@ -561,6 +563,22 @@ impl Failure for InfisicalError {
 }
 
 impl InfisicalError {
+    /// The same error with the option it blames named by `label` (the flag
+    /// as the client knows it, e.g. `--ca-cert`, to how the user set it, e.g.
+    /// `SVID_EXEC_CA_CERT (--ca-cert)`): a configured file found unusable
+    /// only when the client is built is reported like every other
+    /// configuration problem.
+    #[must_use]
+    pub fn naming_option(self, label: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Self::CaCert { option, reason } => Self::CaCert {
+                option: label(&option),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// Whether a fresh login (with a fresh JWT) may cure this error.
     pub fn needs_login(&self) -> bool {
         matches!(

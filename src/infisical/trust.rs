@@ -48,9 +48,8 @@ pub(crate) fn client_config(
         Some(path) => load_ca(path)?,
         None if ca_cert_only => {
             return Err(InfisicalError::CaCert {
-                path: "(none)".to_owned(),
-                reason: "--ca-cert-only needs --ca-cert: without it nothing would be trusted"
-                    .to_owned(),
+                option: "--ca-cert-only".to_owned(),
+                reason: "it needs --ca-cert: without it nothing would be trusted".to_owned(),
             })
         }
         None => Vec::new(),
@@ -69,8 +68,8 @@ pub(crate) fn client_config(
 /// The PEM certificates of `--ca-cert`.
 fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, InfisicalError> {
     let bad = |reason: String| InfisicalError::CaCert {
-        path: path.display().to_string(),
-        reason,
+        option: "--ca-cert".to_owned(),
+        reason: format!("cannot use {}: {reason}", path.display()),
     };
     let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -111,7 +110,7 @@ impl Roots {
         let (_, ignored) = store.add_parsable_certificates(extra.iter().cloned());
         if ignored > 0 {
             return Err(InfisicalError::CaCert {
-                path: "--ca-cert".to_owned(),
+                option: "--ca-cert".to_owned(),
                 reason: format!("{ignored} certificate(s) in it are not valid trust anchors"),
             });
         }
@@ -323,7 +322,8 @@ mod tests {
         let err = client_config(None, true).unwrap_err();
         assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(
-            err.to_string().contains("--ca-cert-only needs --ca-cert"),
+            err.to_string()
+                .contains("--ca-cert-only: it needs --ca-cert"),
             "{err}"
         );
     }

@@ -351,14 +351,16 @@ fn a_subject_the_identity_is_not_bound_to_fails_login_77_naming_the_subject() {
 #[test]
 fn a_project_the_identity_cannot_read_is_77_and_a_missing_one_78() {
     let stack = Stack::start();
-    stack.infisical.add_project("other", "other");
-    stack.infisical.add_environment("other", ENVIRONMENT);
+    // Project IDs are UUIDs (svid-exec refuses anything else before any request).
+    let other = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    stack.infisical.add_project(other, "other");
+    stack.infisical.add_environment(other, ENVIRONMENT);
     stack
         .infisical
-        .set_secret("other", ENVIRONMENT, "/", "OTHER_KEY", "other-value-1234");
+        .set_secret(other, ENVIRONMENT, "/", "OTHER_KEY", "other-value-1234");
     let o = check(
         &stack,
-        &[("INFISICAL_PROJECT_ID", "other")],
+        &[("INFISICAL_PROJECT_ID", other)],
         &["--startup-timeout", "20s"],
     );
     assert_eq!(o.code, 77, "{}\n{}", o.stdout, o.stderr);

@@ -19,6 +19,7 @@ mod files;
 mod readiness;
 mod readme;
 mod run;
+mod select;
 mod supervise;
 mod svid_diag;
 mod templates;

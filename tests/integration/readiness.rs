@@ -132,6 +132,10 @@ mod ready_probe {
             .expect_code(78)
             .expect_stderr("not a state file");
         ready(&["--dir", dir_str(&garbage), "--max-age", "soon"]).expect_code(78);
+        // A missing required option is 78 like every command's, not clap's 2.
+        ready(&[])
+            .expect_code(78)
+            .expect_stderr("no directory to probe: neither --dir nor SVID_EXEC_FILES_DIR is set");
     }
 
     /// Written by root, probed as nobody (65534): not ours, although nobody
@@ -269,16 +273,38 @@ mod ready_file {
         assert!(dir.join("DATABASE_URL").is_file());
     }
 
+    /// `run` without `--watch` execs the program and is gone: nothing would
+    /// remove the file. The flag is refused (78, before any request); the
+    /// variable is ignored with a debug line, as every variable of an option
+    /// that does not apply (one environment serves `run` and `write`).
     #[test]
-    fn run_without_watch_refuses_a_ready_file() {
+    fn run_without_watch_refuses_the_flag_and_ignores_the_variable() {
         let stack = Stack::start();
+        let scratch = tempfile::tempdir().unwrap();
+        let never = scratch.path().join("never");
         Launcher::on(&stack)
-            .args(["run", "--ready-file", "/tmp/never", "--", "true"])
+            .args(["run", "--ready-file"])
+            .arg(&never)
+            .args(["--", "true"])
             .limit(WAIT)
             .run()
             .expect_code(78)
-            .expect_stderr("--ready-file needs --watch");
+            .expect_stderr(
+                "--ready-file does not apply to run without --watch (only to run --watch or write)",
+            )
+            .expect_stderr("hint: add --watch, or drop --ready-file");
         assert!(stack.infisical.requests().is_empty());
+
+        let out = Launcher::on(&stack)
+            .env("SVID_EXEC_READY_FILE", &never)
+            .args(["run", "--log-level", "debug"])
+            .marked_program(scratch.path())
+            .limit(WAIT)
+            .run();
+        out.expect_ran().expect_stderr(
+            "SVID_EXEC_READY_FILE (--ready-file) does not apply to run without --watch",
+        );
+        assert!(!never.exists(), "a ready file nothing would remove");
     }
 
     /// `COMMAND DIR_FLAG DIR --ready-file FLAG [-- PROGRAM]` until the ready

@@ -1,5 +1,6 @@
 //! Keeps docs/options.md's configuration reference from drifting: every flag,
-//! its environment variable, its default and the commands that take it, as the
+//! its environment variable, its default and where it applies (the commands
+//! whose help lists it, or the help's own `[applies to: …]` line), as the
 //! real binary's `--help` reports them, must be exactly the tables there
 //! (between `<!-- options:begin -->` and `<!-- options:end -->`); where clap
 //! has no default the table's cell is free text (not a `code` value). On a
@@ -23,8 +24,20 @@ struct Opt {
     /// Commands whose default differs from `default` (check's `--log-level`).
     other_defaults: Vec<(String, String)>,
     commands: Vec<String>,
+    /// `run --watch`, from the help's `[applies to: …]` line.
+    applies: Option<String>,
     heading: String,
     help: String,
+}
+
+impl Opt {
+    /// The table's "commands" cell: where it applies if the help says so,
+    /// else the commands whose help lists it.
+    fn commands_cell(&self) -> String {
+        self.applies
+            .clone()
+            .unwrap_or_else(|| self.commands.join(", "))
+    }
 }
 
 fn help_of(command: &str) -> String {
@@ -75,6 +88,7 @@ fn parse_help(command: &str, text: &str) -> Vec<Opt> {
                 default: None,
                 other_defaults: Vec::new(),
                 commands: vec![command.to_owned()],
+                applies: None,
                 heading: heading.clone(),
                 help: String::new(),
             });
@@ -90,6 +104,8 @@ fn parse_help(command: &str, text: &str) -> Vec<Opt> {
         };
         if let Some(env) = trimmed.strip_prefix("[env: ") {
             opt.env = Some(env.split('=').next().unwrap_or_default().to_owned());
+        } else if let Some(applies) = trimmed.strip_prefix("[applies to: ") {
+            opt.applies = Some(applies.trim_end_matches(']').to_owned());
         } else if let Some(default) = trimmed.strip_prefix("[default: ") {
             opt.default = Some(default.trim_end_matches(']').to_owned());
         } else if !trimmed.is_empty() && !trimmed.starts_with('[') {
@@ -111,8 +127,9 @@ fn options_from_help() -> Vec<Opt> {
         for opt in parse_help(command, &help_of(command)) {
             if let Some(seen) = merged.iter_mut().find(|o| o.flag == opt.flag) {
                 assert_eq!(
-                    &seen.env, &opt.env,
-                    "{}'s variable differs between commands",
+                    (&seen.env, &seen.applies),
+                    (&opt.env, &opt.applies),
+                    "{}'s variable or scope differs between commands",
                     opt.flag
                 );
                 if seen.default != opt.default {
@@ -174,7 +191,7 @@ fn render(opts: &[Opt]) -> String {
                 } else {
                     "—".to_owned()
                 },
-                o.commands.join(", "),
+                o.commands_cell(),
                 o.help.replace('|', "\\|")
             );
         }
@@ -223,7 +240,7 @@ fn readme_option_tables_match_the_binarys_help() {
                 o.flag.clone(),
                 o.env.as_ref().map_or(String::new(), |e| format!("`{e}`")),
                 default_cell(o),
-                o.commands.join(", "),
+                o.commands_cell(),
             )
         })
         .collect();
@@ -264,7 +281,7 @@ fn readme_option_tables_match_the_binarys_help() {
 
 #[test]
 fn help_parser_reads_env_default_and_repeated_headings() {
-    let text = "Usage: x\n\nOptions:\n  -h, --help\n          Print help\n\nIdentity and server:\n      --api-url <URL>\n          The origin;\n          wrapped\n          \n          [env: INFISICAL_API_URL=]\n          [default: https://app.infisical.com]\n\n  -q, --quiet\n          Errors only\n\n  <COMMAND>...\n          The program\n\nEXIT STATUS:\n  2   usage\n";
+    let text = "Usage: x\n\nOptions:\n  -h, --help\n          Print help\n\nIdentity and server:\n      --api-url <URL>\n          The origin;\n          wrapped\n          \n          [env: INFISICAL_API_URL=]\n          [default: https://app.infisical.com]\n\n  -q, --quiet\n          Errors only\n          \n          [applies to: run --watch]\n\n  <COMMAND>...\n          The program\n\nEXIT STATUS:\n  2   usage\n";
     let opts = parse_help("run", text);
     assert_eq!(
         opts,
@@ -275,6 +292,7 @@ fn help_parser_reads_env_default_and_repeated_headings() {
                 default: Some("https://app.infisical.com".into()),
                 other_defaults: Vec::new(),
                 commands: vec!["run".into()],
+                applies: None,
                 heading: "Identity and server".into(),
                 help: "The origin; wrapped".into(),
             },
@@ -284,6 +302,7 @@ fn help_parser_reads_env_default_and_repeated_headings() {
                 default: None,
                 other_defaults: Vec::new(),
                 commands: vec!["run".into()],
+                applies: Some("run --watch".into()),
                 heading: "Identity and server".into(),
                 help: "Errors only".into(),
             },

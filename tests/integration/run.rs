@@ -479,7 +479,8 @@ mod environment {
         let outcome = run_env(&stack, &[]);
         outcome
             .expect_code(0)
-            .expect_stderr("\"my-key.v2\" is not a portable shell variable name");
+            .expect_stderr("not portable shell variable names: my-key.v2")
+            .expect_stderr("--map my-key.v2=MY_KEY_V2");
         assert_eq!(
             outcome.child_env().get("my-key.v2").map(Vec::as_slice),
             Some(&b"dotted"[..])
@@ -497,8 +498,9 @@ mod environment {
             Launcher::on(&stack),
             &[],
             78,
-            "\"A=B\" cannot be an environment variable name",
+            "\"A=B\" in the environment: it contains `=`",
         )
+        .expect_stderr("--map A=B=A_B")
         .expect_stderr("--files-dir");
     }
 
@@ -936,9 +938,9 @@ mod fail_closed {
             command,
             &[],
             78,
-            "required secrets are missing: STRIPE_KEY",
+            "required secrets are missing: STRIPE_KEY (--require)",
         );
-        assert!(!outcome.stderr.contains("missing: GREETING"));
+        assert!(!outcome.stderr.contains("GREETING (--require)"));
     }
 
     #[test]

@@ -91,7 +91,7 @@ async fn steps(config: &Config) -> Report {
         None
     };
     let delivery = config.delivery();
-    files_step(&mut report, &delivery, secrets.as_ref());
+    files_step(&mut report, &delivery);
     template_steps(&mut report, &delivery, secrets.as_ref());
     environment_step(&mut report, &delivery, secrets.as_ref());
     drop(secrets);
@@ -387,30 +387,50 @@ async fn fetch_steps(
     if !all_read {
         return None;
     }
-    secrets_step(report, config, &merged);
-    Some(merged)
+    secrets_step(report, config, merged)
 }
 
-/// The merged set: not empty (unless `--allow-empty`), every `--require`d
-/// key present, as `run` and `write` would accept it.
-fn secrets_step(report: &mut Report, config: &Config, merged: &SecretSet) {
-    if let Err(e) = config.delivery().check_present(merged) {
-        report.fail_with("secrets", &e);
-        return;
-    }
+/// The merged set as `run` and `write` would accept it: not empty (unless
+/// `--allow-empty`), every `--require`d and selected key present, then
+/// selected (`--only`, `--map`) and every name fit for every target. The
+/// selected set, which the later steps check.
+fn secrets_step(report: &mut Report, config: &Config, merged: SecretSet) -> Option<SecretSet> {
+    let delivery = config.delivery();
+    let total = merged.len();
+    let selected = match delivery
+        .select(merged)
+        .and_then(|s| delivery.check_names(&s).map(|()| s))
+    {
+        Ok(selected) => selected,
+        Err(e) => {
+            report.fail_with("secrets", &e);
+            return None;
+        }
+    };
     let mut detail = format!(
         "{} in total after merging the paths",
-        plural(merged.len(), "secret")
+        plural(total, "secret")
     );
     if !config.delivery.require.is_empty() {
         let _ = write!(detail, "; every --require'd key is present");
     }
+    if !config.delivery.selection.is_everything() {
+        let names: Vec<&str> = selected.names().collect();
+        let _ = write!(
+            detail,
+            "; {} selected (--only, --map): {}",
+            plural(selected.len(), "secret"),
+            names.join(", ")
+        );
+    }
     report.ok("secrets", detail);
+    Some(selected)
 }
 
 /// `files`: each target exists (or can be created), is a real directory on
-/// tmpfs, is writable, the mode and owner can be applied; the secret names fit as file names.
-fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
+/// tmpfs, is writable, the mode and owner can be applied (the secret names
+/// are checked against every target in the `secrets` step).
+fn files_step(report: &mut Report, delivery: &Delivery) {
     let Some(options) = delivery.files() else {
         report.skip(
             "files",
@@ -424,14 +444,9 @@ fn files_step(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretS
         .flatten()
         .map(|p| options.dir.as_ref() != Some(p) || p.exists())
         .collect();
-    // The files alone: each template's DEST has a step of its own.
-    let result = files::preflight(options)
-        .map_err(DeliverError::from)
-        .and_then(|()| match secrets {
-            Some(secrets) => delivery.check_file_names(secrets),
-            None => Ok(()),
-        });
-    if let Err(e) = result {
+    // The files alone (each template's DEST has a step of its own; the
+    // names were checked against every target in the `secrets` step).
+    if let Err(e) = files::preflight(options).map_err(DeliverError::from) {
         report.fail_with("files", &e);
         return;
     }
@@ -500,7 +515,7 @@ fn environment_step(report: &mut Report, delivery: &Delivery, secrets: Option<&S
         return;
     }
     let Some(secrets) = secrets else {
-        report.skip("environment", "the secrets could not be read");
+        report.skip("environment", "no set of secrets to check it with");
         return;
     };
     // `check` starts no program: the size is checked without its arguments.

@@ -288,7 +288,8 @@ pub fn validate_names(secrets: &SecretSet) -> Result<(), FilesError> {
     Ok(())
 }
 
-fn file_name_problem(name: &str) -> Option<&'static str> {
+/// Why `name` cannot be a file name in a per-key directory, if it cannot.
+pub fn file_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("it is empty")
     } else if name == "." || name == ".." {

@@ -402,13 +402,16 @@ mod tests {
     fn alarm_ignores_an_expiry_left_from_an_earlier_arming() {
         on_runtime(async {
             let alarm = Alarm::new();
-            let short = Instant::now() + Duration::from_millis(5);
+            // 50 ms, not less: on a loaded machine the test thread can be
+            // descheduled for several milliseconds between arming and the
+            // 1 ms timeout, and the alarm must not fire first (it did at 5 ms).
+            let short = Instant::now() + Duration::from_millis(50);
             // Armed, then abandoned before it fires; it expires while the runtime
             // waits on something else, which records the timerfd as readable.
             assert!(timeout(Duration::from_millis(1), alarm.sleep_until(short))
                 .await
                 .is_err());
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let deadline = Instant::now() + Duration::from_millis(200);
             timeout(BOUND, alarm.sleep_until(deadline))
                 .await

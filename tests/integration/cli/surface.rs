@@ -1,6 +1,8 @@
 //! Black-box tests of the command-line surface that need no server: every
-//! contract flag and environment variable in `--help`, the EXIT STATUS section,
-//! usage errors exit 2, and shell completions.
+//! contract flag and environment variable in `--help`, the Infisical CLI's
+//! aliases, the EXIT STATUS section, `--version` of every command, usage
+//! errors exit 2 (and `run` without `--` says where it goes), and shell
+//! completions.
 
 use std::process::Command;
 
@@ -58,9 +60,23 @@ const CONTRACT: &[(&str, Option<&str>)] = &[
     ("--stop-timeout", Some("SVID_EXEC_STOP_TIMEOUT")),
     ("--forward-to", Some("SVID_EXEC_FORWARD_TO")),
     ("--mlock", Some("SVID_EXEC_MLOCK")),
+    ("--ready-file", Some("SVID_EXEC_READY_FILE")),
     ("--log-format", Some("SVID_EXEC_LOG_FORMAT")),
     ("--log-level", Some("SVID_EXEC_LOG_LEVEL")),
     ("--quiet", None),
+    ("--only", Some("SVID_EXEC_ONLY")),
+    ("--map", Some("SVID_EXEC_MAP")),
+];
+
+/// The Infisical CLI's spellings (contract, "Compatibility with the Infisical
+/// CLI") and the option each stands for.
+const ALIASES: &[(&str, &str)] = &[
+    ("--projectId", "--project-id"),
+    ("--domain", "--api-url"),
+    ("--tags", "--tag"),
+    ("--watch-interval", "--poll-interval"),
+    ("--silent", "--quiet"),
+    ("--dir", "--files-dir"),
 ];
 
 #[test]
@@ -81,7 +97,15 @@ fn run_help_lists_every_contract_flag_with_its_environment_variable() {
         }
     }
     assert!(help.contains("-q, --quiet"));
+    for (alias, _) in ALIASES {
+        assert!(
+            help.contains(&format!("[aliases: {alias}]"))
+                || help.contains(&format!("[alias: {alias}]")),
+            "run --help does not show the alias {alias}"
+        );
+    }
     assert!(help.contains("EXIT STATUS"));
+    assert!(help.contains("a missing required option"));
     for code in ["69", "70", "77", "78", "126", "127"] {
         assert!(
             help.contains(&format!("  {code} ")),
@@ -115,15 +139,6 @@ fn usage_errors_exit_2() {
             "--env",
             "e",
         ],
-        &[
-            "write",
-            "--identity-id",
-            "i",
-            "--project-id",
-            "p",
-            "--env",
-            "e",
-        ],
         &["completions"],
         &["completions", "tcsh"],
     ];
@@ -131,6 +146,47 @@ fn usage_errors_exit_2() {
         let out = svid_exec(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+}
+
+#[test]
+fn a_program_without_dashes_before_it_is_a_usage_error_saying_where_they_go() {
+    for (args, typed) in [
+        (&["run", "env"][..], "env"),
+        (
+            &["run", "--env", "prod", "env", "-i", "A=1"][..],
+            "env -i A=1",
+        ),
+        (&["run", "--watch", "printenv", "HOME"][..], "printenv HOME"),
+    ] {
+        let out = svid_exec(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        let expected =
+            format!("error: put -- before the program: svid-exec run [OPTIONS] -- {typed}\n");
+        assert!(
+            out.stderr.starts_with(&expected),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn every_command_prints_the_tools_version_with_commit_and_features() {
+    let top = svid_exec(&["--version"]);
+    assert!(top.status.success());
+    let version = top.stdout_text();
+    assert!(
+        version.starts_with(&format!("svid-exec {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(version.contains(", features: "), "{version}");
+    for command in ["run", "write", "check", "completions", "man"] {
+        for flag in ["-V", "--version"] {
+            let out = svid_exec(&[command, flag]);
+            assert!(out.status.success(), "{command} {flag}: {}", out.stderr);
+            assert_eq!(out.stdout_text(), version, "{command} {flag}");
+        }
     }
 }
 

@@ -94,6 +94,22 @@ fn shutdown_revokes_the_current_token_without_logging_in_again() {
     assert_eq!(stack.infisical.live_tokens(), 0);
 }
 
+/// `SVID_EXEC_NO_REVOKE` in the environment of a `--watch` deployment is
+/// ignored (the flag is for one-shot commands; on the command line it is 78):
+/// the supervisor still revokes its token when it stops.
+#[test]
+fn the_supervisor_revokes_at_shutdown_whatever_its_environment_says() {
+    let stack = stack_with((3600, 86_400), false);
+    let args = ["run", "--watch", "--", "sh", "-c", RECORDER];
+    let mut launcher = Watched::start_with(&stack, &args, |l| {
+        l.env("SVID_EXEC_NO_REVOKE", "true");
+    });
+    launcher.wait_starts(1);
+    assert_eq!(launcher.stop(), 128 + 15, "{}", launcher.stderr());
+    assert_eq!(stack.infisical.counters().revocations, 1);
+    assert_eq!(stack.infisical.live_tokens(), 0);
+}
+
 /// SIGTERM while the revoke of a replaced token hangs: the revoke is
 /// abandoned with the rest, and made again at shutdown with the current one.
 #[test]
