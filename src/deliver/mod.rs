@@ -24,6 +24,7 @@
 pub mod env;
 pub mod files;
 pub mod names;
+pub mod steering;
 pub mod template;
 
 use std::cell::RefCell;

@@ -23,4 +23,5 @@ mod select;
 mod supervise;
 mod svid_diag;
 mod templates;
+mod trust;
 mod watch;
