@@ -173,7 +173,12 @@ class Report:
         print("\nOwn share = median − baseline median − server floor (the stand-in's own time for the login")
         print(f"and the listing{f', {f:.2f} ms' if f is not None else ''}): what the launcher itself adds. × svid-exec > 1 means slower")
         print("than `svid-exec run`. CPU is the mean user+system time of the launcher and its children")
-        print("(curl, jq, the program).\n")
+        print("(curl, jq, the program).")
+        kept = rows.get("svid-exec --no-revoke")
+        if kept is not None:
+            print(f"Revoking the access token before exec (the default) costs {svid - kept['median']:.2f} ms median "
+                  f"over `--no-revoke` ({rows['svid-exec']['cpu'] - kept['cpu']:.2f} ms CPU).")
+        print()
 
     def before_table(self) -> None:
         if "before" not in self.launch[self.small]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks svid-exec side by side with what users would otherwise write, in
-# one run, on the loopback stand-ins (tests/testkit): launch time (hyperfine),
+# one run, on the loopback stand-ins (tests/testkit): launch time (hyperfine;
+# `--no-revoke` beside the default shows what revoking the token costs),
 # peak RSS before exec, the supervisor's memory and CPU while polling, the cost
 # as the number of secrets grows, and the release binary's size. Writes the raw
 # figures and report.md (tables, PASS/MISS per target) to the output directory.

@@ -40,8 +40,9 @@ EXIT STATUS:
   70       internal error (a bug: please report)
   77       refused: the JWT-SVID was rejected at login, or the identity may not read what was asked
   78       configuration: a missing required option, invalid value, an option that does not
-           apply to the command, missing project/env/path, invalid secret name,
-           environment too large for exec, non-tmpfs target
+           apply to the command, missing project/env/path, invalid secret name, a secret
+           named like PATH or LD_* (--allow-env-name), environment too large for exec,
+           non-tmpfs target, --mlock refused
   126      the command exists but could not be executed
   127      the command was not found";
 
@@ -323,6 +324,10 @@ pub struct IdentityArgs {
         value_name = "DURATION"
     )]
     pub startup_timeout: String,
+
+    /// Keep the access token alive after `run` execs or `write` exits (by default it is revoked first).
+    #[arg(long, env = "SVID_EXEC_NO_REVOKE", value_parser = BoolishValueParser::new())]
+    pub no_revoke: bool,
 }
 
 /// What to fetch.
@@ -488,6 +493,15 @@ pub struct DeliveryArgs {
     )]
     pub memfd: bool,
 
+    /// Deliver a secret under this name although it changes how the program is found or loaded (`PATH`, `LD_*` and the like: refused by default); repeatable (env: comma-separated).
+    #[arg(
+        long,
+        env = "SVID_EXEC_ALLOW_ENV_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub allow_env_name: Vec<String>,
+
     /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode), or with run to a sealed memfd named by `NAME_FILE` (DEST `memfd:NAME`); an undefined name is exit 78 (repeatable; env: comma-separated).
     #[arg(
         long,
@@ -553,7 +567,7 @@ pub struct WatchArgs {
     )]
     pub forward_to: String,
 
-    /// Lock the supervisor's memory so secrets are never swapped.
+    /// Lock the supervisor's memory so secrets are never swapped (exit 78 if the kernel refuses).
     #[arg(long, env = "SVID_EXEC_MLOCK", value_parser = BoolishValueParser::new())]
     pub mlock: bool,
 }

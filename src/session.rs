@@ -125,6 +125,10 @@ pub fn plan(t: &TokenTimes) -> Plan {
     Plan { action, at }
 }
 
+/// How long revoking the token a new login replaced may take at most: it is
+/// still valid, so it is worth one request, not a stalled re-login.
+const REPLACED_REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A call (fetch, slug lookup) refreshes the token itself only this close to
 /// its expiry; earlier, refreshing is the supervisor's planned step.
 pub const CALL_EXPIRY_MARGIN: Duration = Duration::from_secs(2);
@@ -206,6 +210,11 @@ pub struct Session {
     options: SessionOptions,
     token: Option<AccessToken>,
     last_svid: Option<IssuedSvid>,
+    /// Tokens logins replaced that are not revoked yet (one, or none). A
+    /// token leaves only once its revoke has answered, so a revoke abandoned
+    /// half-way (the supervisor abandons the request in flight at shutdown)
+    /// is made again by [`Session::revoke`].
+    replaced: Vec<AccessToken>,
 }
 
 impl Session {
@@ -217,6 +226,7 @@ impl Session {
             options,
             token: None,
             last_svid: None,
+            replaced: Vec::new(),
         }
     }
 
@@ -242,7 +252,10 @@ impl Session {
     }
 
     /// Logs in with a JWT fetched now (waiting for the agent until `deadline`).
-    /// The JWT is dropped as soon as the login returns. Retries of a failing
+    /// The JWT is dropped as soon as the login returns. The token this login
+    /// replaces, if any, is revoked (a token the server refused is dropped
+    /// before, not revoked): a login does not end the previous token, which
+    /// would otherwise live out its TTL unused. Retries of a failing
     /// server stop before the JWT expires (a retry with an expired JWT would look
     /// like a refusal); a fresh JWT is then fetched while the deadline allows.
     pub async fn login(&mut self, deadline: Instant) -> Result<&AccessToken, SessionError> {
@@ -275,7 +288,12 @@ impl Session {
                 .await;
             drop(jwt);
             match result {
-                Ok(token) => return Ok(self.token.insert(token)),
+                Ok(token) => {
+                    if let Some(replaced) = self.token.replace(token) {
+                        self.revoke_replaced(replaced, deadline).await;
+                    }
+                    return Ok(self.token.as_ref().expect("UNWRAP: just set"));
+                }
                 Err(InfisicalError::GaveUp { .. })
                     if login_deadline < deadline
                         && Instant::now() + JWT_EXPIRY_MARGIN < deadline =>
@@ -358,6 +376,8 @@ impl Session {
         match self.client.fetch(token, spec, previous, deadline).await {
             Err(e) if e.needs_login() => {
                 tracing::warn!("{e}; logging in again with a fresh JWT-SVID");
+                // Refused: nothing left to revoke.
+                self.token = None;
                 self.login(deadline).await?;
                 let token = self.token.as_ref().expect("just logged in");
                 Ok(self.client.fetch(token, spec, previous, deadline).await?)
@@ -381,6 +401,7 @@ impl Session {
         {
             Err(e) if e.needs_login() => {
                 tracing::warn!("{e}; logging in again with a fresh JWT-SVID");
+                self.token = None;
                 self.login(deadline).await?;
                 let token = self.token.as_ref().expect("just logged in");
                 Ok(self
@@ -434,13 +455,46 @@ impl Session {
         Ok((fetched.secrets, spec))
     }
 
-    /// Revokes the token (on shutdown). Nothing to do when not logged in.
+    /// Revokes a token a login just replaced (and any left from an earlier
+    /// login whose revoke was abandoned), within [`REPLACED_REVOKE_TIMEOUT`]
+    /// (and `deadline`); a failure is a warning: that token expires on its own.
+    async fn revoke_replaced(&mut self, replaced: AccessToken, deadline: Instant) {
+        let deadline = deadline.min(Instant::now() + REPLACED_REVOKE_TIMEOUT);
+        self.replaced.push(replaced);
+        while let Some(token) = self.replaced.first() {
+            let result = self.client.revoke(token, deadline).await;
+            self.replaced.remove(0);
+            match result {
+                Ok(()) => tracing::info!("revoked the access token the new login replaced"),
+                Err(err) => tracing::warn!(
+                    reason = %crate::error::chain(&err),
+                    "could not revoke the access token the new login replaced; it expires on its own"
+                ),
+            }
+        }
+    }
+
+    /// Revokes the token (on shutdown), and any a login replaced whose revoke
+    /// was abandoned. Nothing to do when not logged in.
     pub async fn revoke(&mut self, deadline: Instant) -> Result<(), SessionError> {
+        while let Some(replaced) = self.replaced.pop() {
+            if let Err(err) = self.client.revoke(&replaced, deadline).await {
+                tracing::warn!(
+                    reason = %crate::error::chain(&err),
+                    "could not revoke a replaced access token; it expires on its own"
+                );
+            }
+        }
         if let Some(token) = self.token.take() {
             self.client.revoke(&token, deadline).await?;
             tracing::info!("revoked the access token");
         }
         Ok(())
+    }
+
+    /// Whether there is a token to revoke.
+    pub fn holds_tokens(&self) -> bool {
+        self.token.is_some() || !self.replaced.is_empty()
     }
 }
 

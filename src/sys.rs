@@ -1,20 +1,21 @@
-//! The raw process-level system calls of the supervisor: the signal mask, the
-//! signal wait, raw `kill`, the child's set-up between fork and exec, and the
-//! supervisor's own hardening (no core dumps, not ptrace-able, subreaper, mlock),
-//! the timerfd behind the supervisor's deadlines, and the descriptors a program
-//! inherits at fixed numbers (`--memfd`).
+//! The raw process-level system calls: the launcher's hardening in every mode
+//! (no core dumps, not ptrace-able) and the state it gives back to the program
+//! at exec; `execve` over the program's candidate paths, with the descriptors
+//! the program inherits at fixed numbers (`--memfd`); for the supervisor, the
+//! signal mask, the signal wait, raw `kill`, subreaper, mlock, the child's
+//! start (`fork`, its set-up, `execve`) and the timerfd behind its deadlines.
 //!
 //! This is the one module allowed `unsafe`; everything here is a thin, documented
 //! wrapper so the rest of the crate stays safe.
 #![allow(
     unsafe_code,
-    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, Command::pre_exec, dup2 onto a fixed number and registering a raw fd with Tokio have no safe wrapper"
+    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, fork and the child's set-up before execve, dup2 onto a fixed number, and registering a raw fd with Tokio have no safe wrapper"
 )]
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd, FromRawFd as _, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt as _;
-use std::process::Command;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd as _, AsRawFd, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::libc;
@@ -81,79 +82,43 @@ pub fn kill_raw(pid: i32, signal: i32) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
-/// Prepares `command` so the child starts in a clean state: its own process group
-/// (foreground of the terminal when stdin is one, as tini does), every signal
-/// disposition back to default (std only resets SIGPIPE; an ignored SIGHUP from
-/// `nohup` would otherwise be inherited) and an empty signal mask (std clears it).
-pub fn isolate_child(command: &mut Command) {
-    command.process_group(0);
-    let hook = || {
-        reset_child_signals();
-        Ok(())
-    };
-    // SAFETY: the hook runs in the forked child before exec; it only calls
-    // async-signal-safe functions (isatty, getpgrp, tcsetpgrp, pthread_sigmask,
-    // getrlimit/setrlimit, signal) and reads an already-initialised OnceLock; it
-    // does not allocate or take locks.
-    unsafe {
-        command.pre_exec(hook);
-    }
+/// The soft core-size limit the launcher started with (set by [`harden`]), given
+/// back to the program: its owner may want its cores; only svid-exec holds back.
+static ORIGINAL_CORE_SOFT: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
+
+/// No core dumps (they would hold the secrets, the JWT-SVID and the access
+/// token) and not ptrace-able or readable through /proc by other processes of
+/// the same user: `PR_SET_DUMPABLE 0` and a soft `RLIMIT_CORE` of 0. Called
+/// first thing in `main`, before the arguments are parsed, in every mode. The
+/// program gets both back: `execve` makes it dumpable again, and
+/// [`exec_state`] (exec) or [`spawn`] (supervisor) restore the core limit.
+/// Idempotent: the limit remembered is the one of the first call.
+pub fn harden() -> Result<(), Errno> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    nix::sys::prctl::set_dumpable(false)?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE)?;
+    let _ = ORIGINAL_CORE_SOFT.set(soft);
+    setrlimit(Resource::RLIMIT_CORE, 0, hard)
 }
 
-/// Runs in the forked child (see [`isolate_child`]): async-signal-safe calls only.
-fn reset_child_signals() {
-    // SAFETY (whole function): only async-signal-safe libc calls on values owned by
-    // this stack frame; errors are deliberately ignored (best effort, like tini).
-    unsafe {
-        // Take the terminal's foreground for our new group. A background group calling
-        // tcsetpgrp gets SIGTTOU, so keep it blocked for the call (std cleared the mask).
-        if libc::isatty(libc::STDIN_FILENO) == 1 {
-            let mut ttou: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&raw mut ttou);
-            libc::sigaddset(&raw mut ttou, libc::SIGTTOU);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const ttou, std::ptr::null_mut());
-            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
-        }
-        if let Some(&soft) = ORIGINAL_CORE_SOFT.get() {
-            let mut limit: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_CORE, &raw mut limit) == 0 {
-                limit.rlim_cur = soft.min(limit.rlim_max);
-                libc::setrlimit(libc::RLIMIT_CORE, &raw const limit);
-            }
-        }
-        // The raw system call, not libc's signal(): glibc refuses to touch its own
-        // reserved signals (32, 33), yet glibc's posix_spawn leaves them *ignored* in
-        // processes that Rust programs start, and an ignored disposition survives exec.
-        // An all-zero kernel sigaction is SIG_DFL, no flags, empty mask (4 words cover
-        // the layouts with and without sa_restorer).
-        let default_action = [0_u64; 4];
-        for signal in 1..=libc::SIGRTMAX() {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    libc::c_long::from(signal),
-                    default_action.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    std::mem::size_of::<u64>(),
-                );
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
-    }
-}
-
-/// SIGPIPE's disposition around `run`'s exec: `default` puts back the default
-/// action, `!default` the "ignore" that Rust's runtime sets before `main`. An
-/// ignored disposition survives `execve`, so without the reset the program gets
-/// `EPIPE` instead of dying quietly when its reader goes away (`yes | head`
-/// printing "Broken pipe"); `std::process::Command` does the same reset for the
-/// children it spawns. If exec fails, "ignore" comes back so that reporting the
-/// error on a closed stderr cannot kill us.
-pub fn set_sigpipe_default(default: bool) {
+/// The process state around `run`'s exec: what the program must start with
+/// (`for_program`), or the launcher's own state back after a failed exec.
+///
+/// - SIGPIPE: default for the program. Rust's runtime ignores it before
+///   `main`, and an ignored disposition survives `execve`, so without the
+///   reset the program gets `EPIPE` instead of dying quietly when its reader
+///   goes away (`yes | head` printing "Broken pipe"). Ignored again after a
+///   failed exec, so reporting the error on a closed stderr cannot kill us.
+/// - `RLIMIT_CORE`: the soft limit the launcher started with for the
+///   program, 0 again for the launcher.
+///
+/// `PR_SET_DUMPABLE` needs nothing: `execve` makes the program dumpable again
+/// (except a set-ID or unreadable file, which the kernel keeps non-dumpable on
+/// purpose).
+pub fn exec_state(for_program: bool) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
     use nix::sys::signal::{signal, SigHandler};
-    let handler = if default {
+    let handler = if for_program {
         SigHandler::SigDfl
     } else {
         SigHandler::SigIgn
@@ -163,21 +128,14 @@ pub fn set_sigpipe_default(default: bool) {
     unsafe {
         let _ = signal(NixSignal::SIGPIPE, handler);
     }
-}
-
-/// The soft core-size limit we started with, restored in the child so the program
-/// can still dump core if its owner wants that (only our own process holds back).
-static ORIGINAL_CORE_SOFT: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
-
-/// No core dumps (they would hold the secrets) and not ptrace-able by other
-/// processes of the same user: `PR_SET_DUMPABLE 0` (reset by the kernel when the
-/// child execs) and a soft `RLIMIT_CORE` of 0 (restored in the child).
-pub fn harden() -> Result<(), Errno> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    nix::sys::prctl::set_dumpable(false)?;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE)?;
-    let _ = ORIGINAL_CORE_SOFT.set(soft);
-    setrlimit(Resource::RLIMIT_CORE, 0, hard)
+    let soft = if for_program {
+        ORIGINAL_CORE_SOFT.get().copied()
+    } else {
+        Some(0)
+    };
+    if let (Some(soft), Ok((_, hard))) = (soft, getrlimit(Resource::RLIMIT_CORE)) {
+        let _ = setrlimit(Resource::RLIMIT_CORE, soft.min(hard), hard);
+    }
 }
 
 /// Registers as child subreaper, so orphaned descendants are re-parented to us and
@@ -276,80 +234,467 @@ pub fn first_unused_inherited_fd() -> RawFd {
     first
 }
 
-/// Descriptors the program is to inherit at fixed numbers, each held here
-/// (close-on-exec) either at its number already or above every such number.
-/// Holding the free numbers matters for `std::process::Command`: its spawn
-/// opens a pipe for exec errors at the lowest free number, and a number the
-/// child is given must not be that pipe.
-#[derive(Debug)]
-pub struct InheritAt(Vec<(OwnedFd, RawFd)>);
-
-impl InheritAt {
-    /// Places each `(descriptor, number in the program)`; the numbers are
-    /// distinct and above 2. The given descriptors are closed once placed.
-    pub fn place(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<Self> {
-        let above = fds.iter().map(|(_, at)| *at).max().map_or(3, |m| m + 1);
-        let mut placed = Vec::with_capacity(fds.len());
-        for (fd, at) in fds {
-            let source = if fd.as_raw_fd() == at {
-                fd
-            } else {
-                // SAFETY: F_GETFD only reads the flags of a descriptor number
-                // (it fails for a number nothing holds); no memory is involved.
-                let free = unsafe { libc::fcntl(at, libc::F_GETFD) } < 0;
-                match free.then(|| dup_at_least(&fd, at)).transpose()? {
-                    Some(copy) if copy.as_raw_fd() == at => copy,
-                    _ => dup_at_least(&fd, above)?,
-                }
-            };
-            placed.push((source, at));
+/// For `run` without `--watch`: puts each `(descriptor, number)` at its
+/// number in this process, without close-on-exec, for the `execve` that
+/// follows (the last step before it). Each is first copied above every
+/// number (close-on-exec, closed here), and the given descriptors are closed
+/// before any is placed, so placing one can neither overwrite another's
+/// source nor be closed later by a descriptor's owner that held that number.
+pub fn place_for_exec(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<()> {
+    let above = fds
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .map_or(3, |m| m.max(2) + 1);
+    let copies = fds
+        .into_iter()
+        .map(|(fd, at)| Ok((dup_above(fd.as_fd(), above)?, at)))
+        .collect::<io::Result<Vec<_>>>()?;
+    for (copy, at) in &copies {
+        // SAFETY: dup2 of a descriptor we own onto a number nothing of ours
+        // needs any more (the sources were closed above; anything else of
+        // ours is close-on-exec and would close at the exec); it leaves
+        // close-on-exec off.
+        if unsafe { libc::dup2(copy.as_raw_fd(), *at) } < 0 {
+            return Err(io::Error::last_os_error());
         }
-        Ok(Self(placed))
     }
-
-    /// Puts each descriptor at its number, without close-on-exec, in the
-    /// process about to exec. Async-signal-safe: `fcntl` and `dup2` over a
-    /// vector allocated before, no allocation.
-    fn apply(&self) -> io::Result<()> {
-        for (source, at) in &self.0 {
-            let source = source.as_raw_fd();
-            let rc = if source == *at {
-                // SAFETY: F_SETFD 0 clears close-on-exec on a descriptor we own.
-                unsafe { libc::fcntl(source, libc::F_SETFD, 0) }
-            } else {
-                // SAFETY: dup2 of a descriptor we own onto a number that holds
-                // none of ours (see `place`); it leaves close-on-exec off.
-                unsafe { libc::dup2(source, *at) }
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
-/// `fcntl(F_DUPFD_CLOEXEC)`: a close-on-exec copy of `fd` at `min` or the lowest free number above.
-fn dup_at_least(fd: &OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
+/// `fcntl(F_DUPFD_CLOEXEC)`: a close-on-exec copy of `fd` at `min` or the
+/// lowest free number above it.
+fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> nix::Result<OwnedFd> {
     let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// The spawn hook for extra descriptors: the child of `command` gets `fds` at
-/// their numbers before exec. The command owns them: they are closed here
-/// when it is dropped, after the spawn.
-pub fn inherit_fds(command: &mut Command, fds: InheritAt) {
-    // SAFETY: the hook runs in the forked child before exec; `apply` only
-    // calls fcntl and dup2 (async-signal-safe) over memory allocated before
-    // the fork, and does not allocate.
-    unsafe {
-        command.pre_exec(move || fds.apply());
+// ---------------------------------------------------------------------------
+// Starting the program: execvp's candidate loop (exec mode and the supervisor's
+// child alike), and fork + execve for the supervisor.
+
+/// A NULL-terminated array of pointers to C strings (`argv`, `envp`), built
+/// before `fork`: the child must not allocate. Borrows the strings, so their
+/// owner (a zeroizing `envp` included) outlives it.
+pub struct CPtrs<'a> {
+    ptrs: Vec<*const libc::c_char>,
+    strings: PhantomData<&'a CStr>,
+}
+
+impl<'a> CPtrs<'a> {
+    pub fn new(strings: impl IntoIterator<Item = &'a CStr>) -> Self {
+        let mut ptrs: Vec<*const libc::c_char> = strings.into_iter().map(CStr::as_ptr).collect();
+        ptrs.push(std::ptr::null());
+        Self {
+            ptrs,
+            strings: PhantomData,
+        }
+    }
+
+    fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
     }
 }
 
-/// For `run` without `--watch`: puts `fds` at their numbers in this process,
-/// for the `execve` that follows (the copies above stay close-on-exec).
-pub fn inherit_fds_across_exec(fds: &InheritAt) -> io::Result<()> {
-    fds.apply()
+/// Why no candidate could be executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFailure {
+    /// No candidate exists (each failed with `ENOENT` or the like).
+    NotFound,
+    /// `candidates[index]` failed with `errno`: the first definite failure,
+    /// or the first `EACCES` when nothing else could be executed.
+    Failed { index: usize, errno: Errno },
+}
+
+/// What to do after one candidate failed with `errno`, as glibc's `execvpe`:
+/// `None` to try the next (the file is not there), `Some(true)` to remember
+/// it and try the next (`EACCES`: 126 if nothing works), `Some(false)` to stop.
+pub fn after_exec_failure(errno: Errno) -> Option<bool> {
+    match errno {
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => None,
+        Errno::EACCES => Some(true),
+        _ => Some(false),
+    }
+}
+
+/// `execve` on each of `candidates` in turn with `argv` and `envp`, as
+/// `execvp` does over `PATH` ([`after_exec_failure`]). Returns only on
+/// failure. Allocation-free, so [`spawn`]'s forked child runs it too.
+pub fn exec_first(candidates: &[&CStr], argv: &CPtrs<'_>, envp: &CPtrs<'_>) -> ExecFailure {
+    let mut denied = None;
+    for (index, path) in candidates.iter().enumerate() {
+        // SAFETY: `path` is a NUL-terminated string, `argv` and `envp` are
+        // NULL-terminated arrays of NUL-terminated strings, all alive for the
+        // call; execve only reads them.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let errno = Errno::last();
+        match after_exec_failure(errno) {
+            None => {}
+            Some(true) => {
+                denied.get_or_insert(ExecFailure::Failed { index, errno });
+            }
+            Some(false) => return ExecFailure::Failed { index, errno },
+        }
+    }
+    denied.unwrap_or(ExecFailure::NotFound)
+}
+
+/// A descriptor the child inherits at a fixed number: `fd` here becomes
+/// `at` in the child (not close-on-exec there), whatever its number here.
+#[derive(Debug, Clone, Copy)]
+pub struct InheritFd<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub at: RawFd,
+}
+
+/// What [`spawn`] starts, and with what.
+pub struct Spawn<'a> {
+    /// The files to try, in order ([`exec_first`]).
+    pub candidates: &'a [&'a CStr],
+    pub argv: &'a CPtrs<'a>,
+    pub envp: &'a CPtrs<'a>,
+    /// Working directory (ours when `None`).
+    pub cwd: Option<&'a CStr>,
+    /// Descriptors to pass at fixed numbers (every other one of ours is
+    /// close-on-exec, as Rust opens them).
+    pub fds: &'a [InheritFd<'a>],
+}
+
+/// Why [`spawn`] did not start the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No pipe, descriptor or process could be made (resources).
+    Fork(Errno),
+    /// The child's set-up before exec failed (working directory, descriptors).
+    Setup(Errno),
+    /// No candidate could be executed.
+    Exec(ExecFailure),
+}
+
+/// The child's report on its pipe: kind, index, errno.
+const REPORT_SETUP: i32 = 1;
+const REPORT_NOT_FOUND: i32 = 2;
+const REPORT_FAILED: i32 = 3;
+
+/// Starts the supervisor's child with `fork` + `execve` and an `envp` the
+/// caller owns (and zeroizes), rather than `std::process::Command`, which
+/// copies every `NAME=value` into C strings of its own that are freed, never
+/// zeroed, leaving a copy of each secret in the supervisor's heap.
+///
+/// The child, before exec: leads its own process group (set on both sides,
+/// so the group exists when this returns), takes the terminal's foreground
+/// when stdin is a terminal (as tini does), gets `SIGKILL` when the
+/// supervisor dies (`PR_SET_PDEATHSIG`; the parent is checked again after
+/// setting it, in case it died in between), the core limit the launcher
+/// started with, its inherited descriptors at their numbers, every signal
+/// disposition at default (std only resets SIGPIPE; an ignored SIGHUP from
+/// `nohup` would otherwise be inherited) and an empty signal mask. An exec
+/// failure comes back through a close-on-exec pipe, and the failed child is
+/// reaped here; on success only the pid is returned (the reaper owns it).
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked ends, not the
+/// process: call this from the thread that lives as long as the supervisor
+/// (the main thread, which runs the supervisor's runtime).
+pub fn spawn(spec: &Spawn<'_>) -> Result<i32, SpawnError> {
+    use nix::fcntl::OFlag;
+    let fork_err = SpawnError::Fork;
+    // Temporary descriptors go above every target, so placing one in the
+    // child cannot overwrite another's source or the report pipe.
+    let above = spec
+        .fds
+        .iter()
+        .map(|f| f.at)
+        .max()
+        .map_or(3, |m| m.max(2) + 1);
+    let sources = spec
+        .fds
+        .iter()
+        .map(|f| dup_above(f.fd, above).map_err(fork_err))
+        .collect::<Result<Vec<OwnedFd>, _>>()?;
+    let placements: Vec<(RawFd, RawFd)> = sources
+        .iter()
+        .zip(spec.fds)
+        .map(|(source, f)| (source.as_raw_fd(), f.at))
+        .collect();
+    let (report_read, pipe_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(fork_err)?;
+    let report_write = dup_above(pipe_write.as_fd(), above).map_err(fork_err)?;
+    // Only the child may hold a write end, or the read below never ends.
+    drop(pipe_write);
+    let parent = nix::unistd::getpid().as_raw();
+    let core_soft = ORIGINAL_CORE_SOFT.get().copied();
+    let child = ChildSetup {
+        spec,
+        placements: &placements,
+        parent,
+        core_soft,
+        report: report_write.as_raw_fd(),
+    };
+    // SAFETY: fork(2) in a multi-threaded process: the child runs only
+    // `in_child`, which makes async-signal-safe calls on memory prepared
+    // above and never returns (exec or _exit).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Fork(Errno::last()));
+    }
+    if pid == 0 {
+        in_child(&child);
+    }
+    drop(report_write);
+    drop(sources);
+    let child_pid = nix::unistd::Pid::from_raw(pid);
+    // EACCES once the child has exec'd: it set its group itself by then.
+    let _ = nix::unistd::setpgid(child_pid, child_pid);
+    match read_report(&report_read) {
+        None => Ok(pid),
+        Some(error) => {
+            // Ours alone: nobody else knows this pid, and the reaper runs on
+            // this same thread, later.
+            let _ = nix::sys::wait::waitpid(child_pid, None);
+            Err(error)
+        }
+    }
+}
+
+/// What the forked child needs, all prepared before the fork.
+struct ChildSetup<'a> {
+    spec: &'a Spawn<'a>,
+    /// (temporary descriptor, number in the child).
+    placements: &'a [(RawFd, RawFd)],
+    parent: libc::pid_t,
+    core_soft: Option<libc::rlim_t>,
+    report: RawFd,
+}
+
+/// The forked child: set up, exec, or report why not and `_exit`.
+fn in_child(setup: &ChildSetup<'_>) -> ! {
+    let report = |kind: i32, index: usize, errno: Errno| -> ! {
+        let mut message = [0_u8; 12];
+        message[..4].copy_from_slice(&kind.to_ne_bytes());
+        message[4..8].copy_from_slice(&i32::try_from(index).unwrap_or(i32::MAX).to_ne_bytes());
+        message[8..].copy_from_slice(&(errno as i32).to_ne_bytes());
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; `message` is a
+        // live stack buffer of the length given.
+        unsafe {
+            libc::write(setup.report, message.as_ptr().cast(), message.len());
+            libc::_exit(127)
+        }
+    };
+    // SAFETY (whole block): only async-signal-safe libc calls on values owned by
+    // this stack frame or prepared before the fork; no allocation, no locks.
+    // Errors of the best-effort steps are ignored (as tini does).
+    unsafe {
+        libc::setpgid(0, 0);
+        // Die with the supervisor. If it died before this, we were re-parented
+        // already and nobody would ever send the signal: give up now.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9),
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != setup.parent {
+            libc::_exit(127);
+        }
+        // Take the terminal's foreground for our new group. A background group calling
+        // tcsetpgrp gets SIGTTOU, so keep it blocked for the call (the mask is
+        // still the supervisor's, which blocks it; it is emptied below).
+        if libc::isatty(libc::STDIN_FILENO) == 1 {
+            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        }
+        if let Some(soft) = setup.core_soft {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_CORE, &raw mut limit) == 0 {
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_CORE, &raw const limit);
+            }
+        }
+        for &(source, at) in setup.placements {
+            // dup2 leaves the new descriptor without close-on-exec.
+            if libc::dup2(source, at) < 0 {
+                report(REPORT_SETUP, 0, Errno::last());
+            }
+        }
+        if let Some(cwd) = setup.spec.cwd {
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                report(REPORT_SETUP, 0, Errno::last());
+            }
+        }
+        // The raw system call, not libc's signal(): glibc refuses to touch its own
+        // reserved signals (32, 33), yet glibc's posix_spawn leaves them *ignored* in
+        // processes that Rust programs start, and an ignored disposition survives exec.
+        // An all-zero kernel sigaction is SIG_DFL, no flags, empty mask (4 words cover
+        // the layouts with and without sa_restorer).
+        let default_action = [0_u64; 4];
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    libc::c_long::from(signal),
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    std::mem::size_of::<u64>(),
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
+    }
+    match exec_first(setup.spec.candidates, setup.spec.argv, setup.spec.envp) {
+        ExecFailure::NotFound => report(REPORT_NOT_FOUND, 0, Errno::ENOENT),
+        ExecFailure::Failed { index, errno } => report(REPORT_FAILED, index, errno),
+    }
+}
+
+/// Reads the child's report: `None` at end of file (it exec'd: the pipe was
+/// closed on exec), else why it did not.
+fn read_report(pipe: &OwnedFd) -> Option<SpawnError> {
+    let mut message = [0_u8; 12];
+    let mut filled = 0;
+    while filled < message.len() {
+        match nix::unistd::read(pipe, &mut message[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Some(SpawnError::Setup(errno)),
+        }
+    }
+    if filled < message.len() {
+        // Nothing (exec'd) or a torn report (the child died while writing).
+        return (filled > 0).then_some(SpawnError::Setup(Errno::EIO));
+    }
+    let field = |i: usize| {
+        i32::from_ne_bytes(
+            message[i * 4..i * 4 + 4]
+                .try_into()
+                .expect("UNWRAP: four bytes"),
+        )
+    };
+    let errno = Errno::from_raw(field(2));
+    Some(match field(0) {
+        REPORT_NOT_FOUND => SpawnError::Exec(ExecFailure::NotFound),
+        REPORT_FAILED => SpawnError::Exec(ExecFailure::Failed {
+            index: usize::try_from(field(1)).unwrap_or(usize::MAX),
+            errno,
+        }),
+        _ => SpawnError::Setup(errno),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::io::Read as _;
+
+    use super::*;
+
+    /// Spawns `sh -c script` with `fds` and no environment; returns its pid.
+    fn sh(script: &str, fds: &[InheritFd<'_>]) -> Result<i32, SpawnError> {
+        let argv: Vec<CString> = ["sh", "-c", script]
+            .iter()
+            .map(|a| CString::new(*a).unwrap())
+            .collect();
+        let argv = CPtrs::new(argv.iter().map(CString::as_c_str));
+        let envp = CPtrs::new([]);
+        spawn(&Spawn {
+            candidates: &[c"/no/such/sh", c"/bin/sh"],
+            argv: &argv,
+            envp: &envp,
+            cwd: None,
+            fds,
+        })
+    }
+
+    fn exit_status(pid: i32) -> i32 {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
+            nix::sys::wait::WaitStatus::Exited(_, code) => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn descriptors_reach_the_child_at_their_numbers_even_when_they_cross() {
+        // Two pipes whose write ends are passed at each other's numbers: a
+        // naive dup2 of the first would close the second's source.
+        let (mut read_a, write_a) = std::io::pipe().unwrap();
+        let (mut read_b, write_b) = std::io::pipe().unwrap();
+        let (a, b) = (write_a.as_raw_fd(), write_b.as_raw_fd());
+        let fds = [
+            InheritFd {
+                fd: write_a.as_fd(),
+                at: b,
+            },
+            InheritFd {
+                fd: write_b.as_fd(),
+                at: a,
+            },
+        ];
+        let pid = sh(&format!("echo a >&{b}; echo b >&{a}"), &fds).unwrap();
+        drop((write_a, write_b));
+        assert_eq!(exit_status(pid), 0);
+        let (mut got_a, mut got_b) = (String::new(), String::new());
+        read_a.read_to_string(&mut got_a).unwrap();
+        read_b.read_to_string(&mut got_b).unwrap();
+        assert_eq!((got_a.as_str(), got_b.as_str()), ("a\n", "b\n"));
+    }
+
+    #[test]
+    fn the_child_leads_its_own_group_with_a_clean_signal_state() {
+        let (mut read, write) = std::io::pipe().unwrap();
+        let fds = [InheritFd {
+            fd: write.as_fd(),
+            at: 7,
+        }];
+        // pid, process group (fields 1 and 5 of /proc/PID/stat), blocked and
+        // ignored signals.
+        let script = "set -- $(cat /proc/$$/stat); \
+             echo $1 $5 $(grep -E '^Sig(Blk|Ign)' /proc/$$/status | tr -d '\\t') >&7";
+        let pid = sh(script, &fds).unwrap();
+        drop(write);
+        assert_eq!(exit_status(pid), 0);
+        let mut out = String::new();
+        read.read_to_string(&mut out).unwrap();
+        assert_eq!(
+            out.trim(),
+            format!("{pid} {pid} SigBlk:0000000000000000 SigIgn:0000000000000000")
+        );
+    }
+
+    #[test]
+    fn exec_and_set_up_failures_come_back_typed() {
+        let argv = CPtrs::new([c"x"]);
+        let envp = CPtrs::new([]);
+        let spawned = spawn(&Spawn {
+            candidates: &[c"/no/such/program", c"/no/such/either"],
+            argv: &argv,
+            envp: &envp,
+            cwd: None,
+            fds: &[],
+        });
+        assert_eq!(spawned, Err(SpawnError::Exec(ExecFailure::NotFound)));
+        let spawned = spawn(&Spawn {
+            candidates: &[c"/no/such/program", c"/"],
+            argv: &argv,
+            envp: &envp,
+            cwd: None,
+            fds: &[],
+        });
+        assert_eq!(
+            spawned,
+            Err(SpawnError::Exec(ExecFailure::Failed {
+                index: 1,
+                errno: Errno::EACCES
+            }))
+        );
+        let spawned = spawn(&Spawn {
+            candidates: &[c"/bin/true"],
+            argv: &argv,
+            envp: &envp,
+            cwd: Some(c"/no/such/dir"),
+            fds: &[],
+        });
+        assert_eq!(spawned, Err(SpawnError::Setup(Errno::ENOENT)));
+    }
 }

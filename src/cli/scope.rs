@@ -96,6 +96,11 @@ pub const WHERE: &[(&str, Modes)] = &[
     // Readiness: `run` without `--watch` execs the program and is gone, so
     // nothing would remove the file once the program ends.
     ("ready-file", Modes::RUN_WATCH.or(Modes::WRITE)),
+    // The loader and shell hooks are refused in the program's environment.
+    ("allow-env-name", Modes::RUN),
+    // A one-shot token only: the supervisor revokes every token it replaces
+    // and the last one when it stops, whatever the flag says.
+    ("no-revoke", Modes::RUN_ONCE.or(Modes::WRITE_ONCE)),
 ];
 
 /// Where the option with this long name applies.
@@ -367,6 +372,8 @@ mod tests {
             ("memfd", [true, true, false, false, true, true]),
             ("fallback-dir", [true; 6]),
             ("fallback-max-age", [true; 6]),
+            ("allow-env-name", [true, true, false, false, true, true]),
+            ("no-revoke", [true, false, true, false, true, false]),
         ];
         for (flag, row) in expected {
             for (context, applies) in contexts.iter().zip(row) {

@@ -17,8 +17,10 @@ mod write;
 use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
+use tokio::time::Instant;
 
 use crate::cli::{self, Command, Parsed};
 use crate::config::{CheckOutput, Config, ConfigError, Task};
@@ -28,7 +30,7 @@ use crate::launch::exec::ExecError;
 use crate::launch::supervise::SuperviseError;
 use crate::logging::LogFormat;
 use crate::secrets::SecretSet;
-use crate::session::SessionError;
+use crate::session::{Session, SessionError};
 
 /// Every failure a command reports, each with its exit class and hint.
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +97,16 @@ impl Failure for CmdError {
 
 /// Runs the launcher: the body of the binary's `main`.
 pub fn main() -> ExitCode {
+    // First, in every mode and before the arguments are read: from here on
+    // the process may hold the JWT-SVID, the access token and the secrets,
+    // so it cannot dump core and is not readable by the user's other
+    // processes (ptrace, /proc/PID/mem). The program gets both back at exec.
+    let hardened = crate::sys::harden();
     install_panic_hook();
     // Usage errors exit 2, `--help`/`--version` 0, both printed by clap.
     let argv: Vec<_> = std::env::args_os().collect();
     let parsed = cli::parse_from(&argv).unwrap_or_else(|e| e.exit());
-    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(parsed))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(parsed, hardened))) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             report(&error);
@@ -167,8 +174,9 @@ fn print_failure(exit_code: u8, message: &str, hint: Option<&str>) {
 }
 
 /// The commands without configuration first (`man`, `completions`, `ready`),
-/// then the configuration, logging, and the command.
-fn dispatch(parsed: Parsed) -> Result<ExitCode, CmdError> {
+/// then the configuration, logging (which reports a failed
+/// [`crate::sys::harden`]), and the command.
+fn dispatch(parsed: Parsed, hardened: Result<(), nix::errno::Errno>) -> Result<ExitCode, CmdError> {
     let command = &parsed.command;
     if let Some(text) = man::generate(command) {
         print_stdout(&text?)?;
@@ -201,6 +209,9 @@ fn dispatch(parsed: Parsed) -> Result<ExitCode, CmdError> {
         }
     };
     crate::logging::init(config.log);
+    if let Err(err) = hardened {
+        tracing::warn!(%err, "could not turn off core dumps and ptrace access for svid-exec");
+    }
     for note in &config.notes {
         tracing::debug!("{note}");
     }
@@ -237,20 +248,63 @@ fn print_stdout(bytes: &[u8]) -> Result<(), CmdError> {
     }
 }
 
+/// How long a one-shot `run` or `write` spends revoking its access token at
+/// most, retries included: on a live connection the revoke takes one round
+/// trip; a server that does not answer must not hold the program for long
+/// (the token then expires on its own).
+const ONE_SHOT_REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The one-shot start of `run` and `write`: check the file targets, then log
-/// in, fetch and accept the set for delivery (or, during an outage, take the
-/// cached one when the fallback's rules allow), all before anything is written
-/// or started. The runtime, and with it every connection, the JWT-SVID and the
-/// access token, is gone when this returns: only the secret set survives.
+/// in, fetch, revoke the access token (unless `--no-revoke`: Infisical's
+/// default TTL is 30 days) and accept the set for delivery (or, during an
+/// outage, take the cached one when the fallback's rules allow), all before
+/// anything is written or started. The token is revoked whether the fetch
+/// worked or not. The runtime, and with it every connection, the JWT-SVID
+/// and the access token, is gone when this returns: only the secret set
+/// survives.
 fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdError> {
     delivery.preflight()?;
     let start::Started { secrets, .. } = runtime()?.block_on(async {
         let mut session = config.session()?;
-        start::start(config, delivery, &mut session).await
+        start::start(
+            config,
+            delivery,
+            &mut session,
+            start::Token::RevokeAfterFetch,
+        )
+        .await
     })?;
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)
+}
+
+/// Ends a one-shot's session once the fetch is done: revokes its token
+/// ([`revoke_once`]), or says that `--no-revoke` keeps it.
+async fn end_one_shot(config: &Config, session: &mut Session) {
+    if config.revoke {
+        revoke_once(session).await;
+    } else if session.token().is_some() {
+        tracing::info!("--no-revoke: the access token stays valid until it expires");
+    }
+}
+
+/// Revokes the one-shot's token, if it got one, on the connection it used,
+/// within [`ONE_SHOT_REVOKE_TIMEOUT`]. A failure is a warning only: it never
+/// stops the program nor changes the exit status.
+async fn revoke_once(session: &mut Session) {
+    if !session.holds_tokens() {
+        return;
+    }
+    if let Err(err) = session
+        .revoke(Instant::now() + ONE_SHOT_REVOKE_TIMEOUT)
+        .await
+    {
+        tracing::warn!(
+            reason = %chain(&err),
+            "could not revoke the access token; it stays valid until it expires"
+        );
+    }
 }
 
 /// Debug builds only: `SVID_EXEC_DEBUG_PANIC=1` panics with every fetched

@@ -2,7 +2,6 @@
 //! files, make the memfds, then replace svid-exec with the program (`execve`).
 
 use std::ffi::OsString;
-use std::os::fd::{OwnedFd, RawFd};
 use std::process::ExitCode;
 
 use super::{fetch_once, CmdError};
@@ -11,7 +10,7 @@ use crate::deliver::memfd::MemfdError;
 use crate::deliver::DeliverError;
 use crate::error::chain;
 use crate::launch::exec;
-use crate::sys::{self, InheritAt};
+use crate::sys;
 
 /// Fetches and accepts (the environment is checked before any file is
 /// written), writes the files, execs. Returns only on failure, having removed
@@ -27,8 +26,8 @@ pub(super) fn exec(
     plan.log();
     delivery.write(&secrets)?;
     // Sealed and close-on-exec until placed at their numbers, the last step
-    // before exec; the copies above those numbers close at exec.
-    let memfds = pass_on(delivery.memfds(&secrets)?)
+    // before exec (the access token was revoked in `fetch_once`).
+    sys::place_for_exec(delivery.memfds(&secrets)?)
         .map_err(|e| DeliverError::Memfd(MemfdError::Place(e)))?;
     tracing::info!(
         secrets = secrets.len(),
@@ -38,7 +37,6 @@ pub(super) fn exec(
     );
     tracing::debug!(names = ?plan.delivered_names(), "variables delivered");
     let error = exec::exec(program, args, &plan);
-    drop(memfds);
     if let Err(e) = delivery.remove() {
         tracing::warn!(
             error = %chain(&e),
@@ -46,15 +44,4 @@ pub(super) fn exec(
         );
     }
     Err(error.into())
-}
-
-/// Puts `fds` at their numbers in this process, for the program (nothing
-/// without `--memfd`). The returned copies stay close-on-exec.
-fn pass_on(fds: Vec<(OwnedFd, RawFd)>) -> std::io::Result<Option<InheritAt>> {
-    if fds.is_empty() {
-        return Ok(None);
-    }
-    let placed = InheritAt::place(fds)?;
-    sys::inherit_fds_across_exec(&placed)?;
-    Ok(Some(placed))
 }

@@ -30,6 +30,17 @@ pub(super) struct Started {
     pub spec: Option<FetchSpec>,
 }
 
+/// What a start does with the access token once the fetch is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Token {
+    /// Keep it (`--watch`: the supervisor renews it and polls with it).
+    Keep,
+    /// End the one-shot's session (`run`, `write`): revoke it unless
+    /// `--no-revoke`, whether the fetch worked or not, before anything is
+    /// delivered or started (so before the program is exec'd, memfds or not).
+    RevokeAfterFetch,
+}
+
 /// Logs in, resolves the project, fetches and accepts the set, all before
 /// `--startup-timeout`, and keeps it for the fallback; on failure, the
 /// fallback's rules.
@@ -37,10 +48,15 @@ pub(super) async fn start(
     config: &Config,
     delivery: &Delivery,
     session: &mut Session,
+    token: Token,
 ) -> Result<Started, CmdError> {
     let attempt = Instant::now();
     let deadline = attempt + config.startup_timeout;
-    match session.start(&config.fetch, deadline).await {
+    let fetched = session.start(&config.fetch, deadline).await;
+    if token == Token::RevokeAfterFetch {
+        super::end_one_shot(config, session).await;
+    }
+    match fetched {
         Ok((fetched, spec)) => {
             let (secrets, fingerprint) = delivery.accept(fetched)?;
             remember(delivery, session, &secrets);

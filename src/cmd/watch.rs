@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::start::{self, Started};
 use super::{runtime, CmdError};
 use crate::config::Config;
+use crate::deliver::env::Envp;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
 use crate::infisical::{Etags, FetchOutcome, FetchSpec, ProjectRef};
@@ -80,7 +81,7 @@ pub(super) fn supervise(
         // or a failed check is still ours to revoke.
         let mut session = config.session()?;
         let outcome = tokio::select! {
-            started = start::start(config, &delivery.delivery, &mut session) => Ok(started),
+            started = start::start(config, &delivery.delivery, &mut session, start::Token::Keep) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
         // Without `spec` (a start from the cached set) the project may not be
@@ -166,7 +167,7 @@ fn interrupted_exit_code(signal: Signal, sidecar: bool) -> u8 {
 /// Revokes the session's token, if it has one, within a short bound (shutdown,
 /// or a start-up that did not lead to supervision); a failure is only logged.
 async fn revoke(session: &mut Session) {
-    if session.token().is_none() {
+    if !session.holds_tokens() {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -371,25 +372,21 @@ impl supervise::Deliver for Shared {
         Ok(())
     }
 
-    fn child_env(&self, secrets: &SecretSet, command: &mut Command) {
+    fn child_env(&self, secrets: &SecretSet) -> Envp {
         match self.delivery.env(secrets) {
-            Ok(plan) => {
-                plan.apply(command);
+            Ok(mut plan) => {
                 // The supervisor is the process systemd watches, not the
                 // program: its notification variables stay ours (unless a
                 // secret of that name is delivered).
-                for name in crate::notify::VARIABLES {
-                    if !plan.delivered_names().iter().any(|n| n == name) {
-                        command.env_remove(name);
-                    }
-                }
+                plan.withhold(crate::notify::VARIABLES);
+                plan.to_envp()
             }
             // Every set is accepted with the same plan before it reaches the
             // supervisor, so this is a bug; the child then gets an empty
             // environment rather than a partial one.
             Err(err) => {
-                command.env_clear();
                 tracing::error!(%err, "internal error: could not plan the child's environment");
+                Envp::default()
             }
         }
     }

@@ -1,8 +1,9 @@
 //! Delivery's options from the command line: the file targets with their
 //! mode and owner, the environment (`--env-prefix`, `--no-override`,
-//! `--env-file-refs`, `--no-env`), the templates (`--template`), what must
-//! be present (`--require`, `--allow-empty`), the selection (`--only`,
-//! `--map`) and `--memfd`. A new way of delivering reads its options here.
+//! `--env-file-refs`, `--no-env`, `--allow-env-name`), the templates
+//! (`--template`), what must be present (`--require`, `--allow-empty`), the
+//! selection (`--only`, `--map`) and `--memfd`. A new way of delivering
+//! reads its options here.
 
 use std::path::PathBuf;
 
@@ -163,7 +164,7 @@ fn memfd_templates(
 }
 
 /// `--env-prefix`, `--no-override`, `--env-file-refs` (which needs per-key
-/// files), or `None` with `--no-env`.
+/// files), `--allow-env-name`, or `None` with `--no-env`.
 fn env_options(
     args: &cli::DeliveryArgs,
     has_dir: bool,
@@ -209,10 +210,18 @@ fn env_options(
             ));
         }
     }
+    // A bad entry is a problem already pushed, which fails the whole
+    // configuration: the empty set then stands in.
+    let allowed_names = p
+        .value("allow_env_name", |l| list(l, &args.allow_env_name))
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     (!args.no_env).then_some(EnvOptions {
         prefix,
         override_inherited: !args.no_override,
         file_refs: args.env_file_refs,
+        allowed_names,
     })
 }
 

@@ -60,6 +60,9 @@ pub struct Config {
     pub fetch: FetchSpec<ProjectRef>,
     /// How long to keep retrying at start before giving up (exit 69).
     pub startup_timeout: Duration,
+    /// Revoke the access token before a one-shot `run` execs or `write`
+    /// exits (off with `--no-revoke`). The supervisor always revokes.
+    pub revoke: bool,
     /// How secrets reach the program (the command line that `execve` counts
     /// with the environment is the task's).
     pub delivery: DeliveryOptions,
@@ -191,6 +194,9 @@ impl Config {
             delivery: &delivery,
         };
         delivery.fallback = fallback::options(fallback, &bound_to, &mut p);
+        // Under --watch the supervisor revokes whatever --no-revoke says: the
+        // scope table keeps the flag out of that mode.
+        let revoke = !common.identity.no_revoke;
         let watch = common.watch.watch.then_some(settings);
         check_combinations(&delivery, watch.as_ref(), &mut p);
         if !p.is_empty() {
@@ -203,6 +209,7 @@ impl Config {
             login,
             fetch,
             startup_timeout,
+            revoke,
             delivery,
             watch,
             log,

@@ -1,23 +1,25 @@
 //! Secrets -> the child's environment, as a pure plan: inherited variables plus
 //! secrets (override policy, prefix), the launcher's bootstrap variables
-//! removed, names checked against what `execve` can carry, and the size checked
-//! against the kernel's limits before exec, so the user gets a clear error
-//! instead of a bare `E2BIG`. Our own environment is never modified.
+//! removed, names checked against what `execve` can carry and against the
+//! names that would let a secret choose the program's code (`steering.rs`), and
+//! the size checked against the kernel's limits before exec, so the user gets
+//! a clear error instead of a bare `E2BIG`. Our own environment is never modified.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+use super::steering::is_steering;
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
-/// How secrets become variables (`--env-prefix`, `--no-override`, `--env-file-refs`).
+/// How secrets become variables (`--env-prefix`, `--no-override`,
+/// `--env-file-refs`, `--allow-env-name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvOptions {
     /// Prepended to every name.
@@ -26,15 +28,19 @@ pub struct EnvOptions {
     pub override_inherited: bool,
     /// Deliver `KEY_FILE=<path>` instead of values (needs per-key files).
     pub file_refs: bool,
+    /// Delivered names allowed although they are in [`STEERING`](super::steering::STEERING).
+    pub allowed_names: BTreeSet<String>,
 }
 
 impl Default for EnvOptions {
-    /// The contract's defaults: no prefix, secrets override, values.
+    /// The contract's defaults: no prefix, secrets override, values, no
+    /// steering name allowed.
     fn default() -> Self {
         Self {
             prefix: String::new(),
             override_inherited: true,
             file_refs: false,
+            allowed_names: BTreeSet::new(),
         }
     }
 }
@@ -171,6 +177,14 @@ pub enum EnvError {
         /// The template's NAME.
         template: String,
     },
+    /// Secrets whose delivered names decide which program runs or what it
+    /// loads ([`STEERING`](super::steering::STEERING)), not allowed by
+    /// `--allow-env-name`.
+    #[error(
+        "secrets would decide which program runs or what code it loads: {}",
+        .0.join(", ")
+    )]
+    Steering(Vec<String>),
     /// A secret value with a NUL byte would be cut short by `execve`.
     #[error(
         "the value of secret {0:?} contains a NUL byte, which an environment variable cannot carry"
@@ -193,6 +207,14 @@ impl Failure for EnvError {
                 "give the template another NAME, or deliver the secret under another name (--map)"
                     .to_owned()
             }
+            Self::Steering(names) => format!(
+                "a secret must not choose the program's code; if the program is meant to get \
+                 these, allow each by name with --allow-env-name {} \
+                 (SVID_EXEC_ALLOW_ENV_NAMES, comma-separated); else rename them in Infisical, \
+                 leave them out with --env-prefix, or deliver them as files (--files-dir with \
+                 --no-env); see docs/security.md",
+                names.join(" --allow-env-name ")
+            ),
             Self::InvalidName { .. } => {
                 "rename the secret in Infisical (a name cannot be empty or contain `=` or NUL), \
                  or deliver it as a file (--files-dir --no-env)"
@@ -297,13 +319,20 @@ impl<'a> EnvPlan<'a> {
             vars.insert(name, Value::Inherited(value));
         }
         let mut shadowed = Vec::new();
+        let mut steering = Vec::new();
         for (name, value) in planned {
             let key = OsString::from(&name);
             if !options.override_inherited && vars.contains_key(&key) {
                 shadowed.push(name);
                 continue;
             }
+            if is_steering(&name) && !options.allowed_names.contains(&name) {
+                steering.push(name.clone());
+            }
             vars.insert(key, value);
+        }
+        if !steering.is_empty() {
+            return Err(EnvError::Steering(steering));
         }
         Ok(Self {
             vars,
@@ -372,11 +401,6 @@ impl<'a> EnvPlan<'a> {
     /// All names of the child's environment.
     pub fn names(&self) -> impl Iterator<Item = &OsStr> {
         self.vars.keys().map(OsString::as_os_str)
-    }
-
-    /// The child's `PATH` (for the command lookup), as bytes.
-    pub fn path_var(&self) -> Option<&[u8]> {
-        self.vars.get(OsStr::new("PATH")).map(Value::as_bytes)
     }
 
     /// The value the child will see for `name` (tests and diagnostics; careful:
@@ -463,12 +487,14 @@ impl<'a> EnvPlan<'a> {
         }
     }
 
-    /// Gives `command` exactly this environment (nothing inherited besides).
-    /// `Command` keeps its own copy of the values until it is dropped.
-    pub fn apply(&self, command: &mut Command) {
-        command.env_clear();
-        for (name, value) in &self.vars {
-            command.env(name, OsStr::from_bytes(value.as_bytes()));
+    /// Leaves `names` out of the child's environment unless a secret was
+    /// delivered under that name: under `--watch` the supervisor keeps the
+    /// service manager's variables (`NOTIFY_SOCKET`, …) to itself.
+    pub fn withhold(&mut self, names: &[&str]) {
+        for name in names {
+            if !self.delivered.iter().any(|d| d == name) {
+                self.vars.remove(OsStr::new(name));
+            }
         }
     }
 
@@ -492,7 +518,10 @@ impl<'a> EnvPlan<'a> {
     }
 }
 
-/// `NAME=value\0` strings, zeroed on drop.
+/// `NAME=value\0` strings, zeroed on drop: the one copy of the child's
+/// environment that `execve` reads (exec mode and the supervisor's spawn
+/// alike; `std::process::Command` would keep copies of its own, never zeroed).
+#[derive(Default)]
 pub struct Envp {
     strings: Vec<Zeroizing<Vec<u8>>>,
 }
@@ -539,7 +568,7 @@ mod tests {
         EnvOptions {
             prefix: prefix.to_owned(),
             override_inherited,
-            file_refs: false,
+            ..EnvOptions::default()
         }
     }
 
@@ -671,6 +700,30 @@ mod tests {
     }
 
     #[test]
+    fn withheld_names_leave_unless_delivered_as_secrets() {
+        let set = secrets(&[("WATCHDOG_USEC", "from-secret")]);
+        let mut plan = EnvPlan::build(
+            inherited(&[
+                ("NOTIFY_SOCKET", "/run/notify"),
+                ("WATCHDOG_USEC", "1000"),
+                ("WATCHDOG_PID", "1"),
+                ("HOME", "/root"),
+            ]),
+            &set,
+            &opts("", true),
+            EnvSource::Values,
+        )
+        .unwrap();
+        plan.withhold(&["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]);
+        let names: Vec<_> = plan
+            .names()
+            .map(|n| n.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["HOME", "WATCHDOG_USEC"]);
+        assert_eq!(value(&plan, "WATCHDOG_USEC"), Some("from-secret"));
+    }
+
+    #[test]
     fn values_are_byte_exact() {
         let pem = "-----BEGIN KEY-----\nAAA=\n-----END KEY-----\n";
         let set = secrets(&[("PEM", pem), ("U", "héllo ✓ \"q\" 'x' a=b"), ("EMPTY", "")]);
@@ -728,38 +781,6 @@ mod tests {
     }
 
     #[test]
-    fn a_command_given_the_plan_sees_exactly_the_plan_byte_for_byte() {
-        let pem = "-----BEGIN KEY-----\nAB=\n-----END KEY-----\n";
-        let set = secrets(&[("PEM", pem), ("U", "héllo ✓ 'q' a=b"), ("EMPTY", "")]);
-        let plan = EnvPlan::build(
-            inherited(&[("KEEP", "kept"), ("SVID_EXEC_LOG_LEVEL", "debug")]),
-            &set,
-            &opts("", true),
-            EnvSource::Values,
-        )
-        .unwrap();
-        let mut command = Command::new("/usr/bin/env");
-        command.arg("-0").env("LEAKED", "from the parent's command");
-        plan.apply(&mut command);
-        let out = command.output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let mut vars: Vec<&[u8]> = out
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|v| !v.is_empty())
-            .collect();
-        vars.sort_unstable();
-        let pem_var = format!("PEM={pem}");
-        let want: [&[u8]; 4] = [
-            b"EMPTY=",
-            b"KEEP=kept",
-            pem_var.as_bytes(),
-            "U=héllo ✓ 'q' a=b".as_bytes(),
-        ];
-        assert_eq!(vars, want);
-    }
-
-    #[test]
     fn one_string_over_max_arg_strlen_is_refused_naming_the_largest() {
         let big = "x".repeat(MAX_ARG_STRLEN);
         let set = secrets(&[("BIG", &big), ("SMALL", "s")]);
@@ -810,6 +831,67 @@ mod tests {
             }
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn names_that_steer_the_program_are_refused_all_at_once_unless_allowed() {
+        let set = secrets(&[
+            ("PATH", "/tmp/evil"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("BASH_FUNC_true%%", "() { id; }"),
+            ("NODE_OPTIONS", "--require /tmp/evil.js"),
+            ("DB", "fine"),
+        ]);
+        let err = EnvPlan::build(Vec::new(), &set, &opts("", true), EnvSource::Values).unwrap_err();
+        assert_eq!(err.exit_class(), ExitClass::Config);
+        let EnvError::Steering(ref names) = err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            names,
+            &["BASH_FUNC_true%%", "LD_PRELOAD", "NODE_OPTIONS", "PATH"]
+        );
+        assert!(err.hint().unwrap().contains("--allow-env-name LD_PRELOAD"));
+        assert!(!err.to_string().contains("evil"), "no value in the message");
+
+        let mut allowing = opts("", true);
+        allowing.allowed_names = ["PATH", "LD_PRELOAD", "BASH_FUNC_true%%", "NODE_OPTIONS"]
+            .map(str::to_owned)
+            .into();
+        let plan = EnvPlan::build(Vec::new(), &set, &allowing, EnvSource::Values).unwrap();
+        assert_eq!(value(&plan, "PATH"), Some("/tmp/evil"));
+    }
+
+    #[test]
+    fn the_rule_applies_to_the_delivered_name() {
+        // A prefix makes the names harmless, or harmful.
+        let set = secrets(&[("PATH", "x"), ("PRELOAD", "y")]);
+        let plan =
+            EnvPlan::build(Vec::new(), &set, &opts("APP_", true), EnvSource::Values).unwrap();
+        assert_eq!(value(&plan, "APP_PATH"), Some("x"));
+        let err =
+            EnvPlan::build(Vec::new(), &set, &opts("LD_", true), EnvSource::Values).unwrap_err();
+        assert!(matches!(err, EnvError::Steering(ref n) if n == &["LD_PATH", "LD_PRELOAD"]));
+        // A secret kept out by --no-override is not delivered, so not refused.
+        let set = secrets(&[("PATH", "/tmp/evil")]);
+        let plan = EnvPlan::build(
+            inherited(&[("PATH", "/usr/bin")]),
+            &set,
+            &opts("", false),
+            EnvSource::Values,
+        )
+        .unwrap();
+        assert_eq!(value(&plan, "PATH"), Some("/usr/bin"));
+        // Inherited variables are the user's own: never refused.
+        let none = SecretSet::new();
+        let plan = EnvPlan::build(
+            inherited(&[("LD_LIBRARY_PATH", "/opt/lib")]),
+            &none,
+            &opts("", true),
+            EnvSource::Values,
+        )
+        .unwrap();
+        assert_eq!(value(&plan, "LD_LIBRARY_PATH"), Some("/opt/lib"));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! The numbers are fixed per launch ([`Layout`]): from the first one above
 //! every descriptor the program inherits anyway, one per secret in name order,
 //! then one per template rendered to `memfd:NAME`, in the order given.
-//! The memfds are created close-on-exec; the launcher (`sys::InheritAt`) puts
-//! them at their numbers for the program only, and closes its own copies once
-//! the program has them. A template rendered to a memfd (`--template
+//! The memfds are created close-on-exec; the launcher puts them at their
+//! numbers for the program only (`sys::spawn`'s descriptors under `--watch`,
+//! `sys::place_for_exec` just before `execve`), and closes its own copies
+//! once the program has them. A template rendered to a memfd (`--template
 //! SRC:memfd:NAME`, also without `--memfd`) is one more `(NAME, bytes)` item
 //! for [`create`], one more number in the layout and `NAME_FILE` in the
 //! environment.

@@ -28,6 +28,7 @@ pub mod fallback;
 pub mod files;
 pub mod memfd;
 pub mod names;
+pub mod steering;
 pub mod template;
 
 use std::cell::RefCell;

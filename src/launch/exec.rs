@@ -1,15 +1,18 @@
-//! Replace svid-exec with the program: `execvp` semantics (PATH lookup in the
-//! *child's* environment, as the shell does) over `execve`, so nothing of the
-//! launcher runs after a successful exec. Failure maps to 127 (not found) or
-//! 126 (found, not executable), as shells and tini do.
+//! Replace svid-exec with the program: `execvp` semantics over `execve`, so
+//! nothing of the launcher runs after a successful exec. The program is looked
+//! up in the launcher's own `PATH`, never the child's: what the user typed is
+//! what runs, whatever `PATH` the secrets deliver. Failure maps to 127 (not
+//! found) or 126 (found, not executable), as shells and tini do. The lookup and
+//! the error mapping are shared with the supervisor's spawn.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
 use crate::deliver::env::EnvPlan;
 use crate::error::{ExitClass, Failure};
+use crate::sys::{self, CPtrs, ExecFailure};
 
 /// glibc's `PATH` when the variable is unset (`confstr(_CS_PATH)`).
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
@@ -52,7 +55,7 @@ impl Failure for ExecError {
     fn hint(&self) -> Option<String> {
         let hint = match self {
             Self::NotFound { .. } => {
-                "check the command's name, and that it is on the child's PATH (or give its full path)"
+                "check the command's name, and that it is on svid-exec's own PATH (or give its full path)"
             }
             Self::CannotExecute { errno: Errno::ENOEXEC, .. } => {
                 "the file is not a binary the kernel can run: a script needs a `#!` line"
@@ -68,24 +71,42 @@ impl Failure for ExecError {
     }
 }
 
-/// What to do after one candidate failed, following glibc's `execvpe`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    /// Not there: try the next PATH entry.
-    Continue,
-    /// There but not permitted: remember, try the next entry (126 if none works).
-    Denied,
-    /// A definite failure for this file: stop.
-    Stop,
+/// The program's command line as C strings (argv strings cannot hold NUL:
+/// `None` is unreachable from a real command line).
+pub fn argv(program: &OsStr, args: &[OsString]) -> Option<Vec<CString>> {
+    std::iter::once(program)
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| CString::new(a.as_bytes()).ok())
+        .collect()
 }
 
-fn after_failure(errno: Errno) -> Next {
-    match errno {
-        Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {
-            Next::Continue
-        }
-        Errno::EACCES => Next::Denied,
-        _ => Next::Stop,
+/// The files to try for `program`, in order: the program itself when it has
+/// a `/`, else each entry of svid-exec's own `PATH` joined with it (an empty
+/// entry is the current directory). Never the child's `PATH`: a secret named
+/// `PATH` must not decide which program runs.
+pub fn candidates(program: &OsStr) -> Vec<CString> {
+    let path = std::env::var_os("PATH");
+    candidates_in(program.as_bytes(), path.as_deref().map(OsStr::as_bytes))
+        .into_iter()
+        .filter_map(|c| CString::new(c).ok())
+        .collect()
+}
+
+/// The error to report for `failure`, `candidates` being what was tried.
+pub fn exec_error(failure: ExecFailure, program: &OsStr, candidates: &[CString]) -> ExecError {
+    let shown = program.to_string_lossy().into_owned();
+    match failure {
+        ExecFailure::NotFound => ExecError::NotFound { command: shown },
+        ExecFailure::Failed {
+            errno: Errno::E2BIG,
+            ..
+        } => ExecError::TooLarge { command: shown },
+        ExecFailure::Failed { index, errno } => ExecError::CannotExecute {
+            command: candidates
+                .get(index)
+                .map_or(shown, |c| c.to_string_lossy().into_owned()),
+            errno,
+        },
     }
 }
 
@@ -94,82 +115,28 @@ fn after_failure(errno: Errno) -> Next {
 /// need (the access token, the JWT) before; the `NAME=value` strings are built
 /// here and zeroed if exec fails.
 pub fn exec(program: &OsStr, args: &[OsString], env: &EnvPlan<'_>) -> ExecError {
-    let shown = program.to_string_lossy().into_owned();
-    let not_found = || ExecError::NotFound {
-        command: shown.clone(),
-    };
     if program.is_empty() {
-        return not_found();
+        return exec_error(ExecFailure::NotFound, program, &[]);
     }
-    let Ok(c_args) = std::iter::once(program)
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<Vec<CString>, _>>()
-    else {
-        // Unreachable from a real command line (argv strings cannot hold NUL).
+    let Some(c_args) = argv(program, args) else {
         return ExecError::CannotExecute {
-            command: shown,
+            command: program.to_string_lossy().into_owned(),
             errno: Errno::EINVAL,
         };
     };
-    let candidates = candidates(program.as_bytes(), env.path_var());
+    let candidates = candidates(program);
+    let paths: Vec<&std::ffi::CStr> = candidates.iter().map(CString::as_c_str).collect();
     let envp = env.to_envp();
-    let envp = envp.as_cstrs();
-    // The program must not inherit the SIGPIPE "ignore" of Rust's runtime.
-    crate::sys::set_sigpipe_default(true);
-    let error = try_candidates(candidates, &c_args, &envp, &shown);
-    crate::sys::set_sigpipe_default(false);
-    error
+    let argv_ptrs = CPtrs::new(c_args.iter().map(CString::as_c_str));
+    let envp_ptrs = CPtrs::new(envp.as_cstrs());
+    sys::exec_state(true);
+    let failure = sys::exec_first(&paths, &argv_ptrs, &envp_ptrs);
+    sys::exec_state(false);
+    exec_error(failure, program, &candidates)
 }
 
-/// `execve` on each candidate in turn, as `execvp` does; returns the error to
-/// report when none could be executed.
-fn try_candidates(
-    candidates: Vec<Vec<u8>>,
-    c_args: &[CString],
-    envp: &[&CStr],
-    shown: &str,
-) -> ExecError {
-    let not_found = || ExecError::NotFound {
-        command: shown.to_owned(),
-    };
-    let mut denied: Option<(String, Errno)> = None;
-    for candidate in candidates {
-        let Ok(path) = CString::new(candidate) else {
-            continue;
-        };
-        let Err(errno) = nix::unistd::execve(path.as_c_str(), c_args, envp);
-        match (errno, after_failure(errno)) {
-            (Errno::E2BIG, _) => {
-                return ExecError::TooLarge {
-                    command: shown.to_owned(),
-                }
-            }
-            (_, Next::Continue) => {}
-            (_, Next::Denied) => {
-                denied.get_or_insert_with(|| (display(&path), errno));
-            }
-            (_, Next::Stop) => {
-                return ExecError::CannotExecute {
-                    command: display(&path),
-                    errno,
-                }
-            }
-        }
-    }
-    match denied {
-        Some((command, errno)) => ExecError::CannotExecute { command, errno },
-        None => not_found(),
-    }
-}
-
-fn display(path: &CStr) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-/// The files to try, in order: the command itself when it has a `/`, else each
-/// PATH entry joined with it (an empty entry is the current directory).
-fn candidates(program: &[u8], path_var: Option<&[u8]>) -> Vec<Vec<u8>> {
+/// The candidate files for `program` over `path_var` (`None`: glibc's default).
+fn candidates_in(program: &[u8], path_var: Option<&[u8]>) -> Vec<Vec<u8>> {
     if program.contains(&b'/') {
         return vec![program.to_vec()];
     }
@@ -197,52 +164,32 @@ mod tests {
     use crate::deliver::env::EnvSource;
     use crate::secrets::SecretSet;
 
-    fn plan_with_path<'a>(set: &'a SecretSet, path: &str) -> EnvPlan<'a> {
-        let options = EnvOptions::default();
-        EnvPlan::build(
-            vec![("PATH".into(), path.into())],
-            set,
-            &options,
-            EnvSource::Values,
-        )
-        .unwrap()
+    fn plan(set: &SecretSet) -> EnvPlan<'_> {
+        EnvPlan::build(Vec::new(), set, &EnvOptions::default(), EnvSource::Values).unwrap()
     }
 
     #[test]
     fn candidates_follow_execvp() {
-        assert_eq!(candidates(b"./x", Some(b"/bin")), [b"./x".to_vec()]);
+        assert_eq!(candidates_in(b"./x", Some(b"/bin")), [b"./x".to_vec()]);
         assert_eq!(
-            candidates(b"ls", Some(b"/a::/b/")),
+            candidates_in(b"ls", Some(b"/a::/b/")),
             [b"/a/ls".to_vec(), b"./ls".to_vec(), b"/b/ls".to_vec()]
         );
         assert_eq!(
-            candidates(b"ls", None),
+            candidates_in(b"ls", None),
             [b"/bin/ls".to_vec(), b"/usr/bin/ls".to_vec()]
         );
     }
 
     #[test]
     fn missing_command_is_127_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
         let set = SecretSet::new();
-        let plan = plan_with_path(&set, dir.path().to_str().unwrap());
+        let plan = plan(&set);
         let err = exec(OsStr::new("no-such-command-xyz"), &[], &plan);
         assert_eq!(err.exit_class(), ExitClass::CommandNotFound);
         assert!(err.to_string().contains("no-such-command-xyz"));
         let err = exec(OsStr::new("/nonexistent/dir/cmd"), &[], &plan);
         assert_eq!(err.exit_class(), ExitClass::CommandNotFound);
-    }
-
-    #[test]
-    fn lookup_uses_the_childs_path_not_ours() {
-        // `sh` exists on our PATH but not on the child's (an empty directory).
-        let dir = tempfile::tempdir().unwrap();
-        let set = SecretSet::new();
-        let plan = plan_with_path(&set, dir.path().to_str().unwrap());
-        assert_eq!(
-            exec(OsStr::new("sh"), &[], &plan).exit_class(),
-            ExitClass::CommandNotFound
-        );
     }
 
     #[test]
@@ -257,11 +204,10 @@ mod tests {
         let sub = dir.path().join("sub");
         std::fs::create_dir(&sub).unwrap();
         let set = SecretSet::new();
-        let plan = plan_with_path(&set, dir.path().to_str().unwrap());
+        let plan = plan(&set);
         // Root may execute a 0644 file only if some x bit is set, so EACCES holds for root too.
         for (cmd, what) in [
             (script.as_os_str(), "by path"),
-            (OsStr::new("script"), "through PATH"),
             (garbage.as_os_str(), "not a binary"),
             (sub.as_os_str(), "a directory"),
         ] {
@@ -276,7 +222,7 @@ mod tests {
     const MARKER: &str = "--- exec ---";
 
     /// Runs in a subprocess (see the test below): execs `env -0` through the
-    /// child's PATH with a planned environment. Returning from `exec` is a failure.
+    /// subprocess's own PATH with a planned environment. Returning from `exec` is a failure.
     #[test]
     #[ignore = "helper: run in a subprocess by exec_replaces_the_process_and_the_child_sees_exactly_the_plan"]
     fn exec_helper() {
@@ -348,10 +294,11 @@ mod tests {
 
     #[test]
     fn errno_classification_matches_execvp() {
-        assert_eq!(after_failure(Errno::ENOENT), Next::Continue);
-        assert_eq!(after_failure(Errno::ENOTDIR), Next::Continue);
-        assert_eq!(after_failure(Errno::EACCES), Next::Denied);
-        assert_eq!(after_failure(Errno::ENOEXEC), Next::Stop);
-        assert_eq!(after_failure(Errno::ETXTBSY), Next::Stop);
+        use crate::sys::after_exec_failure;
+        assert_eq!(after_exec_failure(Errno::ENOENT), None);
+        assert_eq!(after_exec_failure(Errno::ENOTDIR), None);
+        assert_eq!(after_exec_failure(Errno::EACCES), Some(true));
+        assert_eq!(after_exec_failure(Errno::ENOEXEC), Some(false));
+        assert_eq!(after_exec_failure(Errno::ETXTBSY), Some(false));
     }
 }

@@ -117,6 +117,13 @@ pub fn send(target: Target, signal: Signal) {
     }
 }
 
+/// Whether process group `pgid` still has a member (`kill(-pgid, 0)`; a member
+/// we may not signal still counts, and so does one that has exited but is
+/// not reaped yet).
+pub fn group_alive(pgid: i32) -> bool {
+    !matches!(sys::kill_raw(-pgid, 0), Err(Errno::ESRCH))
+}
+
 /// Starts the one reader of the supervisor's signals: a thread blocked in
 /// `sigwaitinfo` on every blocked signal, sending each to the returned channel.
 /// [`sys::block_signals`] must have run before any thread was created.

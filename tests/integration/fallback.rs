@@ -390,3 +390,36 @@ fn check_reports_the_directory_and_its_sets_and_never_starts_from_them() {
     assert!(!down.stderr.contains(USED), "{}", down.stderr);
     step(&down, "✓");
 }
+
+#[test]
+fn a_start_from_the_cache_after_a_login_still_revokes_the_token_before_the_program() {
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    // The login works; listing the secrets does not (503).
+    for route in ["/api/v4/secrets*", "/api/v3/secrets*"] {
+        cached
+            .stack
+            .infisical
+            .fail_next(route, u32::MAX, Fault::Status(503));
+    }
+    let before = cached.stack.infisical.counters();
+    let out = cached.run(&["--memfd"]);
+    out.expect_code(0).expect_stderr(USED);
+    let after = cached.stack.infisical.counters();
+    assert_eq!(
+        (
+            after.logins - before.logins,
+            after.revocations - before.revocations
+        ),
+        (1, 1),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(cached.stack.infisical.live_tokens(), 0);
+    // The program got the cached set as memfds (exec mode: whatever svid-exec
+    // revoked, it revoked before it became the program).
+    let env = out.child_env();
+    let path = env.get("GREETING_FILE").expect("GREETING_FILE");
+    assert!(path.starts_with(b"/proc/self/fd/"), "{path:?}");
+}

@@ -495,7 +495,8 @@ mod refusals {
 /// A fleet restart: `LOAD_LAUNCHERS` launchers (1,000) started at once against
 /// a server limited to `LOAD_RATE` requests/s (100) over all routes. Every
 /// launcher must run its program, and the server must see at most 1.3 times
-/// the minimum number of requests (one login + one listing per launcher):
+/// the minimum number of requests (one login, one listing and one revoke per
+/// launcher):
 /// the 429 policy spreads the herd instead of hammering the server. Heavy:
 /// `bench/load.sh` runs it alone, bounded by `timeout`, and prints the
 /// figures, including when the programs started (from the markers' mtimes).
@@ -543,7 +544,9 @@ fn load_a_fleet_restart_against_a_rate_limited_server() {
     let wall = started.elapsed();
     let requests = stack.infisical.requests();
     let total = requests.len();
-    let minimum = launchers * 2; // one login and one secrets listing each
+    // One login, one secrets listing and one revoke each (the revoke before
+    // exec: a token the program never uses must not outlive the launcher).
+    let minimum = launchers * 3;
     println!(
         "load: launchers={launchers} limit={per_second}/s requests={total} minimum={minimum} \
          ratio={:.2} throttled_429={} first_attempts_429={} (logins {}) floor={:.2} failed={} \

@@ -25,4 +25,5 @@ mod select;
 mod supervise;
 mod svid_diag;
 mod templates;
+mod trust;
 mod watch;

@@ -8,15 +8,14 @@
 //! change, the stop timeout and the sidecar are in `watch`.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use svid_exec_testkit::stack::{Stack, ENVIRONMENT, PROJECT_ID};
 
-use crate::util::{alive, proc_state, wait_for};
+use crate::util::{alive, as_nobody_if_root, proc_state, wait_for, Shared};
 use crate::watch::{stack_with, Watched, WAIT};
 
 /// A supervisor's poll interval no test here waits for.
@@ -258,60 +257,23 @@ fn soft_core_limit(limits: &str) -> String {
 /// dumpable again after exec.
 #[test]
 fn the_supervisor_cannot_dump_core_but_its_child_keeps_its_core_limit() {
-    let as_root = nix::unistd::Uid::effective().is_root();
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if as_root && !setpriv {
-        eprintln!("skipped: as root, setpriv(1) is needed to run the supervisor as nobody");
+    let Some(via) = as_nobody_if_root(&["sh", "-c", "ulimit -c 4096; exec \"$@\"", "sh"]) else {
         return;
-    }
+    };
     let stack = stack_with((3600, 86_400), false);
     // What the supervisor and its child may read and write as nobody.
-    let shared = tempfile::tempdir().unwrap();
-    fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o777)).unwrap();
-    let readable = |from: &Path, name: &str| {
-        let to = shared.path().join(name);
-        fs::copy(from, &to).unwrap();
-        fs::set_permissions(&to, fs::Permissions::from_mode(0o644)).unwrap();
-        to
-    };
-    let jwt = readable(&stack.write_jwt_file(Duration::from_secs(600)), "jwt");
-    let ca = readable(stack.ca_path(), "ca.pem");
+    let shared = Shared::new(&stack);
     let out = shared.path().join("out");
     let script = format!(
         "cat /proc/self/limits > '{o}.limits' && echo $$ > '{o}.pid' && exec sleep 120",
         o = out.display()
     );
-    let args = [
-        "run",
-        "--watch",
-        "--poll-interval",
-        NO_POLL,
-        "--jwt-file",
-        jwt.to_str().unwrap(),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ];
+    let flags = shared.flags();
+    let mut args = vec!["run", "--watch", "--poll-interval", NO_POLL];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend(["--", "sh", "-c", &script]);
     let mut launcher = Watched::start_with(&stack, &args, |launcher| {
-        let core = ["sh", "-c", "ulimit -c 4096; exec \"$@\"", "sh"];
-        if as_root {
-            let nobody = [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--",
-            ];
-            launcher.via(&[&nobody[..], &core[..]].concat());
-        } else {
-            launcher.via(&core);
-        }
-        launcher
-            .current_dir(shared.path())
-            .env_remove("SVID_EXEC_CA_CERT");
+        launcher.via(&via).current_dir(shared.path());
     });
     let child: i32 = wait_for("the child", WAIT, || {
         fs::read_to_string(out.with_extension("pid"))

@@ -6,12 +6,14 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::process::spawn_child;
@@ -87,6 +89,17 @@ impl Alarm {
 
 type InFlight<N> = Pin<Box<dyn Future<Output = (N, Reply)>>>;
 
+/// Whether `request` may be abandoned at shutdown: every one but the revoke.
+/// A poll's answer no longer matters. A renewal (which may be a re-login,
+/// when the token's budget is near its end) leaves the current token, which
+/// is what gets revoked: a renewed string belongs to the same server-side
+/// token, which the old string still revokes; a login that had already
+/// reached the server when it was abandoned leaves that one new token to
+/// expire on its own.
+fn cancellable(request: Request) -> bool {
+    request != Request::Revoke
+}
+
 /// Supervises `child` until it exits, and returns the exit code: the child's own
 /// (128+N when killed by signal N), or 126/127 when it cannot be started, or 78
 /// when the first file delivery fails. Without a child (`write --watch`) it keeps
@@ -130,6 +143,7 @@ where
         alarm: Alarm::new(),
         idle: Some(network),
         in_flight: None,
+        cancel: None,
         requests: VecDeque::new(),
         first_delivery: true,
         readiness,
@@ -168,6 +182,9 @@ struct Driver<'c, N, D> {
     alarm: Alarm,
     idle: Option<N>,
     in_flight: Option<InFlight<N>>,
+    /// Abandons the request in flight, when it may be abandoned (see
+    /// [`cancellable`]).
+    cancel: Option<Rc<Notify>>,
     requests: VecDeque<Request>,
     first_delivery: bool,
     readiness: Readiness,
@@ -229,12 +246,24 @@ where
             }
             Action::Send { signal, to } => signals::send(to, signal),
             Action::Request(Request::Revoke) => {
-                // Shutting down: queued polls or renewals no longer matter.
+                // Shutting down: queued polls or renewals no longer matter,
+                // and the request in flight is abandoned: revoke what is
+                // current rather than wait for a re-login only to revoke
+                // its token.
                 self.requests.clear();
                 self.requests.push_back(Request::Revoke);
+                if let Some(cancel) = self.cancel.take() {
+                    cancel.notify_one();
+                }
             }
             Action::Request(request) => self.requests.push_back(request),
             Action::RemoveFiles => self.delivery.remove_files(),
+            Action::ProbeGroup(pgid) => {
+                return ControlFlow::Continue(Some(Event::GroupProbed {
+                    pgid,
+                    alive: signals::group_alive(pgid),
+                }));
+            }
             Action::Exit(code) => return ControlFlow::Break(code),
         }
         ControlFlow::Continue(None)
@@ -248,8 +277,21 @@ where
         if let Some(request) = self.requests.pop_front() {
             let mut network = self.idle.take().expect("UNWRAP: no request is in flight");
             tracing::debug!(?request, "network request");
+            // A fresh one per request: a cancellation meant for an earlier
+            // request must not linger and cancel this one.
+            let cancel = cancellable(request).then(|| Rc::new(Notify::new()));
+            self.cancel.clone_from(&cancel);
             self.in_flight = Some(Box::pin(async move {
-                let reply = network.call(request).await;
+                let reply = {
+                    let call = network.call(request);
+                    match cancel {
+                        Some(cancel) => tokio::select! {
+                            reply = call => reply,
+                            () = cancel.notified() => Reply::Cancelled,
+                        },
+                        None => call.await,
+                    }
+                };
                 (network, reply)
             }));
         }
@@ -278,6 +320,7 @@ where
             },
             (network, reply) = async { self.in_flight.as_mut().expect("UNWRAP: guarded").await }, if self.in_flight.is_some() => {
                 self.in_flight = None;
+                self.cancel = None;
                 self.idle = Some(network);
                 events.push(Event::Reply(reply));
             },

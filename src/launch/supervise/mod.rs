@@ -7,12 +7,14 @@
 //!
 //! # Theory of operation
 //!
-//! `main` calls [`prepare`] before anything else: it blocks every signal but the
-//! synchronous fault signals (so no thread ever runs a handler), starts the one
-//! signal-reading thread, hardens the process (no core dumps, not ptrace-able,
-//! optional mlock) and registers as child subreaper. Later, [`supervise`] starts the child
-//! with `std::process::Command` in its own process group and keeps only its pid: one
-//! reaper (`waitpid(-1)`, see [`super::reaper`]) owns every exit status.
+//! `main` hardens the process first, in every mode (no core dumps, not
+//! ptrace-able), then calls [`prepare`] before any thread exists: it blocks every
+//! signal but the synchronous fault signals (so no thread ever runs a handler),
+//! starts the one signal-reading thread, optionally locks memory (`--mlock`) and
+//! registers as child subreaper. Later, [`supervise`] starts the child
+//! (fork and execve, `sys::spawn`, with an environment the supervisor owns and zeroes)
+//! in its own process group and keeps only its pid: one reaper (`waitpid(-1)`, see
+//! [`super::reaper`]) owns every exit status.
 //!
 //! Everything the supervisor decides is in [`State::step`]: `(state, now, event) ->
 //! actions`, with time as an input so it is tested without processes or sleeps. The
@@ -42,10 +44,10 @@ mod state;
 
 use std::future::Future;
 use std::os::fd::{OwnedFd, RawFd};
-use std::process::Command;
 use std::time::Duration;
 
 use super::signals::Signal;
+use crate::deliver::env::Envp;
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
@@ -203,6 +205,8 @@ pub enum Reply {
     LoginFailed { reason: String },
     /// The token is revoked (or revocation was attempted).
     Revoked,
+    /// The request was abandoned at shutdown.
+    Cancelled,
 }
 
 impl std::fmt::Debug for Reply {
@@ -214,6 +218,7 @@ impl std::fmt::Debug for Reply {
             Self::TokenReady { renew_in } => write!(f, "TokenReady(renew in {renew_in:?})"),
             Self::LoginFailed { reason } => write!(f, "LoginFailed({reason})"),
             Self::Revoked => f.write_str("Revoked"),
+            Self::Cancelled => f.write_str("Cancelled"),
         }
     }
 }
@@ -238,11 +243,15 @@ pub type DeliveryError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Deliver {
     /// Writes (atomically replaces) the secret files for `secrets`.
     fn write_files(&mut self, secrets: &SecretSet) -> Result<(), DeliveryError>;
-    /// Gives `command` the child's environment, and nothing else.
-    fn child_env(&self, secrets: &SecretSet, command: &mut Command);
+    /// The child's whole environment for `secrets`, as zeroizing `NAME=value`
+    /// strings (dropped, and zeroed, as soon as the child is started).
+    fn child_env(&self, secrets: &SecretSet) -> Envp;
     /// Descriptors the child inherits at fixed numbers (`(descriptor, number
-    /// in the child)`), made fresh for each start from `secrets` (`--memfd`);
-    /// closed in the supervisor once the child is started. None by default.
+    /// in the child)`), made fresh for each start from `secrets` (`--memfd`,
+    /// a template to `memfd:NAME`); closed in the supervisor once the child
+    /// is started. None by default. An error stops the start: a program
+    /// whose environment names memfds it did not get would run without its
+    /// secrets.
     fn child_fds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliveryError> {
         let _ = secrets;
         Ok(Vec::new())
@@ -261,21 +270,38 @@ pub enum SuperviseError {
     #[error("could not start the signal thread: {0}")]
     SignalThread(std::io::Error),
     /// `--mlock` was asked for and the kernel refused.
-    #[error("--mlock: could not lock memory ({0})")]
-    Mlock(nix::errno::Errno),
+    #[error("--mlock: could not lock the supervisor's memory ({errno}); RLIMIT_MEMLOCK is {}", memlock(*.limit))]
+    Mlock {
+        /// What `mlockall` said.
+        errno: nix::errno::Errno,
+        /// The soft `RLIMIT_MEMLOCK`, when it could be read.
+        limit: Option<u64>,
+    },
+}
+
+/// `RLIMIT_MEMLOCK` for a message: bytes, "unlimited" or "unknown".
+fn memlock(limit: Option<u64>) -> String {
+    match limit {
+        Some(nix::libc::RLIM_INFINITY) => "unlimited".to_owned(),
+        Some(bytes) => format!("{bytes} bytes (ulimit -l)"),
+        None => "unknown".to_owned(),
+    }
 }
 
 impl Failure for SuperviseError {
     fn exit_class(&self) -> ExitClass {
         match self {
-            Self::Mlock(_) => ExitClass::Config,
+            Self::Mlock { .. } => ExitClass::Config,
             Self::BlockSignals(_) | Self::SignalThread(_) => ExitClass::Internal,
         }
     }
 
     fn hint(&self) -> Option<String> {
         Some(match self {
-            Self::Mlock(_) => "check RLIMIT_MEMLOCK (ulimit -l) or CAP_IPC_LOCK".to_owned(),
+            Self::Mlock { .. } => "raise RLIMIT_MEMLOCK above the supervisor's size (ulimit -l, \
+                 LimitMEMLOCK= in a systemd unit, --ulimit memlock= for docker) or grant \
+                 CAP_IPC_LOCK, or drop --mlock"
+                .to_owned(),
             Self::BlockSignals(_) | Self::SignalThread(_) => crate::error::BUG_HINT.to_owned(),
         })
     }

@@ -4,10 +4,14 @@
 //! (the child started or stopped, a change applied, shutdown) is an [`Action`]
 //! the driver performs in one place.
 
+mod drain;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use drain::{Drain, KILLED_GROUP_WAIT};
 
 use super::{Content, ForwardTo, OnChange, Reply, Request, Settings};
 use crate::launch::reaper;
@@ -27,6 +31,9 @@ pub enum Event {
     Signal(Signal),
     /// The network side answered.
     Reply(Reply),
+    /// The answer to [`Action::ProbeGroup`]: whether process group `pgid`
+    /// still has a member.
+    GroupProbed { pgid: i32, alive: bool },
     /// Time passed; check the deadlines.
     Tick,
 }
@@ -39,6 +46,7 @@ impl std::fmt::Debug for Event {
             Self::Reaped(r) => write!(f, "Reaped({r:?})"),
             Self::Signal(s) => write!(f, "Signal({s})"),
             Self::Reply(r) => write!(f, "Reply({r:?})"),
+            Self::GroupProbed { pgid, alive } => write!(f, "GroupProbed({pgid}, {alive})"),
             Self::Tick => f.write_str("Tick"),
         }
     }
@@ -58,6 +66,9 @@ pub enum Action {
     Request(Request),
     /// Remove the delivered files.
     RemoveFiles,
+    /// Ask whether process group `pgid` still has a member; answer with
+    /// [`Event::GroupProbed`].
+    ProbeGroup(i32),
     /// Exit with this code.
     Exit(u8),
 }
@@ -80,6 +91,17 @@ enum Child {
         pid: i32,
         kill_at: Option<Instant>,
         then: AfterStop,
+    },
+    /// The child is gone; what is left of its process group (workers, a
+    /// shell's background jobs, all holding the secrets in their environment)
+    /// is stopped before `then`: the restart, or the exit with `code`.
+    Draining {
+        pgid: i32,
+        then: AfterStop,
+        code: u8,
+        stage: Drain,
+        /// When to ask again whether anyone is left (`None`: asked, waiting).
+        probe_at: Option<Instant>,
     },
     Gone,
     /// Sidecar mode (`write --watch`): there is no child, only files to keep fresh.
@@ -210,7 +232,7 @@ impl State {
     pub fn child_pid(&self) -> Option<i32> {
         match self.child {
             Child::Running { pid } | Child::Stopping { pid, .. } => Some(pid),
-            Child::Starting | Child::Gone | Child::Absent => None,
+            Child::Starting | Child::Draining { .. } | Child::Gone | Child::Absent => None,
         }
     }
 
@@ -228,6 +250,18 @@ impl State {
         } = self.child
         {
             deadlines.push(t);
+        }
+        if let Child::Draining {
+            stage, probe_at, ..
+        } = self.child
+        {
+            deadlines.extend(probe_at);
+            match stage {
+                Drain::Stopping { kill_at: t } | Drain::Killed { give_up_at: t } => {
+                    deadlines.push(t);
+                }
+                Drain::Unsignalled => {}
+            }
         }
         if let Some((_, t)) = self.finishing {
             deadlines.push(t);
@@ -259,6 +293,7 @@ impl State {
             Event::Reaped(reaped) => self.on_reaped(now, reaped, &mut out),
             Event::Signal(signal) => self.on_signal(now, signal, &mut out),
             Event::Reply(reply) => self.on_reply(now, reply, &mut out),
+            Event::GroupProbed { pgid, alive } => self.on_probed(now, pgid, alive, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
         }
         out
@@ -281,24 +316,50 @@ impl State {
     }
 
     fn on_reaped(&mut self, now: Instant, reaped: reaper::Reaped, out: &mut Vec<Action>) {
+        if let Child::Draining { pgid, probe_at, .. } = &mut self.child {
+            // Perhaps the group's last member: ask now rather than at the next probe.
+            if probe_at.take().is_some() {
+                out.push(Action::ProbeGroup(*pgid));
+            }
+            return;
+        }
         if self.child_pid() != Some(reaped.pid) {
             tracing::debug!(pid = reaped.pid, end = ?reaped.end, "reaped an orphaned descendant");
             return;
         }
         let code = reaped.end.exit_code();
-        let then = match self.child {
-            Child::Stopping { then, .. } => then,
-            _ => AfterStop::Exit,
+        let (then, stage) = match self.child {
+            // The group already got what the child got, when signals go to the group.
+            Child::Stopping { then, kill_at, .. } => match (kill_at, self.settings.forward_to) {
+                (None, _) => (
+                    then,
+                    Drain::Killed {
+                        give_up_at: now + KILLED_GROUP_WAIT,
+                    },
+                ),
+                (Some(kill_at), ForwardTo::Group) => (then, Drain::Stopping { kill_at }),
+                (Some(_), ForwardTo::Child) => (then, Drain::Unsignalled),
+            },
+            _ => (AfterStop::Exit, Drain::Unsignalled),
         };
-        if then == AfterStop::Restart && !self.shutting_down {
-            tracing::info!(pid = reaped.pid, end = ?reaped.end, "child stopped; starting it with the new secrets");
-            self.child = Child::Starting;
-            out.push(Action::StartChild);
+        let then = if self.shutting_down {
+            AfterStop::Exit
+        } else {
+            then
+        };
+        if then == AfterStop::Restart {
+            tracing::info!(pid = reaped.pid, end = ?reaped.end, "child stopped");
         } else {
             tracing::info!(pid = reaped.pid, end = ?reaped.end, code, "child exited");
-            self.child = Child::Gone;
-            self.finish(now, code, out);
         }
+        self.child = Child::Draining {
+            pgid: reaped.pid,
+            then,
+            code,
+            stage,
+            probe_at: None,
+        };
+        out.push(Action::ProbeGroup(reaped.pid));
     }
 
     /// The child is gone for good: remove files, revoke, then exit.
@@ -333,6 +394,14 @@ impl State {
                     AfterStop::Restart
                 };
                 self.child = Child::Stopping { pid, kill_at, then };
+            }
+            Child::Draining { .. } => {
+                // A shutdown during a restart's drain exits instead.
+                if let (Child::Draining { then: after, .. }, AfterStop::Exit) =
+                    (&mut self.child, then)
+                {
+                    *after = AfterStop::Exit;
+                }
             }
             Child::Starting | Child::Gone | Child::Absent => {}
         }
@@ -448,6 +517,8 @@ impl State {
                     out.push(Action::Exit(code));
                 }
             }
+            // Only at shutdown, which ignores it above.
+            Reply::Cancelled => {}
         }
     }
 
@@ -597,6 +668,7 @@ impl State {
                 };
             }
         }
+        self.drain_tick(now, out);
         if let Some((code, deadline)) = self.finishing {
             if deadline <= now {
                 tracing::warn!("token revocation did not finish in time; exiting anyway");

@@ -96,6 +96,34 @@ impl Sim {
     fn reaped(&mut self, pid: i32, end: ChildEnd) -> Vec<Action> {
         self.ev(Event::Reaped(Reaped { pid, end }))
     }
+
+    /// Ticks on, answering every probe of group `pgid` with "still there",
+    /// until a tick does something else; returns that (probes left out).
+    fn ticks_while_the_group_lives(&mut self, pgid: i32) -> Vec<Action> {
+        loop {
+            let mut out = self.tick_next();
+            let probed = out.contains(&Action::ProbeGroup(pgid));
+            out.retain(|a| *a != Action::ProbeGroup(pgid));
+            if probed {
+                out.extend(self.probed(pgid, true));
+            }
+            if !out.is_empty() {
+                return out;
+            }
+        }
+    }
+
+    /// The answer to a probe of group `pgid`.
+    fn probed(&mut self, pgid: i32, alive: bool) -> Vec<Action> {
+        self.ev(Event::GroupProbed { pgid, alive })
+    }
+
+    /// The child `pid` is reaped, and its process group is found empty: what
+    /// the supervisor does next.
+    fn gone(&mut self, pid: i32, end: ChildEnd) -> Vec<Action> {
+        assert_eq!(self.reaped(pid, end), vec![Action::ProbeGroup(pid)]);
+        self.probed(pid, false)
+    }
 }
 
 fn stop_child() -> Action {
@@ -143,7 +171,7 @@ fn a_change_restarts_the_child_exactly_once_with_the_new_secrets() {
     assert_eq!(sim.state.secrets().fingerprint(), v("two").fingerprint());
     // The old child exits; a new one starts with the current (new) set.
     assert_eq!(
-        sim.reaped(PID, ChildEnd::Signaled(Signal::TERM)),
+        sim.gone(PID, ChildEnd::Signaled(Signal::TERM)),
         vec![Action::StartChild]
     );
     assert!(sim.ev(Event::Spawned { pid: 101 }).is_empty());
@@ -268,10 +296,7 @@ fn the_restart_cap_defers_a_flapping_secret_until_the_window_allows() {
                 }
             ]
         );
-        assert_eq!(
-            sim.reaped(pid, ChildEnd::Exited(0)),
-            vec![Action::StartChild]
-        );
+        assert_eq!(sim.gone(pid, ChildEnd::Exited(0)), vec![Action::StartChild]);
         sim.ev(Event::Spawned { pid: pid + 1 });
     }
     let window_start = sim.now;
@@ -339,18 +364,12 @@ fn a_child_that_ignores_the_stop_signal_is_killed_with_its_group() {
             sim.ev(Event::Reply(Reply::NotModified));
             continue;
         }
-        assert_eq!(
-            out,
-            vec![Action::Send {
-                signal: Signal::KILL,
-                to: Target::Group(PID)
-            }]
-        );
+        assert_eq!(out, vec![kill_group(PID)]);
         break;
     }
     assert_eq!(sim.now - stopped_at, Duration::from_secs(5));
     assert_eq!(
-        sim.reaped(PID, ChildEnd::Signaled(Signal::KILL)),
+        sim.gone(PID, ChildEnd::Signaled(Signal::KILL)),
         vec![Action::StartChild]
     );
 }
@@ -389,7 +408,7 @@ fn shutdown_forwards_stops_polling_removes_files_revokes_and_exits_with_the_chil
         Some(sim.now + Duration::from_secs(5))
     );
     assert_eq!(
-        sim.reaped(PID, ChildEnd::Signaled(Signal::TERM)),
+        sim.gone(PID, ChildEnd::Signaled(Signal::TERM)),
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
     );
     assert_eq!(
@@ -404,7 +423,7 @@ fn shutdown_during_a_restart_exits_instead_of_starting_a_new_child() {
     sim.poll(Reply::Fetched(v("two")));
     sim.poll(Reply::Fetched(v("two")));
     sim.ev(Event::Signal(Signal::INT));
-    let out = sim.reaped(PID, ChildEnd::Exited(0));
+    let out = sim.gone(PID, ChildEnd::Exited(0));
     assert_eq!(
         out,
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
@@ -415,7 +434,7 @@ fn shutdown_during_a_restart_exits_instead_of_starting_a_new_child() {
 fn a_child_exiting_on_its_own_ends_the_supervisor_even_if_revoke_hangs() {
     let mut sim = Sim::new(settings());
     assert_eq!(
-        sim.reaped(PID, ChildEnd::Exited(3)),
+        sim.gone(PID, ChildEnd::Exited(3)),
         vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
     );
     assert_eq!(sim.tick_next(), vec![Action::Exit(3)]);
@@ -534,6 +553,123 @@ fn sigterm_to_the_supervisor_becomes_the_stop_signal_and_sigint_passes_as_is() {
             signal: Signal::INT,
             to: Target::Group(PID)
         }]
+    );
+}
+
+/// The stop signal to the draining group of pid `pgid`.
+fn stop_group(pgid: i32) -> Action {
+    Action::Send {
+        signal: Signal::TERM,
+        to: Target::Group(pgid),
+    }
+}
+
+/// SIGKILL to the draining group of pid `pgid`.
+fn kill_group(pgid: i32) -> Action {
+    Action::Send {
+        signal: Signal::KILL,
+        to: Target::Group(pgid),
+    }
+}
+
+#[test]
+fn the_rest_of_the_group_is_stopped_before_the_supervisor_exits() {
+    let mut sim = Sim::new(settings());
+    // The child exits on its own; a worker of its group is still there.
+    assert_eq!(
+        sim.reaped(PID, ChildEnd::Exited(3)),
+        vec![Action::ProbeGroup(PID)]
+    );
+    let started = sim.now;
+    let out = sim.probed(PID, true);
+    assert_eq!(out, vec![stop_group(PID)]);
+    // Asked again until it is gone; nothing else happens meanwhile.
+    assert_eq!(sim.tick_next(), vec![Action::ProbeGroup(PID)]);
+    assert!(sim.probed(PID, true).is_empty());
+    // A reaped member makes it ask at once.
+    assert_eq!(
+        sim.reaped(4242, ChildEnd::Signaled(Signal::TERM)),
+        vec![Action::ProbeGroup(PID)]
+    );
+    assert_eq!(
+        sim.probed(PID, false),
+        vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
+    );
+    assert!(sim.now - started < Duration::from_secs(5));
+    assert_eq!(sim.ev(Event::Reply(Reply::Revoked)), vec![Action::Exit(3)]);
+}
+
+#[test]
+fn a_group_that_ignores_the_stop_signal_is_killed_and_then_given_up_on() {
+    let mut sim = Sim::new(settings());
+    sim.reaped(PID, ChildEnd::Exited(0));
+    let started = sim.now;
+    sim.probed(PID, true);
+    // Probe after probe says it is still there, until the stop timeout.
+    let out = sim.ticks_while_the_group_lives(PID);
+    assert_eq!(out, vec![kill_group(PID)]);
+    assert_eq!(sim.now - started, Duration::from_secs(5));
+    // A member that survives SIGKILL (not ours to signal) is given up on.
+    let killed = sim.now;
+    let out = sim.ticks_while_the_group_lives(PID);
+    assert_eq!(
+        out,
+        vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
+    );
+    assert_eq!(sim.now - killed, Duration::from_secs(5));
+}
+
+#[test]
+fn a_group_signalled_with_the_child_is_not_signalled_twice() {
+    // Shutdown: TERM went to the whole group with the child; the child
+    // exits, a member lingers: SIGKILL comes at the first stop deadline.
+    let mut sim = Sim::new(settings());
+    let stopped_at = sim.now;
+    assert_eq!(sim.ev(Event::Signal(Signal::TERM)), vec![stop_child()]);
+    sim.now += Duration::from_secs(1);
+    sim.reaped(PID, ChildEnd::Signaled(Signal::TERM));
+    assert!(sim.probed(PID, true).is_empty());
+    let out = sim.ticks_while_the_group_lives(PID);
+    assert_eq!(out, vec![kill_group(PID)]);
+    assert_eq!(sim.now - stopped_at, Duration::from_secs(5));
+    assert_eq!(sim.restarts(), 1, "TERM was sent once");
+}
+
+#[test]
+fn a_restart_waits_for_the_old_group_and_a_shutdown_meanwhile_exits() {
+    let mut sim = Sim::new(Settings {
+        forward_to: ForwardTo::Child,
+        ..settings()
+    });
+    sim.poll(Reply::Fetched(v("two")));
+    let out = sim.poll(Reply::Fetched(v("two")));
+    assert_eq!(
+        out,
+        vec![
+            Action::WriteFiles,
+            Action::Send {
+                signal: Signal::TERM,
+                to: Target::Process(PID)
+            }
+        ]
+    );
+    sim.reaped(PID, ChildEnd::Signaled(Signal::TERM));
+    // Only the child got TERM: its group gets it now, and no new child yet.
+    assert_eq!(sim.probed(PID, true), vec![stop_group(PID)]);
+    assert_eq!(sim.tick_next(), vec![Action::ProbeGroup(PID)]);
+    assert_eq!(sim.probed(PID, false), vec![Action::StartChild]);
+    sim.ev(Event::Spawned { pid: 101 });
+
+    // The same, with SIGTERM to the supervisor while the old group drains.
+    sim.poll(Reply::Fetched(v("three")));
+    sim.poll(Reply::Fetched(v("three")));
+    sim.reaped(101, ChildEnd::Signaled(Signal::TERM));
+    sim.probed(101, true);
+    assert!(sim.ev(Event::Signal(Signal::TERM)).is_empty());
+    assert_eq!(sim.tick_next(), vec![Action::ProbeGroup(101)]);
+    assert_eq!(
+        sim.probed(101, false),
+        vec![Action::RemoveFiles, Action::Request(Request::Revoke)]
     );
 }
 

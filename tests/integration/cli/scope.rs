@@ -59,6 +59,18 @@ fn a_flag_where_it_cannot_apply_is_78_naming_where_it_applies() {
             &["check", "--stop-timeout", "5s"],
             "--stop-timeout does not apply to check (only to run --watch)",
         ),
+        (
+            &["write", "--dir", "/run/s", "--allow-env-name", "PATH"],
+            "--allow-env-name does not apply to write (only to run)",
+        ),
+        (
+            &["run", "--watch", "--no-revoke", "--", "true"],
+            "--no-revoke does not apply to run --watch (only to run without --watch or write without --watch)",
+        ),
+        (
+            &["write", "--watch", "--dir", "/run/s", "--no-revoke"],
+            "--no-revoke does not apply to write --watch",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (args, expected) in table {
