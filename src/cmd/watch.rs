@@ -126,9 +126,10 @@ pub(super) fn supervise(
                 "keeping the files fresh"
             );
         }
+        let on_cache = spec.is_none();
         let network = SessionNetwork {
             session,
-            on_cache: spec.is_none(),
+            on_cache,
             template: config.fetch.clone(),
             spec,
             etags: None,
@@ -138,10 +139,14 @@ pub(super) fn supervise(
             last_fetched: Some(content.secrets().fingerprint()),
             delivery: delivery.clone(),
         };
+        let settings = Settings {
+            started_on_cache: on_cache,
+            ..settings.clone()
+        };
         let code = supervise::supervise(
             signals,
             child.as_ref(),
-            settings.clone(),
+            settings,
             content,
             renew_in,
             network,

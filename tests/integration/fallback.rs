@@ -291,6 +291,43 @@ fn watch_starts_from_the_cache_and_switches_to_fresh_secrets_when_the_server_ans
 }
 
 #[test]
+fn an_unfinished_write_of_a_killed_launcher_is_removed_by_the_next_save() {
+    // A launcher killed between create and rename leaves a temp file holding a
+    // whole set; nothing but a refusal's purge removed it, so they piled up.
+    let Some(cached) = Cached::start() else {
+        return;
+    };
+    let set = sets(&cached.dir).pop().expect("a stored set");
+    let name = set.file_name().unwrap().to_string_lossy().into_owned();
+    let key = name
+        .strip_prefix("set-")
+        .and_then(|rest| rest.split('-').next())
+        .expect("set-<identity>-<binding>");
+    let leftover = |name: &str, age: Duration| {
+        let path = cached.dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let abandoned = leftover(
+        &format!("tmp-{key}-00000000deadbeef"),
+        Duration::from_secs(600),
+    );
+    // A write in flight right now (another launcher's) and another identity's
+    // leftover are not this save's to remove.
+    let in_flight = leftover(&format!("tmp-{key}-00000000cafef00d"), Duration::ZERO);
+    let other = leftover(
+        "tmp-0123456789abcdef0123456789abcdef-0000000000000001",
+        Duration::from_secs(600),
+    );
+    store(&cached.stack, &cached.dir, &[]);
+    assert!(!abandoned.exists(), "the abandoned write is still there");
+    assert!(in_flight.exists(), "a write in flight was removed");
+    assert!(other.exists(), "another identity's file was removed");
+}
+
+#[test]
 fn the_directory_is_private_and_ours_and_the_files_0600() {
     let Some(cached) = Cached::start() else {
         return;

@@ -20,6 +20,9 @@ use crate::deliver::files::{fs as files_fs, DirRules, FilesError, FilesOptions, 
 use crate::error::{ExitClass, Failure};
 use crate::secrets::SecretSet;
 
+/// An unfinished write this old belongs to a launcher that died mid-write.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
 /// Why the fallback directory or a set in it cannot be used. Messages name
 /// paths, never values.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,7 @@ impl Store {
         fetched_at: SystemTime,
     ) -> Result<(), FallbackError> {
         let dir = self.prepare()?;
+        self.remove_abandoned_writes(&dir);
         let name = self.entry_name(spiffe_id);
         let content = render(&self.options.binding.digest(spiffe_id), fetched_at, secrets);
         let temp = format!(
@@ -168,6 +172,40 @@ impl Store {
         }
         written?;
         unistd::fsync(&dir).map_err(|e| io_err("sync", &self.options.dir, e))
+    }
+
+    /// Removes this identity's unfinished writes that a launcher killed
+    /// between create and rename left behind (each holds a whole set, so they
+    /// must not pile up). A write in flight takes milliseconds: one older than
+    /// [`ABANDONED_AFTER`] is no one's any more. Best effort: a name that
+    /// cannot be inspected or removed stays for the next save or a purge.
+    fn remove_abandoned_writes(&self, dir: &OwnedFd) {
+        let temp = format!("tmp-{}-", self.options.binding.identity_key());
+        let Ok(names) = self.names(&self.options.binding.identity_key()) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for name in names.iter().filter(|n| n.starts_with(&temp)) {
+            let Ok(st) = stat::fstatat(dir, name.as_str(), fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            let modified = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
+            let abandoned = now
+                .duration_since(modified)
+                .is_ok_and(|age| age >= ABANDONED_AFTER);
+            if abandoned && st.st_uid == unistd::geteuid().as_raw() {
+                match unistd::unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) => {
+                        tracing::debug!(name = %name, "removed an unfinished write of an earlier launch");
+                    }
+                    Err(e) => {
+                        tracing::debug!(name = %name, error = %e, "could not remove an unfinished write");
+                    }
+                }
+            }
+        }
     }
 
     /// The set stored for this binding and `spiffe_id`, if there is one.

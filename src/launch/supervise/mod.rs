@@ -103,6 +103,12 @@ pub struct Settings {
     /// Lock the supervisor's memory so secrets are never swapped (`--mlock`,
     /// applied by [`prepare`]).
     pub mlock: bool,
+    /// The secrets the supervisor starts with came from `--fallback-dir`
+    /// (Infisical was unavailable): until a poll reaches Infisical, a failed
+    /// poll is retried at the poll interval, not backed off, so the program
+    /// gets fresh secrets soon after the outage ends. The state clears it at
+    /// the first answer.
+    pub started_on_cache: bool,
 }
 
 impl Settings {
@@ -122,6 +128,7 @@ impl Settings {
             revoke_timeout: Duration::from_secs(5),
             jitter_seed: fastrand::u64(..),
             mlock: false,
+            started_on_cache: false,
         }
     }
 }
