@@ -462,6 +462,37 @@ pub struct DeliveryArgs {
     #[arg(long, env = "SVID_EXEC_ENV_FILE_REFS", value_parser = BoolishValueParser::new())]
     pub env_file_refs: bool,
 
+    /// Keep the last good secrets in this private tmpfs directory, and start
+    /// with them when Infisical is unavailable and the Workload API still
+    /// vouches for this workload.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FALLBACK_DIR",
+        value_name = "DIR",
+        help_heading = "Where secrets may live"
+    )]
+    pub fallback_dir: Option<PathBuf>,
+
+    /// Never start with cached secrets older than this.
+    #[arg(
+        long,
+        env = "SVID_EXEC_FALLBACK_MAX_AGE",
+        default_value = "24h",
+        value_name = "DURATION",
+        help_heading = "Where secrets may live"
+    )]
+    pub fallback_max_age: String,
+
+    /// Give each secret to the program as a sealed memfd it inherits, named by
+    /// `KEY_FILE=/proc/self/fd/N`, and no value in its environment.
+    #[arg(
+        long,
+        env = "SVID_EXEC_MEMFD",
+        value_parser = BoolishValueParser::new(),
+        help_heading = "Where secrets may live"
+    )]
+    pub memfd: bool,
+
     /// Deliver a secret under this name although it changes how the program is found or loaded (`PATH`, `LD_*` and the like: refused by default); repeatable (env: comma-separated).
     #[arg(
         long,
@@ -471,7 +502,7 @@ pub struct DeliveryArgs {
     )]
     pub allow_env_name: Vec<String>,
 
-    /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode); an undefined name is exit 78 (repeatable; env: comma-separated).
+    /// Render the template file SRC (Jinja syntax) to DEST atomically, mode MODE (default --file-mode), or with run to a sealed memfd named by `NAME_FILE` (DEST `memfd:NAME`); an undefined name is exit 78 (repeatable; env: comma-separated).
     #[arg(
         long,
         env = "SVID_EXEC_TEMPLATES",

@@ -129,6 +129,23 @@ impl Selection {
         self.only.is_empty() && self.map.is_empty()
     }
 
+    /// One canonical line per rule, sorted (their order does not change what
+    /// is delivered): `only\0KEY`, `map\0SRC\0DST`. NUL cannot be in a
+    /// name given on the command line, so two selections have the same lines
+    /// only when they select the same way (what the fallback binds a stored
+    /// set to).
+    pub fn rules(&self) -> Vec<String> {
+        let only = self.only.iter().map(|key| format!("only\0{key}"));
+        let map = self
+            .map
+            .iter()
+            .map(|(src, dst)| format!("map\0{src}\0{dst}"));
+        let mut rules: Vec<String> = only.chain(map).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    }
+
     /// The keys this selection needs that `fetched` lacks, each with what
     /// asked for it: `KEY (--only)`, `SRC (--map SRC=DST)`.
     pub fn missing(&self, fetched: &SecretSet) -> Vec<String> {

@@ -180,6 +180,17 @@ impl Failure for SessionError {
     }
 }
 
+/// The last JWT-SVID the session fetched (for a login, whether or not the
+/// login then succeeded): who the Workload API says this workload is, and
+/// when it said so. The token itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedSvid {
+    /// Its `sub` when that is a SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
 /// Who logs in, and how.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -198,6 +209,7 @@ pub struct Session {
     svid: Arc<SvidSource>,
     options: SessionOptions,
     token: Option<AccessToken>,
+    last_svid: Option<IssuedSvid>,
     /// Tokens logins replaced that are not revoked yet (one, or none). A
     /// token leaves only once its revoke has answered, so a revoke abandoned
     /// half-way (the supervisor abandons the request in flight at shutdown)
@@ -213,8 +225,15 @@ impl Session {
             svid,
             options,
             token: None,
+            last_svid: None,
             replaced: Vec::new(),
         }
+    }
+
+    /// The last JWT-SVID fetched for a login, even when the login failed
+    /// (the fallback's proof that the agent still vouches for the workload).
+    pub fn last_svid(&self) -> Option<&IssuedSvid> {
+        self.last_svid.as_ref()
     }
 
     /// The current token, if logged in.
@@ -242,6 +261,14 @@ impl Session {
     pub async fn login(&mut self, deadline: Instant) -> Result<&AccessToken, SessionError> {
         loop {
             let jwt = self.svid.fetch(deadline).await?;
+            self.last_svid = Some(IssuedSvid {
+                spiffe_id: jwt
+                    .claims()
+                    .sub
+                    .clone()
+                    .filter(|sub| sub.starts_with("spiffe://")),
+                at: Instant::now(),
+            });
             let jwt_deadline = jwt
                 .claims()
                 .remaining(SystemTime::now())

@@ -1,14 +1,15 @@
 //! The raw process-level system calls: the launcher's hardening in every mode
 //! (no core dumps, not ptrace-able) and the state it gives back to the program
-//! at exec; `execve` over the program's candidate paths; for the supervisor,
-//! the signal mask, the signal wait, raw `kill`, subreaper, mlock, the child's
+//! at exec; `execve` over the program's candidate paths, with the descriptors
+//! the program inherits at fixed numbers (`--memfd`); for the supervisor, the
+//! signal mask, the signal wait, raw `kill`, subreaper, mlock, the child's
 //! start (`fork`, its set-up, `execve`) and the timerfd behind its deadlines.
 //!
 //! This is the one module allowed `unsafe`; everything here is a thin, documented
 //! wrapper so the rest of the crate stays safe.
 #![allow(
     unsafe_code,
-    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, fork and the child's set-up before execve, and registering a raw fd with Tokio have no safe wrapper"
+    reason = "sigwaitinfo, kill with raw (real-time) signal numbers, fork and the child's set-up before execve, dup2 onto a fixed number, and registering a raw fd with Tokio have no safe wrapper"
 )]
 
 use std::ffi::CStr;
@@ -206,6 +207,70 @@ pub fn async_timer() -> io::Result<AsyncFd<Timer>> {
 }
 
 // ---------------------------------------------------------------------------
+// Descriptors the program inherits at fixed numbers (`--memfd`)
+
+/// The lowest descriptor number above every one the program inherits anyway:
+/// 0-2 and whatever our own parent passed without close-on-exec (systemd's
+/// socket-activation descriptors from 3 on, a shell's redirections). Numbers
+/// from here on are svid-exec's to give. Everything svid-exec itself opens is
+/// close-on-exec (as Rust opens every descriptor), so the answer does not
+/// change while it runs. At least 3; 3 when `/proc` cannot be read.
+pub fn first_unused_inherited_fd() -> RawFd {
+    let mut first = 3;
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return first;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the flags of a descriptor number (EBADF
+        // for the directory's own, closed by now); no memory is involved.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            first = first.max(fd + 1);
+        }
+    }
+    first
+}
+
+/// For `run` without `--watch`: puts each `(descriptor, number)` at its
+/// number in this process, without close-on-exec, for the `execve` that
+/// follows (the last step before it). Each is first copied above every
+/// number (close-on-exec, closed here), and the given descriptors are closed
+/// before any is placed, so placing one can neither overwrite another's
+/// source nor be closed later by a descriptor's owner that held that number.
+pub fn place_for_exec(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<()> {
+    let above = fds
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .map_or(3, |m| m.max(2) + 1);
+    let copies = fds
+        .into_iter()
+        .map(|(fd, at)| Ok((dup_above(fd.as_fd(), above)?, at)))
+        .collect::<io::Result<Vec<_>>>()?;
+    for (copy, at) in &copies {
+        // SAFETY: dup2 of a descriptor we own onto a number nothing of ours
+        // needs any more (the sources were closed above; anything else of
+        // ours is close-on-exec and would close at the exec); it leaves
+        // close-on-exec off.
+        if unsafe { libc::dup2(copy.as_raw_fd(), *at) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC)`: a close-on-exec copy of `fd` at `min` or the
+/// lowest free number above it.
+fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> nix::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+// ---------------------------------------------------------------------------
 // Starting the program: execvp's candidate loop (exec mode and the supervisor's
 // child alike), and fork + execve for the supervisor.
 
@@ -332,7 +397,7 @@ const REPORT_FAILED: i32 = 3;
 /// process: call this from the thread that lives as long as the supervisor
 /// (the main thread, which runs the supervisor's runtime).
 pub fn spawn(spec: &Spawn<'_>) -> Result<i32, SpawnError> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::fcntl::OFlag;
     let fork_err = SpawnError::Fork;
     // Temporary descriptors go above every target, so placing one in the
     // child cannot overwrite another's source or the report pipe.
@@ -342,15 +407,10 @@ pub fn spawn(spec: &Spawn<'_>) -> Result<i32, SpawnError> {
         .map(|f| f.at)
         .max()
         .map_or(3, |m| m.max(2) + 1);
-    let dup_above = |fd: BorrowedFd<'_>| -> Result<OwnedFd, SpawnError> {
-        let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(above)).map_err(fork_err)?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-    };
     let sources = spec
         .fds
         .iter()
-        .map(|f| dup_above(f.fd))
+        .map(|f| dup_above(f.fd, above).map_err(fork_err))
         .collect::<Result<Vec<OwnedFd>, _>>()?;
     let placements: Vec<(RawFd, RawFd)> = sources
         .iter()
@@ -358,7 +418,7 @@ pub fn spawn(spec: &Spawn<'_>) -> Result<i32, SpawnError> {
         .map(|(source, f)| (source.as_raw_fd(), f.at))
         .collect();
     let (report_read, pipe_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(fork_err)?;
-    let report_write = dup_above(pipe_write.as_fd())?;
+    let report_write = dup_above(pipe_write.as_fd(), above).map_err(fork_err)?;
     // Only the child may hold a write end, or the read below never ends.
     drop(pipe_write);
     let parent = nix::unistd::getpid().as_raw();

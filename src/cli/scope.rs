@@ -77,6 +77,14 @@ pub const WHERE: &[(&str, Modes)] = &[
     ("env-prefix", Modes::RUN),
     ("no-override", Modes::RUN),
     ("env-file-refs", Modes::RUN),
+    // Memfds are inherited by a program: only `run` starts one.
+    ("memfd", Modes::RUN),
+    // Not rows: `--fallback-dir` and `--fallback-max-age` apply everywhere.
+    // `run`, `write` and both `--watch` modes store each fetched set and
+    // start from the cached one during an outage. `check` takes them to
+    // check the directory (created, ours, 0700, memory-backed) and never
+    // starts from the cache: a check passing on cached secrets would hide
+    // the outage it is there to find.
     // The supervisor: polling and memory locking for both `--watch` modes,
     // the child's handling only where there is a child.
     ("poll-interval", Modes::WATCH),
@@ -361,6 +369,9 @@ mod tests {
             ("ca-cert-only", [true; 6]),
             ("workload-api-socket", [true; 6]),
             ("template", [true; 6]),
+            ("memfd", [true, true, false, false, true, true]),
+            ("fallback-dir", [true; 6]),
+            ("fallback-max-age", [true; 6]),
             ("allow-env-name", [true, true, false, false, true, true]),
             ("no-revoke", [true, false, true, false, true, false]),
         ];

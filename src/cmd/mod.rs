@@ -10,6 +10,7 @@ mod check;
 mod man;
 mod ready;
 mod run;
+mod start;
 mod watch;
 mod write;
 
@@ -255,29 +256,37 @@ const ONE_SHOT_REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The one-shot start of `run` and `write`: check the file targets, then log
 /// in, fetch, revoke the access token (unless `--no-revoke`: Infisical's
-/// default TTL is 30 days) and accept the set for delivery, all before
+/// default TTL is 30 days) and accept the set for delivery (or, during an
+/// outage, take the cached one when the fallback's rules allow), all before
 /// anything is written or started. The token is revoked whether the fetch
 /// worked or not. The runtime, and with it every connection, the JWT-SVID
 /// and the access token, is gone when this returns: only the secret set
 /// survives.
 fn fetch_once(config: &Config, delivery: &Delivery) -> Result<SecretSet, CmdError> {
     delivery.preflight()?;
-    let secrets = runtime()?.block_on(async {
+    let start::Started { secrets, .. } = runtime()?.block_on(async {
         let mut session = config.session()?;
-        let deadline = Instant::now() + config.startup_timeout;
-        let started = session.start(&config.fetch, deadline).await;
-        if config.revoke {
-            revoke_once(&mut session).await;
-        } else if session.token().is_some() {
-            tracing::info!("--no-revoke: the access token stays valid until it expires");
-        }
-        let (secrets, _spec) = started?;
-        Ok::<_, CmdError>(secrets)
+        start::start(
+            config,
+            delivery,
+            &mut session,
+            start::Token::RevokeAfterFetch,
+        )
+        .await
     })?;
-    let (secrets, _delivered) = delivery.accept(secrets)?;
     #[cfg(debug_assertions)]
     debug_panic_with_secrets(&secrets);
     Ok(secrets)
+}
+
+/// Ends a one-shot's session once the fetch is done: revokes its token
+/// ([`revoke_once`]), or says that `--no-revoke` keeps it.
+async fn end_one_shot(config: &Config, session: &mut Session) {
+    if config.revoke {
+        revoke_once(session).await;
+    } else if session.token().is_some() {
+        tracing::info!("--no-revoke: the access token stays valid until it expires");
+    }
 }
 
 /// Revokes the one-shot's token, if it got one, on the connection it used,

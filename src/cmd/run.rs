@@ -1,13 +1,16 @@
 //! `svid-exec run` without `--watch`: fetch and accept the secrets, write the
-//! files, then replace svid-exec with the program (`execve`).
+//! files, make the memfds, then replace svid-exec with the program (`execve`).
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use super::{fetch_once, CmdError};
 use crate::config::Config;
+use crate::deliver::memfd::MemfdError;
+use crate::deliver::DeliverError;
 use crate::error::chain;
 use crate::launch::exec;
+use crate::sys;
 
 /// Fetches and accepts (the environment is checked before any file is
 /// written), writes the files, execs. Returns only on failure, having removed
@@ -22,6 +25,10 @@ pub(super) fn exec(
     let plan = delivery.env(&secrets)?;
     plan.log();
     delivery.write(&secrets)?;
+    // Sealed and close-on-exec until placed at their numbers, the last step
+    // before exec (the access token was revoked in `fetch_once`).
+    sys::place_for_exec(delivery.memfds(&secrets)?)
+        .map_err(|e| DeliverError::Memfd(MemfdError::Place(e)))?;
     tracing::info!(
         secrets = secrets.len(),
         in_environment = plan.delivered_names().len(),

@@ -2,8 +2,11 @@
 //! session (token lifecycle) and the supervisor. [`SessionNetwork`] answers the
 //! supervisor's requests (poll, renew, re-login, revoke) over a [`Session`], the
 //! resolved [`FetchSpec`] and the last `ETag`s, accepting each fetched set with
-//! the one [`Delivery`], which also writes the files and plans the child's
-//! environment for the supervisor, as in exec mode.
+//! the one [`Delivery`], which also writes the files, plans the child's
+//! environment and makes its memfds for the supervisor, as in exec mode, and
+//! keeps every fetched set for the fallback. A start from the fallback's
+//! cached set (Infisical unavailable) is supervised the same way: the first
+//! poll that reaches the server switches to fresh secrets.
 //!
 //! Order matters: [`supervise::prepare`] blocks signals before the async runtime
 //! (and with it any thread) exists; then the first login and fetch run on that
@@ -13,18 +16,20 @@
 
 use std::cell::Cell;
 use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::start::{self, Started};
 use super::{runtime, CmdError};
 use crate::config::Config;
 use crate::deliver::env::Envp;
 use crate::deliver::Delivery;
 use crate::error::{chain, chain_and_hint};
-use crate::infisical::{Etags, FetchOutcome, FetchSpec};
+use crate::infisical::{Etags, FetchOutcome, FetchSpec, ProjectRef};
 use crate::launch::readiness::{Readiness, ReadyFile};
 use crate::launch::reaper::ChildEnd;
 use crate::launch::signals::Signal;
@@ -76,11 +81,17 @@ pub(super) fn supervise(
         // or a failed check is still ours to revoke.
         let mut session = config.session()?;
         let outcome = tokio::select! {
-            started = start(config, &delivery.delivery, &mut session) => Ok(started),
+            started = start::start(config, &delivery.delivery, &mut session, start::Token::Keep) => Ok(started),
             signal = signals.until_terminated() => Err(signal),
         };
+        // Without `spec` (a start from the cached set) the project may not be
+        // resolved yet: the first poll does it.
         let (content, spec) = match outcome {
-            Ok(Ok(started)) => started,
+            Ok(Ok(Started {
+                secrets,
+                fingerprint,
+                spec,
+            })) => (Content::new(secrets, fingerprint), spec),
             Ok(Err(err)) => {
                 revoke(&mut session).await;
                 return Err(err);
@@ -115,8 +126,11 @@ pub(super) fn supervise(
                 "keeping the files fresh"
             );
         }
+        let on_cache = spec.is_none();
         let network = SessionNetwork {
             session,
+            on_cache,
+            template: config.fetch.clone(),
             spec,
             etags: None,
             poll_bound: settings
@@ -125,10 +139,14 @@ pub(super) fn supervise(
             last_fetched: Some(content.secrets().fingerprint()),
             delivery: delivery.clone(),
         };
+        let settings = Settings {
+            started_on_cache: on_cache,
+            ..settings.clone()
+        };
         let code = supervise::supervise(
             signals,
             child.as_ref(),
-            settings.clone(),
+            settings,
             content,
             renew_in,
             network,
@@ -163,30 +181,24 @@ async fn revoke(session: &mut Session) {
     }
 }
 
-/// Log in, fetch once and accept the result, all before anything is started
-/// (after [`Delivery::preflight`]).
-async fn start(
-    config: &Config,
-    delivery: &Delivery,
-    session: &mut Session,
-) -> Result<(Content, FetchSpec), CmdError> {
-    let deadline = Instant::now() + config.startup_timeout;
-    let (fetched, spec) = session.start(&config.fetch, deadline).await?;
-    let (secrets, fingerprint) = delivery.accept(fetched)?;
-    Ok((Content::new(secrets, fingerprint), spec))
-}
-
 /// The supervisor's network side: one session (token), one fetch request, the
 /// `ETag`s of the last delivered-or-pending fetch, and the delivery that
 /// accepts (or refuses) each fetched set before the supervisor sees it.
 pub struct SessionNetwork {
     session: Session,
-    spec: FetchSpec,
+    /// What to fetch, as configured (its project resolved into `spec`).
+    template: FetchSpec<ProjectRef>,
+    /// What to fetch, its project resolved; `None` until the first fetch
+    /// after a start from the cached set.
+    spec: Option<FetchSpec>,
+    /// Still on the cached set: no fetch has succeeded yet.
+    on_cache: bool,
     etags: Option<Etags>,
     /// Retrying one poll for longer than the interval is pointless (the next
     /// poll comes anyway), but a short interval gets a few tries.
     poll_bound: Duration,
-    /// The fingerprint of the last fetched content (what a 304 repeats).
+    /// The fingerprint of the last fetched content (what a 304 repeats), the
+    /// selected set: what the fallback directory holds too.
     last_fetched: Option<[u8; 32]>,
     delivery: Shared,
 }
@@ -210,14 +222,35 @@ impl SessionNetwork {
             })
     }
 
+    /// A failed call's reply: after a refusal, the identity's cached sets go first.
+    fn failed(&self, err: &SessionError) -> String {
+        start::forget_if_refused(&self.delivery.delivery, err);
+        chain_and_hint(err)
+    }
+
     async fn poll(&mut self) -> Reply {
         let deadline = Instant::now() + self.poll_bound;
+        if self.spec.is_none() {
+            match self.session.resolve(&self.template, deadline).await {
+                Ok(spec) => self.spec = Some(spec),
+                Err(err) => {
+                    return Reply::PollFailed {
+                        auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
+                        reason: self.failed(&err),
+                    }
+                }
+            }
+        }
+        let spec = self.spec.as_ref().expect("UNWRAP: resolved above");
         match self
             .session
-            .fetch(&self.spec, self.etags.as_ref(), deadline)
+            .fetch(spec, self.etags.as_ref(), deadline)
             .await
         {
             Ok(FetchOutcome::NotModified) => {
+                if let Some(fingerprint) = self.last_fetched {
+                    start::reconfirm(&self.delivery.delivery, &self.session, fingerprint);
+                }
                 self.confirm_if_delivered(self.last_fetched);
                 Reply::NotModified
             }
@@ -228,6 +261,12 @@ impl SessionNetwork {
                         // The selected set, as written: what `written` records.
                         self.last_fetched = Some(secrets.fingerprint());
                         self.confirm_if_delivered(self.last_fetched);
+                        start::remember(&self.delivery.delivery, &self.session, &secrets);
+                        if std::mem::take(&mut self.on_cache) {
+                            tracing::info!(
+                                "Infisical answers again; fresh secrets replace the cached ones"
+                            );
+                        }
                         Reply::Fetched(Content::new(secrets, fingerprint))
                     }
                     // The ETags stay those of the last good set, so the next poll
@@ -243,7 +282,7 @@ impl SessionNetwork {
             }
             Err(err) => Reply::PollFailed {
                 auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
-                reason: chain_and_hint(&err),
+                reason: self.failed(&err),
             },
         }
     }
@@ -268,7 +307,7 @@ impl SessionNetwork {
                 }
             }
             Err(err) => {
-                let reason = chain_and_hint(&err);
+                let reason = self.failed(&err);
                 // A transient failure with a token that still has life left: keep
                 // it and try again before it ends. Anything else: a fresh login.
                 let transient = err.is_transient();
@@ -296,7 +335,7 @@ impl SessionNetwork {
                 renew_in: self.renew_in(),
             },
             Err(err) => Reply::LoginFailed {
-                reason: chain_and_hint(&err),
+                reason: self.failed(&err),
             },
         }
     }
@@ -355,6 +394,10 @@ impl supervise::Deliver for Shared {
                 Envp::default()
             }
         }
+    }
+
+    fn child_fds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliveryError> {
+        Ok(self.delivery.memfds(secrets)?)
     }
 
     fn remove_files(&mut self) {

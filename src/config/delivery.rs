@@ -1,9 +1,9 @@
 //! Delivery's options from the command line: the file targets with their
 //! mode and owner, the environment (`--env-prefix`, `--no-override`,
 //! `--env-file-refs`, `--no-env`, `--allow-env-name`), the templates
-//! (`--template`), what must be present (`--require`, `--allow-empty`) and
-//! the selection (`--only`, `--map`). A new way of delivering reads its
-//! options here.
+//! (`--template`), what must be present (`--require`, `--allow-empty`), the
+//! selection (`--only`, `--map`) and `--memfd`. A new way of delivering
+//! reads its options here.
 
 use std::path::PathBuf;
 
@@ -57,6 +57,9 @@ pub(super) fn delivery_options(
         allow_non_tmpfs: args.allow_non_tmpfs,
     };
     let templates = templates(&args.template, &targets, p);
+    if let Some(templates) = &templates {
+        memfd_templates(task, args, templates, p);
+    }
     // A target given with an invalid value still counts as given here.
     let has_dir = dir.as_ref().is_none_or(Option::is_some);
     let has_target = has_dir
@@ -104,6 +107,7 @@ pub(super) fn delivery_options(
         require: require?,
         allow_empty: common.fetch.allow_empty,
         selection: selection?,
+        memfd: args.memfd,
         ..DeliveryOptions::default()
     })
 }
@@ -129,6 +133,36 @@ fn templates(raw: &[String], files: &FilesOptions, p: &mut Problems<'_>) -> Opti
     })
 }
 
+/// `--template SRC:memfd:NAME`: the memfd is inherited by a program and
+/// named in its environment (`NAME_FILE`), so only `run` (or `check`, which
+/// checks a run) without `--no-env` can deliver it.
+fn memfd_templates(
+    task: &Task,
+    args: &cli::DeliveryArgs,
+    templates: &Templates,
+    p: &mut Problems<'_>,
+) {
+    let names: Vec<&str> = templates.memfd_names().collect();
+    if names.is_empty() {
+        return;
+    }
+    let given = format!("{} memfd:{}", p.label("template"), names.join(", memfd:"));
+    if matches!(task, Task::Write) {
+        p.push(Problem::new(
+            format!("{given}: write starts no program to inherit a memfd"),
+            "render to a file with write (SRC:DEST), or use run",
+        ));
+    } else if args.no_env {
+        p.push(Problem::new(
+            format!(
+                "{given}: each memfd is named in the environment (NAME_FILE), which {} leaves out",
+                p.label("no_env")
+            ),
+            "drop --no-env, or render to a file (SRC:DEST)",
+        ));
+    }
+}
+
 /// `--env-prefix`, `--no-override`, `--env-file-refs` (which needs per-key
 /// files), `--allow-env-name`, or `None` with `--no-env`.
 fn env_options(
@@ -149,15 +183,32 @@ fn env_options(
             "KEY_FILE=<path> points at one file per secret; add --files-dir DIR (a tmpfs)",
         ));
     }
-    if args.no_env && args.env_file_refs {
-        p.push(Problem::new(
-            format!(
-                "{} and {} contradict each other",
-                p.label("no_env"),
-                p.label("env_file_refs")
-            ),
+    // Two options that both decide what the environment carries (`--memfd`
+    // names each memfd there, `KEY_FILE`).
+    let contradictions = [
+        (
+            args.no_env && args.env_file_refs,
+            ("no_env", "env_file_refs", "contradict each other"),
             "--env-file-refs puts KEY_FILE=<path> in the environment; drop one of them",
-        ));
+        ),
+        (
+            args.memfd && args.no_env,
+            ("memfd", "no_env", "contradict each other"),
+            "--memfd puts KEY_FILE=/proc/self/fd/N in the environment (never a value); drop --no-env",
+        ),
+        (
+            args.memfd && args.env_file_refs,
+            ("memfd", "env_file_refs", "both decide what KEY_FILE names"),
+            "drop one: --memfd names a memfd, --env-file-refs a file in --files-dir",
+        ),
+    ];
+    for (given, (a, b, what), hint) in contradictions {
+        if given {
+            p.push(Problem::new(
+                format!("{} and {} {what}", p.label(a), p.label(b)),
+                hint,
+            ));
+        }
     }
     // A bad entry is a problem already pushed, which fails the whole
     // configuration: the empty set then stands in.

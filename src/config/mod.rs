@@ -16,6 +16,7 @@
 //! options are read in `delivery.rs`, the value parsers are in `values.rs`.
 
 mod delivery;
+mod fallback;
 mod problems;
 mod values;
 
@@ -149,6 +150,7 @@ impl Config {
         });
         let fetch = fetch_template(&common.fetch, &mut p);
         let delivery = delivery_options(&task, &common, dir, &mut p);
+        let fallback = fallback::read(&common.delivery, &mut p);
         let settings = watch_settings(&common.watch, &mut p);
         let ready_file = p.value("ready_file", |l| non_empty_path(l, ready_file));
         let parts = (
@@ -161,6 +163,7 @@ impl Config {
             delivery,
             settings,
             ready_file,
+            fallback,
         );
         let (
             Some(log),
@@ -172,6 +175,7 @@ impl Config {
             Some(mut delivery),
             Some(settings),
             Some(ready_file),
+            Some(fallback),
         ) = parts
         else {
             return Err(p.into_error(log));
@@ -182,6 +186,14 @@ impl Config {
             fetch.environment,
             fetch.paths.join(",")
         );
+        let bound_to = fallback::Parts {
+            svid: &svid,
+            client: &client,
+            login: &login,
+            fetch: &fetch,
+            delivery: &delivery,
+        };
+        delivery.fallback = fallback::options(fallback, &bound_to, &mut p);
         // Under --watch the supervisor revokes whatever --no-revoke says: the
         // scope table keeps the flag out of that mode.
         let revoke = !common.identity.no_revoke;
@@ -609,6 +621,23 @@ fn check_combinations(delivery: &DeliveryOptions, watch: Option<&Settings>, p: &
     let Some(watch) = watch else {
         return;
     };
+    let memfd_template = delivery.templates.memfd_names().next().is_some();
+    if (delivery.memfd || memfd_template) && matches!(watch.on_change, OnChange::Signal(_)) {
+        let what = if delivery.memfd {
+            p.label("memfd")
+        } else {
+            format!("{} memfd:NAME", p.label("template"))
+        };
+        p.push(Problem::new(
+            format!(
+                "{} signal:<SIG> cannot update what is delivered with {what}",
+                p.label("on_change"),
+            ),
+            "a sealed memfd cannot change: use --on-change restart (fresh memfds at each start) \
+             or none",
+        ));
+        return;
+    }
     let env_values = delivery.env.as_ref().is_some_and(|e| !e.file_refs);
     if env_values && matches!(watch.on_change, OnChange::Signal(_)) {
         p.push(Problem::new(

@@ -529,7 +529,10 @@ fn template_flags_split_src_dest_and_an_octal_mode() {
         (format!("{src}:"), "DEST is empty"),
         (format!("{src}:/run/x:0999"), "not an octal mode"),
         (format!("{src}:/run/x:0666"), "write bits 0022"),
-        (format!("{src}:memfd:NAME"), "memfd"),
+        (format!("{src}:memfd:my-name"), "must be a variable name"),
+        (format!("{src}:memfd:NAME:0400"), "must be a variable name"),
+        // A memfd is named in the environment, which --no-env leaves out.
+        (format!("{src}:memfd:NAME"), "which --no-env leaves out"),
         (
             "/no/such/template.j2:/run/x".to_owned(),
             "cannot read template",
@@ -539,9 +542,122 @@ fn template_flags_split_src_dest_and_an_octal_mode() {
         assert!(err.to_string().contains(says), "{flag}: {err}");
         assert_eq!(err.exit_class(), ExitClass::Config);
     }
+    // memfd:NAME is no file: nothing made absolute, no mode.
+    let c = run_with(&["--template", &format!("{src}:memfd:CONF")]).unwrap();
+    let spec: Vec<_> = c.delivery.templates.targets().collect();
+    assert_eq!(spec[0].1, Path::new("memfd:CONF"));
+    assert_eq!(
+        c.delivery.templates.memfd_names().collect::<Vec<_>>(),
+        ["CONF"]
+    );
     // Templates alone deliver something: --no-env is fine with them.
     assert!(specs(&[])
         .unwrap_err()
         .to_string()
         .contains("delivers nothing"));
+}
+
+#[test]
+fn memfd_combinations_that_contradict_it_are_refused() {
+    let table: &[(&[&str], &str)] = &[
+        (&["--memfd", "--no-env"], "--memfd and --no-env"),
+        (
+            &["--memfd", "--files-dir", "/run/s", "--env-file-refs"],
+            "--memfd and --env-file-refs",
+        ),
+        (
+            &["--memfd", "--watch", "--on-change", "signal:HUP"],
+            "delivered with --memfd",
+        ),
+    ];
+    for (extra, message) in table {
+        let err = run_with(extra).unwrap_err();
+        assert!(err.to_string().contains(message), "{extra:?}: {err}");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
+    for ok in [
+        &["--memfd"][..],
+        &["--memfd", "--watch"],
+        &["--memfd", "--watch", "--on-change", "none"],
+        &["--memfd", "--files-dir", "/run/s", "--env-prefix", "APP_"],
+    ] {
+        assert!(run_with(ok).unwrap().delivery.memfd, "{ok:?}");
+    }
+}
+
+#[test]
+fn the_fallback_is_bound_to_what_decides_the_fetch() {
+    let c = run_with(&[
+        "--fallback-dir",
+        "/run/fb",
+        "--path",
+        "/b,/a",
+        "--tag",
+        "t",
+        "--require",
+        "K",
+        "--map",
+        "b=B,a=A",
+        "--only",
+        "K",
+    ])
+    .unwrap();
+    let fallback = c.delivery.fallback.expect("--fallback-dir");
+    assert_eq!(fallback.dir, Path::new("/run/fb"));
+    assert_eq!(fallback.max_age, crate::deliver::fallback::DEFAULT_MAX_AGE);
+    let b = fallback.binding;
+    assert_eq!(b.api_url, "https://app.infisical.com/");
+    assert_eq!(b.identity_id, IDENTITY);
+    assert_eq!(b.auth_method, "oidc-auth");
+    assert_eq!(b.project, format!("id:{PROJECT}"));
+    assert_eq!(b.paths, ["/b", "/a"]);
+    assert_eq!((b.tags, b.require), (vec!["t".into()], vec!["K".into()]));
+    assert_eq!(b.flags, [false, true, true]);
+    // One line per rule, in an order that does not depend on the flags'.
+    assert_eq!(b.selection, ["map\0a\0A", "map\0b\0B", "only\0K"]);
+    let reordered = run_with(&[
+        "--fallback-dir",
+        "/run/fb",
+        "--only",
+        "K",
+        "--map",
+        "a=A",
+        "--map",
+        "b=B",
+    ])
+    .unwrap();
+    assert_eq!(
+        reordered.delivery.fallback.unwrap().binding.selection,
+        b.selection
+    );
+    let hours = run_with(&["--fallback-dir", "/run/fb", "--fallback-max-age", "90m"]).unwrap();
+    assert_eq!(
+        hours.delivery.fallback.unwrap().max_age,
+        Duration::from_secs(5400)
+    );
+    assert!(run_with(&[]).unwrap().delivery.fallback.is_none());
+}
+
+#[test]
+fn fallback_refusals_name_the_flag() {
+    let table: &[(&[&str], &str)] = &[
+        (
+            &["--fallback-max-age", "soon"],
+            "--fallback-max-age: \"soon\"",
+        ),
+        (&["--fallback-max-age", "0s"], "--fallback-max-age must be"),
+        (
+            &["--fallback-dir", "/run/fb", "--jwt-file", "/run/jwt"],
+            "--fallback-dir needs the Workload API, not --jwt-file",
+        ),
+        (
+            &["--fallback-dir", "/run/s", "--files-dir", "/run/s"],
+            "--fallback-dir: /run/s is also the files directory",
+        ),
+    ];
+    for (extra, message) in table {
+        let err = run_with(extra).unwrap_err();
+        assert!(err.to_string().contains(message), "{extra:?}: {err}");
+        assert_eq!(err.exit_class(), ExitClass::Config);
+    }
 }

@@ -167,14 +167,35 @@ pub(super) fn template_spec(label: &str, raw: &str) -> Result<TemplateSpec, Prob
     let bad = |why: &str| {
         Problem::new(
             format!("{label}: {raw:?}: {why}"),
-            "write SRC:DEST or SRC:DEST:MODE, e.g. /etc/app/db.conf.j2:/run/app/db.conf:0440 \
-             (SVID_EXEC_TEMPLATES: comma-separated)",
+            "write SRC:DEST or SRC:DEST:MODE, e.g. /etc/app/db.conf.j2:/run/app/db.conf:0440, \
+             or SRC:memfd:NAME for a sealed memfd (SVID_EXEC_TEMPLATES: comma-separated)",
         )
     };
     let (src, rest) = raw
         .trim()
         .split_once(':')
         .ok_or_else(|| bad("no `:` between SRC and DEST"))?;
+    if src.is_empty() {
+        return Err(bad("SRC is empty"));
+    }
+    let absolute =
+        |p: &str| std::path::absolute(p).map_err(|e| bad(&format!("cannot resolve {p} ({e})")));
+    // A rendering delivered as a sealed memfd, named by NAME_FILE: NAME is
+    // a variable name, and a sealed memfd has no mode.
+    if let Some(name) = rest.strip_prefix("memfd:") {
+        if !crate::deliver::env::is_portable_name(name) {
+            return Err(bad(
+                "NAME in memfd:NAME must be a variable name ([A-Za-z_][A-Za-z0-9_]*; no MODE: \
+                 the memfd is sealed read-only)",
+            ));
+        }
+        return Ok(TemplateSpec {
+            src: absolute(src)?,
+            dest: PathBuf::from(rest),
+            mode: None,
+            memfd: Some(name.to_owned()),
+        });
+    }
     let (dest, mode) = match rest.rsplit_once(':') {
         Some((dest, mode))
             if !mode.is_empty()
@@ -187,22 +208,14 @@ pub(super) fn template_spec(label: &str, raw: &str) -> Result<TemplateSpec, Prob
         }
         _ => (rest, None),
     };
-    if src.is_empty() {
-        return Err(bad("SRC is empty"));
-    }
     if dest.is_empty() {
         return Err(bad("DEST is empty"));
     }
-    // Reserved for a rendering delivered as a sealed memfd (`SRC:memfd:NAME`).
-    if dest.starts_with("memfd:") {
-        return Err(bad("a memfd DEST is not available; give a file path"));
-    }
-    let absolute =
-        |p: &str| std::path::absolute(p).map_err(|e| bad(&format!("cannot resolve {p} ({e})")));
     Ok(TemplateSpec {
         src: absolute(src)?,
         dest: absolute(dest)?,
         mode,
+        memfd: None,
     })
 }
 

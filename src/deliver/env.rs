@@ -88,6 +88,9 @@ pub enum EnvSource<'a> {
     /// `KEY_FILE=<path>` for each key: the path of its file in this per-key
     /// files directory.
     FileRefs(&'a Path),
+    /// `KEY_FILE=/proc/self/fd/N` for each key: the descriptor its memfd is
+    /// inherited at (`--memfd`).
+    Memfd(crate::deliver::memfd::Layout),
 }
 
 /// One variable's value in the plan.
@@ -165,6 +168,15 @@ pub enum EnvError {
         /// The largest delivered secrets.
         largest: Vec<(String, usize)>,
     },
+    /// A template's `NAME_FILE` (`--template SRC:memfd:NAME`) is also a
+    /// secret's variable.
+    #[error("{name} would name both a secret and the memfd of --template …:memfd:{template}")]
+    Taken {
+        /// The variable.
+        name: String,
+        /// The template's NAME.
+        template: String,
+    },
     /// Secrets whose delivered names decide which program runs or what it
     /// loads ([`STEERING`](super::steering::STEERING)), not allowed by
     /// `--allow-env-name`.
@@ -189,6 +201,10 @@ impl Failure for EnvError {
         Some(match self {
             Self::NulInValue(_) => {
                 "deliver this secret as a file (--files-dir DIR --no-env), which keeps every byte"
+                    .to_owned()
+            }
+            Self::Taken { .. } => {
+                "give the template another NAME, or deliver the secret under another name (--map)"
                     .to_owned()
             }
             Self::Steering(names) => format!(
@@ -257,12 +273,16 @@ impl<'a> EnvPlan<'a> {
         let mut planned: Vec<(String, Value<'a>)> = Vec::with_capacity(secrets.len());
         let mut warnings = Vec::new();
         let mut not_portable = Vec::new();
-        for (key, value) in secrets.iter() {
+        for (index, (key, value)) in secrets.iter().enumerate() {
             let (name, value) = match source {
                 EnvSource::Values => (format!("{}{key}", options.prefix), Value::Secret(value)),
                 EnvSource::FileRefs(dir) => (
                     format!("{}{key}_FILE", options.prefix),
                     Value::FilePath(crate::deliver::files::key_path(dir, key)),
+                ),
+                EnvSource::Memfd(layout) => (
+                    format!("{}{key}_FILE", options.prefix),
+                    Value::FilePath(layout.path(index)),
                 ),
             };
             if let Some(reason) = name_problem(&name) {
@@ -336,6 +356,31 @@ impl<'a> EnvPlan<'a> {
             shadowed: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Adds `<PREFIX>NAME_FILE=<path>` for each `(NAME, path)`: a rendered
+    /// template's memfd (`--template SRC:memfd:NAME`), by the secrets' rules
+    /// (`--env-prefix`, `--no-override`). A name a secret already has is
+    /// refused: the program would get one of the two.
+    pub fn add_file_refs(
+        &mut self,
+        refs: impl IntoIterator<Item = (String, PathBuf)>,
+        options: &EnvOptions,
+    ) -> Result<(), EnvError> {
+        for (template, path) in refs {
+            let name = format!("{}{template}_FILE", options.prefix);
+            if self.delivered.contains(&name) || self.shadowed.contains(&name) {
+                return Err(EnvError::Taken { name, template });
+            }
+            let key = OsString::from(&name);
+            if !options.override_inherited && self.vars.contains_key(&key) {
+                self.shadowed.push(name);
+                continue;
+            }
+            self.vars.insert(key, Value::FilePath(path));
+            self.delivered.push(name);
+        }
+        Ok(())
     }
 
     /// Warnings to log (non-portable names).
@@ -530,6 +575,43 @@ mod tests {
     fn value<'p>(plan: &'p EnvPlan<'_>, name: &str) -> Option<&'p str> {
         plan.value_bytes(name)
             .map(|b| std::str::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn template_memfds_are_named_by_the_secrets_rules_and_never_twice() {
+        let set = secrets(&[("DB", "secret")]);
+        let path = |n: &str| PathBuf::from(format!("/proc/self/fd/{n}"));
+        let mut plan = EnvPlan::build(
+            inherited(&[("APP_CONF_FILE", "kept"), ("APP_TLS_FILE", "old")]),
+            &set,
+            &opts("APP_", false),
+            EnvSource::Values,
+        )
+        .unwrap();
+        plan.add_file_refs(
+            [
+                ("CONF".to_owned(), path("3")),
+                ("KEY".to_owned(), path("4")),
+            ],
+            &opts("APP_", false),
+        )
+        .unwrap();
+        // --no-override keeps an inherited variable, as for a secret.
+        assert_eq!(value(&plan, "APP_CONF_FILE"), Some("kept"));
+        assert_eq!(value(&plan, "APP_KEY_FILE"), Some("/proc/self/fd/4"));
+        assert_eq!(plan.delivered_names(), ["APP_DB", "APP_KEY_FILE"]);
+        assert_eq!(plan.shadowed_names(), ["APP_CONF_FILE"]);
+        // A secret that would be the same variable: refused, naming both.
+        let clash = secrets(&[("CONF_FILE", "x")]);
+        let mut plan =
+            EnvPlan::build(inherited(&[]), &clash, &opts("", true), EnvSource::Values).unwrap();
+        let err = plan
+            .add_file_refs([("CONF".to_owned(), path("3"))], &opts("", true))
+            .unwrap_err();
+        assert!(
+            matches!(&err, EnvError::Taken { name, template } if name == "CONF_FILE" && template == "CONF")
+        );
+        assert!(err.hint().unwrap().contains("--map"));
     }
 
     #[test]

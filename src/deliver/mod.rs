@@ -10,7 +10,9 @@
 //!   environment `execve` would refuse) is refused the same way at start and
 //!   on every poll;
 //! - [`Delivery::write`] and [`Delivery::remove`] for the files;
-//! - [`Delivery::env`], the child's environment as an [`EnvPlan`].
+//! - [`Delivery::env`], the child's environment as an [`EnvPlan`];
+//! - [`Delivery::memfds`], the sealed memfds the program inherits (`--memfd`);
+//! - [`Delivery::fallback`], the last good set kept for an outage (`--fallback-dir`).
 //!
 //! [`Delivery::accept`] also says what the set delivers, as a fingerprint:
 //! the whole set when it goes to the environment or to the files, and each
@@ -22,18 +24,23 @@
 //! module here and one more part that `Delivery` composes in these calls.
 
 pub mod env;
+pub mod fallback;
 pub mod files;
+pub mod memfd;
 pub mod names;
 pub mod steering;
 pub mod template;
 
 use std::cell::RefCell;
 use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
 
 use crate::error::{ExitClass, Failure};
 use crate::secrets::{Collision, SecretSet, Selection};
 use env::{EnvError, EnvOptions, EnvPlan, EnvSource, ExecLimits};
+use fallback::{FallbackError, FallbackOptions, Store};
 use files::{FilesError, FilesOptions};
+use memfd::{Layout, MemfdError};
 use sha2::{Digest, Sha256};
 use template::{Stamps, TemplateError, Templates};
 
@@ -55,6 +62,11 @@ pub struct DeliveryOptions {
     pub allow_empty: bool,
     /// What was asked for, for messages ("project p, environment prod, path /").
     pub scope: String,
+    /// Each secret as a sealed memfd inherited by the program (`--memfd`);
+    /// the environment then names them (`KEY_FILE=/proc/self/fd/N`).
+    pub memfd: bool,
+    /// Keep the last good set for an outage (`--fallback-dir`).
+    pub fallback: Option<FallbackOptions>,
 }
 
 /// Why a set of secrets cannot be delivered. Messages name keys and paths,
@@ -83,6 +95,12 @@ pub enum DeliverError {
     /// The child's environment cannot be built.
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// The memfds cannot be made (`--memfd`).
+    #[error(transparent)]
+    Memfd(#[from] MemfdError),
+    /// The fallback directory cannot be used (`--fallback-dir`).
+    #[error(transparent)]
+    Fallback(#[from] FallbackError),
     /// A template cannot be rendered or written.
     #[error(transparent)]
     Template(#[from] TemplateError),
@@ -96,6 +114,8 @@ impl Failure for DeliverError {
             }
             Self::Files(e) => e.exit_class(),
             Self::Env(e) => e.exit_class(),
+            Self::Memfd(e) => e.exit_class(),
+            Self::Fallback(e) => e.exit_class(),
             Self::Template(e) => e.exit_class(),
         }
     }
@@ -118,6 +138,8 @@ impl Failure for DeliverError {
             Self::Unfit(unfit) => Some(names::hint(unfit)),
             Self::Files(e) => e.hint(),
             Self::Env(e) => e.hint(),
+            Self::Memfd(e) => e.hint(),
+            Self::Fallback(e) => e.hint(),
             Self::Template(e) => e.hint(),
         }
     }
@@ -148,6 +170,10 @@ pub struct Delivery {
     /// The program's command line (empty without a program): `execve` counts
     /// it with the environment against its limits.
     command_line: Vec<OsString>,
+    /// The memfds' numbers, fixed for the whole run (`--memfd`).
+    memfd: Option<Layout>,
+    /// The fallback directory (`--fallback-dir`).
+    fallback: Option<Store>,
     /// What was last written to each template DEST, so an unchanged
     /// rendering is not written again.
     stamps: RefCell<Stamps>,
@@ -157,11 +183,21 @@ impl Delivery {
     /// A delivery for a program started with `command_line` (empty for
     /// `write` and `check`, which start none).
     pub fn new(options: DeliveryOptions, command_line: Vec<OsString>) -> Self {
+        let memfds = options.memfd || options.templates.memfd_names().next().is_some();
+        let memfd = memfds.then(Layout::current);
+        let fallback = options.fallback.clone().map(Store::new);
         Self {
             options,
             command_line,
+            memfd,
+            fallback,
             stamps: RefCell::default(),
         }
+    }
+
+    /// The fallback directory, with `--fallback-dir`.
+    pub fn fallback(&self) -> Option<&Store> {
+        self.fallback.as_ref()
     }
 
     /// The templates (empty when none is given).
@@ -171,7 +207,7 @@ impl Delivery {
 
     /// Whether anything is written to files (file targets or templates).
     pub fn writes_files(&self) -> bool {
-        self.files().is_some() || !self.templates().is_empty()
+        self.files().is_some() || self.templates().writes_files()
     }
 
     /// The file targets, if any.
@@ -186,27 +222,61 @@ impl Delivery {
 
     /// Checks what can be checked before anything is fetched: the file
     /// targets and the templates' DESTs (tmpfs, permissions, planted links,
-    /// owner). The templates themselves were parsed with the configuration.
+    /// owner), the fallback directory (created, ours, 0700) and `/proc` for
+    /// `--memfd`. The templates themselves were parsed with the configuration.
     pub fn preflight(&self) -> Result<(), DeliverError> {
         if let Some(files) = self.files() {
             files::preflight(files)?;
+        }
+        if let Some(store) = &self.fallback {
+            store.prepare()?;
+        }
+        if self.memfd.is_some() {
+            memfd::preflight()?;
         }
         Ok(self.templates().preflight()?)
     }
 
     /// The set to deliver, from a fetched set, or why nothing of it may be
     /// delivered: empty (unless allowed) or a `--require`d or selected key
-    /// missing ([`Delivery::select`]); then, on the selected set, names a
-    /// target cannot carry, an environment the kernel would refuse with the
-    /// program's command line, a template that does not render with it (an
-    /// undefined name). Every way of delivering gets the set this returns,
-    /// with the fingerprint of what delivering it gives the program: equal
+    /// missing ([`Delivery::select`]); then what [`Delivery::deliverable`]
+    /// refuses. Every way of delivering gets the set this returns, with the
+    /// fingerprint of what delivering it gives the program: equal
     /// fingerprints mean the program would see nothing different.
     pub fn accept(&self, fetched: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
         let secrets = self.select(fetched)?;
+        self.deliverable(secrets)
+    }
+
+    /// A set read back from the fallback directory: it was selected when it
+    /// was stored, under the same binding (selection and `--require`
+    /// included), so the selection is not applied again (a `--map`ped name
+    /// is not in Infisical's terms any more); only emptiness (which
+    /// `--allow-empty` decides) and what depends on this launch's targets
+    /// ([`Delivery::deliverable`]) are checked again.
+    pub fn accept_cached(&self, cached: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
+        if cached.is_empty() && !self.options.allow_empty {
+            return Err(DeliverError::Empty {
+                scope: self.options.scope.clone(),
+            });
+        }
+        self.deliverable(cached)
+    }
+
+    /// The selected set, or what this launch's targets cannot take: names a
+    /// target cannot carry, an environment the kernel would refuse with the
+    /// program's command line, a template that does not render with it (an
+    /// undefined name), more memfds than allowed; with the fingerprint of
+    /// what delivering it gives the program.
+    fn deliverable(&self, secrets: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
         self.check_names(&secrets)?;
         let plan = self.env(&secrets)?;
         self.check_fits(&plan)?;
+        if let Some(layout) = &self.memfd {
+            layout.check_count(
+                self.secret_memfds(&secrets) + self.templates().memfd_names().count(),
+            )?;
+        }
         let templates = self.templates();
         templates.check_clear_of_keys(self.files().and_then(|f| f.dir.as_deref()), &secrets)?;
         let rendered = templates.render(&secrets)?;
@@ -268,11 +338,20 @@ impl Delivery {
             return Ok(EnvPlan::inherited_only(inherited));
         };
         let dir = self.files().and_then(|f| f.dir.as_deref());
-        let source = match dir {
-            Some(dir) if options.file_refs => EnvSource::FileRefs(dir),
+        let source = match (self.memfd.filter(|_| self.options.memfd), dir) {
+            (Some(layout), _) => EnvSource::Memfd(layout),
+            (None, Some(dir)) if options.file_refs => EnvSource::FileRefs(dir),
             _ => EnvSource::Values,
         };
-        Ok(EnvPlan::build(inherited, secrets, options, source)?)
+        let mut plan = EnvPlan::build(inherited, secrets, options, source)?;
+        if let Some(layout) = self.memfd {
+            // The templates' memfds come after the secrets' (`--memfd`).
+            let first = self.secret_memfds(secrets);
+            let refs = self.templates().memfd_names().enumerate();
+            let refs = refs.map(|(i, name)| (name.to_owned(), layout.path(first + i)));
+            plan.add_file_refs(refs, options)?;
+        }
+        Ok(plan)
     }
 
     /// Refuses an environment that, with the program's command line, is more
@@ -297,7 +376,7 @@ impl Delivery {
                 "secrets written to files"
             );
         }
-        if !self.templates().is_empty() {
+        if self.templates().writes_files() {
             let count = self
                 .templates()
                 .write(&rendered, &mut self.stamps.borrow_mut())?;
@@ -308,6 +387,40 @@ impl Delivery {
             );
         }
         Ok(())
+    }
+
+    /// The sealed memfds the program inherits, each with the number it is
+    /// inherited at (what [`Delivery::env`] names): with `--memfd` one per
+    /// secret, in name order, then one per `--template SRC:memfd:NAME`, in
+    /// the order given, rendered from `secrets`. Close-on-exec here; the
+    /// launcher places them and closes its copies once the program has them.
+    /// Empty without either.
+    pub fn memfds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliverError> {
+        use secrecy::ExposeSecret as _;
+        let Some(layout) = self.memfd else {
+            return Ok(Vec::new());
+        };
+        let templates = self.templates();
+        let rendered = if templates.memfd_names().next().is_some() {
+            templates.render(secrets)?
+        } else {
+            Vec::new()
+        };
+        let values = secrets
+            .iter()
+            .take(self.secret_memfds(secrets))
+            .map(|(key, value)| (key, value.expose_secret().as_bytes()));
+        let items = values.chain(templates.memfd_renderings(&rendered));
+        Ok(memfd::create(layout, items)?)
+    }
+
+    /// How many memfds carry secrets: every secret with `--memfd`, else none.
+    fn secret_memfds(&self, secrets: &SecretSet) -> usize {
+        if self.options.memfd {
+            secrets.len()
+        } else {
+            0
+        }
     }
 
     /// Records in the per-key directory's state file that a poll found the

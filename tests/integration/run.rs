@@ -103,23 +103,12 @@ mod auth {
         assert_eq!(stack.infisical.counters().logins, 1);
     }
 
-    fn assert_demo_delivered(outcome: &Outcome) {
-        let env = outcome.child_env();
-        for (key, value) in DEMO_SECRETS {
-            assert_eq!(
-                env.get(*key).map(Vec::as_slice),
-                Some(value.as_bytes()),
-                "{key} not delivered intact"
-            );
-        }
-    }
-
     #[test]
     fn oidc_auth_is_the_default_and_requests_one_audience_infisical() {
         let stack = Stack::start();
         let outcome = run_env(&stack, &[]);
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         assert_logged_in_with(&stack, "oidc-auth");
         let calls = jwt_svid_calls(&stack);
         assert_eq!(calls.len(), 1, "{calls:?}");
@@ -136,7 +125,7 @@ mod auth {
             &["--auth-method", "jwt-auth", "--identity-id", JWT_IDENTITY],
         );
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         assert_logged_in_with(&stack, "jwt-auth");
     }
 
@@ -150,7 +139,7 @@ mod auth {
             .args(["run", "--", "env", "-0"]);
         let outcome = command.run();
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         assert_logged_in_with(&stack, "spiffe-auth");
     }
 
@@ -161,7 +150,7 @@ mod auth {
         let jwt_arg = jwt.display().to_string();
         let outcome = run_env(&stack, &["--jwt-file", &jwt_arg]);
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         assert_logged_in_with(&stack, "oidc-auth");
         assert!(
             jwt_svid_calls(&stack).is_empty(),
@@ -204,7 +193,7 @@ mod auth {
         );
         writer.join().expect("writer");
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         assert_eq!(stack.infisical.counters().logins, 1);
     }
 
@@ -237,7 +226,7 @@ mod auth {
         ]);
         let outcome = run_env(&stack, &["--spiffe-id", WORKLOAD]);
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         let calls = jwt_svid_calls(&stack);
         assert_eq!(calls.len(), 1, "{calls:?}");
         assert_eq!(calls[0].spiffe_id, WORKLOAD);
@@ -311,7 +300,7 @@ mod auth {
             ],
         );
         outcome.expect_code(0);
-        assert_demo_delivered(&outcome);
+        outcome.expect_demo_env();
         assert_logged_in_with(&stack, "spiffe-auth");
         assert!(jwt_svid_calls(&stack).is_empty());
     }

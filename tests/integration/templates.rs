@@ -430,6 +430,7 @@ fn a_reader_never_sees_a_torn_rendering_over_1000_rerenders() {
             src,
             dest: dest.clone(),
             mode: None,
+            memfd: None,
         }],
         &FilesOptions::default(),
     )

@@ -92,6 +92,7 @@ async fn steps(config: &Config) -> Report {
     };
     let delivery = config.delivery();
     files_step(&mut report, &delivery);
+    fallback_step(&mut report, &delivery);
     template_steps(&mut report, &delivery, secrets.as_ref());
     environment_step(&mut report, &delivery, secrets.as_ref());
     drop(secrets);
@@ -481,22 +482,53 @@ fn files_step(report: &mut Report, delivery: &Delivery) {
     report.ok("files", detail);
 }
 
+/// `fallback` (with `--fallback-dir` only): the directory as a start would
+/// use it (created 0700 when missing, ours, memory-backed unless allowed)
+/// and how many sets this identity has cached there. `check` never starts
+/// from them: a check that passed on cached secrets would hide the outage it
+/// is there to find; whether one would be used depends on that outage.
+fn fallback_step(report: &mut Report, delivery: &Delivery) {
+    let Some(store) = delivery.fallback() else {
+        return;
+    };
+    match store.prepare() {
+        Ok(_) => report.ok(
+            "fallback",
+            format!(
+                "{}: private (0700, ours); {} of this identity cached there, used only when \
+                 Infisical is unavailable (never by check)",
+                store.dir().display(),
+                plural(store.count_for_identity(), "set")
+            ),
+        ),
+        Err(e) => report.fail_with("fallback", &DeliverError::from(e)),
+    }
+}
+
 /// One `template DEST` step per `--template`: DEST's directory is usable
 /// (as for `files`), and the template renders with the fetched secrets, in
 /// memory; the rendering is never shown, only "ok" or the exact error.
 fn template_steps(report: &mut Report, delivery: &Delivery, secrets: Option<&SecretSet>) {
-    for (src, dest, outcome) in delivery.templates().check_each(secrets) {
+    for (src, dest, file, outcome) in delivery.templates().check_each(secrets) {
         let name = format!("template {}", dest.display());
+        let target = if file {
+            "the target is writable"
+        } else {
+            "the program would get it as a sealed memfd"
+        };
         match (outcome, secrets) {
             (Err(e), _) => report.fail_with(name, &DeliverError::from(e)),
             (Ok(()), Some(_)) => report.ok(
                 name,
-                format!("{} renders with the fetched secrets; the target is writable", src.display()),
+                format!(
+                    "{} renders with the fetched secrets; {target}",
+                    src.display()
+                ),
             ),
             (Ok(()), None) => report.skip(
                 name,
                 &format!(
-                    "{} parses and the target is writable; not rendered: the secrets could not be read",
+                    "{} parses and {target}; not rendered: the secrets could not be read",
                     src.display()
                 ),
             ),

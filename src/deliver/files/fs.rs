@@ -349,7 +349,11 @@ fn check_memory_backed(fd: &OwnedFd, path: &Path) -> Result<(), FilesError> {
     }
 }
 
-pub(super) fn io_err(op: &'static str, path: &Path, source: impl Into<io::Error>) -> FilesError {
+pub(in crate::deliver) fn io_err(
+    op: &'static str,
+    path: &Path,
+    source: impl Into<io::Error>,
+) -> FilesError {
     FilesError::Io {
         op,
         path: path.to_owned(),
@@ -492,7 +496,7 @@ pub(super) fn list_at(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>, Files
 
 /// Creates `name` in `dir` exclusively (never through a link) at `opts.mode`
 /// from the start, gives it to the owner, writes `bytes` and syncs it.
-pub(super) fn create_file_at(
+pub(in crate::deliver) fn create_file_at(
     dir: &OwnedFd,
     name: &OsStr,
     bytes: &[u8],

@@ -33,7 +33,8 @@
 //! and is never touched here. One writer per DIR at a time: this module
 //! takes no lock.
 
-mod fs;
+// The fallback directory (`deliver::fallback`) is opened by the same rules.
+pub(super) mod fs;
 mod render;
 mod single;
 pub mod state;

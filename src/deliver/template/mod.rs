@@ -8,6 +8,11 @@
 //! exclusively, never through a link, in DEST's directory on tmpfs, at its
 //! final mode and owner, fsynced, renamed over DEST).
 //!
+//! A DEST of `memfd:NAME` (`run` only) is written nowhere: the rendering
+//! becomes a sealed memfd the program inherits, like a secret's with
+//! `--memfd` (`deliver::memfd`), named by `NAME_FILE=/proc/self/fd/N`; every
+//! file operation here passes it by.
+//!
 //! Rendering and writing are apart on purpose: a rendering is bytes in a
 //! zeroizing buffer, and a target is where they go. A DEST whose bytes did not
 //! change since this process last wrote it (same digest, same file still
@@ -37,15 +42,19 @@ use engine::{context, describe, ZeroizingWriter};
 /// SRC could name a device that never ends.
 const MAX_SOURCE: u64 = 1 << 20;
 
-/// One `--template SRC:DEST[:MODE]` as given (DEST made absolute).
+/// One `--template SRC:DEST[:MODE]` as given (DEST made absolute), or
+/// `--template SRC:memfd:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateSpec {
     /// The template file.
     pub src: PathBuf,
-    /// Where its rendering goes.
+    /// Where its rendering goes: a file, or `memfd:NAME` as given (then
+    /// `memfd` is set and no file is written).
     pub dest: PathBuf,
-    /// DEST's mode; `None` for `--file-mode`.
+    /// DEST's mode; `None` for `--file-mode` (and for a memfd).
     pub mode: Option<u32>,
+    /// NAME of a `memfd:NAME` DEST.
+    pub memfd: Option<String>,
 }
 
 /// A rendering: the exact bytes for one DEST, wiped when dropped.
@@ -60,6 +69,15 @@ struct Target {
     dest: PathBuf,
     /// How DEST is written: its mode, owner and the tmpfs rule.
     file: FilesOptions,
+    /// NAME of a `memfd:NAME` DEST: nothing is written, `file` is unused.
+    memfd: Option<String>,
+}
+
+impl Target {
+    /// Written to a file (not a memfd).
+    fn is_file(&self) -> bool {
+        self.memfd.is_none()
+    }
 }
 
 /// Every `--template`, parsed and checked. Empty when none is given.
@@ -230,8 +248,10 @@ impl Templates {
                     })?;
             }
             let mode = spec.mode.unwrap_or(files.mode);
-            check_mode(spec, mode)?;
-            check_dest(&spec.dest, files, &targets)?;
+            if spec.memfd.is_none() {
+                check_mode(spec, mode)?;
+            }
+            check_dest(spec, files, &targets)?;
             targets.push(Target {
                 name,
                 src: spec.src.clone(),
@@ -243,6 +263,7 @@ impl Templates {
                     mode,
                     ..files.clone()
                 },
+                memfd: spec.memfd.clone(),
             });
         }
         Ok(Self {
@@ -254,6 +275,33 @@ impl Templates {
     /// Whether no template is given.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// Whether a template renders to a file (not only to memfds).
+    pub fn writes_files(&self) -> bool {
+        self.targets.iter().any(Target::is_file)
+    }
+
+    /// NAME of each `memfd:NAME` DEST, in the order given.
+    pub fn memfd_names(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().filter_map(|t| t.memfd.as_deref())
+    }
+
+    /// `(NAME, bytes)` of each `memfd:NAME` DEST, from `rendered` (what
+    /// [`Templates::render`] returned), in the order given.
+    pub fn memfd_renderings<'a>(
+        &'a self,
+        rendered: &'a [Rendering],
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        self.targets
+            .iter()
+            .zip(rendered)
+            .filter_map(|(t, bytes)| Some((t.memfd.as_deref()?, &bytes[..])))
+    }
+
+    /// The templates written to files.
+    fn files(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.is_file())
     }
 
     /// `(SRC, DEST, mode)` of each template, in the order given.
@@ -268,7 +316,7 @@ impl Templates {
     /// component is missing), on tmpfs unless allowed, where we may create
     /// files and apply the owner; no link or non-file at DEST.
     pub fn preflight(&self) -> Result<(), TemplateError> {
-        for target in &self.targets {
+        for target in self.files() {
             files::preflight_file(&target.dest, &target.file)?;
         }
         Ok(())
@@ -314,24 +362,31 @@ impl Templates {
         Ok(out.into_inner())
     }
 
-    /// For `check`: each template with its DEST's preflight and, given the
-    /// secrets, its rendering in memory (dropped at once): `(SRC, DEST,
-    /// outcome)` in the order given.
+    /// For `check`: each template with its DEST's preflight (a file's; a
+    /// memfd has none) and, given the secrets, its rendering in memory
+    /// (dropped at once): `(SRC, DEST, whether DEST is a file, outcome)` in
+    /// the order given.
     pub fn check_each(
         &self,
         secrets: Option<&SecretSet>,
-    ) -> Vec<(&Path, &Path, Result<(), TemplateError>)> {
+    ) -> Vec<(&Path, &Path, bool, Result<(), TemplateError>)> {
         let ctx = secrets.map(context);
         self.targets
             .iter()
             .map(|target| {
-                let outcome = files::preflight_file(&target.dest, &target.file)
+                let preflight = if target.is_file() {
+                    files::preflight_file(&target.dest, &target.file)
+                } else {
+                    Ok(())
+                };
+                let outcome = preflight
                     .map_err(TemplateError::from)
                     .and_then(|()| match &ctx {
                         Some(ctx) => self.render_one(target, ctx).map(drop),
                         None => Ok(()),
                     });
-                (target.src.as_path(), target.dest.as_path(), outcome)
+                let (src, dest) = (target.src.as_path(), target.dest.as_path());
+                (src, dest, target.is_file(), outcome)
             })
             .collect()
     }
@@ -343,7 +398,7 @@ impl Templates {
         secrets: &SecretSet,
     ) -> Result<(), TemplateError> {
         let Some(dir) = dir else { return Ok(()) };
-        for target in &self.targets {
+        for target in self.files() {
             let name = target.dest.file_name().map(|n| n.to_string_lossy());
             if target.dest.parent() == Some(dir) && name.is_some_and(|n| secrets.contains(&n)) {
                 return Err(TemplateError::Clash {
@@ -373,7 +428,7 @@ impl Templates {
     /// non-file in its place, a disk-backed directory): checked before any
     /// output of a delivery is written.
     pub fn precheck(&self) -> Result<(), TemplateError> {
-        for target in &self.targets {
+        for target in self.files() {
             files::precheck_file(&target.dest, &target.file)?;
         }
         Ok(())
@@ -388,7 +443,12 @@ impl Templates {
     ) -> Result<WriteCount, TemplateError> {
         let mut pending = Vec::new();
         let mut count = WriteCount::default();
-        for (target, bytes) in self.targets.iter().zip(rendered) {
+        let written = self
+            .targets
+            .iter()
+            .zip(rendered)
+            .filter(|(t, _)| t.is_file());
+        for (target, bytes) in written {
             let digest: [u8; 32] = Sha256::digest(&bytes[..]).into();
             let same = stamps.0.get(&target.dest).is_some_and(|s| {
                 s.digest == digest && identity(&target.dest) == Some((s.dev, s.ino))
@@ -415,7 +475,7 @@ impl Templates {
     /// Removes every DEST (a regular file only; a missing one is fine).
     pub fn remove(&self, stamps: &mut Stamps) -> Result<(), TemplateError> {
         stamps.0.clear();
-        for target in &self.targets {
+        for target in self.files() {
             files::remove_file(&target.dest, &target.file)?;
         }
         Ok(())
@@ -478,13 +538,25 @@ fn check_mode(spec: &TemplateSpec, mode: u32) -> Result<(), TemplateError> {
 /// DEST ends in a file name and is no other output: not the files
 /// directory, a reserved `..` name in it, the dotenv or JSON file, or an
 /// earlier template's DEST.
-fn check_dest(dest: &Path, files: &FilesOptions, earlier: &[Target]) -> Result<(), TemplateError> {
+fn check_dest(
+    spec: &TemplateSpec,
+    files: &FilesOptions,
+    earlier: &[Target],
+) -> Result<(), TemplateError> {
+    let dest = spec.dest.as_path();
     let clash = |reason: &str| {
         Err(TemplateError::Clash {
             dest: dest.to_owned(),
             reason: reason.to_owned(),
         })
     };
+    if spec.memfd.is_some() {
+        return if earlier.iter().any(|t| t.dest == dest) {
+            clash("two templates render to it")
+        } else {
+            Ok(())
+        };
+    }
     let Some(Component::Normal(name)) = dest.components().next_back() else {
         return clash("a template's DEST must end in a file name");
     };
@@ -512,6 +584,7 @@ mod tests {
             src: src.to_owned(),
             dest: PathBuf::from(dest),
             mode,
+            memfd: None,
         }
     }
 

@@ -103,6 +103,12 @@ pub struct Settings {
     /// Lock the supervisor's memory so secrets are never swapped (`--mlock`,
     /// applied by [`prepare`]).
     pub mlock: bool,
+    /// The secrets the supervisor starts with came from `--fallback-dir`
+    /// (Infisical was unavailable): until a poll reaches Infisical, a failed
+    /// poll is retried at the poll interval, not backed off, so the program
+    /// gets fresh secrets soon after the outage ends. The state clears it at
+    /// the first answer.
+    pub started_on_cache: bool,
 }
 
 impl Settings {
@@ -122,6 +128,7 @@ impl Settings {
             revoke_timeout: Duration::from_secs(5),
             jitter_seed: fastrand::u64(..),
             mlock: false,
+            started_on_cache: false,
         }
     }
 }
@@ -247,11 +254,14 @@ pub trait Deliver {
     /// strings (dropped, and zeroed, as soon as the child is started).
     fn child_env(&self, secrets: &SecretSet) -> Envp;
     /// Descriptors the child inherits at fixed numbers (`(descriptor, number
-    /// in the child)`), made for `secrets`; closed in the supervisor once the
-    /// child is started. None by default.
-    fn child_fds(&self, secrets: &SecretSet) -> Vec<(OwnedFd, RawFd)> {
+    /// in the child)`), made fresh for each start from `secrets` (`--memfd`,
+    /// a template to `memfd:NAME`); closed in the supervisor once the child
+    /// is started. None by default. An error stops the start: a program
+    /// whose environment names memfds it did not get would run without its
+    /// secrets.
+    fn child_fds(&self, secrets: &SecretSet) -> Result<Vec<(OwnedFd, RawFd)>, DeliveryError> {
         let _ = secrets;
-        Vec::new()
+        Ok(Vec::new())
     }
     /// Removes the files written (shutdown).
     fn remove_files(&mut self);

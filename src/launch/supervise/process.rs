@@ -75,10 +75,11 @@ pub struct ChildCommand {
 /// terminal, clean signal state, the launcher's core limit, `SIGKILL` when the
 /// supervisor dies) with the environment the delivery plans, as zeroizing
 /// `NAME=value` strings that are gone when this returns, and the descriptors
-/// it passes at fixed numbers. The program is looked up in svid-exec's own
-/// `PATH`, as in exec mode. Only the pid is kept: the reaper owns the exit
-/// status. An exec failure maps to 127 (not found), 126 (cannot execute) or,
-/// as in exec mode, 78 for `E2BIG` (arguments + environment too large).
+/// it passes at fixed numbers (closed here once the child has them). The
+/// program is looked up in svid-exec's own `PATH`, as in exec mode. Only the
+/// pid is kept: the reaper owns the exit status. An exec failure maps to 127
+/// (not found), 126 (cannot execute, or its descriptors could not be made)
+/// or, as in exec mode, 78 for `E2BIG` (arguments + environment too large).
 pub(super) fn spawn_child<D: Deliver>(
     child: &ChildCommand,
     delivery: &D,
@@ -104,7 +105,13 @@ pub(super) fn spawn_child<D: Deliver>(
     let candidates = exec::candidates(&child.program);
     let paths: Vec<&CStr> = candidates.iter().map(CString::as_c_str).collect();
     let envp = delivery.child_env(secrets);
-    let fds = delivery.child_fds(secrets);
+    let fds = match delivery.child_fds(secrets) {
+        Ok(fds) => fds,
+        Err(err) => {
+            tracing::error!("cannot start {program}: {err}");
+            return Err(ExitClass::CannotExecute.code());
+        }
+    };
     let inherit: Vec<InheritFd<'_>> = fds
         .iter()
         .map(|(fd, at)| InheritFd {

@@ -472,12 +472,15 @@ impl State {
                 // an empty or otherwise undeliverable set itself (PollFailed).
                 self.poll_in_flight = false;
                 self.poll_failures = 0;
+                // The first answer ends a start from the cached secrets.
+                self.settings.started_on_cache = false;
                 let (set, fingerprint) = content.into_parts();
                 self.on_content(now, set, fingerprint, out);
             }
             Reply::NotModified => {
                 self.poll_in_flight = false;
                 self.poll_failures = 0;
+                self.settings.started_on_cache = false;
                 // 304 repeats the previous fetch: it confirms a pending change.
                 if let Some(pending) = &self.pending {
                     let (set, fingerprint) = (pending.set.clone(), pending.fingerprint);
@@ -529,7 +532,13 @@ impl State {
             max: POLL_BACKOFF_CAP.max(self.settings.poll_interval),
             factor: 2.0,
         };
-        let delay = backoff.ceiling(self.poll_failures.saturating_sub(1));
+        // On the cached secrets of a fallback start, the outage is what is
+        // being waited out: keep trying at the interval, not ever more rarely.
+        let delay = if self.settings.started_on_cache {
+            self.settings.poll_interval
+        } else {
+            backoff.ceiling(self.poll_failures.saturating_sub(1))
+        };
         tracing::warn!(%reason, retry_in = ?delay, "poll failed; the child keeps running with the last good secrets");
         self.next_poll = Some(now + delay);
         if auth {

@@ -33,6 +33,7 @@ fn settings() -> Settings {
         revoke_timeout: Duration::from_secs(3),
         jitter_seed: 7,
         mlock: false,
+        started_on_cache: false,
     }
 }
 
@@ -255,6 +256,36 @@ fn failing_polls_keep_the_child_and_back_off() {
     sim.poll(Reply::NotModified);
     assert!(sim.now - before <= Duration::from_secs(11));
     assert_eq!(sim.restarts(), 0);
+}
+
+#[test]
+fn on_cached_secrets_failing_polls_keep_the_interval_until_infisical_answers() {
+    // A fallback start waits out an outage: backing off to 300 s would leave
+    // the program on the cached secrets for minutes after Infisical is back.
+    let mut sim = Sim::new(Settings {
+        started_on_cache: true,
+        ..settings()
+    });
+    let fail = || Reply::PollFailed {
+        reason: "Infisical answered 503".into(),
+        auth: false,
+    };
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        let before = sim.now;
+        assert!(sim.poll(fail()).is_empty());
+        gaps.push(sim.now - before);
+    }
+    assert_eq!(&gaps[1..], &[Duration::from_secs(10); 5]);
+    // The first answer ends the fallback: from then on failures back off again.
+    assert!(sim.poll(Reply::Fetched(v("one"))).is_empty());
+    let mut gaps = Vec::new();
+    for _ in 0..4 {
+        let before = sim.now;
+        sim.poll(fail());
+        gaps.push(sim.now - before);
+    }
+    assert_eq!(&gaps[1..], &[10, 20, 40].map(Duration::from_secs));
 }
 
 #[test]

@@ -19,26 +19,31 @@ const REVOKE_ROUTE: &str = "/api/v1/auth/token/revoke";
 
 #[test]
 fn run_revokes_its_token_before_the_program_starts() {
-    let stack = Stack::start();
-    let started = stack.dir().join("started");
-    let script = format!("touch '{}'; exec sleep 60", started.display());
-    let running = Launcher::on(&stack)
-        .args(["run", "--", "sh", "-c", &script])
-        .stdout_null()
-        .spawn();
-    wait_for("the program to start", WAIT, || {
-        started.exists().then_some(())
-    });
-    // The launcher has become the program: its token is gone already.
-    let counters = stack.infisical.counters();
-    assert_eq!(
-        (counters.logins, counters.revocations),
-        (1, 1),
-        "{}",
-        running.stderr()
-    );
-    assert_eq!(stack.infisical.live_tokens(), 0);
-    running.signal(Signal::SIGKILL);
+    // With --memfd too: the memfds are placed after the revoke, just before exec.
+    for extra in [&[][..], &["--memfd"]] {
+        let stack = Stack::start();
+        let started = stack.dir().join("started");
+        let script = format!("touch '{}'; exec sleep 60", started.display());
+        let running = Launcher::on(&stack)
+            .arg("run")
+            .args(extra)
+            .args(["--", "sh", "-c", &script])
+            .stdout_null()
+            .spawn();
+        wait_for("the program to start", WAIT, || {
+            started.exists().then_some(())
+        });
+        // The launcher has become the program: its token is gone already.
+        let counters = stack.infisical.counters();
+        assert_eq!(
+            (counters.logins, counters.revocations),
+            (1, 1),
+            "{extra:?}: {}",
+            running.stderr()
+        );
+        assert_eq!(stack.infisical.live_tokens(), 0);
+        running.signal(Signal::SIGKILL);
+    }
 }
 
 #[test]

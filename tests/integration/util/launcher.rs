@@ -513,6 +513,22 @@ impl Outcome {
     pub fn child_env(&self) -> BTreeMap<String, Vec<u8>> {
         parse_env0(&self.stdout)
     }
+
+    /// Asserts that every demo secret reached the child's environment
+    /// (`env -0` on stdout) byte for byte.
+    #[track_caller]
+    pub fn expect_demo_env(&self) -> &Self {
+        let env = self.child_env();
+        for (key, value) in svid_exec_testkit::stack::DEMO_SECRETS {
+            assert_eq!(
+                env.get(*key).map(Vec::as_slice),
+                Some(value.as_bytes()),
+                "{key} not delivered intact; stderr:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
 }
 
 /// `NAME=value\0` records (`env -0`) into a map; values stay raw bytes, so
