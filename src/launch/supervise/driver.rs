@@ -61,17 +61,15 @@ impl Alarm {
     /// Cancel-safe: the next call re-arms (or disarms) the timer, which also
     /// resets a stale expiry.
     async fn sleep_until_some(&self, deadline: Option<Instant>) {
-        match deadline {
-            Some(deadline) => self.sleep_until(deadline).await,
-            None => {
-                // Disarmed, so a deadline armed earlier cannot wake the
-                // thread for nothing.
-                if let Some(timer) = &self.0 {
-                    let _ = timer.get_ref().fd().unset();
-                }
-                std::future::pending().await
-            }
+        if let Some(deadline) = deadline {
+            return self.sleep_until(deadline).await;
         }
+        // Disarmed, so a deadline armed earlier cannot wake the thread for
+        // nothing.
+        if let Some(timer) = &self.0 {
+            let _ = timer.get_ref().fd().unset();
+        }
+        std::future::pending::<()>().await;
     }
 
     /// Returns at `deadline` (at once if it has passed). Cancel-safe: the next
