@@ -630,9 +630,11 @@ pub fn command() -> clap::Command {
 /// variable that holds no boolean is dropped before parsing and recorded in
 /// the origins ([`Origins::rejected`]), for the configuration to refuse.
 pub fn parse_from(argv: &[OsString]) -> Result<Parsed, clap::Error> {
-    let rejected = origin::rejected_booleans(command());
+    // Built once (a second build only to parse again without some variables).
+    let definition = command();
+    let rejected = origin::rejected_booleans(&definition);
     let parser = || origin::without_rejected(command(), &rejected);
-    let mut cmd = parser();
+    let mut cmd = origin::without_rejected(definition, &rejected);
     let matches = cmd.try_get_matches_from_mut(argv)?;
     if let Some(("run", run)) = matches.subcommand() {
         if let Some(typed) = run.get_many::<OsString>("without_dashes") {

@@ -44,8 +44,24 @@ pub struct Rejected {
 /// usage error); parsing then goes on without those variables (as if unset),
 /// and the configuration reports each one. An empty variable counts as unset,
 /// as clap has it.
-pub fn rejected_booleans(mut cmd: Command) -> Vec<Rejected> {
+pub fn rejected_booleans(cmd: &Command) -> Vec<Rejected> {
+    // Usually no boolean variable is set: then nothing is cloned or built.
+    let set = |arg: &clap::Arg| {
+        matches!(arg.get_action(), ArgAction::SetTrue)
+            && arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| !v.is_empty())
+    };
+    let any_set = ["run", "write", "check"]
+        .iter()
+        .filter_map(|name| cmd.find_subcommand(name))
+        .any(|sub| sub.get_arguments().any(set));
+    if !any_set {
+        return Vec::new();
+    }
     // clap's parser describes the argument in its error, which needs it built.
+    let mut cmd = cmd.clone();
     cmd.build();
     let mut found: Vec<Rejected> = Vec::new();
     for sub in ["run", "write", "check"]
@@ -75,6 +91,9 @@ pub fn rejected_booleans(mut cmd: Command) -> Vec<Rejected> {
 
 /// `cmd` with the variables of `rejected` no longer read, by every command.
 pub fn without_rejected(cmd: Command, rejected: &[Rejected]) -> Command {
+    if rejected.is_empty() {
+        return cmd;
+    }
     ["run", "write", "check"].iter().fold(cmd, |cmd, name| {
         cmd.mut_subcommand(name, |sub| {
             rejected.iter().fold(sub, |sub, r| {

@@ -291,27 +291,27 @@ pub fn annotate(cmd: Command) -> Command {
             command,
             watch: false,
         };
+        // One pass over the arguments, in place: folding `mut_arg` over the
+        // limited ones moved the whole subcommand by value once per argument
+        // (15% of a launch's instructions, callgrind, twice per launch).
         cmd = cmd.mut_subcommand(command, |sub| {
-            let limited: Vec<(String, Modes)> = sub
-                .get_arguments()
-                .filter_map(|a| {
-                    let modes = modes_of(a.get_long()?);
-                    (modes != Modes::ALL).then(|| (a.get_id().as_str().to_owned(), modes))
-                })
-                .collect();
-            limited.iter().fold(sub, |sub, (id, modes)| {
-                sub.mut_arg(id, |arg| {
-                    if !modes.meets(context.any_watch()) {
-                        return arg.hide(true);
-                    }
-                    let help = arg
-                        .get_long_help()
-                        .or_else(|| arg.get_help())
-                        .map(ToString::to_string)
-                        .unwrap_or_default();
-                    let note = format!("[applies to: {}]", modes.describe());
-                    arg.long_help(format!("{help}\n\n{note}"))
-                })
+            sub.mut_args(|arg| {
+                let Some(modes) = arg.get_long().map(modes_of) else {
+                    return arg;
+                };
+                if modes == Modes::ALL {
+                    return arg;
+                }
+                if !modes.meets(context.any_watch()) {
+                    return arg.hide(true);
+                }
+                let help = arg
+                    .get_long_help()
+                    .or_else(|| arg.get_help())
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let note = format!("[applies to: {}]", modes.describe());
+                arg.long_help(format!("{help}\n\n{note}"))
             })
         });
     }

@@ -274,16 +274,22 @@ impl<'a> EnvPlan<'a> {
         let mut warnings = Vec::new();
         let mut not_portable = Vec::new();
         for (index, (key, value)) in secrets.iter().enumerate() {
+            // Pushed, not `format!`ted: 10,000 names are a measurable share of a launch.
+            let name = |suffix: &str| {
+                let mut name =
+                    String::with_capacity(options.prefix.len() + key.len() + suffix.len());
+                name.push_str(&options.prefix);
+                name.push_str(key);
+                name.push_str(suffix);
+                name
+            };
             let (name, value) = match source {
-                EnvSource::Values => (format!("{}{key}", options.prefix), Value::Secret(value)),
+                EnvSource::Values => (name(""), Value::Secret(value)),
                 EnvSource::FileRefs(dir) => (
-                    format!("{}{key}_FILE", options.prefix),
+                    name("_FILE"),
                     Value::FilePath(crate::deliver::files::key_path(dir, key)),
                 ),
-                EnvSource::Memfd(layout) => (
-                    format!("{}{key}_FILE", options.prefix),
-                    Value::FilePath(layout.path(index)),
-                ),
+                EnvSource::Memfd(layout) => (name("_FILE"), Value::FilePath(layout.path(index))),
             };
             if let Some(reason) = name_problem(&name) {
                 return Err(EnvError::InvalidName { name, reason });
@@ -311,29 +317,32 @@ impl<'a> EnvPlan<'a> {
         }
         let delivered: Vec<String> = planned.iter().map(|(n, _)| n.clone()).collect();
 
-        let mut vars: BTreeMap<OsString, Value<'a>> = BTreeMap::new();
-        for (name, value) in inherited {
-            if is_bootstrap(&name) {
-                continue;
-            }
-            vars.insert(name, Value::Inherited(value));
-        }
+        let mut vars: BTreeMap<OsString, Value<'a>> = inherited
+            .into_iter()
+            .filter(|(name, _)| !is_bootstrap(name))
+            .map(|(name, value)| (name, Value::Inherited(value)))
+            .collect();
         let mut shadowed = Vec::new();
         let mut steering = Vec::new();
+        let mut from_secrets = Vec::with_capacity(planned.len());
         for (name, value) in planned {
-            let key = OsString::from(&name);
-            if !options.override_inherited && vars.contains_key(&key) {
+            if !options.override_inherited && vars.contains_key(OsStr::new(&name)) {
                 shadowed.push(name);
                 continue;
             }
             if is_steering(&name) && !options.allowed_names.contains(&name) {
                 steering.push(name.clone());
             }
-            vars.insert(key, value);
+            from_secrets.push((OsString::from(name), value));
         }
         if !steering.is_empty() {
             return Err(EnvError::Steering(steering));
         }
+        // Built in bulk from (nearly) sorted names, then merged (a secret
+        // replaces the inherited variable of its name), instead of one insert
+        // at a time, each comparing long shared prefixes at every level.
+        let mut from_secrets: BTreeMap<OsString, Value<'a>> = from_secrets.into_iter().collect();
+        vars.append(&mut from_secrets);
         Ok(Self {
             vars,
             delivered,

@@ -36,8 +36,8 @@ pub struct Reaped {
 }
 
 /// Reaps every exited child that is waiting, without blocking. Call on every
-/// SIGCHLD (signals coalesce, so one SIGCHLD may stand for many exits) and now and
-/// then as a safety net.
+/// SIGCHLD (signals coalesce, so one SIGCHLD may stand for many exits) and on
+/// the driver's deadlines.
 pub fn reap_all() -> Vec<Reaped> {
     let mut reaped = Vec::new();
     loop {

@@ -27,14 +27,19 @@ use crate::launch::reaper;
 use crate::launch::signals::{self, Signal};
 use crate::sys;
 
-/// How often the driver reaps even without SIGCHLD. SIGCHLD is blocked and
-/// read with `sigwaitinfo`, so it cannot be lost (only coalesced, and every
-/// wake-up drains all zombies); this is a rare safety net, not tini's 1 s tick,
-/// so an idle supervisor does not wake between polls.
-const REAP_PERIOD: Duration = Duration::from_secs(60);
+/// When the driver wakes without an event: at the state machine's next
+/// deadline or at the watchdog's, whichever is first; `None` (only a signal,
+/// a reaped child or a reply wakes it) when neither has one. There is no
+/// reaping tick: SIGCHLD is blocked and read with `sigwaitinfo`, so it cannot
+/// be lost (only coalesced, and every wake-up drains all zombies), and an
+/// idle supervisor must not wake between polls (a 60 s safety net did, four
+/// times per default poll interval of 60 s jittered, up to every time between
+/// longer ones).
+fn wake_at(deadline: Option<Instant>, watchdog: Option<Instant>) -> Option<Instant> {
+    deadline.into_iter().chain(watchdog).min()
+}
 
-/// The driver's one deadline (next poll, renewal, kill, or the reaping safety
-/// net), kept on a timerfd rather than Tokio's timer wheel. The wheel files a
+/// The driver's one deadline (next poll, renewal, kill), kept on a timerfd rather than Tokio's timer wheel. The wheel files a
 /// deadline more than 64 ms away in a coarser level and wakes the thread at that
 /// level's slot boundaries to move it down: `strace -f -tt` of an idle supervisor
 /// polling every 10 s showed three `epoll_wait` time-outs per poll (the last 1.6 to
@@ -50,6 +55,21 @@ impl Alarm {
             tracing::debug!(%err, "no timerfd: deadlines use Tokio's timer");
         }
         Self(timer.ok())
+    }
+
+    /// Returns at `deadline` (at once if it has passed), never without one.
+    /// Cancel-safe: the next call re-arms (or disarms) the timer, which also
+    /// resets a stale expiry.
+    async fn sleep_until_some(&self, deadline: Option<Instant>) {
+        if let Some(deadline) = deadline {
+            return self.sleep_until(deadline).await;
+        }
+        // Disarmed, so a deadline armed earlier cannot wake the thread for
+        // nothing.
+        if let Some(timer) = &self.0 {
+            let _ = timer.get_ref().fd().unset();
+        }
+        std::future::pending::<()>().await;
     }
 
     /// Returns at `deadline` (at once if it has passed). Cancel-safe: the next
@@ -298,16 +318,10 @@ where
     }
 
     /// Waits for what happens next (a signal, a reaped child, a reply, a
-    /// deadline, or the reaping safety net) and returns it as events; `Err`
-    /// with the exit code when the signal thread is gone.
+    /// deadline) and returns it as events; `Err` with the exit code when the
+    /// signal thread is gone.
     async fn wait(&mut self) -> Result<Vec<Event>, u8> {
-        let now = Instant::now();
-        let wake = self
-            .state
-            .next_deadline()
-            .into_iter()
-            .chain(self.readiness.watchdog_due())
-            .fold(now + REAP_PERIOD, Instant::min);
+        let wake = wake_at(self.state.next_deadline(), self.readiness.watchdog_due());
         let mut events = Vec::new();
         tokio::select! {
             signal = self.signals.recv() => match signal {
@@ -324,7 +338,7 @@ where
                 self.idle = Some(network);
                 events.push(Event::Reply(reply));
             },
-            () = self.alarm.sleep_until(wake) => {
+            () = self.alarm.sleep_until_some(wake) => {
                 events.extend(reaper::reap_all().into_iter().map(Event::Reaped));
                 events.push(Event::Tick);
             },
@@ -338,7 +352,7 @@ where
 /// the deadline); every wait is bounded by a generous time-out.
 #[cfg(test)]
 mod tests {
-    use super::Alarm;
+    use super::{wake_at, Alarm};
     use std::time::Duration;
     use tokio::time::{timeout, Instant};
 
@@ -417,6 +431,39 @@ mod tests {
                 .await
                 .expect("the alarm fired");
             assert!(Instant::now() >= deadline, "returned on the stale expiry");
+        });
+    }
+
+    #[test]
+    fn an_idle_supervisor_wakes_only_at_its_own_deadlines() {
+        let now = Instant::now();
+        let poll = now + Duration::from_secs(600);
+        let watchdog = now + Duration::from_secs(15);
+        // No reaping tick in between: a poll ten minutes away is the wake-up.
+        assert_eq!(wake_at(Some(poll), None), Some(poll));
+        assert_eq!(wake_at(Some(poll), Some(watchdog)), Some(watchdog));
+        assert_eq!(wake_at(None, Some(watchdog)), Some(watchdog));
+        // Nothing due: only a signal, a reaped child or a reply wakes it.
+        assert_eq!(wake_at(None, None), None);
+    }
+
+    #[test]
+    fn alarm_without_a_deadline_disarms_an_earlier_one() {
+        on_runtime(async {
+            let alarm = Alarm::new();
+            let near = Instant::now() + Duration::from_millis(50);
+            // Armed, then abandoned before it fires (the select took another branch).
+            assert!(timeout(Duration::from_millis(1), alarm.sleep_until(near))
+                .await
+                .is_err());
+            // A slow machine can only make this pass more easily, never fail.
+            assert!(
+                timeout(Duration::from_millis(250), alarm.sleep_until_some(None))
+                    .await
+                    .is_err(),
+                "no deadline, yet the alarm fired"
+            );
+            assert!(Instant::now() >= near);
         });
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use svid_exec_testkit::stack::{self, Stack, StackOptions};
+use svid_exec_testkit::workload::AgentConfig;
 
 /// Run the svid-exec stand-ins (a SPIRE agent's Workload API on a unix socket,
 /// SPIRE's OIDC discovery provider and an Infisical server on 127.0.0.1) and
@@ -57,6 +58,13 @@ struct Args {
     /// would, for `--jwt-file` and scripts.
     #[arg(long, value_name = "PATH")]
     jwt_file: Option<PathBuf>,
+
+    /// Answer the Workload API from a JWT-SVID cache, as the SPIRE agent does
+    /// (the same token until half its lifetime is used), instead of minting
+    /// and signing a fresh one per call. Benchmarks use it: minting is the
+    /// stand-in's own CPU, which a real agent does not spend per launch.
+    #[arg(long)]
+    agent_cache: bool,
 }
 
 /// The secrets beyond `/`: (folder, key, value, tags).
@@ -214,6 +222,7 @@ fn main() {
     let stack = Stack::start_with(StackOptions {
         https: !args.http,
         demo_secrets: args.secrets.is_none(),
+        agent: AgentConfig::default().agent_cache(args.agent_cache),
         ..StackOptions::default()
     });
     seed(&stack, &args);
