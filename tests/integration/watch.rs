@@ -558,6 +558,10 @@ mod shutdown {
         assert_eq!(launcher.stop(), 0);
         assert_eq!(stack.infisical.counters().revocations, 1);
         assert_eq!(fs::read_to_string(&file).unwrap(), "two", "the files stay");
+        // The sidecar has no child: its log must not say it restarts one.
+        let log = launcher.stderr();
+        assert!(log.contains("secrets changed; files refreshed"), "{log}");
+        assert!(!log.contains("restarting the child"), "{log}");
     }
 
     #[test]

@@ -633,6 +633,11 @@ impl State {
         self.applied.push_back(now);
         self.schedule_poll(now);
         out.push(Action::WriteFiles);
+        if self.child == Child::Absent {
+            // The sidecar (`write --watch`): the files are all there is.
+            tracing::info!("secrets changed; files refreshed");
+            return;
+        }
         match self.settings.on_change {
             OnChange::Restart => {
                 tracing::info!("secrets changed; restarting the child");
