@@ -24,8 +24,9 @@ use crate::session::{Session, SessionError};
 pub(super) struct Started {
     /// The accepted, selected set.
     pub secrets: SecretSet,
-    /// What [`Delivery::accept`] says the set delivers.
-    pub fingerprint: [u8; 32],
+    /// What [`Delivery::accept`] says the set delivers; only with
+    /// [`Token::Keep`] (a one-shot compares it with nothing).
+    pub fingerprint: Option<[u8; 32]>,
     /// The request, its project resolved; `None` for the cached set.
     pub spec: Option<FetchSpec>,
 }
@@ -53,12 +54,13 @@ pub(super) async fn start(
     let attempt = Instant::now();
     let deadline = attempt + config.startup_timeout;
     let fetched = session.start(&config.fetch, deadline).await;
+    let fingerprint = token == Token::Keep;
     if token == Token::RevokeAfterFetch {
         super::end_one_shot(config, session).await;
     }
     match fetched {
         Ok((fetched, spec)) => {
-            let (secrets, fingerprint) = delivery.accept(fetched)?;
+            let (secrets, fingerprint) = delivery.accept(fetched, fingerprint)?;
             remember(delivery, session, &secrets);
             Ok(Started {
                 secrets,
@@ -67,7 +69,7 @@ pub(super) async fn start(
             })
         }
         Err(err) => {
-            let (secrets, fingerprint) = recover(delivery, session, err, attempt)?;
+            let (secrets, fingerprint) = recover(delivery, session, err, attempt, fingerprint)?;
             Ok(Started {
                 secrets,
                 fingerprint,
@@ -151,7 +153,8 @@ fn recover(
     session: &Session,
     err: SessionError,
     attempt: Instant,
-) -> Result<(SecretSet, [u8; 32]), CmdError> {
+    fingerprint: bool,
+) -> Result<(SecretSet, Option<[u8; 32]>), CmdError> {
     let Some(store) = delivery.fallback() else {
         return Err(err.into());
     };
@@ -192,7 +195,7 @@ fn recover(
         return Err(err.into());
     };
     let entry = entry.expect("UNWRAP: decide uses only an entry that exists");
-    let accepted = delivery.accept_cached(entry.secrets)?;
+    let accepted = delivery.accept_cached(entry.secrets, fingerprint)?;
     tracing::warn!(
         dir = %store.dir().display(),
         secrets = accepted.0.len(),

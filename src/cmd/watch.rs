@@ -91,7 +91,13 @@ pub(super) fn supervise(
                 secrets,
                 fingerprint,
                 spec,
-            })) => (Content::new(secrets, fingerprint), spec),
+            })) => (
+                Content::new(
+                    secrets,
+                    fingerprint.expect("UNWRAP: Token::Keep asks for the fingerprint"),
+                ),
+                spec,
+            ),
             Ok(Err(err)) => {
                 revoke(&mut session).await;
                 return Err(err);
@@ -255,8 +261,9 @@ impl SessionNetwork {
                 Reply::NotModified
             }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                match self.delivery.delivery.accept(fetched.secrets) {
+                match self.delivery.delivery.accept(fetched.secrets, true) {
                     Ok((secrets, fingerprint)) => {
+                        let fingerprint = fingerprint.expect("UNWRAP: asked for above");
                         self.etags = Some(fetched.etags);
                         // The selected set, as written: what `written` records.
                         self.last_fetched = Some(secrets.fingerprint());

@@ -241,11 +241,17 @@ impl Delivery {
     /// delivered: empty (unless allowed) or a `--require`d or selected key
     /// missing ([`Delivery::select`]); then what [`Delivery::deliverable`]
     /// refuses. Every way of delivering gets the set this returns, with the
-    /// fingerprint of what delivering it gives the program: equal
-    /// fingerprints mean the program would see nothing different.
-    pub fn accept(&self, fetched: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
+    /// fingerprint of what delivering it gives the program when `fingerprint`
+    /// asks for it (a supervisor compares them: equal fingerprints mean the
+    /// program would see nothing different; a one-shot never does, and at
+    /// 10,000 secrets hashing them was 15% of its instructions).
+    pub fn accept(
+        &self,
+        fetched: SecretSet,
+        fingerprint: bool,
+    ) -> Result<(SecretSet, Option<[u8; 32]>), DeliverError> {
         let secrets = self.select(fetched)?;
-        self.deliverable(secrets)
+        self.deliverable(secrets, fingerprint)
     }
 
     /// A set read back from the fallback directory: it was selected when it
@@ -254,21 +260,29 @@ impl Delivery {
     /// is not in Infisical's terms any more); only emptiness (which
     /// `--allow-empty` decides) and what depends on this launch's targets
     /// ([`Delivery::deliverable`]) are checked again.
-    pub fn accept_cached(&self, cached: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
+    pub fn accept_cached(
+        &self,
+        cached: SecretSet,
+        fingerprint: bool,
+    ) -> Result<(SecretSet, Option<[u8; 32]>), DeliverError> {
         if cached.is_empty() && !self.options.allow_empty {
             return Err(DeliverError::Empty {
                 scope: self.options.scope.clone(),
             });
         }
-        self.deliverable(cached)
+        self.deliverable(cached, fingerprint)
     }
 
     /// The selected set, or what this launch's targets cannot take: names a
     /// target cannot carry, an environment the kernel would refuse with the
     /// program's command line, a template that does not render with it (an
     /// undefined name), more memfds than allowed; with the fingerprint of
-    /// what delivering it gives the program.
-    fn deliverable(&self, secrets: SecretSet) -> Result<(SecretSet, [u8; 32]), DeliverError> {
+    /// what delivering it gives the program if `fingerprint` asks for it.
+    fn deliverable(
+        &self,
+        secrets: SecretSet,
+        fingerprint: bool,
+    ) -> Result<(SecretSet, Option<[u8; 32]>), DeliverError> {
         self.check_names(&secrets)?;
         let plan = self.env(&secrets)?;
         self.check_fits(&plan)?;
@@ -280,6 +294,9 @@ impl Delivery {
         let templates = self.templates();
         templates.check_clear_of_keys(self.files().and_then(|f| f.dir.as_deref()), &secrets)?;
         let rendered = templates.render(&secrets)?;
+        if !fingerprint {
+            return Ok((secrets, None));
+        }
         let mut hasher = Sha256::new();
         // The environment and the file targets carry every selected secret.
         if self.to_env() || self.files().is_some() {
@@ -290,7 +307,7 @@ impl Delivery {
             hasher.update(b"templates");
             hasher.update(templates.digest(&rendered));
         }
-        Ok((secrets, hasher.finalize().into()))
+        Ok((secrets, Some(hasher.finalize().into())))
     }
 
     /// The selected set (`--only`, `--map`), after refusing an empty fetched
@@ -463,17 +480,21 @@ mod tests {
     #[test]
     fn empty_result_is_refused_unless_allowed() {
         let empty = SecretSet::new();
-        let err = delivery(&[], false).accept(empty.clone()).unwrap_err();
+        let err = delivery(&[], false)
+            .accept(empty.clone(), true)
+            .unwrap_err();
         assert_eq!(err.exit_class(), ExitClass::Config);
         assert!(err.to_string().contains("environment prod"), "{err}");
         assert!(err.hint().unwrap().contains("--allow-empty"));
-        delivery(&[], true).accept(empty).unwrap();
+        delivery(&[], true).accept(empty, true).unwrap();
     }
 
     #[test]
     fn missing_required_keys_are_listed() {
         let set = SecretSet::from_pairs(&[("A", "1")]);
-        let err = delivery(&["A", "B", "C"], false).accept(set).unwrap_err();
+        let err = delivery(&["A", "B", "C"], false)
+            .accept(set, true)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "required secrets are missing: B (--require), C (--require)"
@@ -489,7 +510,7 @@ mod tests {
             vec!["A".into(), "O".into()],
             vec![("my-key".into(), "MY_KEY".into()), ("M".into(), "N".into())],
         );
-        let err = d.accept(set.clone()).unwrap_err();
+        let err = d.accept(set.clone(), true).unwrap_err();
         assert_eq!(
             err.to_string(),
             "required secrets are missing: R (--require), O (--only), M (--map M=N)"
@@ -498,7 +519,7 @@ mod tests {
         d.options.selection =
             Selection::new(vec!["A".into()], vec![("my-key".into(), "MY_KEY".into())]);
         let names: Vec<String> = d
-            .accept(set)
+            .accept(set, true)
             .unwrap()
             .0
             .names()
@@ -515,7 +536,7 @@ mod tests {
             dotenv_file: Some(PathBuf::from("/run/s.env")),
             ..FilesOptions::default()
         });
-        let err = d.accept(set).unwrap_err();
+        let err = d.accept(set, true).unwrap_err();
         assert!(
             matches!(err, DeliverError::Unfit(ref u) if u.len() == 2),
             "{err}"
@@ -543,12 +564,12 @@ mod tests {
         let mut d = delivery(&[], false);
         d.options.env = None;
         d.options.files = Some(json_only);
-        d.accept(set.clone()).unwrap();
+        d.accept(set.clone(), true).unwrap();
         d.options.files = Some(FilesOptions {
             dir: Some(PathBuf::from("/run/s")),
             ..FilesOptions::default()
         });
-        let err = d.accept(set).unwrap_err();
+        let err = d.accept(set, true).unwrap_err();
         assert!(matches!(err, DeliverError::Unfit(_)), "{err}");
     }
 

@@ -19,7 +19,7 @@ mod url;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
@@ -34,6 +34,7 @@ pub use url::ApiUrl;
 
 use crate::error::chain;
 use crate::retry::{self, Backoff, Stop};
+use listing::ListingStream;
 use transport::{LoopbackOnly, NotLoopback, ProxyChoice};
 
 /// The contract's default `--api-url`.
@@ -229,6 +230,19 @@ impl Client {
         bound: Duration,
         scrub: &[&str],
     ) -> Result<Reply, InfisicalError> {
+        self.send_to(request, endpoint, bound, scrub, None).await
+    }
+
+    /// [`Client::send`], but a `200`'s body goes to `listing` as it arrives
+    /// (the reply's body is then empty): a listing is never held whole.
+    async fn send_to(
+        &self,
+        request: RequestBuilder,
+        endpoint: &str,
+        bound: Duration,
+        scrub: &[&str],
+        listing: Option<&Mutex<ListingStream>>,
+    ) -> Result<Reply, InfisicalError> {
         let mut response = match request.timeout(bound).send().await {
             Ok(response) => response,
             Err(e) => {
@@ -267,15 +281,30 @@ impl Client {
         if expected > MAX_BODY_BYTES as u64 {
             return Err(too_large());
         }
+        let listing = listing.filter(|_| status == 200);
+        if let Some(listing) = listing {
+            // A retried request starts over.
+            lock(listing).reset();
+        }
         #[allow(
             clippy::cast_possible_truncation,
             reason = "bounded by MAX_BODY_BYTES above"
         )]
-        let mut body = Zeroizing::new(Vec::with_capacity(expected as usize));
+        let mut body = Zeroizing::new(Vec::with_capacity(if listing.is_some() {
+            0
+        } else {
+            expected as usize
+        }));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if !push_zeroizing(&mut body, &chunk, MAX_BODY_BYTES) {
+                    if let Some(listing) = listing {
+                        let mut listing = lock(listing);
+                        if listing.len + chunk.len() > MAX_BODY_BYTES {
+                            return Err(too_large());
+                        }
+                        listing.feed(&chunk);
+                    } else if !push_zeroizing(&mut body, &chunk, MAX_BODY_BYTES) {
                         return Err(too_large());
                     }
                 }
@@ -430,6 +459,14 @@ pub(crate) fn json_body<T: serde::Serialize>(value: &T) -> bytes::Bytes {
     let _ = serde_json::to_writer(&mut *buf, value);
     debug_assert_eq!(buf.len(), buf.capacity());
     wiped_bytes(buf)
+}
+
+/// The listing parser of a request (one attempt at a time uses it; a panic
+/// while it was held leaves nothing to protect).
+fn lock(listing: &Mutex<ListingStream>) -> MutexGuard<'_, ListingStream> {
+    listing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Appends `chunk`, growing into a fresh zeroizing buffer (never `realloc`, which

@@ -7,15 +7,15 @@
 //! beat imported ones, and among imports the last one wins (as the Infisical CLI).
 
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use super::auth::AccessToken;
 use super::error::{self, Call, InfisicalError};
-use super::listing::{merge_listing, ListingError};
+use super::listing::{ListingStream, PathListing};
 use super::{parse_json, Client};
 use crate::secrets::SecretSet;
 
@@ -161,10 +161,10 @@ fn normalize_path(path: &str) -> String {
 
 enum Listed {
     NotModified,
-    /// A 200: the body is parsed when the paths are merged, borrowing from it.
+    /// A 200, parsed as it arrived; merged with the other paths' in order.
     Body {
         endpoint: String,
-        body: Zeroizing<Vec<u8>>,
+        listing: PathListing,
         etag: Option<String>,
     },
 }
@@ -278,7 +278,7 @@ impl Client {
             // Once a change is seen every path has a body; guard anyway rather than panic.
             let Some(Listed::Body {
                 endpoint,
-                body,
+                listing,
                 etag,
             }) = listed
             else {
@@ -287,31 +287,13 @@ impl Client {
                     detail: "no listing for this path".to_owned(),
                 });
             };
-            // One UTF-8 check of the whole body, then no per-string check.
-            let text = std::str::from_utf8(&body).map_err(|e| {
-                // Where a JSON parser would have stopped, in its terms.
-                let before = &body[..e.valid_up_to()];
-                let line = before.split(|b| *b == b'\n').count();
-                let column = before.len()
-                    - before
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map_or(0, |i| i + 1)
-                    + 1;
-                InfisicalError::BadResponse {
+            let summary = listing.finish(&mut secrets, &mut hidden).map_err(|bad| {
+                InfisicalError::BadSecret {
                     endpoint: endpoint.clone(),
-                    detail: format!("invalid JSON at line {line} column {column}: not UTF-8"),
+                    key: bad.key,
+                    why: bad.why.describe(),
                 }
             })?;
-            let summary =
-                merge_listing(path, text, &mut secrets, &mut hidden).map_err(|e| match e {
-                    ListingError::Json(e) => super::json_error(&endpoint, &e),
-                    ListingError::Bad(bad) => InfisicalError::BadSecret {
-                        endpoint: endpoint.clone(),
-                        key: bad.key,
-                        why: bad.why.describe(),
-                    },
-                })?;
             summaries.push(summary);
             etags.push(etag);
         }
@@ -361,6 +343,7 @@ impl Client {
             let url = self.url(route);
             let scrub = [token.secret().expose_secret()];
             let authorization = super::bearer(token.secret())?;
+            let stream = Mutex::new(ListingStream::new(path));
             let reply = self
                 .with_retry(deadline, |bound| {
                     let mut request = self
@@ -371,11 +354,16 @@ impl Client {
                     if let Some(etag) = etag {
                         request = request.header(reqwest::header::IF_NONE_MATCH, etag);
                     }
-                    self.send(request, &endpoint, bound, &scrub)
+                    self.send_to(request, &endpoint, bound, &scrub, Some(&stream))
                 })
                 .await?;
             match reply.status {
                 200 => {
+                    let listing = stream
+                        .into_inner()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .end()
+                        .map_err(|e| super::json_error(&endpoint, &e))?;
                     let etag = reply
                         .headers
                         .get(reqwest::header::ETAG)
@@ -383,7 +371,7 @@ impl Client {
                         .map(str::to_owned);
                     return Ok(Listed::Body {
                         endpoint,
-                        body: reply.body,
+                        listing,
                         etag,
                     });
                 }
