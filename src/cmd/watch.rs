@@ -228,10 +228,18 @@ impl SessionNetwork {
             })
     }
 
-    /// A failed call's reply: after a refusal, the identity's cached sets go first.
+    /// A failed call's reason: after a refusal, the identity's cached sets go first.
     fn failed(&self, err: &SessionError) -> String {
         start::forget_if_refused(&self.delivery.delivery, err);
         chain_and_hint(err)
+    }
+
+    /// A failed poll's reply (`auth`: the token was refused, log in again).
+    fn poll_failed(&self, err: &SessionError) -> Reply {
+        Reply::PollFailed {
+            auth: matches!(err, SessionError::Infisical(e) if e.needs_login()),
+            reason: self.failed(err),
+        }
     }
 
     async fn poll(&mut self) -> Reply {
@@ -239,12 +247,7 @@ impl SessionNetwork {
         if self.spec.is_none() {
             match self.session.resolve(&self.template, deadline).await {
                 Ok(spec) => self.spec = Some(spec),
-                Err(err) => {
-                    return Reply::PollFailed {
-                        auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
-                        reason: self.failed(&err),
-                    }
-                }
+                Err(err) => return self.poll_failed(&err),
             }
         }
         let spec = self.spec.as_ref().expect("UNWRAP: resolved above");
@@ -287,10 +290,7 @@ impl SessionNetwork {
                     },
                 }
             }
-            Err(err) => Reply::PollFailed {
-                auth: matches!(&err, SessionError::Infisical(e) if e.needs_login()),
-                reason: self.failed(&err),
-            },
+            Err(err) => self.poll_failed(&err),
         }
     }
 
