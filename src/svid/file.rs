@@ -39,6 +39,10 @@ use crate::retry::{self, Backoff, Stop, Transient};
 /// reading at most this much.
 pub const MAX_JWT_FILE_BYTES: usize = 64 * 1024;
 
+/// A read that did not finish within less than this, because the deadline
+/// left no more, is not judged stuck (see the workload source's `last_word`).
+const STUCK_JUDGED_AFTER: Duration = Duration::from_secs(1);
+
 /// Reads `path`, waiting while it is missing or empty until `deadline`.
 /// Anything else about the file fails at once. Warns (once per `warned`)
 /// when the file's mode lets group or other read it.
@@ -103,6 +107,25 @@ pub(super) async fn fetch(
             }
             log_read(path, &read.jwt);
             Ok(read.jwt)
+        }
+        // A read the deadline cut short (the file appeared in the last moment)
+        // proves nothing stuck: the last full answer says what was waited for.
+        Err(Stop::Fatal(FileAttempt::Fatal(SvidError::JwtFileStuck { waited, .. })))
+            if waited < STUCK_JUDGED_AFTER
+                && waiting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_some() =>
+        {
+            let last = waiting
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or("does not exist");
+            Err(SvidError::JwtFileNotReady {
+                path: path.to_owned(),
+                waited: retry::to_millis(started.elapsed()),
+                last,
+            })
         }
         Err(Stop::Fatal(FileAttempt::Fatal(e)) | Stop::Deadline(FileAttempt::Fatal(e))) => Err(e),
         Err(
