@@ -1,7 +1,7 @@
 # svid-exec container image: the binary alone, on distroless, as user 65532.
 #
 # build context: .
-# base images: rust:1.88-slim-bookworm gcr.io/distroless/cc-debian12:nonroot
+# base images: rust:1.95.0-slim-bookworm gcr.io/distroless/cc-debian12:nonroot
 # (.ci/check-dockerfiles checks both lines: every COPY source exists in the
 # context, and every image pulled is built by README.md or declared above.)
 #
@@ -13,7 +13,7 @@
 # its own CA roots (webpki-roots), so images without a CA bundle still reach
 # Infisical Cloud.
 
-FROM rust:1.88-slim-bookworm AS build
+FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
