@@ -353,6 +353,16 @@ if [ -n "$before" ]; then stat -c %s "$before" >"$out/binary-size-before"; fi
   echo "python: $(python3 --version | cut -d' ' -f2), infisicalsdk $(python3 -m pip show infisicalsdk 2>/dev/null | sed -n 's/^Version: //p')"
   echo "mode: $([ "$quick" = 1 ] && echo quick || echo full), $profile build"
   echo "svid-exec: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+  # build.rs lays the release code out by link/symbol-order.txt; its names are
+  # those of the toolchain it was made with (bench/symbol-order.py remakes it).
+  made_with=$(sed -n 's/^# and Cargo.lock: //p' "$root/link/symbol-order.txt" 2>/dev/null)
+  if [ "$profile" != release ]; then
+    echo "code layout: none ($profile build)"
+  elif [ "$made_with" = "$(rustc --version)" ]; then
+    echo "code layout: link/symbol-order.txt, made with this toolchain"
+  else
+    echo "code layout: link/symbol-order.txt made with ${made_with:-an unknown toolchain}, not this one: run bench/symbol-order.py"
+  fi
   if [ -n "$before" ]; then echo "before: $before"; fi
 } >"$out/machine.txt"
 
