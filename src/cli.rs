@@ -56,8 +56,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each one's options are added only when it is built
+/// (`defer`): a launch parses with `run`'s alone ([`parse_from`]); help, the
+/// manual page and the completions build them all ([`command`]).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Inject the secrets, then exec the program (or supervise it with --watch).
     #[command(
@@ -72,11 +75,9 @@ pub enum Command {
     /// Diagnose every step (identity, login, paths, targets); prints names, never values.
     // The report is check's output: its progress log lines (INFO) only when
     // asked for with --log-level.
-    #[command(
-        after_long_help = EXIT_STATUS,
-        display_name = "svid-exec",
-        mut_arg("log_level", |a| a.default_value("warn"))
-    )]
+    // Its --log-level defaults to warn ([`command`]: a deferred subcommand
+    // has no argument to change before it is built).
+    #[command(after_long_help = EXIT_STATUS, display_name = "svid-exec")]
     Check(CheckArgs),
     /// Print a shell completion script on stdout.
     #[command(display_name = "svid-exec")]
@@ -618,7 +619,40 @@ pub struct Parsed {
 /// that apply to it, and where ([`scope::annotate`]); parsing, `--help`, the
 /// manual page and the completions all use this one.
 pub fn command() -> clap::Command {
-    scope::annotate(Cli::command())
+    // The commands with their options now, not deferred to
+    // their build: the annotations, the variables dropped before parsing and
+    // `check`'s default change them, and a built command cannot be changed
+    // (`mut_arg` on a built one leaves clap's index of its arguments stale).
+    // The derive's deferred step is replaced by one that does nothing.
+    // (`mut_subcommand` moves the command to the end: this order keeps the
+    // one help, the manual and the completions have always listed.)
+    let cmd = Cli::command()
+        .mut_subcommand("completions", |c| expand(c, CompletionsArgs::augment_args))
+        .mut_subcommand("man", |c| c)
+        .mut_subcommand("ready", |c| expand(c, ReadyArgs::augment_args))
+        .mut_subcommand("run", |c| expand(c, RunArgs::augment_args))
+        .mut_subcommand("write", |c| expand(c, WriteArgs::augment_args))
+        .mut_subcommand("check", |c| {
+            expand(c, CheckArgs::augment_args).mut_arg("log_level", |a| a.default_value("warn"))
+        });
+    scope::annotate(cmd)
+}
+
+/// A deferred subcommand with its options added now. Its description stays
+/// the variant's (the options' struct has one of its own, which the derive
+/// applies first when it does not defer).
+fn expand(sub: clap::Command, augment: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = sub.get_about().cloned();
+    let long_about = sub.get_long_about().cloned();
+    let sub = augment(sub.defer(|c| c));
+    let sub = match about {
+        Some(about) => sub.about(about),
+        None => sub.about(None),
+    };
+    match long_about {
+        Some(long_about) => sub.long_about(long_about),
+        None => sub.long_about(None),
+    }
 }
 
 /// Parses `argv` (the program name first). Usage errors (an unknown flag, a
@@ -630,6 +664,52 @@ pub fn command() -> clap::Command {
 /// variable that holds no boolean is dropped before parsing and recorded in
 /// the origins ([`Origins::rejected`]), for the configuration to refuse.
 pub fn parse_from(argv: &[OsString]) -> Result<Parsed, clap::Error> {
+    match parse_usual(argv) {
+        Some(parsed) => Ok(parsed),
+        None => parse_with_every_command(argv),
+    }
+}
+
+/// The usual `run` or `write`, parsed with the definition of that command
+/// alone: the other commands are never built, nor the help's annotations
+/// (building, annotating and dropping them all cost 0.65 M of a launch's
+/// 5.72 M instructions, callgrind). `None`
+/// whenever the full parse could answer differently, which then answers: a
+/// clap error, help or version (rendered from the annotated tree), `run`
+/// without `--`, a variable that does not apply here or a boolean variable
+/// that holds no boolean (both parsed again without the variable). `check`
+/// always takes the full parse (its --log-level default is set by
+/// [`command`]). `tests::the_usual_parse_is_the_full_one` holds them equal.
+fn parse_usual(argv: &[OsString]) -> Option<Parsed> {
+    let name = argv.get(1)?.to_str()?;
+    if name != "run" && name != "write" {
+        return None;
+    }
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(argv).ok()?;
+    let (given, sub) = matches.subcommand()?;
+    if given != name
+        || (name == "run" && sub.get_many::<OsString>("without_dashes").is_some())
+        // Only the matched command is built: its booleans are all there are.
+        || !origin::rejected_booleans(&cmd).is_empty()
+    {
+        return None;
+    }
+    let (out_of_place, drop_env) = scope::out_of_place(&cmd, &matches, &[]);
+    if !drop_env.is_empty() {
+        return None;
+    }
+    let cli = Cli::from_arg_matches(&matches).ok()?;
+    let origins = Origins::new(cmd.find_subcommand(name)?, sub);
+    Some(Parsed {
+        command: cli.command,
+        origins,
+        out_of_place,
+    })
+}
+
+/// [`parse_from`] with every command built and annotated.
+fn parse_with_every_command(argv: &[OsString]) -> Result<Parsed, clap::Error> {
     // Built once (a second build only to parse again without some variables).
     let definition = command();
     let rejected = origin::rejected_booleans(&definition);
@@ -682,10 +762,92 @@ pub fn parse_from(argv: &[OsString]) -> Result<Parsed, clap::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::command;
+    use super::{command, parse_usual, parse_with_every_command};
+    use std::ffi::OsString;
 
     #[test]
     fn clap_definition_is_consistent() {
         command().debug_assert();
+    }
+
+    /// The usual parse gives what the full one gives, and declines (so the
+    /// full one answers) every case it must not answer. No variable of ours
+    /// is set in the test process.
+    #[test]
+    fn the_usual_parse_is_the_full_one() {
+        let argv = |args: &[&str]| -> Vec<OsString> {
+            std::iter::once("svid-exec")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        for args in [
+            &["run", "--", "/bin/true"][..],
+            &[
+                "run",
+                "-q",
+                "--project-id",
+                "p",
+                "--env",
+                "prod",
+                "--",
+                "app",
+                "-x",
+            ],
+            &["run", "--watch", "--poll-interval", "30s", "--", "app"],
+            &["run", "--dir", "/run/s", "--", "app"],
+            &["run", "--files-dir", "/run/s", "--no-env", "--", "app"],
+            &[
+                "run",
+                "--json-file",
+                "/run/s/x.json",
+                "--allow-non-tmpfs",
+                "--",
+                "app",
+            ],
+            &["write", "--dir", "/run/s"],
+            &[
+                "write",
+                "--dir",
+                "/run/s",
+                "--watch",
+                "--on-change",
+                "signal:HUP",
+            ],
+            &[
+                "run",
+                "--poll-interval",
+                "30s",
+                "--tag",
+                "a,b",
+                "--path",
+                "/x",
+                "--",
+                "app",
+            ],
+            &["run", "--no-revoke", "--recursive", "--mlock", "--", "app"],
+            &["write", "--dir", "/run/s", "--env-prefix", "APP_"],
+        ] {
+            let full = parse_with_every_command(&argv(args));
+            let usual = parse_usual(&argv(args));
+            match (full, usual) {
+                (Ok(full), Some(usual)) => {
+                    assert_eq!(format!("{usual:?}"), format!("{full:?}"), "{args:?}");
+                }
+                (full, usual) => panic!("{args:?}: full {full:?}, usual {usual:?}"),
+            }
+        }
+        for args in [
+            &["run", "/bin/true"][..],
+            &["run", "--help"],
+            &["run", "--version"],
+            &["run", "--nope", "--", "app"],
+            &["write", "--help"],
+            &["check"],
+            &["ready", "--dir", "/run/s"],
+            &["--help"],
+        ] {
+            assert!(parse_usual(&argv(args)).is_none(), "{args:?}");
+        }
     }
 }

@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn every_row_names_an_option_of_run_write_or_check() {
-        let cli = <crate::cli::Cli as clap::CommandFactory>::command();
+        let cli = crate::cli::command();
         for (flag, _) in WHERE {
             let known = ["run", "write", "check"].iter().any(|name| {
                 cli.find_subcommand(name)
